@@ -1,0 +1,83 @@
+package ctxlock
+
+import (
+	"context"
+	"time"
+)
+
+// Backend stores leases. It knows nothing of scheduling, refreshing, waiting
+// or expiry channels: the Manager does all of that on top of these calls.
+//
+// Keys passed to a Backend are full keys (the Manager's namespace already
+// prepended). Owners are unique per hold. Every method must be safe for
+// concurrent use. Errors that the Manager should retry must match
+// ErrUnavailable (see Unavailable); any other error is treated as permanent.
+//
+// Batch calls exist so that one round trip (a pipeline) refreshes or releases
+// many leases; their result slices have one entry per lease, in order.
+type Backend interface {
+	// Acquire takes req.Key for req.Owner for req.TTL if nobody owns it, and
+	// returns the lease with a fencing token strictly greater than every token
+	// issued for the key before. When another owner holds the key it returns a
+	// *HeldError (matching ErrHeld) with the holder's remaining TTL. It must
+	// give up after req.Timeout. An attempt whose outcome is unknown must
+	// return an error matching ErrUnavailable: the Manager then releases
+	// (Key, Owner), so an ambiguous attempt never blocks others for a whole TTL.
+	Acquire(ctx context.Context, req AcquireRequest) (Lease, error)
+
+	// Extend sets the TTL of every lease still owned by its owner to ttl. Per
+	// lease it reports nil, an error matching ErrLost when the lease is no
+	// longer owned, or a transient error.
+	Extend(ctx context.Context, leases []Lease, ttl time.Duration) []error
+
+	// Release deletes every lease still owned by its owner and wakes the
+	// key's watchers. Per lease it reports nil (released, or no longer owned:
+	// either way it is gone) or an error; a transient error makes the Manager
+	// retry until the lease has lapsed.
+	Release(ctx context.Context, leases []Lease) []error
+
+	// Watch returns a channel that receives a value after key is released or
+	// lapses, and a stop function that must be called when the watcher is
+	// done. Signals may be coalesced and may be spurious: they are hints to
+	// retry now. A nil channel means the backend cannot notify (the Manager
+	// then polls with backoff).
+	Watch(key string) (released <-chan struct{}, stop func())
+
+	// Health reports conditions worth an operator's attention (unreachable
+	// nodes, a lost subscription). err is non-nil when the backend is unusable.
+	Health(ctx context.Context) (conditions []string, err error)
+
+	// Close releases the backend's own resources. The Manager never calls it:
+	// whoever made the backend closes it, after closing its Managers.
+	Close() error
+}
+
+// AcquireRequest asks a Backend for a new lease.
+type AcquireRequest struct {
+	Key      string        // full key, namespace included
+	Owner    string        // unique id of this hold
+	TTL      time.Duration // lease duration on the backend
+	Timeout  time.Duration // the attempt must give up after this long
+	Metadata string        // opaque owner text (WithMetadata), may be empty
+}
+
+// Lease is a granted hold on a key, as the backend issued it.
+type Lease struct {
+	Key   string
+	Owner string
+	// Token is the fencing token: strictly increasing per key.
+	Token uint64
+}
+
+// BackendNamer is implemented by backends that have a short name ("memory",
+// "redis", "redlock") for telemetry attributes and health reports.
+type BackendNamer interface {
+	BackendName() string
+}
+
+func backendName(b Backend) string {
+	if n, ok := b.(BackendNamer); ok {
+		return n.BackendName()
+	}
+	return "custom"
+}

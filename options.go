@@ -1,0 +1,202 @@
+package ctxlock
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Defaults of LockOptions, kept from the API ctxlock was drawn from.
+const (
+	// DefaultTimeout is the lease TTL: how long the backend keeps a lock whose
+	// holder stops refreshing it (for instance because the process died).
+	DefaultTimeout = 10 * time.Second
+	// DefaultRetryDelay is the first delay between acquire attempts while a
+	// lock is held elsewhere; later delays grow, jittered, up to MaxRetryDelay.
+	DefaultRetryDelay = 10 * time.Millisecond
+	// DefaultAcquireTimeout bounds one acquire attempt against the backend.
+	DefaultAcquireTimeout = 100 * time.Millisecond
+	// DefaultDriftFactor is the share of the TTL subtracted from every validity
+	// window to allow for clock drift between this process and the backend.
+	DefaultDriftFactor = 0.01
+	// MaxRetryDelay caps the growth of the retry backoff. A waiter also never
+	// sleeps past the holder's remaining TTL, nor past a release notification.
+	MaxRetryDelay = time.Second
+	// MaxKeyLength is the longest key, in bytes, that NewLock accepts (before
+	// the Manager's namespace is prepended).
+	MaxKeyLength = 1024
+	// MaxMetadataLength is the longest WithMetadata text, in bytes.
+	MaxMetadataLength = 4096
+)
+
+// validityMargin is the fixed part of the drift allowance (§3 of the design).
+const validityMargin = 2 * time.Millisecond
+
+// LockOptions are the settings of one Lock. Build them with DefaultLockOptions
+// and Apply; the zero value is not valid (its TTL is 0).
+type LockOptions struct {
+	// TTL is the lease duration on the backend. Default DefaultTimeout.
+	TTL time.Duration
+	// RetryDelay is the first backoff delay while waiting. Default DefaultRetryDelay.
+	RetryDelay time.Duration
+	// AcquireTimeout bounds one backend acquire attempt. Default DefaultAcquireTimeout.
+	AcquireTimeout time.Duration
+	// RefreshInterval is how often a held lease is extended; 0 means TTL/3.
+	RefreshInterval time.Duration
+	// NoRefresh disables refreshing: the hold simply lapses after its validity window.
+	NoRefresh bool
+	// DriftFactor is the share of the TTL reserved for clock drift. Default 0.01.
+	DriftFactor float64
+	// Tracer, when set, is used for this lock's spans instead of the Manager's.
+	Tracer trace.Tracer
+	// Metadata is opaque owner text stored with the lease, visible to operators.
+	Metadata string
+}
+
+// LockOption configures a Lock. Options are applied in order; a later one wins.
+type LockOption func(*LockOptions)
+
+// DefaultLockOptions returns the defaults: TTL DefaultTimeout, retry delay
+// DefaultRetryDelay, acquire timeout DefaultAcquireTimeout, refresh every TTL/3,
+// drift factor DefaultDriftFactor.
+func DefaultLockOptions() *LockOptions {
+	return &LockOptions{
+		TTL:            DefaultTimeout,
+		RetryDelay:     DefaultRetryDelay,
+		AcquireTimeout: DefaultAcquireTimeout,
+		DriftFactor:    DefaultDriftFactor,
+	}
+}
+
+// Apply applies opts to o in order. Nil options are ignored.
+func (o *LockOptions) Apply(opts ...LockOption) {
+	for _, opt := range opts {
+		if opt != nil {
+			opt(o)
+		}
+	}
+}
+
+// WithTTL sets the lease TTL. It must be positive and longer than the drift allowance.
+func WithTTL(ttl time.Duration) LockOption { return func(o *LockOptions) { o.TTL = ttl } }
+
+// WithRetryDelay sets the first delay between acquire attempts while waiting.
+func WithRetryDelay(d time.Duration) LockOption { return func(o *LockOptions) { o.RetryDelay = d } }
+
+// WithAcquireTimeout bounds each backend acquire attempt.
+func WithAcquireTimeout(d time.Duration) LockOption {
+	return func(o *LockOptions) { o.AcquireTimeout = d }
+}
+
+// WithRefreshInterval sets how often the scheduler extends a held lease. It
+// must be shorter than the validity window (TTL minus drift allowance).
+// It also turns refreshing back on after WithoutRefresh.
+func WithRefreshInterval(d time.Duration) LockOption {
+	return func(o *LockOptions) { o.RefreshInterval = d; o.NoRefresh = false }
+}
+
+// WithoutRefresh disables refreshing: the hold ends with ErrExpired at its
+// validity deadline and the lease lapses on the backend at its TTL.
+func WithoutRefresh() LockOption { return func(o *LockOptions) { o.NoRefresh = true } }
+
+// WithDriftFactor sets the share of the TTL reserved for clock drift, in [0, 0.5).
+func WithDriftFactor(f float64) LockOption { return func(o *LockOptions) { o.DriftFactor = f } }
+
+// WithTracer sets the tracer for this lock's spans, overriding the Manager's
+// tracer provider. A nil tracer keeps the Manager's.
+func WithTracer(t trace.Tracer) LockOption { return func(o *LockOptions) { o.Tracer = t } }
+
+// WithMetadata stores opaque owner text with each lease (for operators: who holds it).
+func WithMetadata(text string) LockOption { return func(o *LockOptions) { o.Metadata = text } }
+
+// refreshInterval returns the effective refresh interval.
+func (o *LockOptions) refreshInterval() time.Duration {
+	if o.RefreshInterval > 0 {
+		return o.RefreshInterval
+	}
+	return o.TTL / 3
+}
+
+// driftAllowance is d*drift + 2ms: how much shorter than the TTL the local
+// validity window is.
+func (o *LockOptions) driftAllowance() time.Duration {
+	return time.Duration(float64(o.TTL)*o.DriftFactor) + validityMargin
+}
+
+// Validate reports the first setting that cannot work, wrapped in ErrInvalidOption.
+func (o *LockOptions) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOption}, args...)...)
+	}
+	switch {
+	case o.TTL <= 0:
+		return bad("TTL %v must be positive", o.TTL)
+	case o.TTL > 365*24*time.Hour:
+		return bad("TTL %v is longer than a year", o.TTL)
+	case math.IsNaN(o.DriftFactor) || o.DriftFactor < 0 || o.DriftFactor >= 0.5:
+		return bad("drift factor %v must be in [0, 0.5)", o.DriftFactor)
+	case o.TTL <= o.driftAllowance():
+		return bad("TTL %v must exceed the drift allowance %v", o.TTL, o.driftAllowance())
+	case o.RetryDelay <= 0:
+		return bad("retry delay %v must be positive", o.RetryDelay)
+	case o.AcquireTimeout <= 0:
+		return bad("acquire timeout %v must be positive", o.AcquireTimeout)
+	case o.RefreshInterval < 0:
+		return bad("refresh interval %v must not be negative", o.RefreshInterval)
+	case len(o.Metadata) > MaxMetadataLength:
+		return bad("metadata of %d bytes exceeds %d", len(o.Metadata), MaxMetadataLength)
+	}
+	if !o.NoRefresh {
+		if ri := o.refreshInterval(); ri <= 0 || ri >= o.TTL-o.driftAllowance() {
+			return bad("refresh interval %v must be positive and shorter than the validity window %v (TTL %v)",
+				ri, o.TTL-o.driftAllowance(), o.TTL)
+		}
+	}
+	return nil
+}
+
+// ManagerOption configures a Manager.
+type ManagerOption func(*managerOptions)
+
+type managerOptions struct {
+	namespace      string
+	logger         *slog.Logger
+	tracerProvider trace.TracerProvider
+	meterProvider  metric.MeterProvider
+	lockDefaults   []LockOption
+	workers        int
+}
+
+// WithNamespace prefixes every key of the Manager's locks with ns, so that
+// several applications can share one backend without colliding.
+func WithNamespace(ns string) ManagerOption { return func(o *managerOptions) { o.namespace = ns } }
+
+// WithLogger sets the logger for background events (lost holds, release
+// retries). Nil, the default, discards them.
+func WithLogger(l *slog.Logger) ManagerOption { return func(o *managerOptions) { o.logger = l } }
+
+// WithTracerProvider sets the OpenTelemetry tracer provider. Nil, the default,
+// means the global provider (otel.GetTracerProvider) at the time of each span.
+func WithTracerProvider(tp trace.TracerProvider) ManagerOption {
+	return func(o *managerOptions) { o.tracerProvider = tp }
+}
+
+// WithMeterProvider sets the OpenTelemetry meter provider. Nil, the default,
+// means the global provider (otel.GetMeterProvider).
+func WithMeterProvider(mp metric.MeterProvider) ManagerOption {
+	return func(o *managerOptions) { o.meterProvider = mp }
+}
+
+// WithDefaultLockOptions sets options applied to every Lock of the Manager
+// before the options given to NewLock.
+func WithDefaultLockOptions(opts ...LockOption) ManagerOption {
+	return func(o *managerOptions) { o.lockDefaults = append(o.lockDefaults, opts...) }
+}
+
+// WithWorkers bounds how many backend calls (refresh and release batches) the
+// scheduler runs at once. Default 8. Values below 1 mean 1.
+func WithWorkers(n int) ManagerOption { return func(o *managerOptions) { o.workers = n } }
