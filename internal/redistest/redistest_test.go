@@ -1,0 +1,90 @@
+package redistest_test
+
+import (
+	"context"
+	"sync"
+	"time"
+	"testing"
+
+	"github.com/ctxlock/ctxlock/internal/redistest"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestServerKillRestart(t *testing.T) {
+	s := redistest.StartServer(t)
+	if s.Port() == 6379 {
+		t.Fatal("used 6379")
+	}
+	c := s.Client(t)
+	ctx := context.Background()
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.Kill()
+	if err := c.Ping(ctx).Err(); err == nil {
+		t.Fatal("ping after kill succeeded")
+	}
+	s.Restart()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("ping after restart: %v", err)
+	}
+	if n, _ := c.Exists(ctx, "k").Result(); n != 0 {
+		t.Fatal("data survived restart without persistence")
+	}
+}
+
+func TestNodes(t *testing.T) {
+	nodes := redistest.StartNodes(t, 3)
+	seen := map[string]bool{}
+	for _, n := range nodes {
+		if seen[n.Addr()] {
+			t.Fatal("duplicate addr")
+		}
+		seen[n.Addr()] = true
+		if err := n.Client(t).Ping(context.Background()).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestCluster(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	c := cl.Client(t)
+	ctx := context.Background()
+	for _, k := range []string{"a", "b", "c", "d", "e", "f"} {
+		if err := c.Set(ctx, k, k, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	masters := 0
+	var mu sync.Mutex
+	if err := c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		mu.Lock()
+		masters++
+		mu.Unlock()
+		return m.Ping(ctx).Err()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if masters != 3 {
+		t.Fatalf("masters = %d, want 3", masters)
+	}
+}
+
+func TestStopCont(t *testing.T) {
+	s := redistest.StartServer(t)
+	c := s.Client(t)
+	s.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := c.Ping(ctx).Err(); err == nil {
+		t.Fatal("ping of a frozen server succeeded")
+	}
+	s.Cont()
+	if err := c.Ping(context.Background()).Err(); err != nil {
+		t.Fatalf("ping after Cont: %v", err)
+	}
+}
