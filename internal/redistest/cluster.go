@@ -152,6 +152,7 @@ func (c *Cluster) ClusterOptions() *redis.ClusterOptions {
 		ReadTimeout:           time.Second,
 		WriteTimeout:          time.Second,
 		ContextTimeoutEnabled: true,
+		DialerRetries:         1,
 		MaxRedirects:          3,
 		MaxRetries:            -1,
 	}

@@ -330,6 +330,7 @@ func ClientOptions(addr string) *redis.Options {
 		ReadTimeout:           time.Second,
 		WriteTimeout:          time.Second,
 		ContextTimeoutEnabled: true,
+		DialerRetries:         1,
 		MaxRetries:            -1,
 	}
 }

@@ -3,8 +3,8 @@ package redistest_test
 import (
 	"context"
 	"sync"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/ctxlock/ctxlock/internal/redistest"
 	"github.com/redis/go-redis/v9"

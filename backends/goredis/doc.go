@@ -1,0 +1,87 @@
+// Package goredis is a ctxlock.Backend that stores leases in Redis through a
+// go-redis v9 [redis.UniversalClient]: a standalone *redis.Client, a
+// *redis.ClusterClient, or a Sentinel failover client.
+//
+// # Quick start
+//
+//	rdb := redis.NewClient(&redis.Options{
+//		Addr:                  "localhost:6379",
+//		ContextTimeoutEnabled: true, // let per-attempt timeouts bound network I/O
+//	})
+//	defer rdb.Close()
+//
+//	backend := goredis.New(rdb)
+//	defer backend.Close() // after the Managers; does not close rdb
+//
+//	m := ctxlock.NewManager(backend, ctxlock.WithNamespace("myapp:"))
+//	defer m.Close(context.Background())
+//
+//	lock := m.NewLock("nightly-report")
+//	expired, err := lock.Lock(ctx)
+//
+// # Data layout
+//
+// A lock on the (full, namespaced) key K is stored in Redis at "{K}" (with
+// WithKeyPrefix p: "{pK}"). The braces are a Cluster hash tag, so the lease
+// and its fencing counter "{K}:fence" always live in the same hash slot and
+// one Lua script can update both atomically.
+//
+//   - "{K}" is a string whose value is the owner id of the current hold, or
+//     owner + "\x00" + metadata when the lock was taken with
+//     ctxlock.WithMetadata. It carries the lease TTL (PX). Extend and Release
+//     check ownership by comparing the value with the owner, or its prefix
+//     up to the NUL byte, so owner ids must not contain NUL (Acquire
+//     rejects them). Operators can read the holder with GET "{K}".
+//   - "{K}:fence" is an integer counter, incremented by every successful
+//     acquire; its new value is the hold's fencing token. It has no TTL: a
+//     counter that disappeared (FLUSHDB, or eviction under an allkeys-*
+//     maxmemory policy) would restart the tokens, so do not let Redis evict
+//     it (noeviction or volatile-* policies keep it).
+//   - A release PUBLISHes on the channel "{K}:released".
+//
+// The three scripts (acquire.lua, extend.lua, release.lua) are embedded in
+// the binary and run with EVALSHA, falling back to EVAL when the server's
+// script cache lacks them (NOSCRIPT). Acquire is idempotent for the same
+// owner: a retry of an attempt that did succeed gets the same token back.
+// Extend and Release of many leases go out as one pipeline, which go-redis
+// splits into one round trip per node in Cluster mode.
+//
+// # Errors
+//
+// Transport faults (timeouts, refused or reset connections, EOF, pool
+// timeouts) and server replies that mean "not now" (LOADING, READONLY,
+// MOVED, ASK, CLUSTERDOWN, TRYAGAIN, MASTERDOWN, BUSY, NOREPLICAS) are
+// returned wrapped with ctxlock.Unavailable, so the Manager retries them.
+// Everything else — WRONGTYPE (a lock key that holds something else), ACL
+// errors, unexpected replies, a closed client — is a permanent error naming
+// the key.
+//
+// # Wake-ups
+//
+// Watch shares one subscription per Backend: the first Watch starts it,
+// each key's channel is subscribed while it has watchers, and one goroutine
+// reads messages and signals the watchers' channels without blocking. The
+// subscription pings the server when it has been silent for
+// WithHealthCheckInterval; after a reconnect every watcher is woken, since
+// a release may have been missed. Watchers of a lease that lapses (TTL
+// expiry rather than release) are woken only with WithExpiryNotifications
+// and notify-keyspace-events configured on the server; otherwise the
+// Manager retries at the holder's remaining TTL.
+//
+// # Redis Cluster
+//
+// Pass a *redis.ClusterClient. Lock keys are spread over the slots by their
+// hash tag. Wake-ups use classic PUBLISH/SUBSCRIBE, which Redis Cluster
+// delivers to subscribers on every node, so one subscription connection
+// hears releases of every slot and survives resharding and failover.
+// Sharded pub/sub (SPUBLISH/SSUBSCRIBE) would instead need one connection per
+// shard, re-routed whenever slots move; for lock release traffic the
+// cluster-bus broadcast is the simpler trade. Health PINGs every master and
+// checks cluster_state.
+//
+// The locks are as safe as a single Redis master: with asynchronous
+// replication a failover can lose a lease that was just acquired, and the
+// fencing counter can go back if the promoted replica had not yet received
+// its latest value. Use fencing tokens against a store that checks them, or
+// the redlock backend, when that matters.
+package goredis

@@ -1,0 +1,471 @@
+package goredis
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ctxlock/ctxlock"
+)
+
+var (
+	//go:embed acquire.lua
+	acquireSrc string
+	//go:embed extend.lua
+	extendSrc string
+	//go:embed release.lua
+	releaseSrc string
+
+	acquireScript = redis.NewScript(acquireSrc)
+	extendScript  = redis.NewScript(extendSrc)
+	releaseScript = redis.NewScript(releaseSrc)
+)
+
+// Name is what BackendName returns.
+const Name = "redis"
+
+// DefaultHealthCheckInterval is how long the release subscription may stay
+// silent before it is pinged; an unanswered ping makes it reconnect.
+const DefaultHealthCheckInterval = 3 * time.Second
+
+// DefaultSubscribeWait bounds how long Watch waits for the server to confirm
+// a new channel subscription (only while the subscription is healthy).
+const DefaultSubscribeWait = 500 * time.Millisecond
+
+// Option configures a Backend.
+type Option func(*options)
+
+type options struct {
+	prefix        string
+	healthEvery   time.Duration
+	subscribeWait time.Duration
+	expiryEvents  bool
+}
+
+// WithKeyPrefix puts prefix in front of every key the backend stores, inside
+// the hash tag: a lock on "jobs" is stored at "{<prefix>jobs}". Use it to
+// share one Redis between unrelated deployments (ctxlock.WithNamespace does
+// the same at the Manager level).
+func WithKeyPrefix(prefix string) Option { return func(o *options) { o.prefix = prefix } }
+
+// WithHealthCheckInterval sets how long the release subscription may stay
+// silent before the backend pings it (default DefaultHealthCheckInterval).
+// A ping unanswered for another interval makes the backend drop the
+// connection and subscribe again. Values ≤ 0 keep the default.
+func WithHealthCheckInterval(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.healthEvery = d
+		}
+	}
+}
+
+// WithSubscribeWait bounds how long Watch waits for the server to confirm the
+// subscription to a key's channel, so that a release right after Watch
+// returns is not missed (default DefaultSubscribeWait). Watch never waits
+// while the subscription is known to be down. 0 disables the wait.
+func WithSubscribeWait(d time.Duration) Option {
+	return func(o *options) {
+		if d >= 0 {
+			o.subscribeWait = d
+		}
+	}
+}
+
+// WithExpiryNotifications makes watchers wake up when a lease lapses on the
+// server (TTL expiry), not only when it is released. The backend then also
+// subscribes to the pattern "__keyevent@*__:expired", which Redis feeds only
+// when its notify-keyspace-events setting includes "Ex" (for instance
+// CONFIG SET notify-keyspace-events Ex); the backend never changes server
+// configuration itself. Without it a waiter wakes at the holder's remaining
+// TTL, which the Manager tracks anyway. In Cluster mode keyspace events are
+// local to each node and the shared subscription hears one node, so expiry
+// wake-ups are then best effort.
+func WithExpiryNotifications() Option { return func(o *options) { o.expiryEvents = true } }
+
+// Backend is a ctxlock.Backend storing leases in Redis through a go-redis v9
+// UniversalClient (*redis.Client, *redis.ClusterClient, or a Sentinel
+// failover client). It is safe for concurrent use. See the package
+// documentation for the data layout.
+type Backend struct {
+	client  redis.UniversalClient
+	cluster *redis.ClusterClient // non-nil in Cluster mode
+	opts    options
+	hub     *hub
+}
+
+var (
+	_ ctxlock.Backend      = (*Backend)(nil)
+	_ ctxlock.BackendNamer = (*Backend)(nil)
+)
+
+// New returns a Backend over client. The backend does not own the client:
+// Close stops the backend's subscription but leaves the client open, and
+// the caller closes the client after closing the backend.
+//
+// New does no I/O. For per-attempt timeouts (ctxlock.WithAcquireTimeout) to
+// bound network I/O, create the client with ContextTimeoutEnabled: true;
+// otherwise go-redis bounds each call by its ReadTimeout and WriteTimeout.
+func New(client redis.UniversalClient, opts ...Option) *Backend {
+	o := options{healthEvery: DefaultHealthCheckInterval, subscribeWait: DefaultSubscribeWait}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	b := &Backend{client: client, opts: o}
+	b.cluster, _ = client.(*redis.ClusterClient)
+	pattern := ""
+	if o.expiryEvents {
+		pattern = expiredPattern
+	}
+	b.hub = newHub(client, pattern, o.healthEvery, o.subscribeWait)
+	return b
+}
+
+// BackendName returns "redis".
+func (b *Backend) BackendName() string { return Name }
+
+// Keys returns the Redis keys that hold the lease of the (full) lock key and
+// its fencing counter, and the channel a release is published on. It is
+// meant for operators and tests.
+func (b *Backend) Keys(key string) (lockKey, fenceKey, channel string) {
+	lk := b.lockKey(key)
+	return lk, lk + fenceSuffix, lk + channelSuffix
+}
+
+const (
+	fenceSuffix    = ":fence"
+	channelSuffix  = ":released"
+	expiredPattern = "__keyevent@*__:expired"
+	metaSeparator  = "\x00"
+)
+
+func (b *Backend) lockKey(key string) string { return "{" + b.opts.prefix + key + "}" }
+
+// Acquire implements ctxlock.Backend. It runs acquire.lua: when the key is
+// free it increments the key's fencing counter and SETs the lease with a
+// PX TTL, returning the counter as the token; when another owner holds it,
+// it returns a *ctxlock.HeldError with the holder's PTTL. A retry by the
+// same owner (after an ambiguous attempt) gets the same lease back.
+func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	if err := validate(req.Key, req.Owner); err != nil {
+		return ctxlock.Lease{}, err
+	}
+	ms, err := ttlMillis(req.TTL)
+	if err != nil {
+		return ctxlock.Lease{}, fmt.Errorf("goredis: acquire %q: %w", req.Key, err)
+	}
+	if req.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, req.Timeout)
+		defer cancel()
+	}
+	value := req.Owner
+	if req.Metadata != "" {
+		value += metaSeparator + req.Metadata
+	}
+	lk := b.lockKey(req.Key)
+	res, err := acquireScript.Run(ctx, b.client, []string{lk, lk + fenceSuffix}, value, ms).Result()
+	if err != nil {
+		return ctxlock.Lease{}, wrap("acquire", req.Key, err)
+	}
+	ok, n, perr := parsePair(res)
+	if perr != nil {
+		return ctxlock.Lease{}, fmt.Errorf("goredis: acquire %q: %w", req.Key, perr)
+	}
+	if !ok {
+		var remaining time.Duration
+		if n > 0 {
+			remaining = time.Duration(n) * time.Millisecond
+		}
+		return ctxlock.Lease{}, &ctxlock.HeldError{Remaining: remaining}
+	}
+	if n <= 0 {
+		return ctxlock.Lease{}, fmt.Errorf("goredis: acquire %q: %w: fencing token %d", req.Key, errGarbage, n)
+	}
+	return ctxlock.Lease{Key: req.Key, Owner: req.Owner, Token: uint64(n)}, nil
+}
+
+// Extend implements ctxlock.Backend: one pipeline (one round trip per node)
+// of owner-checked PEXPIREs (extend.lua).
+func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.Duration) []error {
+	if len(leases) == 0 {
+		return nil
+	}
+	errs := make([]error, len(leases))
+	ms, err := ttlMillis(ttl)
+	if err != nil {
+		for i := range errs {
+			errs[i] = fmt.Errorf("goredis: extend %q: %w", leases[i].Key, err)
+		}
+		return errs
+	}
+	cmds := b.runBatch(ctx, extendScript, leases, func(l ctxlock.Lease) []any { return []any{l.Owner, ms} })
+	for i, cmd := range cmds {
+		l := leases[i]
+		if cmd == nil {
+			errs[i] = validate(l.Key, l.Owner)
+			continue
+		}
+		res, err := cmd.Result()
+		switch {
+		case err != nil:
+			errs[i] = wrap("extend", l.Key, err)
+		default:
+			n, ok := res.(int64)
+			switch {
+			case !ok || n < 0 || n > 1:
+				errs[i] = fmt.Errorf("goredis: extend %q: %w: %T %v", l.Key, errGarbage, res, res)
+			case n == 0:
+				errs[i] = fmt.Errorf("goredis: extend %q: %w", l.Key, ctxlock.ErrLost)
+			}
+		}
+	}
+	return nilIfAllNil(errs)
+}
+
+// Release implements ctxlock.Backend: one pipeline of owner-checked DELs
+// that PUBLISH on the key's channel (release.lua). A lease no longer owned
+// reports nil: it is gone either way.
+func (b *Backend) Release(ctx context.Context, leases []ctxlock.Lease) []error {
+	if len(leases) == 0 {
+		return nil
+	}
+	errs := make([]error, len(leases))
+	cmds := b.runBatch(ctx, releaseScript, leases, func(l ctxlock.Lease) []any {
+		return []any{l.Owner, b.lockKey(l.Key) + channelSuffix}
+	})
+	for i, cmd := range cmds {
+		l := leases[i]
+		if cmd == nil {
+			errs[i] = validate(l.Key, l.Owner)
+			continue
+		}
+		res, err := cmd.Result()
+		if err != nil {
+			errs[i] = wrap("release", l.Key, err)
+			continue
+		}
+		n, ok := res.(int64)
+		if !ok || n < 0 || n > 1 {
+			errs[i] = fmt.Errorf("goredis: release %q: %w: %T %v", l.Key, errGarbage, res, res)
+			continue
+		}
+		if n == 1 {
+			// Wake this backend's own watchers at once; others hear the PUBLISH.
+			b.hub.wake(b.lockKey(l.Key) + channelSuffix)
+		}
+	}
+	return nilIfAllNil(errs)
+}
+
+// nilIfAllNil returns nil when every lease succeeded, as the Backend
+// contract allows, sparing the caller a scan.
+func nilIfAllNil(errs []error) []error {
+	for _, err := range errs {
+		if err != nil {
+			return errs
+		}
+	}
+	return nil
+}
+
+// runBatch runs script once per lease in one pipeline (EVALSHA), then
+// re-runs the ones that failed with NOSCRIPT with EVAL in a second pipeline.
+// Invalid leases get a nil command.
+func (b *Backend) runBatch(ctx context.Context, s *redis.Script, leases []ctxlock.Lease, args func(ctxlock.Lease) []any) []*redis.Cmd {
+	cmds := make([]*redis.Cmd, len(leases))
+	pipe := b.client.Pipeline()
+	for i, l := range leases {
+		if validate(l.Key, l.Owner) != nil {
+			continue
+		}
+		cmds[i] = s.EvalSha(ctx, pipe, []string{b.lockKey(l.Key)}, args(l)...)
+	}
+	if pipe.Len() == 0 {
+		return cmds
+	}
+	_, _ = pipe.Exec(ctx) // errors are per command
+	var retry []int
+	for i, cmd := range cmds {
+		if cmd != nil && isNoScript(cmd.Err()) {
+			retry = append(retry, i)
+		}
+	}
+	if len(retry) > 0 {
+		pipe = b.client.Pipeline()
+		for _, i := range retry {
+			cmds[i] = s.Eval(ctx, pipe, []string{b.lockKey(leases[i].Key)}, args(leases[i])...)
+		}
+		_, _ = pipe.Exec(ctx)
+	}
+	return cmds
+}
+
+func isNoScript(err error) bool {
+	return errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT")
+}
+
+// Watch implements ctxlock.Backend. All watchers of a Backend share one
+// subscription (started by the first Watch); a key's channel is subscribed
+// while it has watchers. When the subscription is re-established after a
+// fault every watcher gets a (possibly spurious) wake-up, since a release may
+// have been missed. After Close, Watch returns a nil channel (poll).
+func (b *Backend) Watch(key string) (released <-chan struct{}, stop func()) {
+	return b.hub.watch(b.lockKey(key) + channelSuffix)
+}
+
+// Health implements ctxlock.Backend. It PINGs the server (in Cluster mode
+// every master, and checks CLUSTER INFO's cluster_state) and reports the
+// state of the release subscription. err matches ctxlock.ErrUnavailable when
+// the server, or any master, cannot be reached or the cluster is not ok; a
+// lost subscription is only a condition (waiters poll meanwhile).
+func (b *Backend) Health(ctx context.Context) (conditions []string, err error) {
+	var mu sync.Mutex
+	var errs []error
+	fail := func(cond string, e error) {
+		mu.Lock()
+		defer mu.Unlock()
+		conditions = append(conditions, cond)
+		if e != nil {
+			errs = append(errs, e)
+		}
+	}
+	if b.cluster != nil {
+		ferr := b.cluster.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+			if e := node.Ping(ctx).Err(); e != nil {
+				addr := node.Options().Addr
+				fail(fmt.Sprintf("redis: master %s unreachable: %v", addr, e), fmt.Errorf("goredis: master %s: %w", addr, e))
+				return e
+			}
+			return nil
+		})
+		if ferr != nil && len(errs) == 0 {
+			fail(fmt.Sprintf("redis: cluster state unknown: %v", ferr), fmt.Errorf("goredis: cluster: %w", ferr))
+		}
+		info, e := b.cluster.ClusterInfo(ctx).Result()
+		switch {
+		case e != nil:
+			fail(fmt.Sprintf("redis: CLUSTER INFO failed: %v", e), fmt.Errorf("goredis: cluster info: %w", e))
+		default:
+			if st := infoField(info, "cluster_state"); st != "ok" {
+				fail("redis: cluster_state:"+st, fmt.Errorf("goredis: cluster_state is %q", st))
+			}
+		}
+	} else if e := b.client.Ping(ctx).Err(); e != nil {
+		fail(fmt.Sprintf("redis: unreachable: %v", e), fmt.Errorf("goredis: ping: %w", e))
+	}
+	if cond := b.hub.condition(); cond != "" {
+		conditions = append(conditions, cond)
+	}
+	sort.Strings(conditions)
+	if len(errs) > 0 {
+		return conditions, ctxlock.Unavailable(errors.Join(errs...))
+	}
+	return conditions, nil
+}
+
+// Close stops the backend's subscription and its goroutines, and wakes every
+// watcher. It does not close the client. It is idempotent.
+func (b *Backend) Close() error {
+	b.hub.close()
+	return nil
+}
+
+var errGarbage = errors.New("unexpected reply from redis")
+
+// validate rejects what the scripts cannot store safely.
+func validate(key, owner string) error {
+	switch {
+	case key == "":
+		return fmt.Errorf("goredis: %w: empty key", ctxlock.ErrInvalidKey)
+	case owner == "":
+		return fmt.Errorf("goredis: key %q: empty owner", key)
+	case strings.Contains(owner, metaSeparator):
+		return fmt.Errorf("goredis: key %q: owner contains a NUL byte", key)
+	}
+	return nil
+}
+
+func ttlMillis(d time.Duration) (int64, error) {
+	ms := d.Milliseconds()
+	if d%time.Millisecond != 0 {
+		ms++ // round up: never shorter than asked
+	}
+	if ms < 1 {
+		return 0, fmt.Errorf("%w: TTL %v must be at least 1ms", ctxlock.ErrInvalidOption, d)
+	}
+	return ms, nil
+}
+
+// parsePair parses acquire.lua's {flag, number} reply.
+func parsePair(res any) (bool, int64, error) {
+	arr, ok := res.([]any)
+	if !ok || len(arr) != 2 {
+		return false, 0, fmt.Errorf("%w: %T %v", errGarbage, res, res)
+	}
+	flag, ok1 := arr[0].(int64)
+	n, ok2 := arr[1].(int64)
+	if !ok1 || !ok2 || (flag != 0 && flag != 1) {
+		return false, 0, fmt.Errorf("%w: %v", errGarbage, arr)
+	}
+	return flag == 1, n, nil
+}
+
+// wrap adds context to err and marks transient faults with ctxlock.Unavailable.
+func wrap(op, key string, err error) error {
+	e := fmt.Errorf("goredis: %s %q: %w", op, key, err)
+	if isTransient(err) {
+		return ctxlock.Unavailable(e)
+	}
+	return e
+}
+
+// isTransient reports whether err is worth retrying: transport faults
+// (timeouts, refused or reset connections, EOF, pool timeouts, context
+// deadlines) and the server replies that mean "not now" (LOADING, READONLY,
+// MOVED, ASK, CLUSTERDOWN, TRYAGAIN, MASTERDOWN, BUSY, NOREPLICAS, max
+// clients). Other server replies (WRONGTYPE, NOPERM, script errors) and use
+// of a closed client are permanent.
+func isTransient(err error) bool {
+	if err == nil || errors.Is(err, redis.ErrClosed) {
+		return false
+	}
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return true // transport level
+	}
+	if _, ok := redis.IsMovedError(err); ok {
+		return true
+	}
+	if _, ok := redis.IsAskError(err); ok {
+		return true
+	}
+	return redis.IsLoadingError(err) || redis.IsReadOnlyError(err) ||
+		redis.IsClusterDownError(err) || redis.IsTryAgainError(err) ||
+		redis.IsMasterDownError(err) || redis.IsMaxClientsError(err) ||
+		redis.IsNoReplicasError(err) || redis.HasErrorPrefix(err, "BUSY")
+}
+
+func infoField(info, name string) string {
+	for _, line := range strings.Split(info, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && k == name {
+			return v
+		}
+	}
+	return ""
+}
+
+// since formats how long ago t was, for conditions.
+func since(t time.Time) string {
+	return strconv.FormatFloat(time.Since(t).Seconds(), 'f', 1, 64) + "s"
+}
