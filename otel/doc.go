@@ -1,0 +1,138 @@
+// Package ctxlockotel is the OpenTelemetry instrumentation of ctxlock: spans
+// and metrics that show lock contention, waits, holds and losses in tracing
+// and metrics dashboards.
+//
+// # Wiring
+//
+// Applications do not call this package directly. The Manager of package
+// ctxlock builds its instrumentation with [New] from its options:
+//
+//	m := ctxlock.NewManager(backend,
+//		ctxlock.WithTracerProvider(tp), // nil or absent: otel.GetTracerProvider()
+//		ctxlock.WithMeterProvider(mp),  // nil or absent: otel.GetMeterProvider()
+//	)
+//	// inside NewManager: ctxlockotel.New(tp, mp, backendName)
+//
+// A per-lock ctxlock.WithTracer(t) makes that lock's Lock and TryLock spans
+// come from t instead of the provider's tracer.
+//
+// As in the contrib instrumentation libraries, a nil provider means the otel
+// global provider. The globals are read at each call, so a Manager built before
+// the application calls otel.SetTracerProvider / otel.SetMeterProvider starts
+// recording once they are set. Until then (and with the no-op providers of
+// go.opentelemetry.io/otel/trace/noop and .../metric/noop) instrumentation is
+// off and costs next to nothing: the recording methods make no allocation and
+// no span. Set the globals before acquiring locks: ctxlock.held counts a hold
+// up when it is acquired and down when it ends, so a hold acquired while
+// metrics were off and ended after they came on makes it read one low.
+//
+// The tracer and meter are named [ScopeName] (this package's import path) with
+// version [Version].
+//
+// # Spans
+//
+// Every Lock call gets a span "ctxlock.Lock", every TryLock call a span
+// "ctxlock.TryLock", a child of the span in the caller's context, of kind
+// internal, covering the whole call including every wait. Backend calls made
+// with the context [Instrumentation.StartAcquire] returns nest under it. The
+// span carries the key (ctxlock.key), the backend (ctxlock.backend), the number
+// of backend attempts (ctxlock.attempts), whether the key was found held
+// (ctxlock.contended, with a "ctxlock.contended" event at the first such
+// attempt), the time spent waiting for the holder in seconds
+// (ctxlock.wait_time), the fencing token of the hold obtained
+// (ctxlock.fencing_token) and the outcome (ctxlock.outcome).
+//
+// Errors follow the contrib rules: span.RecordError, status Error with the
+// error text, and error.type (see [ErrorType]). What counts as an error:
+//
+//   - OutcomeAcquired and OutcomeHeld are not errors. A TryLock that finds the
+//     lock held did its job: it is an outcome, and a leader-election loop
+//     would otherwise paint every follower's trace red.
+//   - OutcomeCanceled is not an error by itself: the caller's context ended
+//     (its own deadline on the wait, or a cancellation), which is the caller's
+//     decision, and the caller's span records the error it returns if it
+//     treats it as one. The error is still recorded as an exception event.
+//     But when a backend fault was joined in (the wait ended while the
+//     backend was failing: the error carries ctxlock.ErrUnavailable or another
+//     ctxlock error) the span is an error, and error.type names the fault, not
+//     the cancellation, because that is what the operator must fix.
+//   - OutcomeClosed (the Manager closed) and OutcomeError (a permanent backend
+//     error or invalid input) are errors.
+//
+// When a hold ends abnormally, lost (the backend no longer has the lease) or
+// expired (the local validity deadline passed without a confirmed refresh),
+// the acquire span has long ended and cannot take an event. Instead
+// [Instrumentation.HoldEnded] emits a short span "ctxlock.hold", a child of
+// that acquire span, so it shows up in the trace of the request that took the
+// lock, right under its ctxlock.Lock span. It spans the hold (from
+// acquisition to loss), has status Error, the attributes ctxlock.key,
+// ctxlock.backend, ctxlock.hold.end_reason, ctxlock.hold_time and error.type,
+// and an event "ctxlock.hold.lost" or "ctxlock.hold.expired" at the moment the
+// hold ended. Being a child, it is sampled with its trace (parent-based
+// sampling); the ctxlock.hold.lost counter counts every loss regardless.
+// Holds ended by Unlock or Manager.Close produce no span.
+//
+// The background scheduler's backend batches get spans "ctxlock.refresh" and
+// "ctxlock.release" with the batch size (ctxlock.batch.size) and the number of
+// failed leases (ctxlock.batch.failed); a batch with failures has status Error.
+//
+// # Metrics
+//
+// Names are in OpenTelemetry semantic-convention style, units are UCUM:
+//
+//	name                        instrument          unit       attributes
+//	ctxlock.acquire.duration    Float64Histogram    s          backend, key, operation, outcome, error.type
+//	ctxlock.wait.duration       Float64Histogram    s          backend, key, outcome
+//	ctxlock.contention          Int64Counter        {call}     backend, key, operation
+//	ctxlock.held                Int64UpDownCounter  {lock}     backend, key
+//	ctxlock.hold.duration       Float64Histogram    s          backend, key, hold.end_reason
+//	ctxlock.hold.lost           Int64Counter        {lock}     backend, key, hold.end_reason
+//	ctxlock.refresh.batch.size  Int64Histogram      {lease}    backend
+//	ctxlock.batch.duration      Float64Histogram    s          backend, operation, error.type
+//	ctxlock.release.pending     Int64UpDownCounter  {release}  backend
+//
+// (attribute names abbreviated: backend is ctxlock.backend, and so on). The
+// constants Metric* hold the names and [MetricNames] lists them. The latency
+// histograms advise bucket boundaries from 0.5 ms to 60 s ([LatencyBuckets]),
+// the hold histogram from 1 ms to a day ([HoldBuckets]). Measurements are made
+// with the acquire span's context, so an SDK with exemplars links a slow wait
+// to its trace.
+//
+// ctxlock.wait.duration records only blocking Lock calls that found the key
+// held: its percentiles answer "when a caller has to wait, how long", while
+// the ratio of ctxlock.contention to the count of ctxlock.acquire.duration
+// gives how often callers have to.
+//
+// Through the OpenTelemetry Prometheus exporter the names become, for
+// example, ctxlock_wait_duration_seconds_bucket, ctxlock_contention_total,
+// ctxlock_held and ctxlock_hold_lost_total; dashboards/ctxlock.json in this
+// folder is a Grafana dashboard built on them.
+//
+// # Cardinality
+//
+// The key is an attribute of the per-key metrics (acquire, wait, contention,
+// held, hold duration, hold lost) because operators want to find their hot
+// keys. That costs one time series per key (times outcome and so on): fine
+// for a fixed set of keys (leader election, named jobs, per-tenant locks for a
+// few hundred tenants), not for keys built from request data such as an
+// order id. With unbounded keys drop the attribute with a View:
+//
+//	sdkmetric.NewView(
+//		sdkmetric.Instrument{Scope: instrumentation.Scope{Name: ctxlockotel.ScopeName}},
+//		sdkmetric.Stream{AttributeFilter: attribute.NewDenyKeysFilter(ctxlockotel.AttrKey)},
+//	)
+//
+// or choose keys of bounded cardinality (a shard of the id) before locking.
+// Spans always carry the key: traces are sampled and keyed by id anyway.
+//
+// # Contract with package ctxlock
+//
+// For each Lock or TryLock call: [Instrumentation.StartAcquire] on entry (and
+// use the context it returns for the backend attempts), [Acquire.Attempt]
+// after each backend attempt, [Acquire.End] once on return. For each hold
+// that End reported as OutcomeAcquired: [Instrumentation.HoldEnded] exactly
+// once, when the hold ends for whatever reason, with the span context End
+// returned. For each background backend batch: [Instrumentation.StartBatch]
+// and [Batch.End]. [Instrumentation.PendingReleases] +1 when Unlock queues a
+// release and −1 when it is settled.
+package ctxlockotel
