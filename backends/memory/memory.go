@@ -1,0 +1,338 @@
+// Package memory is an in-process ctxlock.Backend: the embedded default for
+// development, examples and tests, and the reference implementation of the
+// backend contract.
+//
+// Leases have real TTL semantics on time.Now, so the backend runs unchanged
+// inside a testing/synctest bubble, where TTLs of hours pass in microseconds.
+// Every key has a fencing counter that survives releases, and watchers are
+// notified when a key is released or its lease lapses. SetUnavailable and
+// SetLatency are switches for tests: they make the store fail or slow.
+//
+// Several Managers sharing one Backend contend as separate processes would.
+// The store keeps one small entry (its fencing counter) per key ever locked.
+package memory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ctxlock/ctxlock"
+)
+
+// ErrClosed is returned by every call on a closed Backend.
+var ErrClosed = errors.New("memory: backend closed")
+
+// errUnavailable is what calls return while SetUnavailable(true) is in force.
+var errUnavailable = ctxlock.Unavailable(errors.New("memory: store unavailable (test switch)"))
+
+// Backend is an in-memory lease store. The zero value is not usable: call New.
+type Backend struct {
+	unavailable atomic.Bool
+	latency     atomic.Int64 // time.Duration added to every call
+
+	mu     sync.Mutex
+	keys   map[string]*entry
+	closed bool
+	stats  Stats
+}
+
+type entry struct {
+	owner    string // "" when free
+	metadata string
+	expires  time.Time
+	fence    uint64
+	watchers map[*watcher]struct{}
+	timer    *time.Timer // notifies watchers when the lease lapses; only while watched
+}
+
+type watcher struct{ ch chan struct{} }
+
+// Stats counts the calls a Backend served, for tests and benchmarks.
+type Stats struct {
+	Acquires       int // Acquire calls
+	ExtendCalls    int // Extend calls (batches)
+	ExtendedLeases int // leases in all Extend calls
+	ReleaseCalls   int // Release calls (batches)
+	ReleasedLeases int // leases in all Release calls
+}
+
+var _ ctxlock.Backend = (*Backend)(nil)
+
+// New returns an empty store.
+func New() *Backend {
+	return &Backend{keys: make(map[string]*entry)}
+}
+
+// BackendName returns "memory".
+func (b *Backend) BackendName() string { return "memory" }
+
+// SetUnavailable makes every call fail with an error matching
+// ctxlock.ErrUnavailable (true) or work again (false). Leases keep lapsing
+// meanwhile, as on a real server that is cut off.
+func (b *Backend) SetUnavailable(down bool) { b.unavailable.Store(down) }
+
+// SetLatency adds d to every call (0 turns it off). A call whose context or
+// acquire timeout ends first fails with an error matching
+// ctxlock.ErrUnavailable and has no effect.
+func (b *Backend) SetLatency(d time.Duration) { b.latency.Store(int64(d)) }
+
+// Stats returns the call counts so far.
+func (b *Backend) Stats() Stats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.stats
+}
+
+// Holder reports who holds key: the owner id, metadata, fencing token and the
+// remaining TTL. ok is false when the key is free.
+func (b *Backend) Holder(key string) (owner, metadata string, token uint64, remaining time.Duration, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.liveLocked(key, time.Now())
+	if e == nil {
+		return "", "", 0, 0, false
+	}
+	return e.owner, e.metadata, e.fence, time.Until(e.expires), true
+}
+
+// Evict makes the store forget key's lease, as data loss on a real server
+// would (its fencing counter survives). The holder finds out at its next
+// refresh (ErrLost). Watchers are notified.
+func (b *Backend) Evict(key string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e := b.keys[key]; e != nil && e.owner != "" {
+		e.owner, e.metadata = "", ""
+		notifyLocked(e)
+	}
+}
+
+// delay applies the test switches: latency first, then availability.
+func (b *Backend) delay(ctx context.Context, timeout time.Duration) error {
+	if d := time.Duration(b.latency.Load()); d > 0 {
+		if timeout <= 0 || timeout > d {
+			timeout = d + 1
+		}
+		t := time.NewTimer(min(d, timeout))
+		defer t.Stop()
+		select {
+		case <-t.C:
+			if timeout <= d {
+				return ctxlock.Unavailable(fmt.Errorf("memory: call timed out after %v: %w", timeout, context.DeadlineExceeded))
+			}
+		case <-ctx.Done():
+			return ctxlock.Unavailable(context.Cause(ctx))
+		}
+	}
+	if b.unavailable.Load() {
+		return errUnavailable
+	}
+	return nil
+}
+
+// liveLocked returns key's entry if it is held and not lapsed at now.
+func (b *Backend) liveLocked(key string, now time.Time) *entry {
+	e := b.keys[key]
+	if e == nil || e.owner == "" {
+		return nil
+	}
+	if !now.Before(e.expires) {
+		e.owner, e.metadata = "", ""
+		return nil
+	}
+	return e
+}
+
+// Acquire implements ctxlock.Backend.
+func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	if err := b.delay(ctx, req.Timeout); err != nil {
+		return ctxlock.Lease{}, err
+	}
+	if req.Key == "" || req.Owner == "" || req.TTL <= 0 {
+		return ctxlock.Lease{}, fmt.Errorf("memory: invalid acquire request (key %q, owner %q, ttl %v)", req.Key, req.Owner, req.TTL)
+	}
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ctxlock.Lease{}, ErrClosed
+	}
+	b.stats.Acquires++
+	if e := b.liveLocked(req.Key, now); e != nil {
+		return ctxlock.Lease{}, &ctxlock.HeldError{Remaining: e.expires.Sub(now)}
+	}
+	e := b.keys[req.Key]
+	if e == nil {
+		e = &entry{}
+		b.keys[req.Key] = e
+	}
+	e.owner, e.metadata = req.Owner, req.Metadata
+	e.expires = now.Add(req.TTL)
+	e.fence++
+	b.armLocked(req.Key, e)
+	return ctxlock.Lease{Key: req.Key, Owner: req.Owner, Token: e.fence}, nil
+}
+
+// Extend implements ctxlock.Backend.
+func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.Duration) []error {
+	var errs []error // nil: all extended
+	if err := b.delay(ctx, 0); err != nil {
+		return fill(len(leases), err)
+	}
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return fill(len(leases), ErrClosed)
+	}
+	b.stats.ExtendCalls++
+	b.stats.ExtendedLeases += len(leases)
+	for i, l := range leases {
+		e := b.liveLocked(l.Key, now)
+		if e == nil || e.owner != l.Owner || ttl <= 0 {
+			if errs == nil {
+				errs = make([]error, len(leases))
+			}
+			errs[i] = fmt.Errorf("memory: extend %q: %w", l.Key, ctxlock.ErrLost)
+			continue
+		}
+		e.expires = now.Add(ttl)
+		b.armLocked(l.Key, e)
+	}
+	return errs
+}
+
+// Release implements ctxlock.Backend.
+func (b *Backend) Release(ctx context.Context, leases []ctxlock.Lease) []error {
+	if err := b.delay(ctx, 0); err != nil {
+		return fill(len(leases), err)
+	}
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return fill(len(leases), ErrClosed)
+	}
+	b.stats.ReleaseCalls++
+	b.stats.ReleasedLeases += len(leases)
+	for _, l := range leases {
+		if e := b.liveLocked(l.Key, now); e != nil && e.owner == l.Owner {
+			e.owner, e.metadata = "", ""
+			if e.timer != nil {
+				e.timer.Stop()
+			}
+			notifyLocked(e)
+		}
+	}
+	return nil
+}
+
+func fill(n int, err error) []error {
+	errs := make([]error, n)
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
+}
+
+// armLocked makes sure watchers of a held key hear of its lapse.
+func (b *Backend) armLocked(key string, e *entry) {
+	if len(e.watchers) == 0 || e.owner == "" {
+		return
+	}
+	d := time.Until(e.expires)
+	if e.timer == nil {
+		e.timer = time.AfterFunc(d, func() { b.lapsed(key) })
+	} else {
+		e.timer.Reset(d)
+	}
+}
+
+// lapsed runs when a watched lease's TTL ends.
+func (b *Backend) lapsed(key string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.keys[key]
+	if e == nil || b.closed {
+		return
+	}
+	if b.liveLocked(key, time.Now()) == nil {
+		notifyLocked(e)
+	} else {
+		b.armLocked(key, e) // extended meanwhile
+	}
+}
+
+func notifyLocked(e *entry) {
+	for w := range e.watchers {
+		select {
+		case w.ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Watch implements ctxlock.Backend: the channel receives after every release
+// or lapse of key.
+func (b *Backend) Watch(key string) (<-chan struct{}, func()) {
+	w := &watcher{ch: make(chan struct{}, 1)}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, func() {}
+	}
+	e := b.keys[key]
+	if e == nil {
+		e = &entry{}
+		b.keys[key] = e
+	}
+	if e.watchers == nil {
+		e.watchers = make(map[*watcher]struct{})
+	}
+	e.watchers[w] = struct{}{}
+	b.armLocked(key, e)
+	var once sync.Once
+	return w.ch, func() {
+		once.Do(func() {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			delete(e.watchers, w)
+			if len(e.watchers) == 0 && e.timer != nil {
+				e.timer.Stop()
+				e.timer = nil
+			}
+		})
+	}
+}
+
+// Health implements ctxlock.Backend.
+func (b *Backend) Health(ctx context.Context) ([]string, error) {
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	switch {
+	case closed:
+		return []string{"memory: closed"}, ErrClosed
+	case b.unavailable.Load():
+		return []string{"memory: unavailable (test switch)"}, errUnavailable
+	}
+	return nil, nil
+}
+
+// Close stops the store's timers; every later call fails with ErrClosed.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	for _, e := range b.keys {
+		if e.timer != nil {
+			e.timer.Stop()
+			e.timer = nil
+		}
+	}
+	return nil
+}

@@ -1,0 +1,35 @@
+package memory_test
+
+import (
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/ctxlock/ctxlock"
+	"github.com/ctxlock/ctxlock/backends/locktest"
+	"github.com/ctxlock/ctxlock/backends/memory"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func newBackend(t *testing.T) ctxlock.Backend {
+	b := memory.New()
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// TestConformance runs the contract on fake time: TTLs of 10s pass in
+// microseconds and every instant is asserted exactly.
+func TestConformance(t *testing.T) {
+	locktest.Run(t, newBackend, locktest.WithFakeTime())
+}
+
+// TestConformanceRealTime runs the same cases on the real clock with a short
+// TTL, as networked backends do.
+func TestConformanceRealTime(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real-time conformance run is skipped in -short mode")
+	}
+	locktest.Run(t, newBackend, locktest.WithTTL(300*time.Millisecond))
+}

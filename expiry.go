@@ -1,0 +1,145 @@
+package ctxlock
+
+import (
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	ctxlockotel "github.com/ctxlock/ctxlock/otel"
+)
+
+// hold is one acquisition of a key by a Lock value: from the moment Lock
+// returns until its expiry channel closes. All fields are guarded by the
+// Manager's mutex; expired is closed exactly once, by endHoldLocked.
+type hold struct {
+	lock  *lockValue
+	keyst *keyState
+	lease Lease
+
+	ttl      time.Duration
+	interval time.Duration // refresh interval; 0 when refreshing is off
+	drift    time.Duration // drift allowance subtracted from every validity window
+
+	start      time.Time // when Lock returned it, for the hold duration
+	validUntil time.Time // local validity deadline (monotonic)
+	refreshAt  time.Time // next refresh due
+	refreshing bool      // an Extend for it is in flight
+	refreshErr error     // the last failed refresh, joined into ErrExpired
+	failures   int       // consecutive failed refreshes, for backoff
+
+	ended    bool
+	unlocked bool // ended by Unlock
+	err      error
+	expired  chan struct{}
+	heapIdx  int
+	span     trace.SpanContext
+
+	// rel is this hold's release, embedded to save an allocation per Unlock.
+	rel release
+}
+
+// at is the hold's next deadline in the scheduler's heap.
+func (h *hold) at() time.Time {
+	if h.refreshing || h.interval == 0 {
+		return h.validUntil
+	}
+	return h.refreshAt
+}
+
+func (h *hold) index() *int { return &h.heapIdx }
+
+// batchWindow is how early a refresh may go, to share an Extend call with
+// others due soon. A retry after a failed refresh waits its full backoff.
+func (h *hold) batchWindow() time.Duration {
+	if h.failures > 0 {
+		return 0
+	}
+	return h.interval / 4
+}
+
+// validity returns the local validity deadline of a request sent at t0.
+func (h *hold) validity(t0 time.Time) time.Time { return t0.Add(h.ttl - h.drift) }
+
+// release is an owner-checked release waiting for the backend's confirmation.
+type release struct {
+	lease    Lease
+	keyst    *keyState
+	lapseAt  time.Time // the lease has surely lapsed on the server by then
+	retryAt  time.Time
+	attempts int
+	inflight bool // a worker is releasing it
+	queued   bool // in the Manager's release heap
+	heapIdx  int
+	lastErr  error
+	batch    [1]Lease // scratch for releasing it alone without allocating
+}
+
+func (r *release) at() time.Time { return r.retryAt }
+func (r *release) index() *int   { return &r.heapIdx }
+
+// endHoldLocked ends h for reason (one of ErrUnlocked, ErrLost, ErrExpired,
+// ErrClosed), with an optional cause for detail: closes its expiry channel, frees its Lock
+// value and its key for local waiters, and queues the release of the lease
+// unless the backend already said it is gone.
+func (m *Manager) endHoldLocked(h *hold, reason, cause error) {
+	if h.ended {
+		return
+	}
+	h.ended = true
+	switch {
+	case cause != nil:
+		h.err = fmt.Errorf("%w: key %q: %w", reason, h.lock.key, cause)
+	case reason == ErrExpired:
+		if h.refreshErr != nil {
+			h.err = fmt.Errorf("%w: key %q: validity deadline passed without a confirmed refresh: %w", reason, h.lock.key, h.refreshErr)
+		} else if h.interval == 0 {
+			h.err = fmt.Errorf("%w: key %q: validity deadline passed (refreshing is off)", reason, h.lock.key)
+		} else {
+			h.err = fmt.Errorf("%w: key %q: validity deadline passed with a refresh still unanswered", reason, h.lock.key)
+		}
+	default:
+		h.err = fmt.Errorf("%w: key %q", reason, h.lock.key)
+	}
+	if h.heapIdx >= 0 {
+		m.holds.remove(h)
+	}
+	close(h.expired)
+	ks := h.keyst
+	ks.holder = nil
+	ks.wakeHead()
+	<-h.lock.gate
+
+	now := time.Now()
+	m.obs.HoldEnded(h.span, h.lock.key, now.Sub(h.start), reasonName(reason), errIfNotUnlocked(reason, h.err))
+	if reason != ErrLost {
+		// After an expiry the lease may still be on the server (the backend was
+		// slow, not gone): releasing it frees the key for others before its TTL.
+		h.rel = release{lease: h.lease, lapseAt: now.Add(h.ttl + h.drift)}
+		m.queueReleaseLocked(ks, &h.rel)
+	}
+	if reason != ErrUnlocked {
+		m.log.Warn("ctxlock: hold ended", "key", h.lock.key, "token", h.lease.Token, "reason", h.err)
+	}
+	m.releaseKeyLocked(ks)
+}
+
+func reasonName(reason error) string {
+	switch reason {
+	case ErrUnlocked:
+		return ctxlockotel.ReasonUnlocked
+	case ErrExpired:
+		return ctxlockotel.ReasonExpired
+	case ErrClosed:
+		return ctxlockotel.ReasonClosed
+	default:
+		return ctxlockotel.ReasonLost
+	}
+}
+
+func errIfNotUnlocked(reason, err error) error {
+	if reason == ErrUnlocked {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,216 @@
+package ctxlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Lock is a distributed lock on one key, made by a LockManager. A Lock value is
+// reusable (Lock, Unlock, Lock again: each hold gets a fresh expiry channel) and
+// safe for concurrent use: two goroutines calling Lock on one value serialize,
+// like sync.Mutex, and TryLock on a value already held reports false at once.
+//
+// Guarantees (each one is a named test):
+//
+//   - Liveness A: a lock is always eventually released when the process
+//     holding it crashes or exits: the lease lapses after its TTL.
+//   - Liveness B: a lock is always eventually released when its backend store
+//     is unavailable, and the holder's expiry channel closes BEFORE any other
+//     owner can acquire it: the local validity deadline ends the hold before
+//     the server-side TTL does.
+//   - Atomicity A: no two holders (processes, goroutines, Lock values) hold the
+//     same key at once, as long as the expiry channel is respected: work done
+//     after it closes is not protected.
+//   - Atomicity B: any call to Unlock always eventually releases the lock: the
+//     release is retried until the backend confirms it or the lease has lapsed.
+type Lock interface {
+	// Key returns the key as given to NewLock (without the Manager's namespace).
+	Key() string
+
+	// Lock blocks until the lock is acquired, ctx is done, the manager is
+	// closed, or an unrecoverable error occurs. Transient backend errors are
+	// retried until ctx is done; the returned error then matches ctx.Err() with
+	// errors.Is and has the last backend fault joined in.
+	//
+	// On success it returns the hold's expiry channel. The channel is closed
+	// exactly once: by Unlock, or when the hold ends on its own (see Err). It is
+	// never closed while the lease is valid and owned, and always closed no
+	// later than the local validity deadline.
+	Lock(ctx context.Context) (expired <-chan struct{}, err error)
+
+	// TryLock makes at least one attempt and reports whether it succeeded. It
+	// returns (false, nil, nil) when the lock is known to be held by someone
+	// else, including another Lock value of the same Manager or this value.
+	// A transient backend fault is returned as an error, not retried.
+	TryLock(ctx context.Context) (acquired bool, expired <-chan struct{}, err error)
+
+	// Unlock releases the lock without blocking: it closes the expiry channel
+	// at once and hands the release to the manager's scheduler, which retries
+	// until the backend confirms or the lease has lapsed on the server. Unlock
+	// of a lock not held returns an error matching ErrNotHeld.
+	Unlock() error
+
+	// Token is the fencing token of the current hold (strictly increasing per
+	// key), 0 when not held. Pass it to the resource you protect so that it can
+	// reject writes from a holder whose lock has since been taken over.
+	Token() uint64
+
+	// Err is nil while held and before the first hold. Once the expiry channel
+	// has closed it says why: it matches ErrUnlocked, ErrLost, ErrExpired or
+	// ErrClosed, wrapped with detail.
+	Err() error
+}
+
+// LockManager is a factory for Lock values.
+type LockManager interface {
+	// Health reports opaque conditions of the backend and the scheduler
+	// (unreachable nodes, refresh lag, pending releases); err when unusable.
+	Health(ctx context.Context) (conditions []string, err error)
+	// NewLock returns a Lock for key. It does no I/O. Invalid keys and options
+	// surface as errors from Lock and TryLock.
+	NewLock(key string, opts ...LockOption) Lock
+}
+
+// lockValue is the Lock implementation. Its hold state is guarded by the
+// Manager's mutex; gate serializes holds of this value.
+type lockValue struct {
+	m       *Manager
+	key     string
+	fullKey string
+	opts    LockOptions
+	invalid error // why this lock can never be acquired, or nil
+
+	// gate holds a token while this value has a hold or a Lock call in progress.
+	gate chan struct{}
+
+	// Guarded by m.mu.
+	cur    *hold  // the current or most recent hold
+	waiter waiter // this value's place in its key's local queue
+}
+
+func (l *lockValue) Key() string { return l.key }
+
+func (l *lockValue) Lock(ctx context.Context) (<-chan struct{}, error) {
+	_, ch, err := l.acquire(ctx, false)
+	return ch, err
+}
+
+func (l *lockValue) TryLock(ctx context.Context) (bool, <-chan struct{}, error) {
+	return l.acquire(ctx, true)
+}
+
+func (l *lockValue) acquire(ctx context.Context, try bool) (bool, <-chan struct{}, error) {
+	if ctx == nil {
+		return false, nil, fmt.Errorf("ctxlock: lock %q: %w", l.key, ErrNilContext)
+	}
+	if l.invalid != nil {
+		return false, nil, l.invalid
+	}
+	if err := ctx.Err(); err != nil {
+		return false, nil, fmt.Errorf("ctxlock: lock %q: %w", l.key, waitErr(ctx, nil))
+	}
+	select {
+	case l.gate <- struct{}{}:
+	default:
+		if try {
+			return false, nil, nil
+		}
+		select {
+		case l.gate <- struct{}{}:
+		case <-ctx.Done():
+			return false, nil, fmt.Errorf("ctxlock: lock %q: %w", l.key, waitErr(ctx, nil))
+		case <-l.m.done:
+			return false, nil, fmt.Errorf("ctxlock: lock %q: %w", l.key, ErrClosed)
+		}
+	}
+	h, err := l.m.acquire(ctx, l, try)
+	if h == nil {
+		<-l.gate
+		return false, nil, err
+	}
+	return true, h.expired, nil
+}
+
+func (l *lockValue) Unlock() error {
+	m := l.m
+	m.mu.Lock()
+	h := l.cur
+	if h == nil || h.ended {
+		again := h != nil && h.unlocked
+		m.mu.Unlock()
+		if again {
+			return fmt.Errorf("ctxlock: unlock %q: %w: %w", l.key, ErrNotHeld, ErrLockActionRequested)
+		}
+		return fmt.Errorf("ctxlock: unlock %q: %w", l.key, ErrNotHeld)
+	}
+	h.unlocked = true
+	m.endHoldLocked(h, ErrUnlocked, nil)
+	m.mu.Unlock()
+	return nil
+}
+
+func (l *lockValue) Token() uint64 {
+	l.m.mu.Lock()
+	defer l.m.mu.Unlock()
+	if h := l.cur; h != nil && !h.ended {
+		return h.lease.Token
+	}
+	return 0
+}
+
+func (l *lockValue) Err() error {
+	l.m.mu.Lock()
+	defer l.m.mu.Unlock()
+	if h := l.cur; h != nil && h.ended {
+		return h.err
+	}
+	return nil
+}
+
+// Do acquires l, runs fn with a context that is cancelled (with cause) when the
+// lock is lost, then unlocks. It returns fn's error, or an error wrapping
+// ErrLost (and the reason from l.Err) when the hold ended before fn returned;
+// both, joined, when both happened. If the lock cannot be acquired, fn does not
+// run and Do returns Lock's error.
+func Do(ctx context.Context, l Lock, fn func(ctx context.Context) error) error {
+	if l == nil {
+		return fmt.Errorf("ctxlock: Do with a nil Lock: %w", ErrInvalidOption)
+	}
+	expired, err := l.Lock(ctx)
+	if err != nil {
+		return err
+	}
+	fctx, cancel := context.WithCancelCause(ctx)
+	stop := make(chan struct{})
+	watcherDone := make(chan struct{})
+	go func() {
+		defer close(watcherDone)
+		select {
+		case <-expired:
+			cancel(lostError(l))
+		case <-stop:
+		}
+	}()
+	fnErr := fn(fctx)
+	close(stop)
+	<-watcherDone
+	cancel(nil)
+
+	var early error
+	select {
+	case <-expired:
+		early = lostError(l)
+	default:
+		_ = l.Unlock() // ErrNotHeld only if the hold ended just now; the channel says so next time.
+	}
+	return errors.Join(fnErr, early)
+}
+
+func lostError(l Lock) error {
+	reason := l.Err()
+	if errors.Is(reason, ErrLost) {
+		return reason
+	}
+	return fmt.Errorf("ctxlock: hold of %q ended early: %w: %w", l.Key(), ErrLost, reason)
+}

@@ -1,0 +1,682 @@
+package ctxlock
+
+import (
+	"context"
+	cryptorand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	ctxlockotel "github.com/ctxlock/ctxlock/otel"
+)
+
+// Manager makes Lock values on one Backend and runs the single scheduler
+// goroutine that refreshes their leases, ends holds at their validity
+// deadline and retries releases. It implements LockManager.
+//
+// A Manager does no I/O and starts no goroutine until its first hold. Close it
+// when done: Close releases every held lock, drains pending releases and stops
+// every goroutine the Manager started. The Manager does not own its Backend:
+// close the Backend after the Managers that use it.
+type Manager struct {
+	backend     Backend
+	backendName string
+	namespace   string
+	defaults    []LockOption
+	initErr     error
+	log         *slog.Logger
+	obs         *ctxlockotel.Instrumentation
+	ownerPrefix string
+	ownerSeq    atomic.Uint64
+	workerLimit int
+
+	// bg is the context of background backend calls; cancelled by Close.
+	bg       context.Context
+	cancelBg context.CancelFunc
+	workers  errgroup.Group
+
+	done      chan struct{} // closed when Close starts
+	stop      chan struct{} // closed to stop the scheduler
+	stopped   chan struct{} // closed when the scheduler has returned (or never ran)
+	wake      chan struct{} // cap 1: nudges the scheduler
+	closeOnce sync.Once
+
+	mu        sync.Mutex
+	closed    bool
+	running   bool // the scheduler goroutine was started
+	keys      map[string]*keyState
+	holds     deadlineHeap[*hold]
+	releases  deadlineHeap[*release]
+	maxWindow time.Duration // the widest refresh batching window of any hold
+	pending   int           // releases not yet confirmed, queued or in flight
+	timerAt   time.Time     // when the scheduler wakes by itself; zero: never
+	drained   chan struct{} // while Close waits: closed when pending reaches 0
+}
+
+var _ LockManager = (*Manager)(nil)
+
+// keyState is what a Manager knows about one key it has holds, waiters or
+// unconfirmed releases on. Guarded by the Manager's mutex.
+type keyState struct {
+	key     string
+	holder  *hold      // the local hold, if any
+	waiters []*waiter  // blocked Lock calls, FIFO; only the head talks to the backend
+	pending []*release // this Manager's unconfirmed releases of the key
+	tries   int        // TryLock calls in progress
+}
+
+// waiter is a blocked Lock call's place in its key's queue.
+type waiter struct {
+	wake chan struct{} // cap 1
+}
+
+func (ks *keyState) wakeHead() {
+	if len(ks.waiters) > 0 {
+		select {
+		case ks.waiters[0].wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (ks *keyState) removeWaiter(w *waiter) {
+	for i, x := range ks.waiters {
+		if x == w {
+			copy(ks.waiters[i:], ks.waiters[i+1:])
+			ks.waiters[len(ks.waiters)-1] = nil
+			ks.waiters = ks.waiters[:len(ks.waiters)-1]
+			return
+		}
+	}
+}
+
+func (ks *keyState) removePending(r *release) {
+	for i, x := range ks.pending {
+		if x == r {
+			copy(ks.pending[i:], ks.pending[i+1:])
+			ks.pending[len(ks.pending)-1] = nil
+			ks.pending = ks.pending[:len(ks.pending)-1]
+			return
+		}
+	}
+}
+
+// NewManager returns a Manager that stores leases in b. Options that are not
+// valid, and a nil b, surface as errors from every Lock and TryLock call.
+func NewManager(b Backend, opts ...ManagerOption) *Manager {
+	var o managerOptions
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	if o.workers < 1 {
+		o.workers = 8
+	}
+	m := &Manager{
+		backend:     b,
+		namespace:   o.namespace,
+		defaults:    o.lockDefaults,
+		log:         o.logger,
+		ownerPrefix: newOwnerPrefix(),
+		workerLimit: o.workers,
+		done:        make(chan struct{}),
+		stop:        make(chan struct{}),
+		stopped:     make(chan struct{}),
+		wake:        make(chan struct{}, 1),
+		keys:        make(map[string]*keyState),
+	}
+	m.bg, m.cancelBg = context.WithCancel(context.Background())
+	m.workers.SetLimit(o.workers)
+	if b == nil {
+		m.initErr = ErrNilBackend
+		m.backendName = "none"
+	} else {
+		m.backendName = backendName(b)
+	}
+	m.obs = ctxlockotel.New(o.tracerProvider, o.meterProvider, m.backendName)
+	return m
+}
+
+func newOwnerPrefix() string {
+	var b [8]byte
+	_, _ = cryptorand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b[:]) + ":"
+}
+
+// newOwner returns an owner id unique to one acquire attempt: the Manager's
+// random prefix and a sequence number.
+func (m *Manager) newOwner() string {
+	var buf [48]byte
+	b := append(buf[:0], m.ownerPrefix...)
+	b = strconv.AppendUint(b, m.ownerSeq.Add(1), 36)
+	return string(b)
+}
+
+// NewLock returns a Lock for key with the Manager's default lock options,
+// then opts, applied. It does no I/O: an invalid key or option is reported by
+// Lock and TryLock.
+func (m *Manager) NewLock(key string, opts ...LockOption) Lock {
+	o := DefaultLockOptions()
+	o.Apply(m.defaults...)
+	o.Apply(opts...)
+	l := &lockValue{
+		m:       m,
+		key:     key,
+		fullKey: m.namespace + key,
+		opts:    *o,
+		gate:    make(chan struct{}, 1),
+		waiter:  waiter{wake: make(chan struct{}, 1)},
+	}
+	switch {
+	case m.initErr != nil:
+		l.invalid = fmt.Errorf("ctxlock: lock %q: %w", key, m.initErr)
+	case key == "":
+		l.invalid = fmt.Errorf("%w: empty key", ErrInvalidKey)
+	case len(key) > MaxKeyLength:
+		l.invalid = fmt.Errorf("%w: key of %d bytes exceeds %d", ErrInvalidKey, len(key), MaxKeyLength)
+	default:
+		if err := o.Validate(); err != nil {
+			l.invalid = fmt.Errorf("ctxlock: lock %q: %w", key, err)
+		}
+	}
+	return l
+}
+
+// keyLocked returns the state of key, creating it.
+func (m *Manager) keyLocked(key string) *keyState {
+	ks := m.keys[key]
+	if ks == nil {
+		ks = &keyState{key: key}
+		m.keys[key] = ks
+	}
+	return ks
+}
+
+// releaseKeyLocked forgets ks once nothing refers to it.
+func (m *Manager) releaseKeyLocked(ks *keyState) {
+	if ks.holder == nil && len(ks.waiters) == 0 && len(ks.pending) == 0 && ks.tries == 0 {
+		delete(m.keys, ks.key)
+	}
+}
+
+func (m *Manager) acquire(ctx context.Context, l *lockValue, try bool) (*hold, error) {
+	ctx, rec := m.obs.StartAcquire(ctx, l.opts.Tracer, try, l.key)
+	h, outcome, err := m.acquireLoop(ctx, l, try, &rec)
+	var token uint64
+	if h != nil {
+		token = h.lease.Token
+	}
+	if sc := rec.End(outcome, token, err); h != nil && sc.IsValid() {
+		m.mu.Lock()
+		h.span = sc
+		m.mu.Unlock()
+	}
+	return h, err
+}
+
+// acquireLoop is the body of Lock and TryLock. Lock calls queue per key; only
+// the queue's head makes backend attempts, so one process sends one attempt per
+// wake-up however many goroutines wait.
+func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *ctxlockotel.Acquire) (*hold, string, error) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, ctxlockotel.OutcomeClosed, fmt.Errorf("ctxlock: lock %q: %w", l.key, ErrClosed)
+	}
+	ks := m.keyLocked(l.fullKey)
+	w := &l.waiter
+	if try {
+		if ks.holder != nil {
+			m.mu.Unlock()
+			rec.Attempt(true)
+			return nil, ctxlockotel.OutcomeHeld, nil
+		}
+		ks.tries++
+	} else {
+		select { // a wake-up left from an earlier hold of this value is stale
+		case <-w.wake:
+		default:
+		}
+		ks.waiters = append(ks.waiters, w)
+	}
+	// leave must be called with m.mu held on every way out.
+	leave := func() {
+		if try {
+			ks.tries--
+		} else {
+			wasHead := len(ks.waiters) > 0 && ks.waiters[0] == w
+			ks.removeWaiter(w)
+			if wasHead {
+				ks.wakeHead()
+			}
+		}
+		m.releaseKeyLocked(ks)
+	}
+	var (
+		backoff   = l.opts.RetryDelay
+		lastErr   error
+		watchCh   <-chan struct{}
+		stopWatch func()
+	)
+	defer func() {
+		if stopWatch != nil {
+			stopWatch()
+		}
+	}()
+	fail := func(outcome string, err error) (*hold, string, error) {
+		leave()
+		m.mu.Unlock()
+		return nil, outcome, err
+	}
+	canceled := func() (*hold, string, error) {
+		return fail(ctxlockotel.OutcomeCanceled, fmt.Errorf("ctxlock: lock %q: %w", l.key, waitErr(ctx, lastErr)))
+	}
+	closed := func() (*hold, string, error) {
+		return fail(ctxlockotel.OutcomeClosed, fmt.Errorf("ctxlock: lock %q: %w", l.key, ErrClosed))
+	}
+
+	for {
+		// Wait for our turn: head of the queue, and no local holder.
+		for !try && (ks.waiters[0] != w || ks.holder != nil) {
+			m.mu.Unlock()
+			select {
+			case <-w.wake:
+			case <-ctx.Done():
+				m.mu.Lock()
+				return canceled()
+			case <-m.done:
+				m.mu.Lock()
+				return closed()
+			}
+			m.mu.Lock()
+		}
+		if m.closed {
+			return closed()
+		}
+		// Our own unconfirmed releases of this key would only make us wait:
+		// perform them now, in line, before the attempt.
+		var stolen [4]*release
+		n := 0
+		if try && len(ks.waiters) > 0 {
+			n = 0 // a queued Lock goes first; don't take its releases
+		} else {
+			n = m.takeIdlePendingLocked(ks, stolen[:])
+		}
+		m.mu.Unlock()
+		if n > 0 {
+			m.releaseInline(ctx, stolen[:n])
+		}
+
+		owner := m.newOwner()
+		t0 := time.Now()
+		lease, err := m.backend.Acquire(ctx, AcquireRequest{
+			Key: l.fullKey, Owner: owner, TTL: l.opts.TTL,
+			Timeout: l.opts.AcquireTimeout, Metadata: l.opts.Metadata,
+		})
+		held := errors.Is(err, ErrHeld)
+		rec.Attempt(held)
+
+		m.mu.Lock()
+		if err == nil && (lease.Key != l.fullKey || lease.Owner != owner) {
+			err = fmt.Errorf("ctxlock: backend %s granted a lease for %q/%q when asked for %q/%q",
+				m.backendName, lease.Key, lease.Owner, l.fullKey, owner)
+			m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: t0.Add(2 * l.opts.TTL)})
+			return fail(ctxlockotel.OutcomeError, err)
+		}
+		if m.closed {
+			if !held {
+				m.mu.Unlock()
+				m.releaseAfterClose(Lease{Key: l.fullKey, Owner: owner})
+				m.mu.Lock()
+			}
+			return closed()
+		}
+		var remaining time.Duration
+		switch {
+		case err == nil:
+			if h := m.newHoldLocked(l, ks, lease, t0); h != nil {
+				leave()
+				m.mu.Unlock()
+				return h, ctxlockotel.OutcomeAcquired, nil
+			}
+			lastErr = fmt.Errorf("acquire took longer than the validity window of TTL %v", l.opts.TTL)
+		case held:
+			var he *HeldError
+			if errors.As(err, &he) {
+				remaining = he.Remaining
+			}
+		case ctx.Err() != nil:
+			// The attempt ended with the caller's context: its outcome is unknown.
+			m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: time.Now().Add(l.opts.TTL + l.opts.driftAllowance())})
+			return canceled()
+		case isTransient(err):
+			lastErr = err
+			m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: time.Now().Add(l.opts.TTL + l.opts.driftAllowance())})
+		default:
+			return fail(ctxlockotel.OutcomeError, fmt.Errorf("ctxlock: lock %q: %w", l.key, err))
+		}
+		if try {
+			if held {
+				return fail(ctxlockotel.OutcomeHeld, nil)
+			}
+			return fail(ctxlockotel.OutcomeError, fmt.Errorf("ctxlock: trylock %q: %w", l.key, lastErr))
+		}
+		m.mu.Unlock()
+
+		if stopWatch == nil {
+			watchCh, stopWatch = m.backend.Watch(l.fullKey)
+			if stopWatch == nil {
+				stopWatch = func() {}
+			}
+		}
+		delay := jitter(backoff)
+		if remaining > 0 && remaining < delay {
+			delay = remaining
+		}
+		timer := time.NewTimer(delay)
+		select {
+		case <-timer.C:
+			backoff = min(2*backoff, max(MaxRetryDelay, l.opts.RetryDelay))
+		case <-watchCh:
+		case <-w.wake:
+		case <-ctx.Done():
+			timer.Stop()
+			m.mu.Lock()
+			return canceled()
+		case <-m.done:
+			timer.Stop()
+			m.mu.Lock()
+			return closed()
+		}
+		timer.Stop()
+		m.mu.Lock()
+	}
+}
+
+// jitter returns a duration in [d/2, d].
+func jitter(d time.Duration) time.Duration {
+	if d < 2 {
+		return d
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// waitErr is the error of a wait that ctx ended: it matches ctx.Err(), says
+// the cause when there is one, and joins in the last backend fault.
+func waitErr(ctx context.Context, last error) error {
+	err := ctx.Err()
+	if cause := context.Cause(ctx); cause != nil && cause != err {
+		err = fmt.Errorf("%w: %w", err, cause)
+	}
+	if last != nil {
+		return errors.Join(err, fmt.Errorf("last backend fault: %w", last))
+	}
+	return err
+}
+
+// newHoldLocked registers a granted lease as the hold of l, or returns nil
+// when its validity window has already passed (the lease is then released).
+func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0 time.Time) *hold {
+	now := time.Now()
+	h := &hold{
+		lock:    l,
+		keyst:   ks,
+		lease:   lease,
+		ttl:     l.opts.TTL,
+		drift:   l.opts.driftAllowance(),
+		start:   now,
+		heapIdx: -1,
+	}
+	if !l.opts.NoRefresh {
+		h.interval = l.opts.refreshInterval()
+	}
+	h.validUntil = h.validity(t0)
+	if !h.validUntil.After(now) {
+		h.rel = release{lease: lease, lapseAt: now.Add(h.ttl + h.drift)}
+		m.queueReleaseLocked(ks, &h.rel)
+		return nil
+	}
+	h.refreshAt = t0.Add(h.interval)
+	h.expired = make(chan struct{})
+	ks.holder = h
+	l.cur = h
+	m.holds.push(h)
+	if w := h.interval / 4; w > m.maxWindow {
+		m.maxWindow = w
+	}
+	m.nudgeLocked(h.at())
+	return h
+}
+
+// queueReleaseLocked hands r to the scheduler, to be released now and retried
+// until confirmed or lapsed.
+func (m *Manager) queueReleaseLocked(ks *keyState, r *release) {
+	r.keyst = ks
+	r.retryAt = time.Now()
+	r.heapIdx = -1
+	ks.pending = append(ks.pending, r)
+	m.releases.push(r)
+	r.queued = true
+	m.pending++
+	m.obs.PendingReleases(1)
+	m.nudgeLocked(r.retryAt)
+}
+
+// takeIdlePendingLocked takes up to len(dst) of ks's releases that no worker
+// is performing, for the caller to perform in line.
+func (m *Manager) takeIdlePendingLocked(ks *keyState, dst []*release) int {
+	n := 0
+	for _, r := range ks.pending {
+		if n == len(dst) {
+			break
+		}
+		if r.queued {
+			m.releases.remove(r)
+			r.queued = false
+			r.inflight = true
+			dst[n] = r
+			n++
+		}
+	}
+	return n
+}
+
+// releaseInline performs releases in the caller's goroutine (a Lock call
+// about to attempt the same key).
+func (m *Manager) releaseInline(ctx context.Context, rs []*release) {
+	var errs []error
+	if len(rs) == 1 {
+		r := rs[0]
+		r.batch[0] = r.lease
+		errs = m.backend.Release(ctx, r.batch[:])
+	} else {
+		leases := make([]Lease, len(rs))
+		for i, r := range rs {
+			leases[i] = r.lease
+		}
+		errs = m.backend.Release(ctx, leases)
+	}
+	m.mu.Lock()
+	for i, r := range rs {
+		m.completeReleaseLocked(r, resultAt(errs, i, len(rs), m.backendName))
+	}
+	m.mu.Unlock()
+}
+
+// releaseAfterClose releases a lease granted after Close began, when the
+// scheduler may be gone, in the caller's goroutine and with a bounded wait.
+func (m *Manager) releaseAfterClose(lease Lease) {
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultAcquireTimeout)
+	defer cancel()
+	m.backend.Release(ctx, []Lease{lease})
+}
+
+// resultAt returns errs[i], or an error when the backend answered a batch of
+// n with a different number of results.
+func resultAt(errs []error, i, n int, backend string) error {
+	if errs == nil {
+		return nil
+	}
+	if len(errs) != n {
+		return Unavailable(fmt.Errorf("ctxlock: backend %s returned %d results for a batch of %d", backend, len(errs), n))
+	}
+	return errs[i]
+}
+
+// completeReleaseLocked records the outcome of one release attempt.
+func (m *Manager) completeReleaseLocked(r *release, err error) {
+	r.inflight = false
+	now := time.Now()
+	if err != nil && isTransient(err) && now.Before(r.lapseAt) {
+		r.attempts++
+		r.lastErr = err
+		r.retryAt = now.Add(min(jitter(DefaultRetryDelay<<min(r.attempts, 7)), r.lapseAt.Sub(now)))
+		m.releases.push(r)
+		r.queued = true
+		m.nudgeLocked(r.retryAt)
+		return
+	}
+	if err != nil {
+		m.log.Warn("ctxlock: release abandoned; the lease lapses at its TTL", "key", r.lease.Key, "error", err)
+	}
+	ks := r.keyst
+	ks.removePending(r)
+	m.pending--
+	m.obs.PendingReleases(-1)
+	if m.pending == 0 && m.drained != nil {
+		close(m.drained)
+		m.drained = nil
+	}
+	ks.wakeHead()
+	m.releaseKeyLocked(ks)
+}
+
+// nudgeLocked makes sure the scheduler wakes by at.
+func (m *Manager) nudgeLocked(at time.Time) {
+	if !m.running {
+		if m.closed && m.stoppedClosed() {
+			return
+		}
+		m.running = true
+		go m.run()
+	}
+	if m.timerAt.IsZero() || at.Before(m.timerAt) {
+		m.timerAt = at
+		select {
+		case m.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (m *Manager) stoppedClosed() bool {
+	select {
+	case <-m.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// Health reports the backend's conditions and the scheduler's: pending
+// releases, refresh lag, a closed Manager. err is non-nil when the backend
+// is unusable or the Manager is closed.
+func (m *Manager) Health(ctx context.Context) ([]string, error) {
+	if ctx == nil {
+		return nil, ErrNilContext
+	}
+	if m.initErr != nil {
+		return nil, m.initErr
+	}
+	conds, err := m.backend.Health(ctx)
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.pending > 0 {
+		conds = append(conds, fmt.Sprintf("pending releases: %d", m.pending))
+	}
+	if m.holds.len() > 0 {
+		if lag := now.Sub(m.holds.peek().at()); lag > 100*time.Millisecond {
+			conds = append(conds, fmt.Sprintf("refresh lag: %v", lag.Round(time.Millisecond)))
+		}
+	}
+	if m.closed {
+		conds = append(conds, "manager closed")
+		if err == nil {
+			err = ErrClosed
+		}
+	}
+	return conds, err
+}
+
+// Close ends every hold (their expiry channels close with ErrClosed), makes
+// blocked and later Lock calls return ErrClosed, waits until every pending
+// release is confirmed or ctx is done, and stops the scheduler and its
+// workers. Releases still pending when ctx ends are abandoned: those leases
+// lapse at their TTL, and Close returns an error saying how many. Calling
+// Close again waits for the first Close and returns nil.
+func (m *Manager) Close(ctx context.Context) error {
+	if ctx == nil {
+		return ErrNilContext
+	}
+	first := false
+	m.closeOnce.Do(func() { first = true })
+	if !first {
+		select {
+		case <-m.stopped:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	m.mu.Lock()
+	m.closed = true
+	close(m.done)
+	for _, ks := range m.keys {
+		if ks.holder != nil {
+			m.endHoldLocked(ks.holder, ErrClosed, nil)
+		}
+	}
+	var drained chan struct{}
+	if m.pending > 0 {
+		drained = make(chan struct{})
+		m.drained = drained
+	}
+	m.mu.Unlock()
+
+	var err error
+	if drained != nil {
+		select {
+		case <-drained:
+		case <-ctx.Done():
+			m.mu.Lock()
+			n := m.pending
+			m.mu.Unlock()
+			err = fmt.Errorf("ctxlock: close: %d releases abandoned, their leases lapse at their TTL: %w", n, ctx.Err())
+		}
+	}
+	m.mu.Lock()
+	close(m.stop)
+	running := m.running
+	m.mu.Unlock()
+	if running {
+		<-m.stopped
+	} else {
+		close(m.stopped)
+	}
+	m.cancelBg()
+	_ = m.workers.Wait()
+	return err
+}

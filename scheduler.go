@@ -1,0 +1,371 @@
+package ctxlock
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	ctxlockotel "github.com/ctxlock/ctxlock/otel"
+)
+
+// maxBatch is the most leases one Extend or Release call carries.
+const maxBatch = 1024
+
+// releaseTimeout bounds one release batch.
+const releaseTimeout = 5 * time.Second
+
+// job is one backend batch the scheduler hands to a worker.
+type job struct {
+	refresh  []*hold
+	ttl      time.Duration
+	deadline time.Time // the earliest validity deadline in the batch
+	releases []*release
+}
+
+// run is the Manager's scheduler goroutine. It owns the timing of every hold:
+// it ends holds at their validity deadline, batches due refreshes and releases
+// and dispatches them to at most workerLimit workers. It never does backend
+// I/O itself, so a hung backend cannot delay an expiry.
+func (m *Manager) run() {
+	defer close(m.stopped)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	var queue []job
+	for {
+		now := time.Now()
+		m.mu.Lock()
+		queue = m.collectLocked(now, queue)
+		next := m.nextDeadlineLocked()
+		m.timerAt = next
+		m.mu.Unlock()
+
+		queue = m.dispatch(queue)
+		if !next.IsZero() {
+			timer.Reset(time.Until(next))
+		}
+		select {
+		case <-timer.C:
+		case <-m.wake:
+		case <-m.stop:
+			timer.Stop()
+			m.abandon(queue)
+			return
+		}
+		timer.Stop()
+	}
+}
+
+// nextDeadlineLocked is the earliest instant the scheduler has work at.
+func (m *Manager) nextDeadlineLocked() time.Time {
+	var next time.Time
+	if m.holds.len() > 0 {
+		next = m.holds.peek().at()
+	}
+	if m.releases.len() > 0 {
+		if at := m.releases.peek().at(); next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	return next
+}
+
+// collectLocked ends the holds whose validity deadline has passed and
+// appends to queue the refresh and release batches that are due. A refresh is
+// due within a quarter of its interval before its time, so that leases due
+// close together share one Extend call.
+func (m *Manager) collectLocked(now time.Time, queue []job) []job {
+	var (
+		due      []*hold
+		deferred []*hold
+	)
+	horizon := now.Add(m.maxWindow)
+	for m.holds.len() > 0 {
+		h := m.holds.peek()
+		if !h.validUntil.After(now) {
+			m.endHoldLocked(h, ErrExpired, nil)
+			continue
+		}
+		if h.at().After(horizon) {
+			break
+		}
+		m.holds.pop()
+		deferred = append(deferred, h)
+		if !h.refreshing && h.interval > 0 && !h.refreshAt.After(now.Add(h.batchWindow())) {
+			h.refreshing = true
+			due = append(due, h)
+		}
+	}
+	for _, h := range deferred {
+		m.holds.push(h)
+	}
+	queue = appendRefreshJobs(queue, due)
+
+	var rs []*release
+	for m.releases.len() > 0 && !m.releases.peek().at().After(now) {
+		r := m.releases.pop()
+		r.queued = false
+		r.inflight = true
+		rs = append(rs, r)
+	}
+	for len(rs) > 0 {
+		n := min(len(rs), maxBatch)
+		queue = append(queue, job{releases: rs[:n:n]})
+		rs = rs[n:]
+	}
+	return queue
+}
+
+// appendRefreshJobs groups due holds by TTL (one Extend call carries one TTL)
+// into batches of at most maxBatch.
+func appendRefreshJobs(queue []job, due []*hold) []job {
+	for len(due) > 0 {
+		ttl := due[0].ttl
+		var batch, rest []*hold
+		for _, h := range due {
+			if h.ttl == ttl && len(batch) < maxBatch {
+				batch = append(batch, h)
+			} else {
+				rest = append(rest, h)
+			}
+		}
+		j := job{refresh: batch, ttl: ttl, deadline: batch[0].validUntil}
+		for _, h := range batch {
+			if h.validUntil.Before(j.deadline) {
+				j.deadline = h.validUntil
+			}
+		}
+		queue = append(queue, j)
+		due = rest
+	}
+	return queue
+}
+
+// dispatch starts a worker for each queued job while the worker limit allows,
+// and returns the jobs left waiting for a worker.
+func (m *Manager) dispatch(queue []job) []job {
+	for i, j := range queue {
+		if !m.workers.TryGo(func() error { m.runJob(j); return nil }) {
+			return append(queue[:0], queue[i:]...)
+		}
+	}
+	return queue[:0]
+}
+
+// abandon gives back jobs that never reached a worker when the scheduler stops.
+func (m *Manager) abandon(queue []job) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, j := range queue {
+		for _, h := range j.refresh {
+			h.refreshing = false
+		}
+		for _, r := range j.releases {
+			r.inflight = false
+		}
+	}
+}
+
+// runJob performs one batch on a worker and records the results.
+func (m *Manager) runJob(j job) {
+	defer m.nudgeScheduler()
+	if len(j.refresh) > 0 {
+		m.refreshBatch(j)
+	}
+	if len(j.releases) > 0 {
+		m.releaseBatch(j.releases)
+	}
+}
+
+func (m *Manager) nudgeScheduler() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (m *Manager) refreshBatch(j job) {
+	leases := make([]Lease, len(j.refresh))
+	for i, h := range j.refresh {
+		leases[i] = h.lease // immutable after the hold is made
+	}
+	ctx, cancel := context.WithDeadline(m.bg, j.deadline)
+	defer cancel()
+	ctx, span := m.obs.StartBatch(ctx, ctxlockotel.OpRefresh, len(leases))
+	t0 := time.Now()
+	errs := m.backend.Extend(ctx, leases, j.ttl)
+	failed, first := countFailures(errs, len(leases), m.backendName)
+	span.End(failed, first)
+
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, h := range j.refresh {
+		m.applyRefreshLocked(h, resultAt(errs, i, len(leases), m.backendName), t0, now)
+	}
+}
+
+// applyRefreshLocked records the outcome of one lease's refresh sent at t0.
+func (m *Manager) applyRefreshLocked(h *hold, err error, t0, now time.Time) {
+	h.refreshing = false
+	if h.ended {
+		return
+	}
+	switch {
+	case err == nil:
+		h.failures = 0
+		h.refreshErr = nil
+		if v := h.validity(t0); v.After(h.validUntil) {
+			h.validUntil = v
+		}
+		h.refreshAt = t0.Add(h.interval)
+	case errors.Is(err, ErrLost):
+		m.endHoldLocked(h, ErrLost, err)
+		return
+	default:
+		h.failures++
+		h.refreshErr = err
+		retry := jitter(h.lock.opts.RetryDelay << min(h.failures, 10))
+		h.refreshAt = now.Add(min(retry, h.interval/2))
+		if h.refreshAt.After(h.validUntil) {
+			h.refreshAt = h.validUntil
+		}
+	}
+	m.holds.fix(h)
+	m.nudgeLocked(h.at())
+}
+
+func (m *Manager) releaseBatch(rs []*release) {
+	leases := make([]Lease, len(rs))
+	for i, r := range rs {
+		leases[i] = r.lease
+	}
+	ctx, cancel := context.WithTimeout(m.bg, releaseTimeout)
+	defer cancel()
+	ctx, span := m.obs.StartBatch(ctx, ctxlockotel.OpRelease, len(leases))
+	errs := m.backend.Release(ctx, leases)
+	failed, first := countFailures(errs, len(leases), m.backendName)
+	span.End(failed, first)
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, r := range rs {
+		m.completeReleaseLocked(r, resultAt(errs, i, len(rs), m.backendName))
+	}
+}
+
+func countFailures(errs []error, n int, backend string) (int, error) {
+	if errs == nil {
+		return 0, nil
+	}
+	if len(errs) != n {
+		return n, resultAt(errs, 0, n, backend)
+	}
+	failed := 0
+	var first error
+	for _, err := range errs {
+		if err != nil {
+			if first == nil {
+				first = err
+			}
+			failed++
+		}
+	}
+	return failed, first
+}
+
+// heapItem is an element of a deadlineHeap: it knows its deadline and keeps
+// its own index so that it can be fixed or removed in O(log n).
+type heapItem interface {
+	at() time.Time
+	index() *int
+}
+
+// deadlineHeap is a min-heap by deadline. Removed items have index -1.
+type deadlineHeap[T heapItem] struct{ items []T }
+
+func (q *deadlineHeap[T]) len() int { return len(q.items) }
+func (q *deadlineHeap[T]) peek() T  { return q.items[0] }
+
+func (q *deadlineHeap[T]) push(x T) {
+	*x.index() = len(q.items)
+	q.items = append(q.items, x)
+	q.up(len(q.items) - 1)
+}
+
+func (q *deadlineHeap[T]) pop() T {
+	x := q.items[0]
+	q.remove(x)
+	return x
+}
+
+func (q *deadlineHeap[T]) remove(x T) {
+	i := *x.index()
+	if i < 0 {
+		return
+	}
+	last := len(q.items) - 1
+	if i != last {
+		q.swap(i, last)
+	}
+	var zero T
+	q.items[last] = zero
+	q.items = q.items[:last]
+	*x.index() = -1
+	if i != last {
+		q.fixAt(i)
+	}
+}
+
+func (q *deadlineHeap[T]) fix(x T) {
+	if i := *x.index(); i >= 0 {
+		q.fixAt(i)
+	} else {
+		q.push(x)
+	}
+}
+
+func (q *deadlineHeap[T]) fixAt(i int) {
+	if !q.down(i) {
+		q.up(i)
+	}
+}
+
+func (q *deadlineHeap[T]) less(i, j int) bool { return q.items[i].at().Before(q.items[j].at()) }
+
+func (q *deadlineHeap[T]) swap(i, j int) {
+	q.items[i], q.items[j] = q.items[j], q.items[i]
+	*q.items[i].index() = i
+	*q.items[j].index() = j
+}
+
+func (q *deadlineHeap[T]) up(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if !q.less(i, p) {
+			return
+		}
+		q.swap(i, p)
+		i = p
+	}
+}
+
+func (q *deadlineHeap[T]) down(i int) bool {
+	start := i
+	n := len(q.items)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		c := l
+		if r := l + 1; r < n && q.less(r, l) {
+			c = r
+		}
+		if !q.less(c, i) {
+			break
+		}
+		q.swap(i, c)
+		i = c
+	}
+	return i > start
+}
