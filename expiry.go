@@ -29,8 +29,10 @@ type hold struct {
 	failures   int       // consecutive failed refreshes, for backoff
 
 	ended    bool
-	unlocked bool // ended by Unlock
-	err      error
+	unlocked bool  // ended by Unlock
+	reason   error // ErrUnlocked, ErrLost, ErrExpired or ErrClosed, once ended
+	cause    error // detail for reason, if any
+	err      error // reason with detail, built by errLocked
 	expired  chan struct{}
 	heapIdx  int
 	span     trace.SpanContext
@@ -87,19 +89,10 @@ func (m *Manager) endHoldLocked(h *hold, reason, cause error) {
 		return
 	}
 	h.ended = true
-	switch {
-	case cause != nil:
-		h.err = fmt.Errorf("%w: key %q: %w", reason, h.lock.key, cause)
-	case reason == ErrExpired:
-		if h.refreshErr != nil {
-			h.err = fmt.Errorf("%w: key %q: validity deadline passed without a confirmed refresh: %w", reason, h.lock.key, h.refreshErr)
-		} else if h.interval == 0 {
-			h.err = fmt.Errorf("%w: key %q: validity deadline passed (refreshing is off)", reason, h.lock.key)
-		} else {
-			h.err = fmt.Errorf("%w: key %q: validity deadline passed with a refresh still unanswered", reason, h.lock.key)
-		}
-	default:
-		h.err = fmt.Errorf("%w: key %q", reason, h.lock.key)
+	h.reason = reason
+	h.cause = cause
+	if reason == ErrExpired && cause == nil {
+		h.cause = h.refreshErr
 	}
 	if h.heapIdx >= 0 {
 		m.holds.remove(h)
@@ -111,17 +104,41 @@ func (m *Manager) endHoldLocked(h *hold, reason, cause error) {
 	<-h.lock.gate
 
 	now := time.Now()
-	m.obs.HoldEnded(h.span, h.lock.key, now.Sub(h.start), reasonName(reason), errIfNotUnlocked(reason, h.err))
+	var err error
+	if reason != ErrUnlocked {
+		err = h.errLocked()
+		m.log.Warn("ctxlock: hold ended", "key", h.lock.key, "token", h.lease.Token, "reason", err)
+	}
+	m.obs.HoldEnded(h.span, h.lock.key, now.Sub(h.start), reasonName(reason), err)
 	if reason != ErrLost {
 		// After an expiry the lease may still be on the server (the backend was
 		// slow, not gone): releasing it frees the key for others before its TTL.
 		h.rel = release{lease: h.lease, lapseAt: now.Add(h.ttl + h.drift)}
-		m.queueReleaseLocked(ks, &h.rel)
-	}
-	if reason != ErrUnlocked {
-		m.log.Warn("ctxlock: hold ended", "key", h.lock.key, "token", h.lease.Token, "reason", h.err)
+		m.queueReleaseLocked(ks, &h.rel, now)
 	}
 	m.releaseKeyLocked(ks)
+}
+
+// errLocked returns why h ended, with detail. It is built on first use, so
+// that an Unlock costs no formatting.
+func (h *hold) errLocked() error {
+	if h.err != nil || !h.ended {
+		return h.err
+	}
+	key := h.lock.key
+	switch {
+	case h.reason == ErrExpired && h.cause != nil:
+		h.err = fmt.Errorf("%w: key %q: validity deadline passed without a confirmed refresh: %w", h.reason, key, h.cause)
+	case h.reason == ErrExpired && h.interval == 0:
+		h.err = fmt.Errorf("%w: key %q: validity deadline passed (refreshing is off)", h.reason, key)
+	case h.reason == ErrExpired:
+		h.err = fmt.Errorf("%w: key %q: validity deadline passed with a refresh still unanswered", h.reason, key)
+	case h.cause != nil:
+		h.err = fmt.Errorf("%w: key %q: %w", h.reason, key, h.cause)
+	default:
+		h.err = fmt.Errorf("%w: key %q", h.reason, key)
+	}
+	return h.err
 }
 
 func reasonName(reason error) string {
@@ -137,9 +154,3 @@ func reasonName(reason error) string {
 	}
 }
 
-func errIfNotUnlocked(reason, err error) error {
-	if reason == ErrUnlocked {
-		return nil
-	}
-	return err
-}

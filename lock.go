@@ -163,7 +163,7 @@ func (l *lockValue) Err() error {
 	l.m.mu.Lock()
 	defer l.m.mu.Unlock()
 	if h := l.cur; h != nil && h.ended {
-		return h.err
+		return h.errLocked()
 	}
 	return nil
 }

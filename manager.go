@@ -177,7 +177,6 @@ func (m *Manager) NewLock(key string, opts ...LockOption) Lock {
 		fullKey: m.namespace + key,
 		opts:    *o,
 		gate:    make(chan struct{}, 1),
-		waiter:  waiter{wake: make(chan struct{}, 1)},
 	}
 	switch {
 	case m.initErr != nil:
@@ -245,6 +244,9 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		}
 		ks.tries++
 	} else {
+		if w.wake == nil {
+			w.wake = make(chan struct{}, 1)
+		}
 		select { // a wake-up left from an earlier hold of this value is stale
 		case <-w.wake:
 		default:
@@ -325,6 +327,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			Key: l.fullKey, Owner: owner, TTL: l.opts.TTL,
 			Timeout: l.opts.AcquireTimeout, Metadata: l.opts.Metadata,
 		})
+		t1 := time.Now()
 		held := errors.Is(err, ErrHeld)
 		rec.Attempt(held)
 
@@ -332,7 +335,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		if err == nil && (lease.Key != l.fullKey || lease.Owner != owner) {
 			err = fmt.Errorf("ctxlock: backend %s granted a lease for %q/%q when asked for %q/%q",
 				m.backendName, lease.Key, lease.Owner, l.fullKey, owner)
-			m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: t0.Add(2 * l.opts.TTL)})
+			m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: t0.Add(2 * l.opts.TTL)}, time.Now())
 			return fail(ctxlockotel.OutcomeError, err)
 		}
 		if m.closed {
@@ -346,7 +349,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		var remaining time.Duration
 		switch {
 		case err == nil:
-			if h := m.newHoldLocked(l, ks, lease, t0); h != nil {
+			if h := m.newHoldLocked(l, ks, lease, t0, t1); h != nil {
 				leave()
 				m.mu.Unlock()
 				return h, ctxlockotel.OutcomeAcquired, nil
@@ -359,11 +362,11 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			}
 		case ctx.Err() != nil:
 			// The attempt ended with the caller's context: its outcome is unknown.
-			m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: time.Now().Add(l.opts.TTL + l.opts.driftAllowance())})
+			m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: t1.Add(l.opts.TTL + l.opts.driftAllowance())}, t1)
 			return canceled()
 		case isTransient(err):
 			lastErr = err
-			m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: time.Now().Add(l.opts.TTL + l.opts.driftAllowance())})
+			m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: t1.Add(l.opts.TTL + l.opts.driftAllowance())}, t1)
 		default:
 			return fail(ctxlockotel.OutcomeError, fmt.Errorf("ctxlock: lock %q: %w", l.key, err))
 		}
@@ -428,8 +431,7 @@ func waitErr(ctx context.Context, last error) error {
 
 // newHoldLocked registers a granted lease as the hold of l, or returns nil
 // when its validity window has already passed (the lease is then released).
-func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0 time.Time) *hold {
-	now := time.Now()
+func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0, now time.Time) *hold {
 	h := &hold{
 		lock:    l,
 		keyst:   ks,
@@ -445,7 +447,7 @@ func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0 time
 	h.validUntil = h.validity(t0)
 	if !h.validUntil.After(now) {
 		h.rel = release{lease: lease, lapseAt: now.Add(h.ttl + h.drift)}
-		m.queueReleaseLocked(ks, &h.rel)
+		m.queueReleaseLocked(ks, &h.rel, now)
 		return nil
 	}
 	h.refreshAt = t0.Add(h.interval)
@@ -462,9 +464,9 @@ func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0 time
 
 // queueReleaseLocked hands r to the scheduler, to be released now and retried
 // until confirmed or lapsed.
-func (m *Manager) queueReleaseLocked(ks *keyState, r *release) {
+func (m *Manager) queueReleaseLocked(ks *keyState, r *release, now time.Time) {
 	r.keyst = ks
-	r.retryAt = time.Now()
+	r.retryAt = now
 	r.heapIdx = -1
 	ks.pending = append(ks.pending, r)
 	m.releases.push(r)
@@ -538,8 +540,8 @@ func resultAt(errs []error, i, n int, backend string) error {
 // completeReleaseLocked records the outcome of one release attempt.
 func (m *Manager) completeReleaseLocked(r *release, err error) {
 	r.inflight = false
-	now := time.Now()
-	if err != nil && isTransient(err) && now.Before(r.lapseAt) {
+	if err != nil && isTransient(err) && time.Now().Before(r.lapseAt) {
+		now := time.Now()
 		r.attempts++
 		r.lastErr = err
 		r.retryAt = now.Add(min(jitter(DefaultRetryDelay<<min(r.attempts, 7)), r.lapseAt.Sub(now)))
