@@ -1,0 +1,277 @@
+package ctxlock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/ctxlock/ctxlock"
+	"github.com/ctxlock/ctxlock/backends/memory"
+)
+
+// recordingBackend records every Extend call: when, how many leases, and how
+// many ran at once.
+type recordingBackend struct {
+	*memory.Backend
+	mu          sync.Mutex
+	extends     []extendCall
+	inflight    int
+	maxInflight int
+}
+
+type extendCall struct {
+	at time.Time
+	n  int
+}
+
+func newRecording() *recordingBackend { return &recordingBackend{Backend: memory.New()} }
+
+func (r *recordingBackend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.Duration) []error {
+	r.mu.Lock()
+	r.extends = append(r.extends, extendCall{time.Now(), len(leases)})
+	r.inflight++
+	r.maxInflight = max(r.maxInflight, r.inflight)
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.inflight--
+		r.mu.Unlock()
+	}()
+	return r.Backend.Extend(ctx, leases, ttl)
+}
+
+func (r *recordingBackend) calls() []extendCall {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]extendCall(nil), r.extends...)
+}
+
+func closeManager(t *testing.T, m *ctxlock.Manager) {
+	t.Helper()
+	if err := m.Close(context.Background()); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
+
+// lockMany acquires n locks named prefix-i, calling between after each.
+func lockMany(t *testing.T, m *ctxlock.Manager, n int, prefix string, between func(), opts ...ctxlock.LockOption) []ctxlock.Lock {
+	t.Helper()
+	locks := make([]ctxlock.Lock, n)
+	for i := range locks {
+		locks[i] = m.NewLock(fmt.Sprintf("%s-%d", prefix, i), opts...)
+		if _, err := locks[i].Lock(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if between != nil {
+			between()
+		}
+	}
+	return locks
+}
+
+// 1,000 locks taken at one instant are refreshed in ONE Extend call per
+// interval, exactly at each interval.
+func TestRefreshBatchesSimultaneousLocks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newRecording()
+		m := ctxlock.NewManager(b)
+		defer closeManager(t, m)
+		const ttl, interval = 30 * time.Second, 10 * time.Second
+		start := time.Now()
+		lockMany(t, m, 1000, "k", nil, ctxlock.WithTTL(ttl))
+		time.Sleep(5*interval + time.Second)
+		synctest.Wait()
+		calls := b.calls()
+		if len(calls) != 5 {
+			t.Fatalf("%d Extend calls in 5 intervals, want 5: %v", len(calls), calls)
+		}
+		for i, c := range calls {
+			if want := start.Add(time.Duration(i+1) * interval); !c.at.Equal(want) || c.n != 1000 {
+				t.Errorf("call %d: %d leases at +%v; want 1000 at +%v", i, c.n, c.at.Sub(start), want.Sub(start))
+			}
+		}
+	})
+}
+
+// 1,000 locks taken evenly across one interval are refreshed in a handful of
+// Extend calls per interval (leases due within a quarter interval share a
+// call), and every lease is refreshed every interval.
+func TestRefreshBatchesSpreadLocks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newRecording()
+		m := ctxlock.NewManager(b)
+		defer closeManager(t, m)
+		const ttl, interval = 30 * time.Second, 10 * time.Second
+		lockMany(t, m, 1000, "k", func() { time.Sleep(interval / 1000) }, ctxlock.WithTTL(ttl))
+		from := time.Now().Add(2 * interval) // past the first, unbatched round
+		time.Sleep(5 * interval)
+		synctest.Wait()
+		var calls, leases int
+		for _, c := range b.calls() {
+			if !c.at.Before(from) && c.at.Before(from.Add(2*interval)) {
+				calls++
+				leases += c.n
+			}
+		}
+		if leases != 2000 {
+			t.Errorf("%d leases refreshed in 2 intervals, want 2000 (each of 1000 once per interval)", leases)
+		}
+		// Batches are never more than a quarter interval apart in due time, and
+		// rounds merge them: 1,000 leases settle into 3 calls per interval.
+		if calls != 6 {
+			for _, c := range b.calls() {
+				t.Logf("Extend of %d leases at %v", c.n, c.at.Sub(from))
+			}
+			t.Errorf("%d Extend calls in 2 intervals, want 6 (3 batches per interval)", calls)
+		}
+	})
+}
+
+// A hung backend never delays an expiry: backend I/O runs on workers, and the
+// expiry channel closes exactly at the validity deadline.
+func TestHungBackendDoesNotDelayExpiry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New()
+		m := ctxlock.NewManager(b)
+		const ttl = 9 * time.Second
+		start := time.Now()
+		l := m.NewLock("k", ctxlock.WithTTL(ttl))
+		exp, err := l.Lock(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		other := m.NewLock("other", ctxlock.WithTTL(ttl))
+		if _, err := other.Lock(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		b.SetLatency(time.Hour)
+		<-exp
+		drift := time.Duration(float64(ttl)*ctxlock.DefaultDriftFactor) + 2*time.Millisecond
+		if el := time.Since(start); el != ttl-drift {
+			t.Fatalf("expired after %v; want exactly %v", el, ttl-drift)
+		}
+		if !errors.Is(l.Err(), ctxlock.ErrExpired) {
+			t.Fatalf("Err: %v", l.Err())
+		}
+		// Unlock does not block on the hung backend either.
+		if err := other.Unlock(); err != nil && !errors.Is(err, ctxlock.ErrNotHeld) {
+			t.Fatal(err)
+		}
+		if time.Since(start) != ttl-drift {
+			t.Fatal("Unlock waited for the backend")
+		}
+		b.SetLatency(0)
+		closeManager(t, m)
+	})
+}
+
+// The scheduler runs at most WithWorkers backend calls at once, however
+// many batches are due.
+func TestWorkersBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newRecording()
+		m := ctxlock.NewManager(b, ctxlock.WithWorkers(2))
+		defer closeManager(t, m)
+		// Different TTLs cannot share an Extend call: 6 batches fall due together.
+		for i := 0; i < 6; i++ {
+			l := m.NewLock(fmt.Sprint("k", i), ctxlock.WithTTL(time.Duration(30+i)*time.Second), ctxlock.WithRefreshInterval(10*time.Second))
+			if _, err := l.Lock(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b.SetLatency(time.Second)
+		time.Sleep(15 * time.Second)
+		synctest.Wait()
+		b.SetLatency(0)
+		b.mu.Lock()
+		got, n := b.maxInflight, len(b.extends)
+		b.mu.Unlock()
+		if got != 2 || n < 6 {
+			t.Fatalf("%d Extend calls, at most %d at once; want all 6 batches run, at most 2 at once", n, got)
+		}
+	})
+}
+
+// The number of goroutines does not grow with the number of held locks.
+func TestGoroutinesIndependentOfLocks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := ctxlock.NewManager(memory.New())
+		defer closeManager(t, m)
+		base := runtime.NumGoroutine()
+		lockMany(t, m, 10, "few", nil)
+		few := runtime.NumGoroutine() - base
+		lockMany(t, m, 10_000, "many", nil)
+		synctest.Wait()
+		many := runtime.NumGoroutine() - base
+		if few != 1 || many != 1 {
+			t.Fatalf("goroutines added: %d for 10 locks, %d for 10,010; want 1 (the scheduler) for both", few, many)
+		}
+	})
+}
+
+// An Unlock during an outage stays pending (Health says so) and is
+// confirmed as soon as the backend is back.
+func TestReleaseRetriedUntilConfirmed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New()
+		m := ctxlock.NewManager(b)
+		defer closeManager(t, m)
+		l := m.NewLock("k")
+		if _, err := l.Lock(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		b.SetUnavailable(true)
+		if err := l.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		conds, _ := m.Health(context.Background())
+		if !strings.Contains(strings.Join(conds, ";"), "pending releases: 1") {
+			t.Fatalf("Health during the outage: %q; want pending releases: 1", conds)
+		}
+		b.SetUnavailable(false)
+		time.Sleep(2 * ctxlock.MaxRetryDelay)
+		synctest.Wait()
+		if _, _, _, _, held := b.Holder("k"); held {
+			t.Fatal("lease still held after the backend came back")
+		}
+		if conds, err := m.Health(context.Background()); err != nil || len(conds) != 0 {
+			t.Fatalf("Health after recovery: %q, %v; want clean", conds, err)
+		}
+	})
+}
+
+// Close with a context that ends before a hung backend answers abandons the
+// pending releases, says so, and still stops every goroutine.
+func TestCloseAbandonsWhenBackendHangs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New()
+		m := ctxlock.NewManager(b)
+		l := m.NewLock("k")
+		exp, err := l.Lock(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.SetLatency(time.Hour)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		err = m.Close(ctx)
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "1 releases abandoned") {
+			t.Fatalf("Close: %v; want the abandoned release reported", err)
+		}
+		select {
+		case <-exp:
+		default:
+			t.Fatal("hold not ended by Close")
+		}
+		if !errors.Is(l.Err(), ctxlock.ErrClosed) {
+			t.Fatalf("Err: %v", l.Err())
+		}
+	})
+}
