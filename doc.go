@@ -1,0 +1,81 @@
+// Package ctxlock is a context-first distributed lock library.
+//
+// A Manager makes Lock values on a Backend (in-memory, Redis, Redlock). Lock
+// and TryLock return an expiry channel that closes when the hold ends, so
+// code protected by a lock can select on it like on ctx.Done():
+//
+//	m := ctxlock.NewManager(memory.New()) // or goredis.New(redisClient)
+//	defer m.Close(context.Background())
+//
+//	l := m.NewLock("orders/42", ctxlock.WithTTL(10*time.Second))
+//	expired, err := l.Lock(ctx)
+//	if err != nil {
+//		return err // ctx ended, the Manager closed, or a permanent backend error
+//	}
+//	defer l.Unlock()
+//	select {
+//	case <-expired: // the hold is gone (l.Err() says why): stop touching the resource
+//	case <-work():
+//	}
+//
+// # Guarantees
+//
+// Each guarantee is proven by a named test on every backend (see
+// backends/locktest):
+//
+//   - Liveness A: a lock is always eventually released when the process
+//     holding it crashes or exits. Leases have a TTL on the backend; a dead
+//     holder stops refreshing them.
+//   - Liveness B: a lock is always eventually released when its backend is
+//     unavailable, and the holder's expiry channel closes BEFORE any other
+//     owner can acquire it. A hold whose lease was requested at t0 with TTL d
+//     is valid locally until t0 + d − (d·drift + 2ms), on the monotonic clock;
+//     the server keeps the lease until at least t0 + d.
+//   - Atomicity A: no two holders (processes, goroutines, Lock values) hold
+//     the same key at once, as long as holders stop at their expiry channel.
+//     Fencing tokens (Lock.Token) let the protected resource enforce it.
+//   - Atomicity B: any call to Unlock always eventually releases the lock.
+//     Unlock never blocks; the release is retried until the backend confirms
+//     it or the lease has lapsed.
+//
+// # How it works
+//
+// Each Manager runs ONE scheduler goroutine (started with the first hold)
+// that owns a heap of deadlines: refresh due, validity deadline, release
+// retry. Backend I/O never runs on it: refreshes and releases go, batched,
+// to at most WithWorkers workers, so a hung backend cannot delay an expiry.
+// All leases due within a quarter of their refresh interval share one Extend
+// call, so 1,000 held locks cost a handful of round trips per interval.
+//
+// A blocked Lock waits in the caller's goroutine. Lock calls on one key in
+// one Manager queue locally in FIFO order and only the head of the queue
+// talks to the backend: it retries when the backend reports a release
+// (Backend.Watch), when a local holder lets go, or after a jittered backoff
+// that starts at the retry delay, doubles up to MaxRetryDelay and never
+// sleeps past the holder's remaining TTL. A Lock that finds its own
+// Manager's release of the key still pending performs it in line first.
+//
+// # Decisions where the design is silent
+//
+//   - Unlock may be called from any goroutine, like sync.Mutex.Unlock; a
+//     second Unlock of the same hold returns ErrNotHeld together with
+//     ErrLockActionRequested.
+//   - Err returns nil before the first hold and while held.
+//   - TryLock returns a transient backend fault as an error instead of
+//     retrying; Lock retries such faults until ctx ends.
+//   - An expired hold (ErrExpired) is still released on the backend, so a
+//     backend that was merely slow frees the key before the TTL.
+//   - The Manager does not own the Backend: close Managers first, then the
+//     Backend. Close is idempotent.
+//   - Owner ids are a random per-Manager prefix plus a sequence number:
+//     unique per acquire attempt, so a late release of an old hold can never
+//     release a newer one.
+//   - Keys are opaque bytes up to MaxKeyLength; WithNamespace prefixes them.
+//
+// # Observability
+//
+// With WithTracerProvider and WithMeterProvider (or the otel globals) every
+// Lock, TryLock, refresh batch and release batch is traced and measured; see
+// the ctxlockotel package (folder otel/) for span and metric names. Without a
+// configured provider instrumentation costs no allocation.
+package ctxlock
