@@ -153,4 +153,3 @@ func reasonName(reason error) string {
 		return ctxlockotel.ReasonLost
 	}
 }
-

@@ -87,6 +87,10 @@ type lockValue struct {
 	// Guarded by m.mu.
 	cur    *hold  // the current or most recent hold
 	waiter waiter // this value's place in its key's local queue
+
+	// contended reports that the last acquire found the key held elsewhere.
+	// Owned by the goroutine holding gate.
+	contended bool
 }
 
 func (l *lockValue) Key() string { return l.key }

@@ -268,6 +268,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 	}
 	var (
 		backoff   = l.opts.RetryDelay
+		contended bool // an attempt of this call found the key held
 		lastErr   error
 		watchCh   <-chan struct{}
 		stopWatch func()
@@ -289,7 +290,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		return fail(ctxlockotel.OutcomeClosed, fmt.Errorf("ctxlock: lock %q: %w", l.key, ErrClosed))
 	}
 
-	for {
+	for first := true; ; first = false {
 		// Wait for our turn: head of the queue, and no local holder.
 		for !try && (ks.waiters[0] != w || ks.holder != nil) {
 			m.mu.Unlock()
@@ -321,54 +322,70 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			m.releaseInline(ctx, stolen[:n])
 		}
 
-		owner := m.newOwner()
-		t0 := time.Now()
-		lease, err := m.backend.Acquire(ctx, AcquireRequest{
-			Key: l.fullKey, Owner: owner, TTL: l.opts.TTL,
-			Timeout: l.opts.AcquireTimeout, Metadata: l.opts.Metadata,
-		})
-		t1 := time.Now()
-		held := errors.Is(err, ErrHeld)
-		rec.Attempt(held)
+		var (
+			held      bool
+			remaining time.Duration
+		)
+		if first && !try && l.contended {
+			// This value's last acquire found the key contended: the release
+			// of its previous hold woke other owners' waiters. Let them have
+			// it rather than re-taking it at once, which would starve every
+			// other process: wait a backoff (or a notification) first.
+			l.contended = false
+			m.mu.Lock()
+		} else {
+			owner := m.newOwner()
+			t0 := time.Now()
+			lease, err := m.backend.Acquire(ctx, AcquireRequest{
+				Key: l.fullKey, Owner: owner, TTL: l.opts.TTL,
+				Timeout: l.opts.AcquireTimeout, Metadata: l.opts.Metadata,
+			})
+			t1 := time.Now()
+			held = errors.Is(err, ErrHeld)
+			rec.Attempt(held)
+			if held {
+				contended = true
+			}
 
-		m.mu.Lock()
-		if err == nil && (lease.Key != l.fullKey || lease.Owner != owner) {
-			err = fmt.Errorf("ctxlock: backend %s granted a lease for %q/%q when asked for %q/%q",
-				m.backendName, lease.Key, lease.Owner, l.fullKey, owner)
-			m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: t0.Add(2 * l.opts.TTL)}, time.Now())
-			return fail(ctxlockotel.OutcomeError, err)
-		}
-		if m.closed {
-			if !held {
-				m.mu.Unlock()
-				m.releaseAfterClose(Lease{Key: l.fullKey, Owner: owner})
-				m.mu.Lock()
+			m.mu.Lock()
+			if err == nil && (lease.Key != l.fullKey || lease.Owner != owner) {
+				err = fmt.Errorf("ctxlock: backend %s granted a lease for %q/%q when asked for %q/%q",
+					m.backendName, lease.Key, lease.Owner, l.fullKey, owner)
+				m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: t0.Add(2 * l.opts.TTL)}, time.Now())
+				return fail(ctxlockotel.OutcomeError, err)
 			}
-			return closed()
-		}
-		var remaining time.Duration
-		switch {
-		case err == nil:
-			if h := m.newHoldLocked(l, ks, lease, t0, t1); h != nil {
-				leave()
-				m.mu.Unlock()
-				return h, ctxlockotel.OutcomeAcquired, nil
+			if m.closed {
+				if !held {
+					m.mu.Unlock()
+					m.releaseAfterClose(Lease{Key: l.fullKey, Owner: owner})
+					m.mu.Lock()
+				}
+				return closed()
 			}
-			lastErr = fmt.Errorf("acquire took longer than the validity window of TTL %v", l.opts.TTL)
-		case held:
-			var he *HeldError
-			if errors.As(err, &he) {
-				remaining = he.Remaining
+			switch {
+			case err == nil:
+				if h := m.newHoldLocked(l, ks, lease, t0, t1); h != nil {
+					l.contended = contended
+					leave()
+					m.mu.Unlock()
+					return h, ctxlockotel.OutcomeAcquired, nil
+				}
+				lastErr = fmt.Errorf("acquire took longer than the validity window of TTL %v", l.opts.TTL)
+			case held:
+				var he *HeldError
+				if errors.As(err, &he) {
+					remaining = he.Remaining
+				}
+			case ctx.Err() != nil:
+				// The attempt ended with the caller's context: its outcome is unknown.
+				m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: t1.Add(l.opts.TTL + l.opts.driftAllowance())}, t1)
+				return canceled()
+			case isTransient(err):
+				lastErr = err
+				m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: t1.Add(l.opts.TTL + l.opts.driftAllowance())}, t1)
+			default:
+				return fail(ctxlockotel.OutcomeError, fmt.Errorf("ctxlock: lock %q: %w", l.key, err))
 			}
-		case ctx.Err() != nil:
-			// The attempt ended with the caller's context: its outcome is unknown.
-			m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: t1.Add(l.opts.TTL + l.opts.driftAllowance())}, t1)
-			return canceled()
-		case isTransient(err):
-			lastErr = err
-			m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: t1.Add(l.opts.TTL + l.opts.driftAllowance())}, t1)
-		default:
-			return fail(ctxlockotel.OutcomeError, fmt.Errorf("ctxlock: lock %q: %w", l.key, err))
 		}
 		if try {
 			if held {

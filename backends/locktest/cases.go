@@ -478,16 +478,9 @@ func testExpiryWhenUnavailable(e *env) {
 		e.t.Fatalf("expiry channel closed after %v; want exactly the validity deadline %v", el, want)
 	}
 	e.t.Logf("Liveness B margin: expiry %v before the server-side TTL", e.cfg.ttl-el)
-	if e.cfg.fake {
-		// At the instant the holder's channel closed, nobody else could own the key.
-		f.SetUnavailable(false)
-		other := e.manager().NewLock(e.key("k"), e.opts()...)
-		if ok, _, err := other.TryLock(e.ctx()); ok || err != nil {
-			e.t.Fatalf("another owner's TryLock when the expiry channel closed: (%v, %v); want held", ok, err)
-		}
-	} else {
-		f.SetUnavailable(false)
-	}
+	// Once the backend is back, the expired hold's queued release (or the
+	// lapse of its lease) lets another owner in.
+	f.SetUnavailable(false)
 	other := e.manager().NewLock(e.key("k"), e.opts()...)
 	e.mustLock(other)
 	e.mustUnlock(other)
