@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -87,26 +88,16 @@ func (ks *keyState) wakeHead() {
 	}
 }
 
-func (ks *keyState) removeWaiter(w *waiter) {
-	for i, x := range ks.waiters {
-		if x == w {
-			copy(ks.waiters[i:], ks.waiters[i+1:])
-			ks.waiters[len(ks.waiters)-1] = nil
-			ks.waiters = ks.waiters[:len(ks.waiters)-1]
-			return
-		}
-	}
-}
+func (ks *keyState) removeWaiter(w *waiter) { ks.waiters = removeItem(ks.waiters, w) }
 
-func (ks *keyState) removePending(r *release) {
-	for i, x := range ks.pending {
-		if x == r {
-			copy(ks.pending[i:], ks.pending[i+1:])
-			ks.pending[len(ks.pending)-1] = nil
-			ks.pending = ks.pending[:len(ks.pending)-1]
-			return
-		}
+func (ks *keyState) removePending(r *release) { ks.pending = removeItem(ks.pending, r) }
+
+// removeItem deletes the first x from s, keeping order.
+func removeItem[T comparable](s []T, x T) []T {
+	if i := slices.Index(s, x); i >= 0 {
+		return slices.Delete(s, i, i+1)
 	}
+	return s
 }
 
 // NewManager returns a Manager that stores leases in b. Options that are not
