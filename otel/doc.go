@@ -129,7 +129,12 @@
 //
 // For each Lock or TryLock call: [Instrumentation.StartAcquire] on entry (and
 // use the context it returns for the backend attempts), [Acquire.Attempt]
-// after each backend attempt, [Acquire.End] once on return. For each hold
+// after each backend attempt, [Acquire.Queued] before a Lock call blocks
+// behind a holder or earlier waiter of the same Manager (so that waiting on a
+// local holder counts as contention too), [Acquire.End] once on return. Start
+// the acquire recording before any wait of the call, so that the span and
+// ctxlock.acquire.duration cover it, and record every call, including those
+// rejected at once (invalid key or option: outcome error). For each hold
 // that End reported as OutcomeAcquired: [Instrumentation.HoldEnded] exactly
 // once, when the hold ends for whatever reason, with the span context End
 // returned. For each background backend batch: [Instrumentation.StartBatch]

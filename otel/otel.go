@@ -356,7 +356,8 @@ type Acquire struct {
 // The acquire span ("ctxlock.Lock" or "ctxlock.TryLock") is a child of the
 // span in ctx, the caller's. The returned context carries it: pass it to the
 // backend calls so that their own spans (redisotel, say) nest under it.
-// Call [Acquire.Attempt] after each backend attempt and [Acquire.End] once.
+// Call [Acquire.Attempt] after each backend attempt, [Acquire.Queued] before
+// blocking behind a local holder or waiter, and [Acquire.End] once.
 func (i *Instrumentation) StartAcquire(ctx context.Context, tracer trace.Tracer, try bool, key string) (context.Context, Acquire) {
 	if i == nil {
 		return ctx, Acquire{}
@@ -411,6 +412,25 @@ func (a *Acquire) Attempt(held bool) {
 	if !held || a.contended {
 		return
 	}
+	a.markContended()
+}
+
+// Queued records that a Lock call is about to block behind a holder or
+// earlier waiters of the same Manager, with no backend attempt of its own:
+// the key is held, as surely as when an attempt finds it held. The first
+// call marks the acquire call contended exactly as the first held
+// [Acquire.Attempt] does (the "ctxlock.contended" event, one ctxlock.contention,
+// the start of the wait time); it does not count an attempt. Later calls,
+// and calls after a held attempt, do nothing.
+func (a *Acquire) Queued() {
+	if a == nil || a.i == nil || a.contended {
+		return
+	}
+	a.markContended()
+}
+
+// markContended marks the call contended now: event, counter, wait start.
+func (a *Acquire) markContended() {
 	a.contended = true
 	a.firstHeld = time.Now()
 	if a.span != nil {
