@@ -1,0 +1,128 @@
+// Package redlock is a ctxlock.Backend that holds a lock only while a quorum
+// of N independent Redis masters agree: the Redlock algorithm, over go-redis
+// v9 clients, one *goredis.Backend per node.
+//
+// # Quick start
+//
+//	var clients []redis.UniversalClient
+//	for _, addr := range []string{"redis-a:6379", "redis-b:6379", "redis-c:6379"} {
+//		clients = append(clients, redis.NewClient(&redis.Options{
+//			Addr:                  addr,
+//			ContextTimeoutEnabled: true, // let per-node timeouts bound network I/O
+//			DialTimeout:           time.Second,
+//			ReadTimeout:           time.Second,
+//			WriteTimeout:          time.Second,
+//		}))
+//	}
+//	backend, err := redlock.New(clients) // N odd, ≥ 3
+//	if err != nil { ... }
+//	defer backend.Close() // after the Managers; does not close the clients
+//
+//	m := ctxlock.NewManager(backend, ctxlock.WithNamespace("myapp:"))
+//	defer m.Close(context.Background())
+//
+//	lock := m.NewLock("nightly-report")
+//	expired, err := lock.Lock(ctx)
+//
+// The nodes must be independent masters: not replicas of one another, not
+// shards of one Cluster. Each node stores the lease, the fencing counter and
+// the release channel exactly as the goredis package does (see its data
+// layout).
+//
+// # Algorithm
+//
+// Acquire sends the goredis acquire script (SET NX PX and INCR of the key's
+// fencing counter) to every node at once, each request bounded by a per-node
+// timeout well under the TTL (WithTimeoutFactor, default TTL/10, and never
+// more than the attempt's timeout, ctxlock.WithAcquireTimeout). It waits for
+// every node, then grants the lease when a quorum (N/2+1) granted it and the
+// validity left is positive:
+//
+//	validity = TTL − elapsed − (TTL×driftFactor + 2ms)
+//
+// with elapsed measured on the monotonic clock from before the first request
+// to after the last reply (WithDriftFactor, default 0.01). The Manager then
+// applies its own validity deadline (ctxlock.WithDriftFactor) to the hold.
+// When the quorum is missed or the validity has passed, the attempt is
+// released (owner-checked) at once on every node that granted it or did not
+// answer, before Acquire returns.
+//
+// Extend runs one pipeline per node for the whole batch, all nodes at once,
+// and keeps a lease only while a quorum confirms it. A lease that can no
+// longer reach a quorum is reported lost (ctxlock.ErrLost) and released on
+// the nodes that still have it, so that a lock held on fewer than a quorum
+// never lingers. A lease not confirmed because nodes did not answer is a
+// transient fault: the Manager retries, and the hold's expiry channel closes
+// at its validity deadline if no quorum confirms in time. Release runs one
+// owner-checked pipeline per node, all at once, and succeeds once a quorum
+// released.
+//
+// Watch merges the wake-ups of every node's release subscription: a release
+// published by any node wakes the waiters.
+//
+// # Errors
+//
+// Every operation that misses its quorum says which node did what in a
+// *QuorumError: for each failing node its index, address, NodeStatus
+// (NodeTaken, NodeUnreachable, NodeFailed) and error, as a *NodeError.
+// A QuorumError matches ctxlock.ErrUnavailable (errors.Is) exactly when
+// unreachable nodes or slowness caused the miss, so the Manager retries;
+// when other owners hold the key on too many nodes Acquire returns a
+// *ctxlock.HeldError wrapping the QuorumError, whose Remaining is when
+// enough holders expire for a quorum to be free. A Lock that waits until its
+// context ends returns the context's error joined with the last fault, so
+//
+//	var qe *redlock.QuorumError
+//	if errors.As(err, &qe) { log.Print(qe.Count(redlock.NodeUnreachable), " nodes down") }
+//
+// works on Lock's error. Health reports per-node conditions and fails when
+// fewer than a quorum of nodes are healthy.
+//
+// # Fencing tokens
+//
+// Each node keeps its own counter per key, incremented by every grant on
+// that node. The token of a hold is the largest counter among the nodes
+// that granted it. Counters drift apart (an attempt granted by a minority
+// still increments it), so after a grant the nodes whose counter lags are
+// raised to the token (raise.lua, only when the counters differ), and a
+// quorum of nodes must carry it for the grant to stand. Hence, for two holds
+// A then B, some node in B's quorum carried a counter ≥ A's token before B's
+// increment there, and B's token is greater than A's: tokens increase per
+// key as long as a majority of the nodes keep their counters and the timing
+// assumptions of Redlock hold (bounded clock drift, no process pause
+// longer than the validity). That is the whole guarantee.
+//
+// What it does not guarantee: a node that restarts without persistence
+// comes back with empty counters and no leases, so a majority made of
+// restarted and surviving nodes can grant the key again while the old hold
+// is still valid, and issue tokens no greater than earlier ones. The test
+// servers, like many deployments, run without persistence. To keep counters
+// (and leases) across restarts run every node with appendonly yes and
+// appendfsync always, or delay a restarted node's return by more than the
+// longest TTL; never let Redis evict the counters (maxmemory-policy
+// noeviction or volatile-*). Counters are not replicated between nodes, so
+// losing a node's disk loses its counters, and nothing here survives a
+// majority of nodes losing theirs.
+//
+// The Kleppmann/antirez debate: Martin Kleppmann ("How to do distributed
+// locking", 2016) argued that Redlock is unsafe for correctness because it
+// depends on timing — a process paused by GC, a slow network or a jumping
+// clock can keep acting after its lease ended — and because it has no
+// fencing token that the protected resource can check. Salvatore Sanfilippo
+// ("Is Redlock safe?") answered that the algorithm measures elapsed time
+// with a monotonic clock, that the validity check bounds network delays
+// after the acquisition, that any lock with expiry (including ones built on
+// consensus) has the same pause problem after it is granted, and that a
+// random unique owner id can serve for compare-and-set at the resource.
+// Both agree on the limits: a lease ends by time, so a paused holder may act
+// after its end, and no lock service alone prevents that.
+//
+// What to do: use this backend when the lock guards efficiency (avoiding
+// duplicate work) or when you need the lock to survive a minority of Redis
+// nodes failing. When correctness depends on mutual exclusion, enforce it at
+// the resource: send Lock.Token with every write and make the resource
+// reject tokens lower than the highest it has seen (or compare-and-set on
+// the owner) — and prefer a backend built on consensus with durable,
+// linearizable counters, such as etcd (revisions as tokens), or a
+// relational database in one transaction with the data it protects.
+package redlock
