@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	ctxlockotel "github.com/ctxlock/ctxlock/otel"
 )
 
 // Lock is a distributed lock on one key, made by a LockManager. A Lock value is
@@ -108,27 +110,34 @@ func (l *lockValue) acquire(ctx context.Context, try bool) (bool, <-chan struct{
 	if ctx == nil {
 		return false, nil, fmt.Errorf("ctxlock: lock %q: %w", l.key, ErrNilContext)
 	}
+	ctx, rec := l.m.obs.StartAcquire(ctx, l.opts.Tracer, try, l.key)
+	fail := func(outcome string, err error) (bool, <-chan struct{}, error) {
+		rec.End(outcome, 0, err)
+		return false, nil, err
+	}
 	if l.invalid != nil {
-		return false, nil, l.invalid
+		return fail(ctxlockotel.OutcomeError, l.invalid)
 	}
 	if err := ctx.Err(); err != nil {
-		return false, nil, fmt.Errorf("ctxlock: lock %q: %w", l.key, waitErr(ctx, nil))
+		return fail(ctxlockotel.OutcomeCanceled, fmt.Errorf("ctxlock: lock %q: %w", l.key, waitErr(ctx, nil)))
 	}
 	select {
 	case l.gate <- struct{}{}:
 	default:
 		if try {
-			return false, nil, nil
+			rec.Attempt(true)
+			return fail(ctxlockotel.OutcomeHeld, nil)
 		}
+		rec.Queued()
 		select {
 		case l.gate <- struct{}{}:
 		case <-ctx.Done():
-			return false, nil, fmt.Errorf("ctxlock: lock %q: %w", l.key, waitErr(ctx, nil))
+			return fail(ctxlockotel.OutcomeCanceled, fmt.Errorf("ctxlock: lock %q: %w", l.key, waitErr(ctx, nil)))
 		case <-l.m.done:
-			return false, nil, fmt.Errorf("ctxlock: lock %q: %w", l.key, ErrClosed)
+			return fail(ctxlockotel.OutcomeClosed, fmt.Errorf("ctxlock: lock %q: %w", l.key, ErrClosed))
 		}
 	}
-	h, err := l.m.acquire(ctx, l, try)
+	h, err := l.m.acquire(ctx, l, try, &rec)
 	if h == nil {
 		<-l.gate
 		return false, nil, err

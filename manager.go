@@ -201,9 +201,8 @@ func (m *Manager) releaseKeyLocked(ks *keyState) {
 	}
 }
 
-func (m *Manager) acquire(ctx context.Context, l *lockValue, try bool) (*hold, error) {
-	ctx, rec := m.obs.StartAcquire(ctx, l.opts.Tracer, try, l.key)
-	h, outcome, err := m.acquireLoop(ctx, l, try, &rec)
+func (m *Manager) acquire(ctx context.Context, l *lockValue, try bool, rec *ctxlockotel.Acquire) (*hold, error) {
+	h, outcome, err := m.acquireLoop(ctx, l, try, rec)
 	var token uint64
 	if h != nil {
 		token = h.lease.Token
@@ -284,6 +283,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 	for first := true; ; first = false {
 		// Wait for our turn: head of the queue, and no local holder.
 		for !try && (ks.waiters[0] != w || ks.holder != nil) {
+			rec.Queued()
 			m.mu.Unlock()
 			select {
 			case <-w.wake:
