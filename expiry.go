@@ -17,10 +17,6 @@ type hold struct {
 	keyst *keyState
 	lease Lease
 
-	ttl      time.Duration
-	interval time.Duration // refresh interval; 0 when refreshing is off
-	drift    time.Duration // drift allowance subtracted from every validity window
-
 	start      time.Time // when Lock returned it, for the hold duration
 	validUntil time.Time // local validity deadline (monotonic)
 	refreshAt  time.Time // next refresh due
@@ -35,7 +31,7 @@ type hold struct {
 	err      error // reason with detail, built by errLocked
 	expired  chan struct{}
 	heapIdx  int
-	span     trace.SpanContext
+	span     *trace.SpanContext // the acquire span, when tracing recorded one
 
 	// rel is this hold's release, embedded to save an allocation per Unlock.
 	rel release
@@ -43,7 +39,7 @@ type hold struct {
 
 // at is the hold's next deadline in the scheduler's heap.
 func (h *hold) at() time.Time {
-	if h.refreshing || h.interval == 0 {
+	if h.refreshing || h.lock.interval == 0 {
 		return h.validUntil
 	}
 	return h.refreshAt
@@ -57,11 +53,21 @@ func (h *hold) batchWindow() time.Duration {
 	if h.failures > 0 {
 		return 0
 	}
-	return h.interval / 4
+	return h.lock.interval / 4
 }
 
 // validity returns the local validity deadline of a request sent at t0.
-func (h *hold) validity(t0 time.Time) time.Time { return t0.Add(h.ttl - h.drift) }
+func (h *hold) validity(t0 time.Time) time.Time { return t0.Add(h.lock.opts.TTL - h.lock.drift) }
+
+// lapse is when a lease confirmed at t has surely lapsed on the server.
+func (h *hold) lapse(t time.Time) time.Time { return t.Add(h.lock.opts.TTL + h.lock.drift) }
+
+func (h *hold) spanContext() trace.SpanContext {
+	if h.span == nil {
+		return trace.SpanContext{}
+	}
+	return *h.span
+}
 
 // release is an owner-checked release waiting for the backend's confirmation.
 type release struct {
@@ -73,8 +79,6 @@ type release struct {
 	inflight bool // a worker is releasing it
 	queued   bool // in the Manager's release heap
 	heapIdx  int
-	lastErr  error
-	batch    [1]Lease // scratch for releasing it alone without allocating
 }
 
 func (r *release) at() time.Time { return r.retryAt }
@@ -101,7 +105,7 @@ func (m *Manager) endHoldLocked(h *hold, reason, cause error) {
 	ks := h.keyst
 	ks.holder = nil
 	ks.wakeHead()
-	<-h.lock.gate
+	h.lock.releaseGateLocked()
 
 	now := time.Now()
 	var err error
@@ -109,11 +113,11 @@ func (m *Manager) endHoldLocked(h *hold, reason, cause error) {
 		err = h.errLocked()
 		m.log.Warn("ctxlock: hold ended", "key", h.lock.key, "token", h.lease.Token, "reason", err)
 	}
-	m.obs.HoldEnded(h.span, h.lock.key, now.Sub(h.start), reasonName(reason), err)
+	m.obs.HoldEnded(h.spanContext(), h.lock.key, now.Sub(h.start), reasonName(reason), err)
 	if reason != ErrLost {
 		// After an expiry the lease may still be on the server (the backend was
 		// slow, not gone): releasing it frees the key for others before its TTL.
-		h.rel = release{lease: h.lease, lapseAt: now.Add(h.ttl + h.drift)}
+		h.rel = release{lease: h.lease, lapseAt: h.lapse(now)}
 		m.queueReleaseLocked(ks, &h.rel, now)
 	}
 	m.releaseKeyLocked(ks)
@@ -129,7 +133,7 @@ func (h *hold) errLocked() error {
 	switch {
 	case h.reason == ErrExpired && h.cause != nil:
 		h.err = fmt.Errorf("%w: key %q: validity deadline passed without a confirmed refresh: %w", h.reason, key, h.cause)
-	case h.reason == ErrExpired && h.interval == 0:
+	case h.reason == ErrExpired && h.lock.interval == 0:
 		h.err = fmt.Errorf("%w: key %q: validity deadline passed (refreshing is off)", h.reason, key)
 	case h.reason == ErrExpired:
 		h.err = fmt.Errorf("%w: key %q: validity deadline passed with a refresh still unanswered", h.reason, key)

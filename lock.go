@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	ctxlockotel "github.com/ctxlock/ctxlock/otel"
 )
@@ -75,23 +77,24 @@ type LockManager interface {
 }
 
 // lockValue is the Lock implementation. Its hold state is guarded by the
-// Manager's mutex; gate serializes holds of this value.
+// Manager's mutex; busy serializes holds of this value.
 type lockValue struct {
-	m       *Manager
-	key     string
-	fullKey string
-	opts    LockOptions
-	invalid error // why this lock can never be acquired, or nil
-
-	// gate holds a token while this value has a hold or a Lock call in progress.
-	gate chan struct{}
+	m        *Manager
+	key      string
+	fullKey  string
+	opts     LockOptions
+	interval time.Duration // refresh interval; 0 when refreshing is off
+	drift    time.Duration // drift allowance subtracted from every validity window
+	invalid  error         // why this lock can never be acquired, or nil
 
 	// Guarded by m.mu.
-	cur    *hold  // the current or most recent hold
-	waiter waiter // this value's place in its key's local queue
+	cur       *hold           // the current or most recent hold
+	waiter    waiter          // this value's place in its key's local queue
+	busy      bool            // a hold or a Lock/TryLock call is in progress
+	gateQueue []chan struct{} // Lock calls waiting for busy to clear, FIFO
 
 	// contended reports that the last acquire found the key held elsewhere.
-	// Owned by the goroutine holding gate.
+	// Owned by the call that set busy.
 	contended bool
 }
 
@@ -121,28 +124,59 @@ func (l *lockValue) acquire(ctx context.Context, try bool) (bool, <-chan struct{
 	if err := ctx.Err(); err != nil {
 		return fail(ctxlockotel.OutcomeCanceled, fmt.Errorf("ctxlock: lock %q: %w", l.key, waitErr(ctx, nil)))
 	}
-	select {
-	case l.gate <- struct{}{}:
-	default:
+	m := l.m
+	m.mu.Lock()
+	if !l.busy {
+		l.busy = true
+		m.mu.Unlock()
+	} else {
 		if try {
+			m.mu.Unlock()
 			rec.Attempt(true)
 			return fail(ctxlockotel.OutcomeHeld, nil)
 		}
+		turn := make(chan struct{})
+		l.gateQueue = append(l.gateQueue, turn)
+		m.mu.Unlock()
 		rec.Queued()
+		var err error
+		var outcome string
 		select {
-		case l.gate <- struct{}{}:
+		case <-turn:
 		case <-ctx.Done():
-			return fail(ctxlockotel.OutcomeCanceled, fmt.Errorf("ctxlock: lock %q: %w", l.key, waitErr(ctx, nil)))
-		case <-l.m.done:
-			return fail(ctxlockotel.OutcomeClosed, fmt.Errorf("ctxlock: lock %q: %w", l.key, ErrClosed))
+			outcome, err = ctxlockotel.OutcomeCanceled, fmt.Errorf("ctxlock: lock %q: %w", l.key, waitErr(ctx, nil))
+		case <-m.done:
+			outcome, err = ctxlockotel.OutcomeClosed, fmt.Errorf("ctxlock: lock %q: %w", l.key, ErrClosed)
+		}
+		if err != nil {
+			m.mu.Lock()
+			n := len(l.gateQueue)
+			if l.gateQueue = removeItem(l.gateQueue, turn); len(l.gateQueue) == n {
+				l.releaseGateLocked() // our turn came as we gave up: pass it on
+			}
+			m.mu.Unlock()
+			return fail(outcome, err)
 		}
 	}
-	h, err := l.m.acquire(ctx, l, try, &rec)
+	h, err := m.acquire(ctx, l, try, &rec)
 	if h == nil {
-		<-l.gate
+		m.mu.Lock()
+		l.releaseGateLocked()
+		m.mu.Unlock()
 		return false, nil, err
 	}
 	return true, h.expired, nil
+}
+
+// releaseGateLocked ends this value's turn: the next queued Lock call on the
+// value gets it, in FIFO order, or the value becomes free.
+func (l *lockValue) releaseGateLocked() {
+	if len(l.gateQueue) == 0 {
+		l.busy = false
+		return
+	}
+	close(l.gateQueue[0])
+	l.gateQueue = slices.Delete(l.gateQueue, 0, 1)
 }
 
 func (l *lockValue) Unlock() error {

@@ -13,7 +13,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	ctxlockotel "github.com/ctxlock/ctxlock/otel"
@@ -76,7 +78,15 @@ type keyState struct {
 
 // waiter is a blocked Lock call's place in its key's queue.
 type waiter struct {
-	wake chan struct{} // cap 1
+	wake chan struct{} // cap 1; nil until the waiter first blocks
+}
+
+// ensureWake allocates the wake channel, with the Manager's mutex held,
+// before the waiter first blocks: values that never wait never pay for it.
+func (w *waiter) ensureWake() {
+	if w.wake == nil {
+		w.wake = make(chan struct{}, 1)
+	}
 }
 
 func (ks *keyState) wakeHead() {
@@ -167,7 +177,10 @@ func (m *Manager) NewLock(key string, opts ...LockOption) Lock {
 		key:     key,
 		fullKey: m.namespace + key,
 		opts:    *o,
-		gate:    make(chan struct{}, 1),
+	}
+	l.drift = o.driftAllowance()
+	if !o.NoRefresh {
+		l.interval = o.refreshInterval()
 	}
 	switch {
 	case m.initErr != nil:
@@ -208,8 +221,10 @@ func (m *Manager) acquire(ctx context.Context, l *lockValue, try bool, rec *ctxl
 		token = h.lease.Token
 	}
 	if sc := rec.End(outcome, token, err); h != nil && sc.IsValid() {
+		span := new(trace.SpanContext) // only when tracing: keeps holds small otherwise
+		*span = sc
 		m.mu.Lock()
-		h.span = sc
+		h.span = span
 		m.mu.Unlock()
 	}
 	return h, err
@@ -234,11 +249,8 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		}
 		ks.tries++
 	} else {
-		if w.wake == nil {
-			w.wake = make(chan struct{}, 1)
-		}
-		select { // a wake-up left from an earlier hold of this value is stale
-		case <-w.wake:
+		select { // a wake-up left from an earlier call of this value is stale
+		case <-w.wake: // (a nil channel, until the value first had to wait)
 		default:
 		}
 		ks.waiters = append(ks.waiters, w)
@@ -284,6 +296,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		// Wait for our turn: head of the queue, and no local holder.
 		for !try && (ks.waiters[0] != w || ks.holder != nil) {
 			rec.Queued()
+			w.ensureWake()
 			m.mu.Unlock()
 			select {
 			case <-w.wake:
@@ -384,6 +397,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			}
 			return fail(ctxlockotel.OutcomeError, fmt.Errorf("ctxlock: trylock %q: %w", l.key, lastErr))
 		}
+		w.ensureWake()
 		m.mu.Unlock()
 
 		if stopWatch == nil {
@@ -444,26 +458,21 @@ func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0, now
 		lock:    l,
 		keyst:   ks,
 		lease:   lease,
-		ttl:     l.opts.TTL,
-		drift:   l.opts.driftAllowance(),
 		start:   now,
 		heapIdx: -1,
 	}
-	if !l.opts.NoRefresh {
-		h.interval = l.opts.refreshInterval()
-	}
 	h.validUntil = h.validity(t0)
 	if !h.validUntil.After(now) {
-		h.rel = release{lease: lease, lapseAt: now.Add(h.ttl + h.drift)}
+		h.rel = release{lease: lease, lapseAt: h.lapse(now)}
 		m.queueReleaseLocked(ks, &h.rel, now)
 		return nil
 	}
-	h.refreshAt = t0.Add(h.interval)
+	h.refreshAt = t0.Add(l.interval)
 	h.expired = make(chan struct{})
 	ks.holder = h
 	l.cur = h
 	m.holds.push(h)
-	if w := h.interval / 4; w > m.maxWindow {
+	if w := l.interval / 4; w > m.maxWindow {
 		m.maxWindow = w
 	}
 	m.nudgeLocked(h.at())
@@ -508,9 +517,8 @@ func (m *Manager) takeIdlePendingLocked(ks *keyState, dst []*release) int {
 func (m *Manager) releaseInline(ctx context.Context, rs []*release) {
 	var errs []error
 	if len(rs) == 1 {
-		r := rs[0]
-		r.batch[0] = r.lease
-		errs = m.backend.Release(ctx, r.batch[:])
+		// A one-lease batch viewed in place: no allocation on the re-lock path.
+		errs = m.backend.Release(ctx, unsafe.Slice(&rs[0].lease, 1))
 	} else {
 		leases := make([]Lease, len(rs))
 		for i, r := range rs {
@@ -551,7 +559,6 @@ func (m *Manager) completeReleaseLocked(r *release, err error) {
 	if err != nil && isTransient(err) && time.Now().Before(r.lapseAt) {
 		now := time.Now()
 		r.attempts++
-		r.lastErr = err
 		r.retryAt = now.Add(min(jitter(DefaultRetryDelay<<min(r.attempts, 7)), r.lapseAt.Sub(now)))
 		m.releases.push(r)
 		r.queued = true

@@ -90,7 +90,7 @@ func (m *Manager) collectLocked(now time.Time, queue []job) []job {
 		}
 		m.holds.pop()
 		deferred = append(deferred, h)
-		if !h.refreshing && h.interval > 0 && !h.refreshAt.After(now.Add(h.batchWindow())) {
+		if !h.refreshing && h.lock.interval > 0 && !h.refreshAt.After(now.Add(h.batchWindow())) {
 			h.refreshing = true
 			due = append(due, h)
 		}
@@ -119,10 +119,10 @@ func (m *Manager) collectLocked(now time.Time, queue []job) []job {
 // into batches of at most maxBatch.
 func appendRefreshJobs(queue []job, due []*hold) []job {
 	for len(due) > 0 {
-		ttl := due[0].ttl
+		ttl := due[0].lock.opts.TTL
 		var batch, rest []*hold
 		for _, h := range due {
-			if h.ttl == ttl && len(batch) < maxBatch {
+			if h.lock.opts.TTL == ttl && len(batch) < maxBatch {
 				batch = append(batch, h)
 			} else {
 				rest = append(rest, h)
@@ -217,7 +217,7 @@ func (m *Manager) applyRefreshLocked(h *hold, err error, t0, now time.Time) {
 		if v := h.validity(t0); v.After(h.validUntil) {
 			h.validUntil = v
 		}
-		h.refreshAt = t0.Add(h.interval)
+		h.refreshAt = t0.Add(h.lock.interval)
 	case errors.Is(err, ErrLost):
 		m.endHoldLocked(h, ErrLost, err)
 		return
@@ -225,7 +225,7 @@ func (m *Manager) applyRefreshLocked(h *hold, err error, t0, now time.Time) {
 		h.failures++
 		h.refreshErr = err
 		retry := jitter(h.lock.opts.RetryDelay << min(h.failures, 10))
-		h.refreshAt = now.Add(min(retry, h.interval/2))
+		h.refreshAt = now.Add(min(retry, h.lock.interval/2))
 		if h.refreshAt.After(h.validUntil) {
 			h.refreshAt = h.validUntil
 		}
