@@ -1,0 +1,243 @@
+package reliability_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/ctxlock/ctxlock"
+	"github.com/ctxlock/ctxlock/backends/goredis"
+	"github.com/ctxlock/ctxlock/backends/locktest"
+)
+
+func TestMain(m *testing.M) {
+	redis.SetLogger(quiet{}) // faults are deliberate here: no dial-failure noise
+	if os.Getenv(helperEnv) != "" {
+		// A re-executed child (TestHelperProcess) is SIGKILLed by its parent:
+		// no leak check there.
+		os.Exit(m.Run())
+	}
+	goleak.VerifyTestMain(m)
+}
+
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
+
+// Timing of the Redis scenarios. The drift factor is generous so that
+// scheduling noise on a small -race machine cannot make a holder observe its
+// expiry after another owner acquired (see RELIABILITY.md).
+const (
+	ttl         = time.Second
+	drift       = 0.15
+	netTimeout  = 250 * time.Millisecond // go-redis dial/read/write/pool timeouts
+	waitLong    = 20 * time.Second       // bound on anything that should happen
+	acquireWait = 250 * time.Millisecond // one acquire attempt
+)
+
+func lockOpts(extra ...ctxlock.LockOption) []ctxlock.LockOption {
+	return append([]ctxlock.LockOption{
+		ctxlock.WithTTL(ttl),
+		ctxlock.WithDriftFactor(drift),
+		ctxlock.WithAcquireTimeout(acquireWait),
+	}, extra...)
+}
+
+// clientOptions are go-redis options with short timeouts and context
+// deadlines honoured.
+func clientOptions(addr string) *redis.Options {
+	o := &redis.Options{
+		Addr:                  addr,
+		DialTimeout:           netTimeout,
+		ReadTimeout:           netTimeout,
+		WriteTimeout:          netTimeout,
+		PoolTimeout:           netTimeout,
+		ContextTimeoutEnabled: true,
+		DialerRetries:         1,
+		MaxRetries:            -1,
+	}
+	return o
+}
+
+// redisManager is a Manager on its own go-redis client and goredis Backend.
+type redisManager struct {
+	*ctxlock.Manager
+	backend *goredis.Backend
+	client  *redis.Client
+}
+
+// newRedisManager connects to addr (a server or a fault proxy). Everything is
+// closed when the test ends, the Manager first.
+func newRedisManager(t testing.TB, addr string, opts ...ctxlock.ManagerOption) *redisManager {
+	t.Helper()
+	c := redis.NewClient(clientOptions(addr))
+	b := goredis.New(c, goredis.WithHealthCheckInterval(netTimeout), goredis.WithSubscribeWait(100*time.Millisecond))
+	m := ctxlock.NewManager(b, opts...)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_ = m.Close(ctx) // may abandon releases when the test left a fault in place
+		_ = b.Close()
+		_ = c.Close()
+	})
+	return &redisManager{Manager: m, backend: b, client: c}
+}
+
+// inspectScript reads a lock's fencing counter and remaining TTL atomically.
+var inspectScript = redis.NewScript(`return {redis.call('GET', KEYS[2]), redis.call('PTTL', KEYS[1])}`)
+
+// leaseState is what the server says about a key, read directly.
+type leaseState struct {
+	fence      uint64        // the key's fencing counter (last token issued)
+	pttl       time.Duration // remaining TTL; <0 when no lease
+	sent, recv time.Time     // when the request was sent and the reply came
+}
+
+// lapseLow and lapseHigh bound the instant the lease lapses on the server.
+func (s leaseState) lapseLow() time.Time  { return s.sent.Add(s.pttl - time.Millisecond) }
+func (s leaseState) lapseHigh() time.Time { return s.recv.Add(s.pttl + time.Millisecond) }
+
+func inspect(ctx context.Context, direct *redis.Client, b *goredis.Backend, key string) (leaseState, error) {
+	lk, fk, _ := b.Keys(key)
+	var st leaseState
+	st.sent = time.Now()
+	res, err := inspectScript.Run(ctx, direct, []string{lk, fk}).Slice()
+	st.recv = time.Now()
+	if err != nil {
+		return st, err
+	}
+	if len(res) != 2 {
+		return st, fmt.Errorf("inspect: reply %v", res)
+	}
+	if s, ok := res[0].(string); ok {
+		_, _ = fmt.Sscan(s, &st.fence)
+	}
+	n, _ := res[1].(int64)
+	if n < 0 {
+		st.pttl = -1
+	} else {
+		st.pttl = time.Duration(n) * time.Millisecond
+	}
+	return st, nil
+}
+
+// holdFor keeps a hold for d, watching the expiry channel, then unlocks it.
+// It returns the hold as the checker wants it (End is when the holder stopped
+// relying on it: when it saw the channel closed, or just before Unlock) and
+// whether the hold ended on its own.
+func holdFor(l ctxlock.Lock, exp <-chan struct{}, who string, start time.Time, token uint64, d time.Duration) (locktest.Hold, bool) {
+	h := locktest.Hold{Key: l.Key(), Owner: who, Token: token, Start: start}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-exp:
+		h.End = time.Now()
+		return h, true
+	case <-timer.C:
+	}
+	h.End = time.Now()
+	if err := l.Unlock(); err != nil {
+		// The hold ended between the timer and Unlock: End is still an
+		// upper bound of when we relied on it.
+		return h, true
+	}
+	return h, false
+}
+
+// stats is a thread-safe tally of named counters.
+type stats struct {
+	mu sync.Mutex
+	n  map[string]int
+	d  map[string][]time.Duration
+}
+
+func (s *stats) add(name string, k int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n == nil {
+		s.n = map[string]int{}
+	}
+	s.n[name] += k
+}
+
+func (s *stats) sample(name string, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.d == nil {
+		s.d = map[string][]time.Duration{}
+	}
+	s.d[name] = append(s.d[name], d)
+}
+
+func (s *stats) get(name string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n[name]
+}
+
+func (s *stats) samples(name string) []time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := slices.Clone(s.d[name])
+	slices.Sort(out)
+	return out
+}
+
+func (s *stats) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keys := make([]string, 0, len(s.n))
+	for k := range s.n {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	out := ""
+	for _, k := range keys {
+		out += fmt.Sprintf("%s=%d ", k, s.n[k])
+	}
+	return out
+}
+
+// summary formats sorted samples as min/median/max.
+func summary(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "no samples"
+	}
+	return fmt.Sprintf("n=%d min=%v median=%v max=%v", len(ds), ds[0].Round(time.Millisecond),
+		ds[len(ds)/2].Round(time.Millisecond), ds[len(ds)-1].Round(time.Millisecond))
+}
+
+// reason names why a hold ended, for tallies.
+func reason(err error) string {
+	switch {
+	case errors.Is(err, ctxlock.ErrExpired):
+		return "expired"
+	case errors.Is(err, ctxlock.ErrLost):
+		return "lost"
+	case errors.Is(err, ctxlock.ErrClosed):
+		return "closed"
+	case errors.Is(err, ctxlock.ErrUnlocked):
+		return "unlocked"
+	}
+	return "other"
+}
+
+func checkNoViolations(t *testing.T, c *locktest.Checker) int {
+	t.Helper()
+	n := c.Check(t)
+	if v := c.Violations(); len(v) > 0 {
+		t.Errorf("%d violations in %d holds", len(v), n)
+		for _, h := range c.Holds() {
+			t.Logf("hold %s token %d [%v .. %v]", h.Owner, h.Token, h.Start.Format("15:04:05.000000"), h.End.Format("15:04:05.000000"))
+		}
+	}
+	return n
+}
