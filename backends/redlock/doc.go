@@ -34,18 +34,22 @@
 // Acquire sends the goredis acquire script (SET NX PX and INCR of the key's
 // fencing counter) to every node at once, each request bounded by a per-node
 // timeout well under the TTL (WithTimeoutFactor, default TTL/10, and never
-// more than the attempt's timeout, ctxlock.WithAcquireTimeout). It waits for
-// every node, then grants the lease when a quorum (N/2+1) granted it and the
-// validity left is positive:
+// more than the attempt's timeout, ctxlock.WithAcquireTimeout). It grants
+// the lease as soon as a quorum (N/2+1) granted it, provided the validity
+// left is positive:
 //
 //	validity = TTL − elapsed − (TTL×driftFactor + 2ms)
 //
 // with elapsed measured on the monotonic clock from before the first request
-// to after the last reply (WithDriftFactor, default 0.01). The Manager then
+// to after the quorum's last reply (WithDriftFactor, default 0.01). The Manager then
 // applies its own validity deadline (ctxlock.WithDriftFactor) to the hold.
-// When the quorum is missed or the validity has passed, the attempt is
-// released (owner-checked) at once on every node that granted it or did not
-// answer, before Acquire returns.
+// When the quorum is missed or the validity has passed, Acquire waits for
+// every node (each bounded by its timeout) and releases the attempt
+// (owner-checked) at once on every node that granted it or did not answer,
+// before it returns. Every fan-out returns as soon as its outcome is
+// decided; calls to slow nodes finish in the background, bounded by their
+// timeouts, so a frozen minority of nodes costs no latency once a quorum
+// answered.
 //
 // Extend runs one pipeline per node for the whole batch, all nodes at once,
 // and keeps a lease only while a quorum confirms it. A lease that can no
@@ -58,7 +62,9 @@
 // released.
 //
 // Watch merges the wake-ups of every node's release subscription: a release
-// published by any node wakes the waiters.
+// published by any node wakes the waiters. It returns once a quorum of
+// nodes confirmed the subscription; since a release reaches a quorum, one of
+// its publishes reaches a confirmed subscription.
 //
 // # Errors
 //

@@ -49,10 +49,10 @@ func newTally(statuses []NodeStatus) tally {
 type verdict int
 
 const (
-	reached     verdict = iota // ok ≥ quorum
-	byHolders                  // the taken (or not-owned) nodes alone make a quorum impossible
-	byFailures                 // the permanently failing nodes alone make it impossible
-	byOutage                   // unreachable nodes (maybe with others) kept it from a quorum: transient
+	reached    verdict = iota // ok ≥ quorum
+	byHolders                 // the taken (or not-owned) nodes alone make a quorum impossible
+	byFailures                // the permanently failing nodes alone make it impossible
+	byOutage                  // unreachable nodes (maybe with others) kept it from a quorum: transient
 )
 
 // verdict classifies t. A quorum missed because of holders is final for this

@@ -5,10 +5,10 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"reflect"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -94,11 +94,15 @@ func WithNodeOptions(opts ...goredis.Option) Option {
 // concurrent use. See the package documentation for the algorithm and the
 // limits of its fencing tokens.
 type Backend struct {
-	nodes   []*goredis.Backend
-	clients []redis.UniversalClient
-	addrs   []string
-	quorum  int
-	opts    options
+	inflight sync.WaitGroup // node calls and watchers still running after their operation returned
+	closed   atomic.Bool
+	done     chan struct{} // closed by Close: ends the watchers
+	once     sync.Once
+	nodes    []*goredis.Backend
+	clients  []redis.UniversalClient
+	addrs    []string
+	quorum   int
+	opts     options
 }
 
 var (
@@ -136,6 +140,7 @@ func New(clients []redis.UniversalClient, opts ...Option) (*Backend, error) {
 		addrs:   make([]string, n),
 		quorum:  Quorum(n),
 		opts:    o,
+		done:    make(chan struct{}),
 	}
 	for i, c := range clients {
 		if c == nil {
@@ -182,27 +187,70 @@ func (b *Backend) Keys(key string) (lockKey, fenceKey, channel string) {
 // each runs f for every node in indices (every node when nil) in parallel,
 // each with ctx bounded by timeout (when > 0), and waits for all of them.
 func (b *Backend) each(ctx context.Context, timeout time.Duration, indices []int, f func(ctx context.Context, i int)) {
-	run := func(i int) {
-		c := ctx
-		if timeout > 0 {
-			var cancel context.CancelFunc
-			c, cancel = context.WithTimeout(ctx, timeout)
-			defer cancel()
-		}
-		f(c, i)
-	}
-	var wg sync.WaitGroup
-	if indices == nil {
-		for i := range b.nodes {
-			wg.Go(func() { run(i) })
-		}
-	} else {
-		for _, i := range indices {
-			wg.Go(func() { run(i) })
-		}
-	}
-	wg.Wait()
+	startFan(b, ctx, timeout, indices, struct{}{}, func(ctx context.Context, i int) struct{} {
+		f(ctx, i)
+		return struct{}{}
+	}).all()
 }
+
+// fan is one operation sent to several nodes at once. Its results arrive
+// in any order; the caller collects as many as it needs (until) and may
+// leave the rest: those goroutines finish on their own, bounded by the
+// per-node timeout, and Close waits for them.
+type fan[R any] struct {
+	res  []R // per node; pending until the node answered
+	ch   chan fanResult[R]
+	left int
+}
+
+type fanResult[R any] struct {
+	i int
+	r R
+}
+
+func startFan[R any](b *Backend, ctx context.Context, timeout time.Duration, indices []int, pending R, f func(ctx context.Context, i int) R) *fan[R] {
+	if indices == nil {
+		indices = make([]int, len(b.nodes))
+		for i := range indices {
+			indices[i] = i
+		}
+	}
+	fn := &fan[R]{res: make([]R, len(b.nodes)), ch: make(chan fanResult[R], len(indices)), left: len(indices)}
+	for i := range fn.res {
+		fn.res[i] = pending
+	}
+	for _, i := range indices {
+		b.inflight.Go(func() {
+			c := ctx
+			if timeout > 0 {
+				var cancel context.CancelFunc
+				c, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
+			fn.ch <- fanResult[R]{i, f(c, i)} // buffered: never blocks
+		})
+	}
+	return fn
+}
+
+// until collects results until enough(results) holds or every node answered.
+func (f *fan[R]) until(enough func([]R) bool) {
+	for f.left > 0 {
+		r := <-f.ch
+		f.res[r.i] = r.r
+		f.left--
+		if enough != nil && enough(f.res) {
+			return
+		}
+	}
+}
+
+// all collects every result.
+func (f *fan[R]) all() { f.until(nil) }
+
+// errNoAnswer stands for a node that has not answered (yet) when an
+// operation's outcome was decided without it.
+var errNoAnswer = ctxlock.Unavailable(errors.New("redlock: no answer yet"))
 
 func statusOf(err error) NodeStatus {
 	switch {
@@ -255,18 +303,21 @@ func (b *Backend) nodeTimeout(ttl, attempt time.Duration) time.Duration {
 
 // Acquire implements ctxlock.Backend. It sends the acquire to every node at
 // once, each bounded by the per-node timeout (WithTimeoutFactor, and
-// req.Timeout), and waits for all of them. The lease is granted when a
-// quorum granted it and the validity left, TTL − elapsed − drift, is
-// positive. Its token is the largest of the granting nodes' counters; nodes
-// whose counter lagged are raised to it (one more round trip, only when the
-// counters differ), and a quorum of nodes must carry the token.
+// req.Timeout). It returns as soon as a quorum granted — slower nodes finish
+// in the background, and if they grant too the lease is on them as well —
+// and the lease stands when the validity left, TTL − elapsed − drift, is
+// positive. Its token is the largest of the granting quorum's counters;
+// granting nodes whose counter lagged are raised to it (one more round trip,
+// only when the counters differ), and a quorum of nodes must carry the
+// token.
 //
-// Otherwise the lease is released at once on every node that granted it or
-// did not answer, and Acquire returns: a *ctxlock.HeldError wrapping a
-// *QuorumError when other owners hold the key on too many nodes (Remaining
-// is when enough of them expire for a quorum to be free); a *QuorumError
-// matching ctxlock.ErrUnavailable when unreachable nodes or slowness kept
-// it from a quorum; a permanent *QuorumError otherwise.
+// Otherwise Acquire waits for every node, releases the attempt at once on
+// every node that granted it or did not answer, and returns: a
+// *ctxlock.HeldError wrapping a *QuorumError when other owners hold the key
+// on too many nodes (Remaining is when enough of them expire for a quorum to
+// be free: the k-th soonest holder expiry, k = taken − (N − quorum)); a
+// *QuorumError matching ctxlock.ErrUnavailable when unreachable nodes or
+// slowness kept it from a quorum; a permanent *QuorumError otherwise.
 func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
 	if req.TTL <= 0 {
 		return ctxlock.Lease{}, fmt.Errorf("redlock: acquire %q: %w: TTL %v", req.Key, ctxlock.ErrInvalidOption, req.TTL)
@@ -275,12 +326,19 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 	nreq := req
 	nreq.Timeout = timeout
 	n := len(b.nodes)
-	leases := make([]ctxlock.Lease, n)
-	errs := make([]error, n)
 	t0 := time.Now()
-	b.each(ctx, timeout, nil, func(ctx context.Context, i int) {
-		leases[i], errs[i] = b.nodes[i].Acquire(ctx, nreq)
+	fn := startFan(b, ctx, timeout, nil, acquired{err: errNoAnswer}, func(ctx context.Context, i int) acquired {
+		l, err := b.nodes[i].Acquire(ctx, nreq)
+		return acquired{l, err}
 	})
+	// Stop at the quorum: slower nodes cannot change a grant (if they grant
+	// too, the lease is on them as well, and Extend and Release cover every
+	// node). A refusal waits for every node: all must be released.
+	fn.until(func(rs []acquired) bool { return tallyOf(acquiredErrs(rs)).verdict() == reached })
+	leases, errs := make([]ctxlock.Lease, n), acquiredErrs(fn.res)
+	for i, r := range fn.res {
+		leases[i] = r.lease
+	}
 	t := tallyOf(errs)
 	if t.verdict() == reached {
 		token, err := b.fence(ctx, req.Key, timeout, leases, errs)
@@ -293,7 +351,10 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 			qe.Validity = v
 			err = qe
 		}
-		b.releaseAfterFailure(ctx, req, errs)
+		// Release everywhere, after the stragglers answered (a release
+		// overtaking an acquire on a node would leave the lease there).
+		fn.all()
+		b.releaseAfterFailure(ctx, req, acquiredErrs(fn.res))
 		return ctxlock.Lease{}, err
 	}
 	b.releaseAfterFailure(ctx, req, errs)
@@ -312,6 +373,20 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 	default:
 		return ctxlock.Lease{}, b.quorumError("acquire", req.Key, errs, true)
 	}
+}
+
+// acquired is one node's answer to an acquire.
+type acquired struct {
+	lease ctxlock.Lease
+	err   error
+}
+
+func acquiredErrs(rs []acquired) []error {
+	errs := make([]error, len(rs))
+	for i, r := range rs {
+		errs[i] = r.err
+	}
+	return errs
 }
 
 // fence returns the hold's token, the largest counter among the granting
@@ -362,37 +437,79 @@ func (b *Backend) releaseAfterFailure(ctx context.Context, req ctxlock.AcquireRe
 		return
 	}
 	lease := []ctxlock.Lease{{Key: req.Key, Owner: req.Owner}}
-	b.each(context.WithoutCancel(ctx), b.nodeTimeout(req.TTL, req.Timeout), idx, func(ctx context.Context, i int) {
+	fn := startFan(b, context.WithoutCancel(ctx), b.nodeTimeout(req.TTL, req.Timeout), idx, false, func(ctx context.Context, i int) bool {
 		b.nodes[i].Release(ctx, lease)
+		return true
+	})
+	// Wait for the nodes known to have granted; the release on nodes that
+	// did not answer the acquire goes on in the background.
+	fn.until(func(done []bool) bool {
+		for i, err := range errs {
+			if err == nil && !done[i] {
+				return false
+			}
+		}
+		return true
 	})
 }
 
 // batch runs op (one pipeline per node for all leases) on every node in
-// parallel and returns the results per lease per node: res[lease][node].
+// parallel and returns the results per lease per node: res[lease][node]. It
+// returns as soon as every lease succeeded on a quorum of nodes (slower
+// nodes then finish in the background), else when every node answered.
 func (b *Backend) batch(ctx context.Context, timeout time.Duration, leases []ctxlock.Lease, op func(ctx context.Context, node *goredis.Backend) []error) [][]error {
-	perNode := make([][]error, len(b.nodes))
-	b.each(ctx, timeout, nil, func(ctx context.Context, i int) {
-		perNode[i] = op(ctx, b.nodes[i])
+	type answer struct {
+		ok   bool
+		errs []error
+	}
+	fn := startFan(b, ctx, timeout, nil, answer{}, func(ctx context.Context, i int) answer {
+		return answer{true, op(ctx, b.nodes[i])}
 	})
-	res := make([][]error, len(leases))
-	for j := range leases {
-		res[j] = make([]error, len(b.nodes))
-		for i, errs := range perNode {
-			switch {
-			case errs == nil:
-			case len(errs) != len(leases):
-				res[j][i] = ctxlock.Unavailable(fmt.Errorf("redlock: node %d returned %d results for %d leases", i, len(errs), len(leases)))
-			default:
-				res[j][i] = errs[j]
+	perLease := func(rs []answer) [][]error {
+		res := make([][]error, len(leases))
+		for j := range leases {
+			res[j] = make([]error, len(b.nodes))
+			for i, a := range rs {
+				switch {
+				case !a.ok:
+					res[j][i] = errNoAnswer
+				case a.errs == nil:
+				case len(a.errs) != len(leases):
+					res[j][i] = ctxlock.Unavailable(fmt.Errorf("redlock: node %d returned %d results for %d leases", i, len(a.errs), len(leases)))
+				default:
+					res[j][i] = a.errs[j]
+				}
 			}
 		}
+		return res
 	}
-	return res
+	fn.until(func(rs []answer) bool {
+		// Count per lease the nodes that answered it with success.
+		ok := make([]int, len(leases))
+		for _, a := range rs {
+			if !a.ok || (a.errs != nil && len(a.errs) != len(leases)) {
+				continue
+			}
+			for j := range leases {
+				if a.errs == nil || a.errs[j] == nil {
+					ok[j]++
+				}
+			}
+		}
+		for _, c := range ok {
+			if c < b.quorum {
+				return false
+			}
+		}
+		return true
+	})
+	return perLease(fn.res)
 }
 
 // Extend implements ctxlock.Backend: one pipeline per node, all nodes at
 // once, each bounded by the per-node timeout (a share of ttl, see
-// WithTimeoutFactor). Per lease it reports nil when a quorum extended it;
+// WithTimeoutFactor); it returns as soon as a quorum extended every lease.
+// Per lease it reports nil when a quorum extended it;
 // an error matching ctxlock.ErrLost (wrapping a *QuorumError) when it can
 // no longer be confirmed by a quorum even if every unreachable node still
 // had it — the lease is then released at once on the nodes that still have
@@ -458,8 +575,9 @@ func (b *Backend) releaseOn(ctx context.Context, timeout time.Duration, leases [
 }
 
 // Release implements ctxlock.Backend: owner-checked release on every node at
-// once (one pipeline per node), each bounded by the caller's context and at
-// most DefaultReleaseTimeout. Per lease it reports nil once a quorum of
+// once (one pipeline per node), each bounded by the caller's deadline and at
+// most DefaultReleaseTimeout; it returns as soon as a quorum released every
+// lease, and slower nodes finish in the background. Per lease it reports nil once a quorum of
 // nodes released it (or no longer had it): a quorum of nodes is then free
 // for others, and the nodes that did not answer drop the lease at its TTL.
 // Otherwise it returns a *QuorumError (matching ctxlock.ErrUnavailable
@@ -468,7 +586,9 @@ func (b *Backend) Release(ctx context.Context, leases []ctxlock.Lease) []error {
 	if len(leases) == 0 {
 		return nil
 	}
-	res := b.batch(ctx, DefaultReleaseTimeout, leases, func(ctx context.Context, node *goredis.Backend) []error {
+	// Slow nodes finish their release in the background, whatever happens
+	// to the caller's context.
+	res := b.batch(context.WithoutCancel(ctx), min(DefaultReleaseTimeout, untilDeadline(ctx)), leases, func(ctx context.Context, node *goredis.Backend) []error {
 		return node.Release(ctx, leases)
 	})
 	var out []error
@@ -488,55 +608,44 @@ func (b *Backend) Release(ctx context.Context, leases []ctxlock.Lease) []error {
 // Watch implements ctxlock.Backend: it watches key on every node (each
 // node's backend keeps one shared subscription) and merges their wake-ups
 // into one channel, so a release published by any node wakes the waiter.
-// stop stops every node's watch. After Close, Watch returns a nil channel.
+// It returns once a quorum of nodes confirmed the subscription (or gave up
+// waiting, see goredis.WithSubscribeWait): a release succeeds on a quorum
+// and publishes on each of those nodes, and two quorums share a node, so no
+// release is missed because of a slow or frozen minority. stop stops every
+// node's watch without waiting. After Close, Watch returns a nil channel.
 func (b *Backend) Watch(key string) (released <-chan struct{}, stop func()) {
-	n := len(b.nodes)
-	chans := make([]<-chan struct{}, n)
-	stops := make([]func(), n)
-	b.each(context.Background(), 0, nil, func(_ context.Context, i int) {
-		chans[i], stops[i] = b.nodes[i].Watch(key)
-	})
-	stopAll := func() {
-		for _, s := range stops {
-			if s != nil {
-				s()
-			}
-		}
-	}
-	done := make(chan struct{})
-	cases := []reflect.SelectCase{{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(done)}}
-	for _, ch := range chans {
-		if ch != nil {
-			cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)})
-		}
-	}
-	if len(cases) == 1 {
-		stopAll()
+	if b.closed.Load() {
 		return nil, func() {}
 	}
 	out := make(chan struct{}, 1)
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		for {
-			i, _, ok := reflect.Select(cases)
-			if i == 0 {
-				return
+	done := make(chan struct{})
+	ready := make(chan struct{}, len(b.nodes))
+	for _, node := range b.nodes {
+		b.inflight.Go(func() {
+			ch, st := node.Watch(key)
+			ready <- struct{}{}
+			if st != nil {
+				defer st()
 			}
-			if !ok { // a closed node channel: never select it again
-				cases[i].Chan = reflect.Zero(cases[i].Chan.Type())
+			for {
+				select {
+				case <-ch: // a nil channel (closed node backend) never fires
+					select {
+					case out <- struct{}{}:
+					default:
+					}
+				case <-done:
+					return
+				case <-b.done:
+					return
+				}
 			}
-			select {
-			case out <- struct{}{}:
-			default:
-			}
-		}
-	}()
-	return out, sync.OnceFunc(func() {
-		close(done)
-		<-exited
-		stopAll()
-	})
+		})
+	}
+	for range b.quorum {
+		<-ready
+	}
+	return out, sync.OnceFunc(func() { close(done) })
 }
 
 // Health implements ctxlock.Backend. It asks every node's backend at once
@@ -570,12 +679,26 @@ func (b *Backend) Health(ctx context.Context) (conditions []string, err error) {
 	return conditions, nil
 }
 
-// Close stops every node backend's subscription and wakes every watcher. It
-// does not close the clients. It is idempotent.
+// Close waits for node calls still finishing in the background (each
+// bounded by its per-node timeout), ends every watch and stops every node
+// backend's subscription. It does not close the clients. Close the Managers
+// first. It is idempotent.
 func (b *Backend) Close() error {
+	b.closed.Store(true)
+	b.once.Do(func() { close(b.done) })
+	b.inflight.Wait() // bounded by the per-node timeouts, and by stopped watches
 	var errs []error
 	for _, n := range b.nodes {
 		errs = append(errs, n.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// untilDeadline returns how long ctx has left, or DefaultReleaseTimeout when
+// it has no deadline.
+func untilDeadline(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return max(time.Until(d), time.Millisecond)
+	}
+	return DefaultReleaseTimeout
 }

@@ -57,7 +57,8 @@ func acquire(t *testing.T, b ctxlock.Backend, key string, ttl time.Duration) (ct
 }
 
 // TestAcquireHeldEverywhere: another owner on every node → HeldError whose
-// Remaining is the 3rd soonest expiry, with a QuorumError listing 5 taken.
+// Remaining is when enough holders expire, with a QuorumError listing the
+// taken nodes.
 func TestAcquireHeldEverywhere(t *testing.T) {
 	c := startNodes(t, 5)
 	b := newBackend(t, c.clients)
@@ -75,7 +76,9 @@ func TestAcquireHeldEverywhere(t *testing.T) {
 		t.Errorf("Remaining %v; want just under 10s", he.Remaining)
 	}
 	var qe *redlock.QuorumError
-	if !errors.As(err, &qe) || qe.Count(redlock.NodeTaken) != 5 || qe.OK != 0 || qe.Quorum != 3 || qe.Nodes != 5 {
+	// The first Acquire returned at its quorum; its slowest node may still
+	// have been answering, and granted this attempt.
+	if !errors.As(err, &qe) || qe.Count(redlock.NodeTaken) < 3 || qe.OK+qe.Count(redlock.NodeTaken) != 5 || qe.Quorum != 3 || qe.Nodes != 5 {
 		t.Fatalf("QuorumError: %+v", qe)
 	}
 	if errors.Is(err, ctxlock.ErrUnavailable) || qe.Transient() {
@@ -126,14 +129,18 @@ func TestAcquireHeldOnQuorumReleasesMinority(t *testing.T) {
 }
 
 // TestFencingTokensSurviveDivergentCounters: the counters of the nodes
-// drift apart; the token is the max, the lagging granting nodes are raised,
-// so the next hold's token is larger even without the node that had the max.
+// drift apart; the token is the max of the granting quorum's counters, the
+// lagging granting nodes are raised to it, so the next hold's token is
+// larger even without the node that had the max.
 func TestFencingTokensSurviveDivergentCounters(t *testing.T) {
 	c := startNodes(t, 5)
 	b := newBackend(t, c.clients)
 	key := uniqueKey("k")
 	_, fk, _ := b.Keys(key)
 	ctx := context.Background()
+	// Nodes 3 and 4 down: the quorum is exactly nodes 0, 1 and 2.
+	c.servers[3].Kill()
+	c.servers[4].Kill()
 	if err := c.clients[0].Set(ctx, fk, 100, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +148,7 @@ func TestFencingTokensSurviveDivergentCounters(t *testing.T) {
 	if err != nil || first.Token != 101 {
 		t.Fatalf("Acquire: %+v, %v; want token 101 (max of the counters)", first, err)
 	}
-	for i, cl := range c.clients {
+	for i, cl := range c.clients[:3] {
 		if n, err := cl.Get(ctx, fk).Int64(); err != nil || n != 101 {
 			t.Errorf("node %d counter %d (%v); want raised to 101", i, n, err)
 		}
@@ -149,7 +156,11 @@ func TestFencingTokensSurviveDivergentCounters(t *testing.T) {
 	if errs := b.Release(ctx, []ctxlock.Lease{first}); errs != nil {
 		t.Fatal(errs)
 	}
-	c.servers[0].Kill() // the node that had the largest counter
+	// Nodes 3 and 4 come back empty; node 0, which had the largest
+	// counter, dies. Every quorum of the rest includes node 1 or 2.
+	c.servers[3].Restart()
+	c.servers[4].Restart()
+	c.servers[0].Kill()
 	second, err := acquire(t, b, key, 10*time.Second)
 	if err != nil || second.Token <= first.Token {
 		t.Fatalf("Acquire without node 0: %+v, %v; want a token > %d", second, err, first.Token)
@@ -163,16 +174,16 @@ func TestExtendLostReleasesRemainder(t *testing.T) {
 	b := newBackend(t, c.clients)
 	ctx := context.Background()
 	kept, lost := uniqueKey("kept"), uniqueKey("lost")
-	lk, err := acquire(t, b, kept, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ll, err := acquire(t, b, lost, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Put both leases on every node directly (an Acquire returns at its
+	// quorum, so its last node may still be answering).
 	keptKey, _, _ := b.Keys(kept)
 	lostKey, _, _ := b.Keys(lost)
+	lk := ctxlock.Lease{Key: kept, Owner: owner(), Token: 1}
+	ll := ctxlock.Lease{Key: lost, Owner: owner(), Token: 1}
+	for _, cl := range c.clients {
+		cl.Set(ctx, keptKey, lk.Owner, 10*time.Second)
+		cl.Set(ctx, lostKey, ll.Owner, 10*time.Second)
+	}
 	for i := range 2 {
 		c.clients[i].Del(ctx, keptKey)
 	}
@@ -222,7 +233,9 @@ func TestWatchAnyNode(t *testing.T) {
 		stop()
 		stop() // idempotent
 	}
+	_, unstopped := b.Watch(key) // Close must not wait for it
 	_ = b.Close()
+	unstopped()
 	if ch, stop := b.Watch(key); ch != nil {
 		stop()
 		t.Fatal("Watch after Close: want a nil channel")
