@@ -70,6 +70,21 @@ type Lease struct {
 	Token uint64
 }
 
+// ContentionReporter is an optional interface of a Backend that can tell,
+// when it releases a lease, whether other owners wanted the key meanwhile.
+//
+// The Manager uses it for fairness between processes: a Lock that re-takes a
+// key its own Manager just released would otherwise always win against
+// waiters elsewhere, which learn of the release a round trip later. When the
+// release reports contention, that Lock first yields (it waits for a
+// notification or its retry delay) so that a waiting owner gets the key.
+type ContentionReporter interface {
+	// ReleaseContended is Release, also reporting per lease whether an
+	// Acquire by another owner found the key held while the lease owned it.
+	// A nil contended slice means no lease saw contention.
+	ReleaseContended(ctx context.Context, leases []Lease) (errs []error, contended []bool)
+}
+
 // BackendNamer is implemented by backends that have a short name ("memory",
 // "redis", "redlock") for telemetry attributes and health reports.
 type BackendNamer interface {

@@ -72,6 +72,7 @@ func (h *hold) spanContext() trace.SpanContext {
 // release is an owner-checked release waiting for the backend's confirmation.
 type release struct {
 	lease    Lease
+	lock     *lockValue // the Lock value whose hold it ends; nil for an ambiguous attempt
 	keyst    *keyState
 	lapseAt  time.Time // the lease has surely lapsed on the server by then
 	retryAt  time.Time
@@ -117,7 +118,7 @@ func (m *Manager) endHoldLocked(h *hold, reason, cause error) {
 	if reason != ErrLost {
 		// After an expiry the lease may still be on the server (the backend was
 		// slow, not gone): releasing it frees the key for others before its TTL.
-		h.rel = release{lease: h.lease, lapseAt: h.lapse(now)}
+		h.rel = release{lease: h.lease, lock: h.lock, lapseAt: h.lapse(now)}
 		m.queueReleaseLocked(ks, &h.rel, now)
 	}
 	m.releaseKeyLocked(ks)

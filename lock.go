@@ -93,8 +93,8 @@ type lockValue struct {
 	busy      bool            // a hold or a Lock/TryLock call is in progress
 	gateQueue []chan struct{} // Lock calls waiting for busy to clear, FIFO
 
-	// contended reports that the last acquire found the key held elsewhere.
-	// Owned by the call that set busy.
+	// contended: another owner wanted the key during this value's last hold,
+	// so its next Lock yields once before attempting. Guarded by m.mu.
 	contended bool
 }
 
@@ -220,9 +220,9 @@ func (l *lockValue) Err() error {
 // ErrLost (and the reason from l.Err) when the hold ended before fn returned;
 // both, joined, when both happened. If the lock cannot be acquired, fn does not
 // run and Do returns Lock's error.
-func Do(ctx context.Context, l Lock, fn func(ctx context.Context) error) error {
-	if l == nil {
-		return fmt.Errorf("ctxlock: Do with a nil Lock: %w", ErrInvalidOption)
+func Do(ctx context.Context, l Lock, fn func(ctx context.Context) error) (err error) {
+	if l == nil || fn == nil {
+		return fmt.Errorf("ctxlock: Do needs a Lock and a function: %w", ErrInvalidOption)
 	}
 	expired, err := l.Lock(ctx)
 	if err != nil {
@@ -239,19 +239,19 @@ func Do(ctx context.Context, l Lock, fn func(ctx context.Context) error) error {
 		case <-stop:
 		}
 	}()
-	fnErr := fn(fctx)
-	close(stop)
-	<-watcherDone
-	cancel(nil)
-
-	var early error
-	select {
-	case <-expired:
-		early = lostError(l)
-	default:
-		_ = l.Unlock() // ErrNotHeld only if the hold ended just now; the channel says so next time.
-	}
-	return errors.Join(fnErr, early)
+	// Unlock even when fn panics: the panic goes on, the lock does not stay held.
+	defer func() {
+		close(stop)
+		<-watcherDone
+		cancel(nil)
+		select {
+		case <-expired:
+			err = errors.Join(err, lostError(l))
+		default:
+			_ = l.Unlock() // ErrNotHeld only if the hold ended just now
+		}
+	}()
+	return fn(fctx)
 }
 
 func lostError(l Lock) error {

@@ -40,6 +40,8 @@ type Manager struct {
 	ownerPrefix string
 	ownerSeq    atomic.Uint64
 	workerLimit int
+	// reportsContention: the backend implements ContentionReporter.
+	reportsContention bool
 
 	// bg is the context of background backend calls; cancelled by Close.
 	bg       context.Context
@@ -79,6 +81,17 @@ type keyState struct {
 // waiter is a blocked Lock call's place in its key's queue.
 type waiter struct {
 	wake chan struct{} // cap 1; nil until the waiter first blocks
+}
+
+// releasing reports whether a worker is releasing one of the Manager's leases
+// of the key right now.
+func (ks *keyState) releasing() bool {
+	for _, r := range ks.pending {
+		if r.inflight {
+			return true
+		}
+	}
+	return false
 }
 
 // ensureWake allocates the wake channel, with the Manager's mutex held,
@@ -145,6 +158,7 @@ func NewManager(b Backend, opts ...ManagerOption) *Manager {
 		m.backendName = "none"
 	} else {
 		m.backendName = backendName(b)
+		_, m.reportsContention = b.(ContentionReporter)
 	}
 	m.obs = ctxlockotel.New(o.tracerProvider, o.meterProvider, m.backendName)
 	return m
@@ -293,8 +307,10 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 	}
 
 	for first := true; ; first = false {
-		// Wait for our turn: head of the queue, and no local holder.
-		for !try && (ks.waiters[0] != w || ks.holder != nil) {
+		// Wait for our turn: head of the queue, no local holder, and none of
+		// our own releases of the key in flight (its outcome decides whether
+		// we should yield, and the key is ours to free anyway).
+		for !try && (ks.waiters[0] != w || ks.holder != nil || ks.releasing()) {
 			rec.Queued()
 			w.ensureWake()
 			m.mu.Unlock()
@@ -314,6 +330,9 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		}
 		// Our own unconfirmed releases of this key would only make us wait:
 		// perform them now, in line, before the attempt.
+		// Yield first if this value's last release was wanted by others.
+		polite := first && !try && l.contended
+		l.contended = false
 		var stolen [4]*release
 		n := 0
 		if try && len(ks.waiters) > 0 {
@@ -322,20 +341,21 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			n = m.takeIdlePendingLocked(ks, stolen[:])
 		}
 		m.mu.Unlock()
-		if n > 0 {
-			m.releaseInline(ctx, stolen[:n])
+		yield := polite
+		if n > 0 && m.releaseInline(ctx, stolen[:n]) && !try {
+			yield = true
 		}
 
 		var (
 			held      bool
 			remaining time.Duration
 		)
-		if first && !try && l.contended {
-			// This value's last acquire found the key contended: the release
-			// of its previous hold woke other owners' waiters. Let them have
-			// it rather than re-taking it at once, which would starve every
-			// other process: wait a backoff (or a notification) first.
-			l.contended = false
+		if yield {
+			// The release of this key just woke other owners' waiters (the
+			// backend said so, or, for backends that cannot tell, this value's
+			// last acquire found the key contended). Let them have the key
+			// rather than re-taking it at once, which would starve every other
+			// process: wait a backoff (or a notification) first.
 			m.mu.Lock()
 		} else {
 			owner := m.newOwner()
@@ -369,7 +389,9 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			switch {
 			case err == nil:
 				if h := m.newHoldLocked(l, ks, lease, t0, t1); h != nil {
-					l.contended = contended
+					if !m.reportsContention {
+						l.contended = contended
+					}
 					leave()
 					m.mu.Unlock()
 					return h, ctxlockotel.OutcomeAcquired, nil
@@ -410,12 +432,21 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		if remaining > 0 && remaining < delay {
 			delay = remaining
 		}
+		wake, watch := w.wake, watchCh
+		if yield {
+			// A yield is a plain delay: our own release's completion and its
+			// notification would cut it short.
+			wake, watch = nil, nil
+		}
 		timer := time.NewTimer(delay)
 		select {
 		case <-timer.C:
 			backoff = min(2*backoff, max(MaxRetryDelay, l.opts.RetryDelay))
-		case <-watchCh:
-		case <-w.wake:
+		case _, ok := <-watch:
+			if !ok { // a backend that closed its channel: poll instead of spinning
+				watchCh = nil
+			}
+		case <-wake:
 		case <-ctx.Done():
 			timer.Stop()
 			m.mu.Lock()
@@ -513,24 +544,37 @@ func (m *Manager) takeIdlePendingLocked(ks *keyState, dst []*release) int {
 }
 
 // releaseInline performs releases in the caller's goroutine (a Lock call
-// about to attempt the same key).
-func (m *Manager) releaseInline(ctx context.Context, rs []*release) {
-	var errs []error
+// about to attempt the same key). It reports whether the backend said that
+// another owner wanted the key (see ContentionReporter).
+func (m *Manager) releaseInline(ctx context.Context, rs []*release) (contended bool) {
+	var leases []Lease
 	if len(rs) == 1 {
 		// A one-lease batch viewed in place: no allocation on the re-lock path.
-		errs = m.backend.Release(ctx, unsafe.Slice(&rs[0].lease, 1))
+		leases = unsafe.Slice(&rs[0].lease, 1)
 	} else {
-		leases := make([]Lease, len(rs))
+		leases = make([]Lease, len(rs))
 		for i, r := range rs {
 			leases[i] = r.lease
 		}
-		errs = m.backend.Release(ctx, leases)
 	}
+	errs, wanted := m.release(ctx, leases)
 	m.mu.Lock()
 	for i, r := range rs {
-		m.completeReleaseLocked(r, resultAt(errs, i, len(rs), m.backendName))
+		err := resultAt(errs, i, len(rs), m.backendName)
+		contended = contended || (err == nil && i < len(wanted) && wanted[i])
+		m.completeReleaseLocked(r, err, false)
 	}
 	m.mu.Unlock()
+	return contended
+}
+
+// release releases leases, learning which were wanted by other owners when
+// the backend can tell.
+func (m *Manager) release(ctx context.Context, leases []Lease) (errs []error, wanted []bool) {
+	if cr, ok := m.backend.(ContentionReporter); ok {
+		return cr.ReleaseContended(ctx, leases)
+	}
+	return m.backend.Release(ctx, leases), nil
 }
 
 // releaseAfterClose releases a lease granted after Close began, when the
@@ -554,8 +598,13 @@ func resultAt(errs []error, i, n int, backend string) error {
 }
 
 // completeReleaseLocked records the outcome of one release attempt.
-func (m *Manager) completeReleaseLocked(r *release, err error) {
+// wanted reports that another owner wanted the key: the released hold's
+// Lock value then yields before its next attempt on the key.
+func (m *Manager) completeReleaseLocked(r *release, err error, wanted bool) {
 	r.inflight = false
+	if wanted && err == nil && r.lock != nil {
+		r.lock.contended = true
+	}
 	if err != nil && isTransient(err) && time.Now().Before(r.lapseAt) {
 		now := time.Now()
 		r.attempts++

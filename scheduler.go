@@ -242,14 +242,14 @@ func (m *Manager) releaseBatch(rs []*release) {
 	ctx, cancel := context.WithTimeout(m.bg, releaseTimeout)
 	defer cancel()
 	ctx, span := m.obs.StartBatch(ctx, ctxlockotel.OpRelease, len(leases))
-	errs := m.backend.Release(ctx, leases)
+	errs, wanted := m.release(ctx, leases)
 	failed, first := countFailures(errs, len(leases), m.backendName)
 	span.End(failed, first)
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for i, r := range rs {
-		m.completeReleaseLocked(r, resultAt(errs, i, len(rs), m.backendName))
+		m.completeReleaseLocked(r, resultAt(errs, i, len(rs), m.backendName), i < len(wanted) && wanted[i])
 	}
 }
 

@@ -145,6 +145,7 @@ func (b *Backend) Keys(key string) (lockKey, fenceKey, channel string) {
 const (
 	fenceSuffix    = ":fence"
 	channelSuffix  = ":released"
+	wantedSuffix   = ":wanted" // set while another owner waits for the key
 	expiredPattern = "__keyevent@*__:expired"
 	metaSeparator  = "\x00"
 )
@@ -174,7 +175,7 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 		value += metaSeparator + req.Metadata
 	}
 	lk := b.lockKey(req.Key)
-	res, err := acquireScript.Run(ctx, b.client, []string{lk, lk + fenceSuffix}, value, ms).Result()
+	res, err := acquireScript.Run(ctx, b.client, []string{lk, lk + fenceSuffix, lk + wantedSuffix}, value, ms).Result()
 	if err != nil {
 		return ctxlock.Lease{}, wrap("acquire", req.Key, err)
 	}
@@ -209,7 +210,7 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 		}
 		return errs
 	}
-	cmds := b.runBatch(ctx, extendScript, leases, func(l ctxlock.Lease) []any { return []any{l.Owner, ms} })
+	cmds := b.runBatch(ctx, extendScript, leases, false, func(l ctxlock.Lease) []any { return []any{l.Owner, ms} })
 	for i, cmd := range cmds {
 		l := leases[i]
 		if cmd == nil {
@@ -237,11 +238,19 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 // that PUBLISH on the key's channel (release.lua). A lease no longer owned
 // reports nil: it is gone either way.
 func (b *Backend) Release(ctx context.Context, leases []ctxlock.Lease) []error {
+	errs, _ := b.ReleaseContended(ctx, leases)
+	return errs
+}
+
+// ReleaseContended implements ctxlock.ContentionReporter: Release, also
+// reporting which leases another owner found held (the key's wanted mark,
+// set by a failed acquire and cleared by the release, in the same script).
+func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) (_ []error, contended []bool) {
 	if len(leases) == 0 {
-		return nil
+		return nil, nil
 	}
 	errs := make([]error, len(leases))
-	cmds := b.runBatch(ctx, releaseScript, leases, func(l ctxlock.Lease) []any {
+	cmds := b.runBatch(ctx, releaseScript, leases, true, func(l ctxlock.Lease) []any {
 		return []any{l.Owner, b.lockKey(l.Key) + channelSuffix}
 	})
 	for i, cmd := range cmds {
@@ -256,16 +265,22 @@ func (b *Backend) Release(ctx context.Context, leases []ctxlock.Lease) []error {
 			continue
 		}
 		n, ok := res.(int64)
-		if !ok || n < 0 || n > 1 {
+		if !ok || n < 0 || n > 2 {
 			errs[i] = fmt.Errorf("goredis: release %q: %w: %T %v", l.Key, errGarbage, res, res)
 			continue
 		}
-		if n == 1 {
+		if n == 2 {
+			if contended == nil {
+				contended = make([]bool, len(leases))
+			}
+			contended[i] = true
+		}
+		if n >= 1 {
 			// Wake this backend's own watchers at once; others hear the PUBLISH.
 			b.hub.wake(b.lockKey(l.Key) + channelSuffix)
 		}
 	}
-	return nilIfAllNil(errs)
+	return nilIfAllNil(errs), contended
 }
 
 // nilIfAllNil returns nil when every lease succeeded, as the Backend
@@ -282,14 +297,21 @@ func nilIfAllNil(errs []error) []error {
 // runBatch runs script once per lease in one pipeline (EVALSHA), then
 // re-runs the ones that failed with NOSCRIPT with EVAL in a second pipeline.
 // Invalid leases get a nil command.
-func (b *Backend) runBatch(ctx context.Context, s *redis.Script, leases []ctxlock.Lease, args func(ctxlock.Lease) []any) []*redis.Cmd {
+func (b *Backend) runBatch(ctx context.Context, s *redis.Script, leases []ctxlock.Lease, withWanted bool, args func(ctxlock.Lease) []any) []*redis.Cmd {
+	keys := func(l ctxlock.Lease) []string {
+		lk := b.lockKey(l.Key)
+		if withWanted {
+			return []string{lk, lk + wantedSuffix}
+		}
+		return []string{lk}
+	}
 	cmds := make([]*redis.Cmd, len(leases))
 	pipe := b.client.Pipeline()
 	for i, l := range leases {
 		if validate(l.Key, l.Owner) != nil {
 			continue
 		}
-		cmds[i] = s.EvalSha(ctx, pipe, []string{b.lockKey(l.Key)}, args(l)...)
+		cmds[i] = s.EvalSha(ctx, pipe, keys(l), args(l)...)
 	}
 	if pipe.Len() == 0 {
 		return cmds
@@ -304,7 +326,7 @@ func (b *Backend) runBatch(ctx context.Context, s *redis.Script, leases []ctxloc
 	if len(retry) > 0 {
 		pipe = b.client.Pipeline()
 		for _, i := range retry {
-			cmds[i] = s.Eval(ctx, pipe, []string{b.lockKey(leases[i].Key)}, args(leases[i])...)
+			cmds[i] = s.Eval(ctx, pipe, keys(leases[i]), args(leases[i])...)
 		}
 		_, _ = pipe.Exec(ctx)
 	}
@@ -469,3 +491,5 @@ func infoField(info, name string) string {
 func since(t time.Time) string {
 	return strconv.FormatFloat(time.Since(t).Seconds(), 'f', 1, 64) + "s"
 }
+
+var _ ctxlock.ContentionReporter = (*Backend)(nil)

@@ -22,6 +22,7 @@ var cases = []testCase{
 	{"OneValueTenGoroutinesSerialize", testOneValueSerializes},
 	{"ManyValuesThreeManagersNoOverlap", testManyValuesThreeManagers},
 	{"LocalWaitersFIFO", testLocalFIFO},
+	{"ReleaserYieldsToOtherOwners", testReleaserYields},
 	{"LivenessA_CrashedHolderLapses", testCrashedHolderLapses},
 	{"LeaseWithoutRefreshLapses", testLeaseWithoutRefreshLapses},
 	{"LateUnlockKeepsNewHold", testLateUnlockKeepsNewHold},
@@ -315,6 +316,41 @@ func testLocalFIFO(e *env) {
 		}
 		want++
 	}
+}
+
+// A holder that unlocks and at once locks again does not simply re-take
+// the key when an owner in another Manager is waiting for it.
+func testReleaserYields(e *env) {
+	if _, ok := e.b.(ctxlock.ContentionReporter); !ok {
+		e.t.Skipf("backend %T does not report contention (no ReleaseContended method)", e.b)
+	}
+	a := e.manager().NewLock(e.key("k"), e.opts(ctxlock.WithRetryDelay(e.cfg.ttl/2))...)
+	b := e.manager().NewLock(e.key("k"), e.opts()...)
+	e.mustLock(a)
+	if ok, _, err := b.TryLock(e.ctx()); ok || err != nil {
+		e.t.Fatalf("TryLock of a held key: (%v, %v)", ok, err)
+	}
+	order := make(chan string, 2)
+	errc := make(chan error, 1)
+	go func() {
+		if _, err := b.Lock(e.ctx()); err != nil {
+			errc <- err
+			return
+		}
+		order <- "waiter in the other Manager"
+		errc <- b.Unlock()
+	}()
+	e.settle()
+	e.mustUnlock(a)
+	e.mustLock(a)
+	order <- "releaser"
+	if got := <-order; got != "waiter in the other Manager" {
+		e.t.Fatalf("after Unlock, the %s got the key first; want the waiter in the other Manager", got)
+	}
+	if err := <-errc; err != nil {
+		e.t.Fatal(err)
+	}
+	e.mustUnlock(a)
 }
 
 // crash acquires key directly on the backend for an owner that never

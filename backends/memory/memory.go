@@ -45,6 +45,7 @@ type entry struct {
 	metadata string
 	expires  time.Time
 	fence    uint64
+	wanted   bool // another owner found it held during the current lease
 	watchers map[*watcher]struct{}
 	timer    *time.Timer // notifies watchers when the lease lapses; only while watched
 }
@@ -60,7 +61,10 @@ type Stats struct {
 	ReleasedLeases int // leases in all Release calls
 }
 
-var _ ctxlock.Backend = (*Backend)(nil)
+var (
+	_ ctxlock.Backend            = (*Backend)(nil)
+	_ ctxlock.ContentionReporter = (*Backend)(nil)
+)
 
 // New returns an empty store.
 func New() *Backend {
@@ -163,6 +167,9 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 	}
 	b.stats.Acquires++
 	if e := b.liveLocked(req.Key, now); e != nil {
+		if e.owner != req.Owner {
+			e.wanted = true
+		}
 		return ctxlock.Lease{}, &ctxlock.HeldError{Remaining: e.expires.Sub(now)}
 	}
 	e := b.keys[req.Key]
@@ -171,6 +178,7 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 		b.keys[req.Key] = e
 	}
 	e.owner, e.metadata = req.Owner, req.Metadata
+	e.wanted = false
 	e.expires = now.Add(req.TTL)
 	e.fence++
 	b.armLocked(req.Key, e)
@@ -208,28 +216,41 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 
 // Release implements ctxlock.Backend.
 func (b *Backend) Release(ctx context.Context, leases []ctxlock.Lease) []error {
+	errs, _ := b.ReleaseContended(ctx, leases)
+	return errs
+}
+
+// ReleaseContended implements ctxlock.ContentionReporter: it releases like
+// Release and reports which leases another owner tried to take.
+func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) (errs []error, contended []bool) {
 	if err := b.delay(ctx, 0); err != nil {
-		return fill(len(leases), err)
+		return fill(len(leases), err), nil
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
-		return fill(len(leases), ErrClosed)
+		return fill(len(leases), ErrClosed), nil
 	}
 	b.stats.ReleaseCalls++
 	b.stats.ReleasedLeases += len(leases)
-	for _, l := range leases {
+	for i, l := range leases {
 		// No clock needed: a lapsed lease still naming this owner was not
 		// taken by anyone since, so freeing it changes nothing for others.
 		if e := b.keys[l.Key]; e != nil && e.owner != "" && e.owner == l.Owner {
-			e.owner, e.metadata = "", ""
+			if e.wanted {
+				if contended == nil {
+					contended = make([]bool, len(leases))
+				}
+				contended[i] = true
+			}
+			e.owner, e.metadata, e.wanted = "", "", false
 			if e.timer != nil {
 				e.timer.Stop()
 			}
 			notifyLocked(e)
 		}
 	}
-	return nil
+	return nil, contended
 }
 
 func fill(n int, err error) []error {

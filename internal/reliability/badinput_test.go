@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -449,9 +448,6 @@ func TestBadInput_GarbageWatchAndHealth(t *testing.T) {
 			}
 			n := g.acquires.Load() - before
 			t.Logf("%d acquire attempts in 300ms of waiting", n)
-			if mode == 1 {
-				knownBug(t, "a Watch channel that is closed (always ready) makes a waiting Lock spin on Acquire without backoff")
-			}
 			if n > 100 {
 				t.Errorf("%d acquire attempts in 300ms: a backend whose Watch channel is always ready makes waiters spin without backoff", n)
 			}
@@ -462,15 +458,6 @@ func TestBadInput_GarbageWatchAndHealth(t *testing.T) {
 	m := memManager(t, g)
 	if conds, err := m.Health(ctxT(t)); err == nil || len(conds) == 0 {
 		t.Errorf("Health with a failing backend: (%q, %v)", conds, err)
-	}
-}
-
-// knownBug skips a test that shows a bug reported but not fixed yet, unless
-// CTXLOCK_KNOWN_BUGS=1. Remove the call when the bug is fixed.
-func knownBug(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("CTXLOCK_KNOWN_BUGS") != "1" {
-		t.Skipf("known bug, reported: %s (run with CTXLOCK_KNOWN_BUGS=1 to see it fail)", what)
 	}
 }
 
@@ -488,7 +475,6 @@ func TestBadInput_DoWithPanickingFn(t *testing.T) {
 		}()
 		_ = ctxlock.Do(ctx, l, func(context.Context) error { panic("boom") })
 	}()
-	knownBug(t, "Do leaves the lock held (refreshed forever) and its watcher goroutine running when fn panics")
 	octx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	if _, err := other.NewLock("k").Lock(octx); err != nil {
@@ -499,7 +485,6 @@ func TestBadInput_DoWithPanickingFn(t *testing.T) {
 func TestBadInput_DoWithNilFn(t *testing.T) {
 	m := memManager(t, memory.New())
 	l := m.NewLock("k")
-	knownBug(t, "Do with a nil fn panics (nil function call) while holding the lock")
 	var err error
 	func() {
 		defer func() {
