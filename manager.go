@@ -328,16 +328,15 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		if m.closed {
 			return closed()
 		}
-		// Our own unconfirmed releases of this key would only make us wait:
-		// perform them now, in line, before the attempt.
-		// Yield first if this value's last release was wanted by others.
+		// Yield once if this value's last hold was wanted by other owners.
 		polite := first && !try && l.contended
 		l.contended = false
+		// Our own unconfirmed releases of this key would only make us wait:
+		// perform them now, in line, before the attempt (unless a TryLock
+		// would jump a queued Lock that way).
 		var stolen [4]*release
 		n := 0
-		if try && len(ks.waiters) > 0 {
-			n = 0 // a queued Lock goes first; don't take its releases
-		} else {
+		if !try || len(ks.waiters) == 0 {
 			n = m.takeIdlePendingLocked(ks, stolen[:])
 		}
 		m.mu.Unlock()
@@ -441,7 +440,9 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		timer := time.NewTimer(delay)
 		select {
 		case <-timer.C:
-			backoff = min(2*backoff, max(MaxRetryDelay, l.opts.RetryDelay))
+			if !yield {
+				backoff = min(2*backoff, max(MaxRetryDelay, l.opts.RetryDelay))
+			}
 		case _, ok := <-watch:
 			if !ok { // a backend that closed its channel: poll instead of spinning
 				watchCh = nil
