@@ -114,7 +114,11 @@ func (m *Manager) endHoldLocked(h *hold, reason, cause error) {
 		err = h.errLocked()
 		m.log.Warn("ctxlock: hold ended", "key", h.lock.key, "token", h.lease.Token, "reason", err)
 	}
-	m.obs.HoldEnded(h.spanContext(), h.lock.key, now.Sub(h.start), reasonName(reason), err)
+	if m.obs.Enabled() {
+		// Recorded after the mutex is released (see unlock): an exporter
+		// must not stall the Manager.
+		m.endedHolds = append(m.endedHolds, endedHold{h.spanContext(), h.lock.key, now.Sub(h.start), reasonName(reason), err})
+	}
 	if reason != ErrLost {
 		// After an expiry the lease may still be on the server (the backend was
 		// slow, not gone): releasing it frees the key for others before its TTL.
@@ -144,6 +148,26 @@ func (h *hold) errLocked() error {
 		h.err = fmt.Errorf("%w: key %q", h.reason, key)
 	}
 	return h.err
+}
+
+// endedHold is a hold's end, waiting to be recorded by unlock.
+type endedHold struct {
+	span   trace.SpanContext
+	key    string
+	held   time.Duration
+	reason string
+	err    error
+}
+
+// unlock releases the Manager's mutex, then records the holds that ended
+// while it was held.
+func (m *Manager) unlock() {
+	ended := m.endedHolds
+	m.endedHolds = nil
+	m.mu.Unlock()
+	for _, e := range ended {
+		m.obs.HoldEnded(e.span, e.key, e.held, e.reason, e.err)
+	}
 }
 
 func reasonName(reason error) string {

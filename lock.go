@@ -193,7 +193,7 @@ func (l *lockValue) Unlock() error {
 	}
 	h.unlocked = true
 	m.endHoldLocked(h, ErrUnlocked, nil)
-	m.mu.Unlock()
+	m.unlock()
 	return nil
 }
 

@@ -64,6 +64,8 @@ type Manager struct {
 	pending   int           // releases not yet confirmed, queued or in flight
 	timerAt   time.Time     // when the scheduler wakes by itself; zero: never
 	drained   chan struct{} // while Close waits: closed when pending reaches 0
+	// endedHolds are hold ends to record once the mutex is released (unlock).
+	endedHolds []endedHold
 }
 
 var _ LockManager = (*Manager)(nil)
@@ -721,7 +723,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		drained = make(chan struct{})
 		m.drained = drained
 	}
-	m.mu.Unlock()
+	m.unlock()
 
 	var err error
 	if drained != nil {

@@ -37,7 +37,7 @@ func (m *Manager) run() {
 		queue = m.collectLocked(now, queue)
 		next := m.nextDeadlineLocked()
 		m.timerAt = next
-		m.mu.Unlock()
+		m.unlock()
 
 		queue = m.dispatch(queue)
 		if !next.IsZero() {
@@ -198,7 +198,7 @@ func (m *Manager) refreshBatch(j job) {
 
 	now := time.Now()
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	for i, h := range j.refresh {
 		m.applyRefreshLocked(h, resultAt(errs, i, len(leases), m.backendName), t0, now)
 	}

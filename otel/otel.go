@@ -183,6 +183,12 @@ func sameProvider(a, b any) bool {
 	return a == b
 }
 
+// Enabled reports whether anything is recorded now: a provider was given,
+// or the otel globals have been set. It does not allocate.
+func (i *Instrumentation) Enabled() bool {
+	return i.tracer() != nil || i.metrics() != nil
+}
+
 // tracer returns the tracer to use now, or nil when tracing is off.
 // It does not allocate when off, nor once the tracer is cached.
 func (i *Instrumentation) tracer() trace.Tracer {
