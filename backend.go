@@ -85,6 +85,21 @@ type ContentionReporter interface {
 	ReleaseContended(ctx context.Context, leases []Lease) (errs []error, contended []bool)
 }
 
+// Relocker is an optional interface of a Backend that can release a lease
+// and acquire its key again in one round trip. The Manager uses it when a
+// Lock takes again a key whose release by this Manager is still pending:
+// without it, that costs a Release and an Acquire.
+type Relocker interface {
+	// Relock releases old (owner-checked, as Release) and then, unless
+	// another owner wanted the key while old held it (see
+	// ContentionReporter), acquires req as Acquire would, in one step. When
+	// the key was wanted it is released but not acquired, so that a waiting
+	// owner gets it: wanted is true and err nil. Otherwise it returns what
+	// Acquire would. If err matches ErrUnavailable, neither step is known to
+	// have happened.
+	Relock(ctx context.Context, old Lease, req AcquireRequest) (lease Lease, wanted bool, err error)
+}
+
 // BackendNamer is implemented by backends that have a short name ("memory",
 // "redis", "redlock") for telemetry attributes and health reports.
 type BackendNamer interface {

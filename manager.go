@@ -42,6 +42,9 @@ type Manager struct {
 	workerLimit int
 	// reportsContention: the backend implements ContentionReporter.
 	reportsContention bool
+	relocker          Relocker // the backend, when it implements Relocker
+	// rtt is a moving average of acquire round trips (ns), for yields.
+	rtt atomic.Int64
 
 	// bg is the context of background backend calls; cancelled by Close.
 	bg       context.Context
@@ -161,6 +164,7 @@ func NewManager(b Backend, opts ...ManagerOption) *Manager {
 	} else {
 		m.backendName = backendName(b)
 		_, m.reportsContention = b.(ContentionReporter)
+		m.relocker, _ = b.(Relocker)
 	}
 	m.obs = ctxlockotel.New(o.tracerProvider, o.meterProvider, m.backendName)
 	return m
@@ -341,6 +345,12 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		if !try || len(ks.waiters) == 0 {
 			n = m.takeIdlePendingLocked(ks, stolen[:])
 		}
+		// One own release of a key we take again at once: with a Relocker
+		// backend, release and acquire share one round trip.
+		var relock *release
+		if n == 1 && !try && !polite && m.relocker != nil {
+			relock, n = stolen[0], 0
+		}
 		m.mu.Unlock()
 		yield := polite
 		if n > 0 && m.releaseInline(ctx, stolen[:n]) && !try {
@@ -351,43 +361,57 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			held      bool
 			remaining time.Duration
 		)
-		if yield {
-			// The release of this key just woke other owners' waiters (the
-			// backend said so, or, for backends that cannot tell, this value's
-			// last acquire found the key contended). Let them have the key
-			// rather than re-taking it at once, which would starve every other
-			// process: wait a backoff (or a notification) first.
-			m.mu.Lock()
-		} else {
+		if !yield {
 			owner := m.newOwner()
-			t0 := time.Now()
-			lease, err := m.backend.Acquire(ctx, AcquireRequest{
+			req := AcquireRequest{
 				Key: l.fullKey, Owner: owner, TTL: l.opts.TTL,
 				Timeout: l.opts.AcquireTimeout, Metadata: l.opts.Metadata,
-			})
+			}
+			t0 := time.Now()
+			var (
+				lease Lease
+				err   error
+			)
+			if relock != nil {
+				var wanted bool
+				lease, wanted, err = m.relocker.Relock(ctx, relock.lease, req)
+				yield = wanted && err == nil
+				releaseErr := err // the release went through unless the call failed
+				if err == nil || errors.Is(err, ErrHeld) {
+					releaseErr = nil
+				}
+				m.mu.Lock()
+				m.completeReleaseLocked(relock, releaseErr, false)
+				m.mu.Unlock()
+			} else {
+				lease, err = m.backend.Acquire(ctx, req)
+			}
 			t1 := time.Now()
-			held = errors.Is(err, ErrHeld)
-			rec.Attempt(held)
-			if held {
-				contended = true
+			m.observeRTT(t1.Sub(t0))
+			if !yield {
+				held = errors.Is(err, ErrHeld)
+				rec.Attempt(held)
+				if held {
+					contended = true
+				}
 			}
 
 			m.mu.Lock()
-			if err == nil && (lease.Key != l.fullKey || lease.Owner != owner) {
+			switch {
+			case yield:
+				// Released; the backend kept the key for the owners waiting.
+			case err == nil && (lease.Key != l.fullKey || lease.Owner != owner):
 				err = fmt.Errorf("ctxlock: backend %s granted a lease for %q/%q when asked for %q/%q",
 					m.backendName, lease.Key, lease.Owner, l.fullKey, owner)
 				m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: t0.Add(2 * l.opts.TTL)}, time.Now())
 				return fail(ctxlockotel.OutcomeError, err)
-			}
-			if m.closed {
+			case m.closed:
 				if !held {
 					m.mu.Unlock()
 					m.releaseAfterClose(Lease{Key: l.fullKey, Owner: owner})
 					m.mu.Lock()
 				}
 				return closed()
-			}
-			switch {
 			case err == nil:
 				if h := m.newHoldLocked(l, ks, lease, t0, t1); h != nil {
 					if !m.reportsContention {
@@ -413,6 +437,13 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			default:
 				return fail(ctxlockotel.OutcomeError, fmt.Errorf("ctxlock: lock %q: %w", l.key, err))
 			}
+		} else {
+			// The release of this key just woke other owners' waiters (the
+			// backend said so, or, for backends that cannot tell, this value's
+			// last acquire found the key contended). Let them have the key
+			// rather than re-taking it at once, which would starve every other
+			// process: wait a backoff (or a notification) first.
+			m.mu.Lock()
 		}
 		if try {
 			if held {
@@ -432,6 +463,9 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		delay := jitter(backoff)
 		if remaining > 0 && remaining < delay {
 			delay = remaining
+		}
+		if yield {
+			delay = m.yieldDelay(l.opts.RetryDelay)
 		}
 		wake, watch := w.wake, watchCh
 		if yield {
@@ -463,6 +497,23 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		m.mu.Lock()
 	}
 }
+
+// observeRTT folds one backend round trip into the moving average.
+func (m *Manager) observeRTT(d time.Duration) {
+	old := m.rtt.Load()
+	m.rtt.Store(old + (int64(d)-old)/8)
+}
+
+// yieldDelay is how long a releaser waits before taking the key again when
+// others wanted it: a few round trips, time enough for a woken waiter
+// elsewhere to try, and never longer than the retry delay.
+func (m *Manager) yieldDelay(retry time.Duration) time.Duration {
+	d := jitter(4 * time.Duration(m.rtt.Load()))
+	return min(max(d, minYield), retry)
+}
+
+// minYield is the shortest yield: enough for a waiting goroutine to run.
+const minYield = 50 * time.Microsecond
 
 // jitter returns a duration in [d/2, d].
 func jitter(d time.Duration) time.Duration {

@@ -23,10 +23,13 @@ var (
 	extendSrc string
 	//go:embed release.lua
 	releaseSrc string
+	//go:embed relock.lua
+	relockSrc string
 
 	acquireScript = redis.NewScript(acquireSrc)
 	extendScript  = redis.NewScript(extendSrc)
 	releaseScript = redis.NewScript(releaseSrc)
+	relockScript  = redis.NewScript(relockSrc)
 )
 
 // Name is what BackendName returns.
@@ -194,6 +197,66 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 		return ctxlock.Lease{}, fmt.Errorf("goredis: acquire %q: %w: fencing token %d", req.Key, errGarbage, n)
 	}
 	return ctxlock.Lease{Key: req.Key, Owner: req.Owner, Token: uint64(n)}, nil
+}
+
+// Relock implements ctxlock.Relocker: one script (relock.lua) releases old
+// and, unless the key's wanted mark says another owner waits, takes the key
+// again for req.Owner. Leases of different keys fall back to a release and
+// an acquire.
+func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, error) {
+	if old.Key != req.Key {
+		errs, wanted := b.ReleaseContended(ctx, []ctxlock.Lease{old})
+		if len(errs) > 0 && errs[0] != nil {
+			return ctxlock.Lease{}, false, errs[0]
+		}
+		lease, err := b.Acquire(ctx, req)
+		return lease, len(wanted) > 0 && wanted[0], err
+	}
+	if err := validate(req.Key, req.Owner); err != nil {
+		return ctxlock.Lease{}, false, err
+	}
+	if err := validate(old.Key, old.Owner); err != nil {
+		return ctxlock.Lease{}, false, err
+	}
+	ms, err := ttlMillis(req.TTL)
+	if err != nil {
+		return ctxlock.Lease{}, false, fmt.Errorf("goredis: relock %q: %w", req.Key, err)
+	}
+	if req.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, req.Timeout)
+		defer cancel()
+	}
+	value := req.Owner
+	if req.Metadata != "" {
+		value += metaSeparator + req.Metadata
+	}
+	lk := b.lockKey(req.Key)
+	res, err := relockScript.Run(ctx, b.client, []string{lk, lk + fenceSuffix, lk + wantedSuffix},
+		old.Owner, value, ms, lk+channelSuffix).Result()
+	if err != nil {
+		return ctxlock.Lease{}, false, wrap("relock", req.Key, err)
+	}
+	arr, ok := res.([]any)
+	if ok && len(arr) == 2 && arr[0] == int64(2) {
+		b.hub.wake(lk + channelSuffix) // this backend's own watchers hear it at once
+		return ctxlock.Lease{}, true, nil
+	}
+	got, n, perr := parsePair(res)
+	if perr != nil {
+		return ctxlock.Lease{}, false, fmt.Errorf("goredis: relock %q: %w", req.Key, perr)
+	}
+	if !got {
+		var remaining time.Duration
+		if n > 0 {
+			remaining = time.Duration(n) * time.Millisecond
+		}
+		return ctxlock.Lease{}, false, &ctxlock.HeldError{Remaining: remaining}
+	}
+	if n <= 0 {
+		return ctxlock.Lease{}, false, fmt.Errorf("goredis: relock %q: %w: fencing token %d", req.Key, errGarbage, n)
+	}
+	return ctxlock.Lease{Key: req.Key, Owner: req.Owner, Token: uint64(n)}, false, nil
 }
 
 // Extend implements ctxlock.Backend: one pipeline (one round trip per node)
@@ -492,4 +555,7 @@ func since(t time.Time) string {
 	return strconv.FormatFloat(time.Since(t).Seconds(), 'f', 1, 64) + "s"
 }
 
-var _ ctxlock.ContentionReporter = (*Backend)(nil)
+var (
+	_ ctxlock.ContentionReporter = (*Backend)(nil)
+	_ ctxlock.Relocker           = (*Backend)(nil)
+)

@@ -64,6 +64,7 @@ type Stats struct {
 var (
 	_ ctxlock.Backend            = (*Backend)(nil)
 	_ ctxlock.ContentionReporter = (*Backend)(nil)
+	_ ctxlock.Relocker           = (*Backend)(nil)
 )
 
 // New returns an empty store.
@@ -156,15 +157,25 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 	if err := b.delay(ctx, req.Timeout); err != nil {
 		return ctxlock.Lease{}, err
 	}
-	if req.Key == "" || req.Owner == "" || req.TTL <= 0 {
-		return ctxlock.Lease{}, fmt.Errorf("memory: invalid acquire request (key %q, owner %q, ttl %v)", req.Key, req.Owner, req.TTL)
+	if err := validRequest(req); err != nil {
+		return ctxlock.Lease{}, err
 	}
-	now := time.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return ctxlock.Lease{}, ErrClosed
 	}
+	return b.acquireLocked(req, time.Now())
+}
+
+func validRequest(req ctxlock.AcquireRequest) error {
+	if req.Key == "" || req.Owner == "" || req.TTL <= 0 {
+		return fmt.Errorf("memory: invalid acquire request (key %q, owner %q, ttl %v)", req.Key, req.Owner, req.TTL)
+	}
+	return nil
+}
+
+func (b *Backend) acquireLocked(req ctxlock.AcquireRequest, now time.Time) (ctxlock.Lease, error) {
 	b.stats.Acquires++
 	if e := b.liveLocked(req.Key, now); e != nil {
 		if e.owner != req.Owner {
@@ -183,6 +194,39 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 	e.fence++
 	b.armLocked(req.Key, e)
 	return ctxlock.Lease{Key: req.Key, Owner: req.Owner, Token: e.fence}, nil
+}
+
+// Relock implements ctxlock.Relocker: it releases old and, unless another
+// owner wanted its key, acquires req, in one step.
+func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, error) {
+	if err := b.delay(ctx, req.Timeout); err != nil {
+		return ctxlock.Lease{}, false, err
+	}
+	if err := validRequest(req); err != nil {
+		return ctxlock.Lease{}, false, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ctxlock.Lease{}, false, ErrClosed
+	}
+	b.stats.ReleaseCalls++
+	b.stats.ReleasedLeases++
+	if e := b.keys[old.Key]; e != nil && e.owner != "" && e.owner == old.Owner {
+		wanted := e.wanted
+		e.owner, e.metadata, e.wanted = "", "", false
+		if wanted || old.Key != req.Key {
+			if e.timer != nil {
+				e.timer.Stop()
+			}
+			notifyLocked(e)
+		}
+		if wanted {
+			return ctxlock.Lease{}, true, nil
+		}
+	}
+	lease, err := b.acquireLocked(req, time.Now())
+	return lease, false, err
 }
 
 // Extend implements ctxlock.Backend.
