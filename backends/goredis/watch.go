@@ -5,11 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+)
+
+// A channel that loses its last watcher stays subscribed for idleLinger (at
+// most maxIdleChannels of them, oldest dropped first): a key that is waited
+// for again soon, as contended keys are, then costs no SUBSCRIBE and
+// UNSUBSCRIBE per wait, and the next watcher needs no confirmation round trip.
+const (
+	idleLinger      = 30 * time.Second
+	maxIdleChannels = 1024
 )
 
 // Backoff of the subscription's reconnect attempts.
@@ -58,6 +68,7 @@ type entry struct {
 	sent      bool          // SUBSCRIBE sent on the current PubSub
 	confirmed bool          // the server confirmed it
 	ready     chan struct{} // closed when confirmed
+	idleSince time.Time     // when it lost its last watcher
 }
 
 type watcher struct{ ch chan struct{} }
@@ -119,7 +130,9 @@ func (h *hub) watch(channel string) (<-chan struct{}, func()) {
 			unsub := false
 			if e != nil {
 				delete(e.watchers, w)
-				unsub = len(e.watchers) == 0
+				if unsub = len(e.watchers) == 0; unsub {
+					e.idleSince = time.Now()
+				}
 			}
 			h.mu.Unlock()
 			if unsub {
@@ -168,27 +181,48 @@ func signal(ch chan struct{}) {
 // commands go out in the order the decisions were made.
 func (h *hub) subscribeLoop() {
 	defer h.wg.Done()
+	idleTimer := time.NewTimer(time.Hour)
+	idleTimer.Stop()
+	defer idleTimer.Stop()
 	for {
 		select {
 		case <-h.done:
 			return
 		case <-h.kick:
+		case <-idleTimer.C:
 		}
 		for {
 			h.mu.Lock()
 			ps := h.ps
-			var sub, unsub []string
+			now := time.Now()
+			var sub, unsub, idle []string
+			var nextIdle time.Time
 			for ch, e := range h.entries {
 				switch {
 				case len(e.watchers) > 0 && !e.sent:
 					e.sent = true
 					sub = append(sub, ch)
-				case len(e.watchers) == 0:
+				case len(e.watchers) == 0 && (!e.sent || now.Sub(e.idleSince) >= idleLinger):
 					if e.sent {
 						unsub = append(unsub, ch)
 					}
 					delete(h.entries, ch)
+				case len(e.watchers) == 0:
+					idle = append(idle, ch)
+					if at := e.idleSince.Add(idleLinger); nextIdle.IsZero() || at.Before(nextIdle) {
+						nextIdle = at
+					}
 				}
+			}
+			if extra := len(idle) - maxIdleChannels; extra > 0 {
+				slices.SortFunc(idle, func(a, b string) int { return h.entries[a].idleSince.Compare(h.entries[b].idleSince) })
+				for _, ch := range idle[:extra] {
+					unsub = append(unsub, ch)
+					delete(h.entries, ch)
+				}
+			}
+			if !nextIdle.IsZero() {
+				idleTimer.Reset(time.Until(nextIdle))
 			}
 			pattern := ""
 			if h.pattern != "" && !h.patternSent {
