@@ -482,6 +482,20 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		case _, ok := <-watch:
 			if !ok { // a backend that closed its channel: poll instead of spinning
 				watchCh = nil
+				break
+			}
+			// Every waiting process hears a release at once, in the same
+			// order each time (the server's subscriber order): a random
+			// pause of up to a round trip keeps the first-notified from
+			// always winning.
+			if d := m.rtt.Load(); d > 0 {
+				pause := time.NewTimer(time.Duration(rand.N(d)))
+				select {
+				case <-pause.C:
+				case <-ctx.Done():
+				case <-m.done:
+				}
+				pause.Stop()
 			}
 		case <-wake:
 		case <-ctx.Done():
