@@ -77,10 +77,11 @@ var _ LockManager = (*Manager)(nil)
 // unconfirmed releases on. Guarded by the Manager's mutex.
 type keyState struct {
 	key     string
-	holder  *hold      // the local hold, if any
-	waiters []*waiter  // blocked Lock calls, FIFO; only the head talks to the backend
-	pending []*release // this Manager's unconfirmed releases of the key
-	tries   int        // TryLock calls in progress
+	holder  *hold           // the local hold, if any
+	waiters []*waiter       // blocked Lock calls, FIFO; only the head talks to the backend
+	pending []*release      // this Manager's unconfirmed releases of the key
+	tries   int             // TryLock calls in progress
+	settled []chan struct{} // closed when no release of the key is in flight
 }
 
 // waiter is a blocked Lock call's place in its key's queue.
@@ -313,6 +314,23 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 	}
 
 	for first := true; ; first = false {
+		// A TryLock waits only for our own releases of the key in flight:
+		// the key is ours to free, so it is not "held by someone else".
+		for try && ks.releasing() {
+			settled := make(chan struct{})
+			ks.settled = append(ks.settled, settled)
+			m.mu.Unlock()
+			select {
+			case <-settled:
+			case <-ctx.Done():
+				m.mu.Lock()
+				return canceled()
+			case <-m.done:
+				m.mu.Lock()
+				return closed()
+			}
+			m.mu.Lock()
+		}
 		// Wait for our turn: head of the queue, no local holder, and none of
 		// our own releases of the key in flight (its outcome decides whether
 		// we should yield, and the key is ours to free anyway).
@@ -520,14 +538,12 @@ func (m *Manager) observeRTT(d time.Duration) {
 
 // yieldDelay is how long a releaser waits before taking the key again when
 // others wanted it: a few round trips, time enough for a woken waiter
-// elsewhere to try, and never longer than the retry delay.
+// elsewhere to try, at least a tenth of the retry delay (a busy machine
+// schedules waiters late), never more than the retry delay.
 func (m *Manager) yieldDelay(retry time.Duration) time.Duration {
 	d := jitter(4 * time.Duration(m.rtt.Load()))
-	return min(max(d, minYield), retry)
+	return min(max(d, retry/10), retry)
 }
-
-// minYield is the shortest yield: enough for a waiting goroutine to run.
-const minYield = 50 * time.Microsecond
 
 // jitter returns a duration in [d/2, d].
 func jitter(d time.Duration) time.Duration {
@@ -673,6 +689,7 @@ func (m *Manager) completeReleaseLocked(r *release, err error, wanted bool) {
 	if wanted && err == nil && r.lock != nil {
 		r.lock.contended = true
 	}
+	ks := r.keyst
 	if err != nil && isTransient(err) && time.Now().Before(r.lapseAt) {
 		now := time.Now()
 		r.attempts++
@@ -680,20 +697,27 @@ func (m *Manager) completeReleaseLocked(r *release, err error, wanted bool) {
 		m.releases.push(r)
 		r.queued = true
 		m.nudgeLocked(r.retryAt)
-		return
+	} else {
+		if err != nil {
+			m.log.Warn("ctxlock: release abandoned; the lease lapses at its TTL", "key", r.lease.Key, "error", err)
+		}
+		ks.removePending(r)
+		m.pending--
+		m.obs.PendingReleases(-1)
+		if m.pending == 0 && m.drained != nil {
+			close(m.drained)
+			m.drained = nil
+		}
 	}
-	if err != nil {
-		m.log.Warn("ctxlock: release abandoned; the lease lapses at its TTL", "key", r.lease.Key, "error", err)
-	}
-	ks := r.keyst
-	ks.removePending(r)
-	m.pending--
-	m.obs.PendingReleases(-1)
-	if m.pending == 0 && m.drained != nil {
-		close(m.drained)
-		m.drained = nil
-	}
+	// Calls waiting for the key's releases to settle go on: a Lock at the
+	// head of the queue, TryLocks.
 	ks.wakeHead()
+	if len(ks.settled) > 0 && !ks.releasing() {
+		for _, ch := range ks.settled {
+			close(ch)
+		}
+		ks.settled = nil
+	}
 	m.releaseKeyLocked(ks)
 }
 
