@@ -20,18 +20,20 @@ type hold struct {
 	start      time.Time // when Lock returned it, for the hold duration
 	validUntil time.Time // local validity deadline (monotonic)
 	refreshAt  time.Time // next refresh due
-	refreshing bool      // an Extend for it is in flight
 	refreshErr error     // the last failed refresh, joined into ErrExpired
-	failures   int       // consecutive failed refreshes, for backoff
 
-	ended    bool
-	unlocked bool  // ended by Unlock
-	reason   error // ErrUnlocked, ErrLost, ErrExpired or ErrClosed, once ended
-	cause    error // detail for reason, if any
-	err      error // reason with detail, built by errLocked
-	expired  chan struct{}
-	heapIdx  int
-	span     *trace.SpanContext // the acquire span, when tracing recorded one
+	// Small fields together, so that a hold fits a smaller size class.
+	failures   int32 // consecutive failed refreshes, for backoff
+	heapIdx    int32
+	refreshing bool // an Extend for it is in flight
+	ended      bool
+	unlocked   bool // ended by Unlock
+
+	reason  error // ErrUnlocked, ErrLost, ErrExpired or ErrClosed, once ended
+	cause   error // detail for reason, if any
+	err     error // reason with detail, built by errLocked
+	expired chan struct{}
+	span    *trace.SpanContext // the acquire span, when tracing recorded one
 
 	// rel is this hold's release, embedded to save an allocation per Unlock.
 	rel release
@@ -45,7 +47,7 @@ func (h *hold) at() time.Time {
 	return h.refreshAt
 }
 
-func (h *hold) index() *int { return &h.heapIdx }
+func (h *hold) index() *int32 { return &h.heapIdx }
 
 // batchWindow is how early a refresh may go, to share an Extend call with
 // others due soon. A retry after a failed refresh waits its full backoff.
@@ -76,14 +78,14 @@ type release struct {
 	keyst    *keyState
 	lapseAt  time.Time // the lease has surely lapsed on the server by then
 	retryAt  time.Time
-	attempts int
+	attempts int32
+	heapIdx  int32
 	inflight bool // a worker is releasing it
 	queued   bool // in the Manager's release heap
-	heapIdx  int
 }
 
 func (r *release) at() time.Time { return r.retryAt }
-func (r *release) index() *int   { return &r.heapIdx }
+func (r *release) index() *int32 { return &r.heapIdx }
 
 // endHoldLocked ends h for reason (one of ErrUnlocked, ErrLost, ErrExpired,
 // ErrClosed), with an optional cause for detail: closes its expiry channel, frees its Lock

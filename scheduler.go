@@ -224,7 +224,7 @@ func (m *Manager) applyRefreshLocked(h *hold, err error, t0, now time.Time) {
 	default:
 		h.failures++
 		h.refreshErr = err
-		retry := jitter(h.lock.opts.RetryDelay << min(h.failures, 10))
+		retry := jitter(h.lock.opts.RetryDelay << min(h.failures, int32(10)))
 		h.refreshAt = now.Add(min(retry, h.lock.interval/2))
 		if h.refreshAt.After(h.validUntil) {
 			h.refreshAt = h.validUntil
@@ -277,7 +277,7 @@ func countFailures(errs []error, n int, backend string) (int, error) {
 // its own index so that it can be fixed or removed in O(log n).
 type heapItem interface {
 	at() time.Time
-	index() *int
+	index() *int32
 }
 
 // deadlineHeap is a min-heap by deadline. Removed items have index -1.
@@ -287,7 +287,7 @@ func (q *deadlineHeap[T]) len() int { return len(q.items) }
 func (q *deadlineHeap[T]) peek() T  { return q.items[0] }
 
 func (q *deadlineHeap[T]) push(x T) {
-	*x.index() = len(q.items)
+	*x.index() = int32(len(q.items))
 	q.items = append(q.items, x)
 	q.up(len(q.items) - 1)
 }
@@ -299,7 +299,7 @@ func (q *deadlineHeap[T]) pop() T {
 }
 
 func (q *deadlineHeap[T]) remove(x T) {
-	i := *x.index()
+	i := int(*x.index())
 	if i < 0 {
 		return
 	}
@@ -317,7 +317,7 @@ func (q *deadlineHeap[T]) remove(x T) {
 }
 
 func (q *deadlineHeap[T]) fix(x T) {
-	if i := *x.index(); i >= 0 {
+	if i := int(*x.index()); i >= 0 {
 		q.fixAt(i)
 	} else {
 		q.push(x)
@@ -334,8 +334,8 @@ func (q *deadlineHeap[T]) less(i, j int) bool { return q.items[i].at().Before(q.
 
 func (q *deadlineHeap[T]) swap(i, j int) {
 	q.items[i], q.items[j] = q.items[j], q.items[i]
-	*q.items[i].index() = i
-	*q.items[j].index() = j
+	*q.items[i].index() = int32(i)
+	*q.items[j].index() = int32(j)
 }
 
 func (q *deadlineHeap[T]) up(i int) {
