@@ -161,12 +161,19 @@ func (b *Backend) lockKey(key string) string { return "{" + b.opts.prefix + key 
 // it returns a *ctxlock.HeldError with the holder's PTTL. A retry by the
 // same owner (after an ambiguous attempt) gets the same lease back.
 func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	return b.take(ctx, "acquire", acquireScript, req, nil)
+}
+
+// take runs an acquiring script (acquire.lua, or relock.lua with the old
+// owner and the channel as extra arguments) for req and reads its
+// {1, token} / {0, pttl} answer.
+func (b *Backend) take(ctx context.Context, op string, script *redis.Script, req ctxlock.AcquireRequest, extra []any) (ctxlock.Lease, error) {
 	if err := validate(req.Key, req.Owner); err != nil {
 		return ctxlock.Lease{}, err
 	}
 	ms, err := ttlMillis(req.TTL)
 	if err != nil {
-		return ctxlock.Lease{}, fmt.Errorf("goredis: acquire %q: %w", req.Key, err)
+		return ctxlock.Lease{}, fmt.Errorf("goredis: %s %q: %w", op, req.Key, err)
 	}
 	if req.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -178,13 +185,17 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 		value += metaSeparator + req.Metadata
 	}
 	lk := b.lockKey(req.Key)
-	res, err := acquireScript.Run(ctx, b.client, []string{lk, lk + fenceSuffix, lk + wantedSuffix}, value, ms).Result()
+	args := append([]any{value, ms}, extra...)
+	res, err := script.Run(ctx, b.client, []string{lk, lk + fenceSuffix, lk + wantedSuffix}, args...).Result()
 	if err != nil {
-		return ctxlock.Lease{}, wrap("acquire", req.Key, err)
+		return ctxlock.Lease{}, wrap(op, req.Key, err)
+	}
+	if arr, ok := res.([]any); ok && len(arr) == 2 && arr[0] == int64(2) && extra != nil {
+		return ctxlock.Lease{}, errYielded
 	}
 	ok, n, perr := parsePair(res)
 	if perr != nil {
-		return ctxlock.Lease{}, fmt.Errorf("goredis: acquire %q: %w", req.Key, perr)
+		return ctxlock.Lease{}, fmt.Errorf("goredis: %s %q: %w", op, req.Key, perr)
 	}
 	if !ok {
 		var remaining time.Duration
@@ -194,10 +205,14 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 		return ctxlock.Lease{}, &ctxlock.HeldError{Remaining: remaining}
 	}
 	if n <= 0 {
-		return ctxlock.Lease{}, fmt.Errorf("goredis: acquire %q: %w: fencing token %d", req.Key, errGarbage, n)
+		return ctxlock.Lease{}, fmt.Errorf("goredis: %s %q: %w: fencing token %d", op, req.Key, errGarbage, n)
 	}
 	return ctxlock.Lease{Key: req.Key, Owner: req.Owner, Token: uint64(n)}, nil
 }
+
+// errYielded is take's report that relock.lua released the key for the
+// owners waiting instead of taking it.
+var errYielded = errors.New("goredis: released for waiting owners")
 
 // Relock implements ctxlock.Relocker: one script (relock.lua) releases old
 // and, unless the key's wanted mark says another owner waits, takes the key
@@ -212,51 +227,17 @@ func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.Acq
 		lease, err := b.Acquire(ctx, req)
 		return lease, len(wanted) > 0 && wanted[0], err
 	}
-	if err := validate(req.Key, req.Owner); err != nil {
-		return ctxlock.Lease{}, false, err
-	}
 	if err := validate(old.Key, old.Owner); err != nil {
 		return ctxlock.Lease{}, false, err
 	}
-	ms, err := ttlMillis(req.TTL)
-	if err != nil {
-		return ctxlock.Lease{}, false, fmt.Errorf("goredis: relock %q: %w", req.Key, err)
-	}
-	if req.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, req.Timeout)
-		defer cancel()
-	}
-	value := req.Owner
-	if req.Metadata != "" {
-		value += metaSeparator + req.Metadata
-	}
-	lk := b.lockKey(req.Key)
-	res, err := relockScript.Run(ctx, b.client, []string{lk, lk + fenceSuffix, lk + wantedSuffix},
-		old.Owner, value, ms, lk+channelSuffix).Result()
-	if err != nil {
-		return ctxlock.Lease{}, false, wrap("relock", req.Key, err)
-	}
-	arr, ok := res.([]any)
-	if ok && len(arr) == 2 && arr[0] == int64(2) {
-		b.hub.wake(lk + channelSuffix) // this backend's own watchers hear it at once
+	// relock.lua's arguments: value, ttl (from take), old owner, channel.
+	channel := b.lockKey(req.Key) + channelSuffix
+	lease, err := b.take(ctx, "relock", relockScript, req, []any{old.Owner, channel})
+	if errors.Is(err, errYielded) {
+		b.hub.wake(channel) // this backend's own watchers hear it at once
 		return ctxlock.Lease{}, true, nil
 	}
-	got, n, perr := parsePair(res)
-	if perr != nil {
-		return ctxlock.Lease{}, false, fmt.Errorf("goredis: relock %q: %w", req.Key, perr)
-	}
-	if !got {
-		var remaining time.Duration
-		if n > 0 {
-			remaining = time.Duration(n) * time.Millisecond
-		}
-		return ctxlock.Lease{}, false, &ctxlock.HeldError{Remaining: remaining}
-	}
-	if n <= 0 {
-		return ctxlock.Lease{}, false, fmt.Errorf("goredis: relock %q: %w: fencing token %d", req.Key, errGarbage, n)
-	}
-	return ctxlock.Lease{Key: req.Key, Owner: req.Owner, Token: uint64(n)}, false, nil
+	return lease, false, err
 }
 
 // Extend implements ctxlock.Backend: one pipeline (one round trip per node)
