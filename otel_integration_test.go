@@ -308,7 +308,7 @@ func TestOtelContention(t *testing.T) {
 			wait, hasWait := a[ctxlockotel.AttrWaitTime]
 			if i == 0 {
 				if attempts != 1 || contended || hasWait || otelEvents(s, ctxlockotel.EventContended) != 0 {
-					t.Errorf("holder: attempts %d, contended %v, wait_time %v: want 1, false, none", attempts, contended, wait.Emit())
+					t.Errorf("holder: attempts %d, contended %v, wait_time %v: want 1, false, none", attempts, contended, wait.String())
 				}
 				continue
 			}
@@ -316,7 +316,7 @@ func TestOtelContention(t *testing.T) {
 				t.Errorf("waiter %d: attempts %d, contended %v: want >= 2, true", i, attempts, contended)
 			}
 			if !hasWait || wait.AsFloat64() < 1 {
-				t.Errorf("waiter %d: wait_time %v, want >= 1s (the holder held 1s)", i, wait.Emit())
+				t.Errorf("waiter %d: wait_time %v, want >= 1s (the holder held 1s)", i, wait.String())
 			}
 			if n := otelEvents(s, ctxlockotel.EventContended); n != 1 {
 				t.Errorf("waiter %d: %d %s events, want 1", i, n, ctxlockotel.EventContended)
@@ -427,7 +427,7 @@ func TestOtelTryLockHeldIsAnOutcome(t *testing.T) {
 			}
 			for _, k := range []attribute.Key{ctxlockotel.AttrErrorType, ctxlockotel.AttrFencingToken} {
 				if _, ok := a[k]; ok {
-					t.Errorf("TryLock %d: attribute %s present: %v", i, k, a[k].Emit())
+					t.Errorf("TryLock %d: attribute %s present: %v", i, k, a[k].String())
 				}
 			}
 			if n := otelEvents(s, "exception"); n != 0 {
@@ -660,7 +660,7 @@ func TestOtelLocalWaiterIsContended(t *testing.T) {
 			t.Fatalf("%d lock spans, want 2", len(locks))
 		}
 		if a := otelAttrs(locks[1]); !a[ctxlockotel.AttrContended].AsBool() || a[ctxlockotel.AttrWaitTime].AsFloat64() < 1 {
-			t.Errorf("the local waiter's span: contended %v, wait_time %v; want true, >= 1s", a[ctxlockotel.AttrContended].Emit(), a[ctxlockotel.AttrWaitTime].Emit())
+			t.Errorf("the local waiter's span: contended %v, wait_time %v; want true, >= 1s", a[ctxlockotel.AttrContended].String(), a[ctxlockotel.AttrWaitTime].String())
 		}
 	})
 }

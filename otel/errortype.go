@@ -151,8 +151,5 @@ func hasFault(err error) bool {
 		return true
 	}
 	var et interface{ ErrorType() string }
-	if errors.As(err, &et) {
-		return true
-	}
-	return false
+	return errors.As(err, &et)
 }

@@ -71,7 +71,7 @@ func TestLockSpanIsChildOfCallerSpanWithAttributes(t *testing.T) {
 	}
 	for k, v := range want {
 		if m[k] != v {
-			t.Errorf("attribute %s = %v, want %v", k, m[k].Emit(), v.Emit())
+			t.Errorf("attribute %s = %v, want %v", k, m[k].String(), v.String())
 		}
 	}
 	if w := m[AttrWaitTime].AsFloat64(); w < 0.002 {
@@ -97,7 +97,7 @@ func TestUncontendedLockHasNoWaitTime(t *testing.T) {
 	s := h.span(t, SpanLock)
 	m := attrMap(s.Attributes())
 	if m[AttrContended] != attribute.BoolValue(false) || m[AttrAttempts] != attribute.IntValue(1) {
-		t.Errorf("contended=%v attempts=%v, want false, 1", m[AttrContended].Emit(), m[AttrAttempts].Emit())
+		t.Errorf("contended=%v attempts=%v, want false, 1", m[AttrContended].String(), m[AttrAttempts].String())
 	}
 	if _, ok := m[AttrWaitTime]; ok {
 		t.Error("uncontended acquire has a wait time")
@@ -127,7 +127,7 @@ func TestTryLockHeldIsAnOutcomeNotAnError(t *testing.T) {
 	}
 	m := attrMap(s.Attributes())
 	if m[AttrOutcome] != attribute.StringValue(OutcomeHeld) || m[AttrContended] != attribute.BoolValue(true) {
-		t.Errorf("outcome=%v contended=%v, want held, true", m[AttrOutcome].Emit(), m[AttrContended].Emit())
+		t.Errorf("outcome=%v contended=%v, want held, true", m[AttrOutcome].String(), m[AttrContended].String())
 	}
 	if _, ok := m[AttrErrorType]; ok {
 		t.Error("held TryLock has error.type")
@@ -205,7 +205,7 @@ func TestCanceledIsNotAnErrorUnlessABackendFaultIsJoined(t *testing.T) {
 		}
 		m := attrMap(s.Attributes())
 		if m[AttrOutcome].AsString() != OutcomeCanceled {
-			t.Errorf("outcome = %v", m[AttrOutcome].Emit())
+			t.Errorf("outcome = %v", m[AttrOutcome].String())
 		}
 		if _, ok := m[AttrErrorType]; ok {
 			t.Error("pure cancellation has error.type")
@@ -498,10 +498,10 @@ func TestTypedNilProvidersMeanGlobals(t *testing.T) {
 func TestFencingTokenBeyondInt64(t *testing.T) {
 	kv := fencingToken(1<<63 + 5)
 	if kv.Key != AttrFencingToken || kv.Value.AsString() != "9223372036854775813" {
-		t.Errorf("got %v=%v", kv.Key, kv.Value.Emit())
+		t.Errorf("got %v=%v", kv.Key, kv.Value.String())
 	}
 	if kv := fencingToken(12); kv.Value.AsInt64() != 12 {
-		t.Errorf("got %v", kv.Value.Emit())
+		t.Errorf("got %v", kv.Value.String())
 	}
 }
 

@@ -645,17 +645,17 @@ func testBadInput(e *env) {
 		}
 	}
 	l := m.NewLock(e.key("k"), e.opts()...)
-	//lint:ignore SA1012 passing a nil context is the point
-	if _, err := l.Lock(nil); !errors.Is(err, ctxlock.ErrNilContext) { //nolint:staticcheck
+	var nilCtx context.Context // passing a nil context is the point
+	if _, err := l.Lock(nilCtx); !errors.Is(err, ctxlock.ErrNilContext) {
 		e.t.Errorf("Lock(nil): %v; want ErrNilContext", err)
 	}
-	if _, _, err := l.TryLock(nil); !errors.Is(err, ctxlock.ErrNilContext) { //nolint:staticcheck
+	if _, _, err := l.TryLock(nilCtx); !errors.Is(err, ctxlock.ErrNilContext) {
 		e.t.Errorf("TryLock(nil): %v; want ErrNilContext", err)
 	}
-	if _, err := m.Health(nil); !errors.Is(err, ctxlock.ErrNilContext) { //nolint:staticcheck
+	if _, err := m.Health(nilCtx); !errors.Is(err, ctxlock.ErrNilContext) {
 		e.t.Errorf("Health(nil): %v; want ErrNilContext", err)
 	}
-	if err := m.Close(nil); !errors.Is(err, ctxlock.ErrNilContext) { //nolint:staticcheck
+	if err := m.Close(nilCtx); !errors.Is(err, ctxlock.ErrNilContext) {
 		e.t.Errorf("Close(nil): %v; want ErrNilContext", err)
 	}
 	nilMgr := ctxlock.NewManager(nil)

@@ -428,7 +428,7 @@ func summarize(s sdktrace.ReadOnlySpan) string {
 			line += fmt.Sprintf(" wait_time=%v", seconds(v.AsFloat64()))
 		}
 		if v, ok := a[ctxlockotel.AttrFencingToken]; ok {
-			line += " fencing_token=" + v.Emit()
+			line += " fencing_token=" + v.String()
 		}
 		return line + fmt.Sprintf(" duration=%v", s.EndTime().Sub(s.StartTime()).Round(time.Millisecond)) + status
 	case ctxlockotel.SpanHold:

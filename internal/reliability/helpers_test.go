@@ -177,12 +177,6 @@ func (s *stats) sample(name string, d time.Duration) {
 	s.d[name] = append(s.d[name], d)
 }
 
-func (s *stats) get(name string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.n[name]
-}
-
 func (s *stats) samples(name string) []time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
