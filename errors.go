@@ -67,6 +67,7 @@ type HeldError struct {
 	Remaining time.Duration
 }
 
+// Error says that the key is held, and for how long if known.
 func (e *HeldError) Error() string {
 	if e.Remaining > 0 {
 		return fmt.Sprintf("%v (expires in %v)", ErrHeld, e.Remaining)
