@@ -60,6 +60,10 @@ type AcquireRequest struct {
 	TTL      time.Duration // lease duration on the backend
 	Timeout  time.Duration // the attempt must give up after this long
 	Metadata string        // opaque owner text (WithMetadata), may be empty
+	// Waiter identifies one blocking Lock call across all its attempts (it
+	// is empty for TryLock). A WaiterQueue backend queues refused waiters
+	// and keeps a released key for the first of them.
+	Waiter string
 }
 
 // Lease is a granted hold on a key, as the backend issued it.
@@ -96,8 +100,28 @@ type Relocker interface {
 	// the key was wanted it is released but not acquired, so that a waiting
 	// owner gets it: wanted is true and err nil. Otherwise it returns what
 	// Acquire would. If err matches ErrUnavailable, neither step is known to
-	// have happened.
+	// have happened. A WaiterQueue backend that gives the key up queues
+	// req.Waiter behind the owners it yields to.
 	Relock(ctx context.Context, old Lease, req AcquireRequest) (lease Lease, wanted bool, err error)
+}
+
+// WaiterQueue is an optional interface of a Backend that hands a released
+// key to its waiters in arrival order. A refused Acquire with a Waiter joins
+// the key's queue (or keeps its place); a free key is refused to everyone but
+// the queue's first live waiter; a release notifies that waiter only. Queue
+// entries lapse when their waiter stops retrying, so a dead process delays
+// the key only briefly.
+//
+// The Manager uses it to hand a contended key from one process to the next
+// with one notification and one acquire, instead of waking every waiting
+// process to race for it.
+type WaiterQueue interface {
+	// WatchWaiter is Watch for one waiter: its channel receives when key is
+	// handed to waiter (and on releases no waiter is queued for, or spurious
+	// wake-ups after a reconnect).
+	WatchWaiter(key, waiter string) (released <-chan struct{}, stop func())
+	// Leave takes waiter out of key's queue: a Lock call that gave up.
+	Leave(ctx context.Context, key, waiter string) error
 }
 
 // BackendNamer is implemented by backends that have a short name ("memory",

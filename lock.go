@@ -93,6 +93,10 @@ type lockValue struct {
 	busy      bool            // a hold or a Lock/TryLock call is in progress
 	gateQueue []chan struct{} // Lock calls waiting for busy to clear, FIFO
 
+	// queuedLast: this value's last Lock call had to queue for the key (a
+	// WaiterQueue backend). Owned by the call in progress (busy).
+	queuedLast bool
+
 	// contended: another owner wanted the key during this value's last hold,
 	// so its next Lock yields once before attempting. Guarded by m.mu.
 	contended bool

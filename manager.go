@@ -42,7 +42,8 @@ type Manager struct {
 	workerLimit int
 	// reportsContention: the backend implements ContentionReporter.
 	reportsContention bool
-	relocker          Relocker // the backend, when it implements Relocker
+	relocker          Relocker    // the backend, when it implements Relocker
+	queue             WaiterQueue // the backend, when it implements WaiterQueue
 	// rtt is a moving average of acquire round trips (ns), for yields.
 	rtt atomic.Int64
 
@@ -166,6 +167,7 @@ func NewManager(b Backend, opts ...ManagerOption) *Manager {
 		m.backendName = backendName(b)
 		_, m.reportsContention = b.(ContentionReporter)
 		m.relocker, _ = b.(Relocker)
+		m.queue, _ = b.(WaiterQueue)
 	}
 	m.obs = ctxlockotel.New(o.tracerProvider, o.meterProvider, m.backendName)
 	return m
@@ -255,9 +257,28 @@ func (m *Manager) acquire(ctx context.Context, l *lockValue, try bool, rec *ctxl
 // the queue's head makes backend attempts, so one process sends one attempt per
 // wake-up however many goroutines wait.
 func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *ctxlockotel.Acquire) (*hold, string, error) {
+	var (
+		waiter    string // this call's id in a WaiterQueue backend's queue
+		watchCh   <-chan struct{}
+		stopWatch func()
+	)
+	if !try && m.queue != nil {
+		waiter = m.newOwner()
+		if l.queuedLast {
+			// This value had to queue for the key last time: listen before
+			// the first attempt, so that no hand-off can slip past.
+			watchCh, stopWatch = m.queue.WatchWaiter(l.fullKey, waiter)
+			if stopWatch == nil {
+				stopWatch = func() {}
+			}
+		}
+	}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
+		if stopWatch != nil {
+			stopWatch()
+		}
 		return nil, ctxlockotel.OutcomeClosed, fmt.Errorf("ctxlock: lock %q: %w", l.key, ErrClosed)
 	}
 	ks := m.keyLocked(l.fullKey)
@@ -293,12 +314,22 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		backoff   = l.opts.RetryDelay
 		contended bool // an attempt of this call found the key held
 		lastErr   error
-		watchCh   <-chan struct{}
-		stopWatch func()
+		queued    bool // an attempt with waiter was refused: we are in the queue
+		acquired  bool
 	)
 	defer func() {
+		if waiter != "" {
+			l.queuedLast = queued
+		}
 		if stopWatch != nil {
 			stopWatch()
+		}
+		if queued && !acquired {
+			// Give our place up, or the key would wait for us until the
+			// backend drops a waiter that stopped retrying.
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.opts.AcquireTimeout)
+			_ = m.queue.Leave(lctx, l.fullKey, waiter)
+			cancel()
 		}
 	}()
 	fail := func(outcome string, err error) (*hold, string, error) {
@@ -374,6 +405,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		if n > 0 && m.releaseInline(ctx, stolen[:n]) && !try {
 			yield = true
 		}
+		drainOwnWake := n > 0 || relock != nil
 
 		var (
 			held      bool
@@ -384,6 +416,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			req := AcquireRequest{
 				Key: l.fullKey, Owner: owner, TTL: l.opts.TTL,
 				Timeout: l.opts.AcquireTimeout, Metadata: l.opts.Metadata,
+				Waiter: waiter,
 			}
 			t0 := time.Now()
 			var (
@@ -394,6 +427,8 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				var wanted bool
 				lease, wanted, err = m.relocker.Relock(ctx, relock.lease, req)
 				yield = wanted && err == nil
+				// A waiter queue backend queued us behind the others.
+				queued = queued || (yield && waiter != "")
 				releaseErr := err // the release went through unless the call failed
 				if err == nil || errors.Is(err, ErrHeld) {
 					releaseErr = nil
@@ -411,10 +446,19 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				rec.Attempt(held)
 				if held {
 					contended = true
+					queued = queued || (waiter != "" && relock == nil)
 				}
 			}
 
 			m.mu.Lock()
+			if drainOwnWake {
+				// Our own release's completion woke us, the key's local head:
+				// that news is ours already.
+				select {
+				case <-w.wake:
+				default:
+				}
+			}
 			switch {
 			case yield:
 				// Released; the backend kept the key for the owners waiting.
@@ -437,6 +481,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 					}
 					leave()
 					m.mu.Unlock()
+					acquired = true
 					return h, ctxlockotel.OutcomeAcquired, nil
 				}
 				lastErr = fmt.Errorf("acquire took longer than the validity window of TTL %v", l.opts.TTL)
@@ -473,22 +518,37 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		m.mu.Unlock()
 
 		if stopWatch == nil {
-			watchCh, stopWatch = m.backend.Watch(l.fullKey)
+			if waiter != "" {
+				watchCh, stopWatch = m.queue.WatchWaiter(l.fullKey, waiter)
+			} else {
+				watchCh, stopWatch = m.backend.Watch(l.fullKey)
+			}
 			if stopWatch == nil {
 				stopWatch = func() {}
 			}
+			if queued && watchCh != nil {
+				// A release between our place in the queue and the
+				// subscription was told to no one: look once more, now
+				// that we will hear when our turn comes.
+				m.mu.Lock()
+				continue
+			}
+		}
+		if queued && watchCh != nil {
+			// Queued, and told when our turn comes: retry only to keep our
+			// place (and to notice a lease that lapses unreleased).
+			backoff = max(backoff, MaxRetryDelay)
 		}
 		delay := jitter(backoff)
 		if remaining > 0 && remaining < delay {
 			delay = remaining
 		}
-		if yield {
-			delay = m.yieldDelay(l.opts.RetryDelay)
-		}
 		wake, watch := w.wake, watchCh
-		if yield {
-			// A yield is a plain delay: our own release's completion and its
-			// notification would cut it short.
+		if yield && !(queued && watchCh != nil) {
+			// A yield is a short plain delay: our own release's completion
+			// and its notification would cut it short. (Queued behind the
+			// owners we yield to, we simply wait to be told.)
+			delay = m.yieldDelay(l.opts.RetryDelay)
 			wake, watch = nil, nil
 		}
 		timer := time.NewTimer(delay)
@@ -502,11 +562,11 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				watchCh = nil
 				break
 			}
-			// Every waiting process hears a release at once, in the same
-			// order each time (the server's subscriber order): a random
-			// pause of up to a round trip keeps the first-notified from
-			// always winning.
-			if d := m.rtt.Load(); d > 0 {
+			// Without a waiter queue every waiting process hears a release at
+			// once, in the same order each time (the server's subscriber
+			// order): a random pause of up to a round trip keeps the
+			// first-notified from always winning.
+			if d := m.rtt.Load(); d > 0 && waiter == "" {
 				pause := time.NewTimer(time.Duration(rand.N(d)))
 				select {
 				case <-pause.C:

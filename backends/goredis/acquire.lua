@@ -1,17 +1,31 @@
--- acquire: take the lock if free, or report the holder's remaining TTL.
+-- acquire: take the lock if free and not kept for an earlier waiter, or
+-- report the holder's remaining TTL (and queue the caller, when it waits).
 -- KEYS[1] lock key    "{<prefix><key>}"
 -- KEYS[2] fence key   "{<prefix><key>}:fence"   (same hash slot)
 -- KEYS[3] wanted key  "{<prefix><key>}:wanted"  (same hash slot)
+-- KEYS[4] queue       "{<prefix><key>}:q"       list of waiter ids, arrival order
+-- KEYS[5] deadlines   "{<prefix><key>}:qd"      hash waiter id -> deadline (ms)
 -- ARGV[1] value: owner, or owner .. "\0" .. metadata
 -- ARGV[2] TTL in milliseconds
--- Returns {1, token} when acquired, {0, pttl} when held by another owner.
+-- ARGV[3] waiter id, "" for a caller that does not wait (TryLock)
+-- ARGV[4] how long a queued waiter keeps its place without retrying (ms)
+-- Returns {1, token} when acquired, {0, pttl} when refused (pttl 0: the free
+-- key is kept for an earlier waiter).
 -- Every read comes before any write, so a wrong-type key fails the script
 -- before anything is written.
 local v = redis.call('GET', KEYS[1])
-if not v then
-  local token = redis.call('INCR', KEYS[2])
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return {1, token}
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- The first live waiter, dropping the ones that stopped retrying.
+local head = redis.call('LINDEX', KEYS[4], 0)
+while head do
+  local deadline = tonumber(redis.call('HGET', KEYS[5], head))
+  if deadline and deadline > now then
+    break
+  end
+  redis.call('LPOP', KEYS[4])
+  redis.call('HDEL', KEYS[5], head)
+  head = redis.call('LINDEX', KEYS[4], 0)
 end
 if v == ARGV[1] then
   -- A retry of an attempt that already succeeded (same owner, same hold):
@@ -23,10 +37,30 @@ if v == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return {1, token}
 end
-local pttl = redis.call('PTTL', KEYS[1])
--- Mark the key as wanted for as long as the current lease may last, so that
--- its holder's release can tell it that others are waiting.
-if pttl > 0 then
-  redis.call('SET', KEYS[3], '1', 'PX', pttl)
+if not v and (not head or head == ARGV[3]) then
+  if head then
+    redis.call('LPOP', KEYS[4])
+    redis.call('HDEL', KEYS[5], head)
+  end
+  local token = redis.call('INCR', KEYS[2])
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {1, token}
+end
+if ARGV[3] ~= '' then
+  local keep = tonumber(ARGV[4])
+  if redis.call('HSET', KEYS[5], ARGV[3], now + keep) == 1 then
+    redis.call('RPUSH', KEYS[4], ARGV[3])
+  end
+  redis.call('PEXPIRE', KEYS[4], 2 * keep)
+  redis.call('PEXPIRE', KEYS[5], 2 * keep)
+end
+local pttl = 0
+if v then
+  pttl = redis.call('PTTL', KEYS[1])
+  -- Mark the key as wanted for as long as the current lease may last, so
+  -- that its holder's release can tell it that others are waiting.
+  if pttl > 0 then
+    redis.call('SET', KEYS[3], '1', 'PX', pttl)
+  end
 end
 return {0, pttl}

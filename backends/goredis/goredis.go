@@ -25,11 +25,14 @@ var (
 	releaseSrc string
 	//go:embed relock.lua
 	relockSrc string
+	//go:embed leave.lua
+	leaveSrc string
 
 	acquireScript = redis.NewScript(acquireSrc)
 	extendScript  = redis.NewScript(extendSrc)
 	releaseScript = redis.NewScript(releaseSrc)
 	relockScript  = redis.NewScript(relockSrc)
+	leaveScript   = redis.NewScript(leaveSrc)
 )
 
 // Name is what BackendName returns.
@@ -43,6 +46,12 @@ const DefaultHealthCheckInterval = 3 * time.Second
 // a new channel subscription (only while the subscription is healthy).
 const DefaultSubscribeWait = 500 * time.Millisecond
 
+// DefaultWaiterKeep is how long a queued waiter keeps its place without
+// retrying (see ctxlock.WaiterQueue). A Manager's waiter retries at least
+// every ctxlock.MaxRetryDelay, so a live waiter never loses its place, and a
+// waiter whose process died delays the key at most this long.
+const DefaultWaiterKeep = 3 * time.Second
+
 // Option configures a Backend.
 type Option func(*options)
 
@@ -51,6 +60,18 @@ type options struct {
 	healthEvery   time.Duration
 	subscribeWait time.Duration
 	expiryEvents  bool
+	waiterKeep    time.Duration
+}
+
+// WithWaiterKeep sets how long a queued waiter keeps its place without
+// retrying (default DefaultWaiterKeep). It must exceed the waiters' longest
+// backoff (ctxlock.MaxRetryDelay) by a round trip or more.
+func WithWaiterKeep(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.waiterKeep = d
+		}
+	}
 }
 
 // WithKeyPrefix puts prefix in front of every key the backend stores, inside
@@ -118,7 +139,7 @@ var (
 // bound network I/O, create the client with ContextTimeoutEnabled: true;
 // otherwise go-redis bounds each call by its ReadTimeout and WriteTimeout.
 func New(client redis.UniversalClient, opts ...Option) *Backend {
-	o := options{healthEvery: DefaultHealthCheckInterval, subscribeWait: DefaultSubscribeWait}
+	o := options{healthEvery: DefaultHealthCheckInterval, subscribeWait: DefaultSubscribeWait, waiterKeep: DefaultWaiterKeep}
 	for _, opt := range opts {
 		if opt != nil {
 			opt(&o)
@@ -149,6 +170,8 @@ const (
 	fenceSuffix    = ":fence"
 	channelSuffix  = ":released"
 	wantedSuffix   = ":wanted" // set while another owner waits for the key
+	queueSuffix    = ":q"      // waiter ids in arrival order
+	deadlineSuffix = ":qd"     // waiter id -> when it loses its place (ms)
 	expiredPattern = "__keyevent@*__:expired"
 	metaSeparator  = "\x00"
 )
@@ -161,7 +184,25 @@ func (b *Backend) lockKey(key string) string { return "{" + b.opts.prefix + key 
 // it returns a *ctxlock.HeldError with the holder's PTTL. A retry by the
 // same owner (after an ambiguous attempt) gets the same lease back.
 func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
-	return b.take(ctx, "acquire", acquireScript, req, nil)
+	return b.take(ctx, "acquire", acquireScript, req, []any{req.Waiter, b.opts.waiterKeep.Milliseconds()})
+}
+
+// WatchWaiter implements ctxlock.WaiterQueue: the channel receives when a
+// release hands key to waiter, on releases nobody is queued for, and on
+// (possibly spurious) wake-ups after the subscription reconnects.
+func (b *Backend) WatchWaiter(key, waiter string) (released <-chan struct{}, stop func()) {
+	return b.hub.watchFor(b.lockKey(key)+channelSuffix, waiter)
+}
+
+// Leave implements ctxlock.WaiterQueue: it takes waiter out of key's queue
+// and, when the key is free, passes the turn to the next waiter (leave.lua).
+func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
+	lk := b.lockKey(key)
+	err := leaveScript.Run(ctx, b.client, []string{lk, lk + queueSuffix, lk + deadlineSuffix}, waiter, lk+channelSuffix).Err()
+	if err != nil {
+		return wrap("leave", key, err)
+	}
+	return nil
 }
 
 // take runs an acquiring script (acquire.lua, or relock.lua with the old
@@ -186,11 +227,11 @@ func (b *Backend) take(ctx context.Context, op string, script *redis.Script, req
 	}
 	lk := b.lockKey(req.Key)
 	args := append([]any{value, ms}, extra...)
-	res, err := script.Run(ctx, b.client, []string{lk, lk + fenceSuffix, lk + wantedSuffix}, args...).Result()
+	res, err := script.Run(ctx, b.client, []string{lk, lk + fenceSuffix, lk + wantedSuffix, lk + queueSuffix, lk + deadlineSuffix}, args...).Result()
 	if err != nil {
 		return ctxlock.Lease{}, wrap(op, req.Key, err)
 	}
-	if arr, ok := res.([]any); ok && len(arr) == 2 && arr[0] == int64(2) && extra != nil {
+	if arr, ok := res.([]any); ok && len(arr) == 2 && arr[0] == int64(2) {
 		return ctxlock.Lease{}, errYielded
 	}
 	ok, n, perr := parsePair(res)
@@ -232,7 +273,7 @@ func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.Acq
 	}
 	// relock.lua's arguments: value, ttl (from take), old owner, channel.
 	channel := b.lockKey(req.Key) + channelSuffix
-	lease, err := b.take(ctx, "relock", relockScript, req, []any{old.Owner, channel})
+	lease, err := b.take(ctx, "relock", relockScript, req, []any{old.Owner, channel, req.Waiter, b.opts.waiterKeep.Milliseconds()})
 	if errors.Is(err, errYielded) {
 		b.hub.wake(channel) // this backend's own watchers hear it at once
 		return ctxlock.Lease{}, true, nil
@@ -345,7 +386,7 @@ func (b *Backend) runBatch(ctx context.Context, s *redis.Script, leases []ctxloc
 	keys := func(l ctxlock.Lease) []string {
 		lk := b.lockKey(l.Key)
 		if withWanted {
-			return []string{lk, lk + wantedSuffix}
+			return []string{lk, lk + wantedSuffix, lk + queueSuffix, lk + deadlineSuffix}
 		}
 		return []string{lk}
 	}
@@ -539,4 +580,5 @@ func since(t time.Time) string {
 var (
 	_ ctxlock.ContentionReporter = (*Backend)(nil)
 	_ ctxlock.Relocker           = (*Backend)(nil)
+	_ ctxlock.WaiterQueue        = (*Backend)(nil)
 )

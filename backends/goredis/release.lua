@@ -1,5 +1,7 @@
--- release: owner-checked DEL, then PUBLISH on the key's channel to wake waiters.
--- KEYS[1] lock key; KEYS[2] wanted key (same hash slot)
+-- release: owner-checked DEL, then PUBLISH on the key's channel: the id of
+-- the first live waiter, or the key's name when nobody is queued.
+-- KEYS[1] lock key; KEYS[2] wanted key; KEYS[3] queue; KEYS[4] deadlines
+-- (all in the same hash slot)
 -- ARGV[1] owner; ARGV[2] release channel.
 -- Returns 0 when the lock was not owned by ARGV[1], 1 when released, 2 when
 -- released and another owner had found it held (the wanted mark).
@@ -7,7 +9,22 @@ local v = redis.call('GET', KEYS[1])
 if v and (v == ARGV[1] or string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. '\0') then
   redis.call('DEL', KEYS[1])
   local wanted = redis.call('DEL', KEYS[2])
-  redis.call('PUBLISH', ARGV[2], KEYS[1])
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local head = redis.call('LINDEX', KEYS[3], 0)
+  while head do
+    local deadline = tonumber(redis.call('HGET', KEYS[4], head))
+    if deadline and deadline > now then
+      break
+    end
+    redis.call('LPOP', KEYS[3])
+    redis.call('HDEL', KEYS[4], head)
+    head = redis.call('LINDEX', KEYS[3], 0)
+  end
+  redis.call('PUBLISH', ARGV[2], head or KEYS[1])
+  if head then
+    wanted = 1
+  end
   return 1 + wanted
 end
 return 0

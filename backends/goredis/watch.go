@@ -71,7 +71,17 @@ type entry struct {
 	idleSince time.Time     // when it lost its last watcher
 }
 
-type watcher struct{ ch chan struct{} }
+type watcher struct {
+	ch     chan struct{}
+	waiter string // the queued waiter it is for; "" hears every release
+}
+
+// hears reports whether a release notification with payload is for w: the
+// payload is the first queued waiter's id, or the lock key's name ("{…}")
+// when nobody is queued.
+func (w *watcher) hears(payload string) bool {
+	return w.waiter == "" || w.waiter == payload || strings.HasPrefix(payload, "{")
+}
 
 func newHub(client redis.UniversalClient, pattern string, healthEvery, wait time.Duration) *hub {
 	return &hub{
@@ -85,7 +95,10 @@ func newHub(client redis.UniversalClient, pattern string, healthEvery, wait time
 	}
 }
 
-func (h *hub) watch(channel string) (<-chan struct{}, func()) {
+func (h *hub) watch(channel string) (<-chan struct{}, func()) { return h.watchFor(channel, "") }
+
+// watchFor is watch for the queued waiter waiter ("" for any release).
+func (h *hub) watchFor(channel, waiter string) (<-chan struct{}, func()) {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -98,7 +111,7 @@ func (h *hub) watch(channel string) (<-chan struct{}, func()) {
 		go h.readLoop()
 		go h.subscribeLoop()
 	}
-	w := &watcher{ch: make(chan struct{}, 1)}
+	w := &watcher{ch: make(chan struct{}, 1), waiter: waiter}
 	e := h.entries[channel]
 	if e == nil {
 		e = &entry{watchers: make(map[*watcher]struct{}), ready: make(chan struct{})}
@@ -150,13 +163,17 @@ func (h *hub) poke() {
 	}
 }
 
-// wake signals every watcher of channel, without blocking.
+// wake signals the watchers of channel that hear every release, without
+// blocking. Queued waiters wait for the published notification: it names
+// the one whose turn it is.
 func (h *hub) wake(channel string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if e := h.entries[channel]; e != nil {
 		for w := range e.watchers {
-			signal(w.ch)
+			if w.waiter == "" {
+				signal(w.ch)
+			}
 		}
 	}
 }
@@ -324,14 +341,16 @@ func (h *hub) handle(msg any) {
 			}
 		}
 	case *redis.Message:
-		channel := m.Channel
+		channel, payload := m.Channel, m.Payload
 		if m.Pattern != "" {
-			// keyevent: the payload is the expired key's name.
+			// keyevent: the payload is the expired key's name; everyone hears it.
 			channel = m.Payload + channelSuffix
 		}
 		if e := h.entries[channel]; e != nil {
 			for w := range e.watchers {
-				signal(w.ch)
+				if w.hears(payload) {
+					signal(w.ch)
+				}
 			}
 		}
 	}

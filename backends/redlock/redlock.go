@@ -325,6 +325,9 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 	timeout := b.nodeTimeout(req.TTL, req.Timeout)
 	nreq := req
 	nreq.Timeout = timeout
+	// No per-node waiter queues: nodes keeping the key for different first
+	// waiters could leave no one with a quorum.
+	nreq.Waiter = ""
 	n := len(b.nodes)
 	t0 := time.Now()
 	fn := startFan(b, ctx, timeout, nil, acquired{err: errNoAnswer}, func(ctx context.Context, i int) acquired {

@@ -1,0 +1,191 @@
+package goredis_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ctxlock/ctxlock"
+	"github.com/ctxlock/ctxlock/backends/goredis"
+	"github.com/ctxlock/ctxlock/internal/redistest"
+)
+
+func waitReq(waiter string) ctxlock.AcquireRequest {
+	return ctxlock.AcquireRequest{Key: "q", Owner: owner(), TTL: 10 * time.Second, Timeout: time.Second, Waiter: waiter}
+}
+
+func mustRefuse(t *testing.T, b *goredis.Backend, waiter string) {
+	t.Helper()
+	if _, err := b.Acquire(context.Background(), waitReq(waiter)); !errors.Is(err, ctxlock.ErrHeld) {
+		t.Fatalf("Acquire by %s: %v, want refused (ErrHeld)", waiter, err)
+	}
+}
+
+// drain drops the wake-up a new subscription gives every watcher.
+func drain(chs ...<-chan struct{}) {
+	for _, ch := range chs {
+		select {
+		case <-ch:
+		default:
+		}
+	}
+}
+
+func notReceived(t *testing.T, ch <-chan struct{}, who string) {
+	t.Helper()
+	select {
+	case <-ch:
+		t.Fatalf("%s was told it is its turn; it is not", who)
+	default:
+	}
+}
+
+// Refused waiters queue in arrival order; a release is told to the first
+// only, and the free key is kept for it.
+func TestWaiterQueueHandsOffInOrder(t *testing.T) {
+	s := redistest.StartServer(t)
+	b := newBackend(t, s.Client(t))
+	ctx := context.Background()
+	holder := acquire(t, b, "q", 10*time.Second)
+	mustRefuse(t, b, "w1")
+	mustRefuse(t, b, "w2")
+	ch1, stop1 := b.WatchWaiter("q", "w1")
+	defer stop1()
+	ch2, stop2 := b.WatchWaiter("q", "w2")
+	defer stop2()
+	drain(ch1, ch2)
+
+	if errs := b.Release(ctx, []ctxlock.Lease{holder}); errs != nil {
+		t.Fatal(errs)
+	}
+	received(t, ch1, "the release (w1 is first)")
+	notReceived(t, ch2, "w2")
+	mustRefuse(t, b, "w2") // the key is kept for w1
+	mustRefuse(t, b, "")   // and a TryLock does not jump the queue
+	l1, err := b.Acquire(ctx, waitReq("w1"))
+	if err != nil {
+		t.Fatalf("w1's Acquire on its turn: %v", err)
+	}
+	if errs := b.Release(ctx, []ctxlock.Lease{l1}); errs != nil {
+		t.Fatal(errs)
+	}
+	received(t, ch2, "the second release (w2 is first now)")
+	if _, err := b.Acquire(ctx, waitReq("w2")); err != nil {
+		t.Fatalf("w2's Acquire on its turn: %v", err)
+	}
+}
+
+// other is a second Backend on s, for watching from another process.
+func other(t *testing.T, s *redistest.Server) *goredis.Backend { return newBackend(t, s.Client(t)) }
+
+// A waiter that gives up leaves the queue; if the key is free, the next
+// waiter is told at once.
+func TestWaiterQueueLeave(t *testing.T) {
+	s := redistest.StartServer(t)
+	b := newBackend(t, s.Client(t))
+	o := other(t, s) // the holder, in another process
+	ctx := context.Background()
+	holder := acquire(t, o, "q", 10*time.Second)
+	mustRefuse(t, b, "w1")
+	mustRefuse(t, b, "w2")
+	ch2, stop2 := b.WatchWaiter("q", "w2")
+	defer stop2()
+	probe, stopProbe := b.Watch("q") // hears every release, on w2's subscription
+	defer stopProbe()
+	drain(ch2, probe)
+	if errs := o.Release(ctx, []ctxlock.Lease{holder}); errs != nil {
+		t.Fatal(errs)
+	}
+	received(t, probe, "the release") // the message has gone by w2's watcher too
+	notReceived(t, ch2, "w2 (w1 is first)")
+	if err := b.Leave(ctx, "q", "w1"); err != nil {
+		t.Fatal(err)
+	}
+	received(t, ch2, "w1 leaving a free key")
+	if _, err := b.Acquire(ctx, waitReq("w2")); err != nil {
+		t.Fatalf("w2 after w1 left: %v", err)
+	}
+}
+
+// A waiter that stops retrying (its process died) loses its place after
+// the keep time, and the key goes to the next.
+func TestWaiterQueueDeadWaiterLapses(t *testing.T) {
+	s := redistest.StartServer(t)
+	const keep = 300 * time.Millisecond
+	b := newBackend(t, s.Client(t), goredis.WithWaiterKeep(keep))
+	ctx := context.Background()
+	holder := acquire(t, b, "q", 10*time.Second)
+	mustRefuse(t, b, "dead")
+	queuedAt := time.Now()
+	mustRefuse(t, b, "alive")
+	if errs := b.Release(ctx, []ctxlock.Lease{holder}); errs != nil {
+		t.Fatal(errs)
+	}
+	mustRefuse(t, b, "alive")                                        // kept for "dead", while its place lasts
+	time.Sleep(time.Until(queuedAt.Add(keep + 50*time.Millisecond))) // the dead waiter's place runs out
+	if _, err := b.Acquire(ctx, waitReq("alive")); err != nil {
+		t.Fatalf("Acquire after the dead waiter's place lapsed: %v", err)
+	}
+}
+
+// Through Managers in three processes (in effect): Lock calls that queue
+// behind a holder get the key in the order they asked for it.
+func TestManagersServedInArrivalOrder(t *testing.T) {
+	s := redistest.StartServer(t)
+	newManager := func() *ctxlock.Manager {
+		m := ctxlock.NewManager(newBackend(t, s.Client(t)))
+		t.Cleanup(func() { m.Close(context.Background()) })
+		return m
+	}
+	holder := newManager().NewLock("fifo")
+	if _, err := holder.Lock(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c := s.Client(t)
+	lk, _, _ := newBackend(t, c).Keys("fifo")
+	order := make(chan int, 3)
+	var wg sync.WaitGroup
+	for i := 0; i < 3; i++ {
+		l := newManager().NewLock("fifo")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if _, err := l.Lock(ctx); err != nil {
+				t.Errorf("waiter %d: %v", i, err)
+				return
+			}
+			order <- i
+			l.Unlock()
+		}()
+		// Waiter i is in the server's queue before waiter i+1 starts.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			n, err := c.LLen(context.Background(), lk+":q").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == int64(i+1) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("waiter %d did not queue: queue length %d", i, n)
+			}
+			time.Sleep(time.Millisecond) // polling the server's state, not synchronising goroutines
+		}
+	}
+	holder.Unlock()
+	wg.Wait()
+	close(order)
+	var got []int
+	for i := range order {
+		got = append(got, i)
+	}
+	if fmt.Sprint(got) != "[0 1 2]" {
+		t.Fatalf("waiters served in order %v, want [0 1 2]", got)
+	}
+}
