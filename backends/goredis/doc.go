@@ -37,11 +37,29 @@
 //     counter that disappeared (FLUSHDB, or eviction under an allkeys-*
 //     maxmemory policy) would restart the tokens, so do not let Redis evict
 //     it (noeviction or volatile-* policies keep it).
-//   - A release PUBLISHes on the channel "{K}:released".
+//   - "{K}:wanted" is set (with the holder's remaining TTL) when an acquire
+//     is refused: the holder's release reports the contention
+//     (ctxlock.ContentionReporter), so a process that re-locks at once
+//     yields instead of starving the others.
+//   - "{K}:q" (a list) and "{K}:qd" (a hash of deadlines) are the waiter
+//     queue (ctxlock.WaiterQueue): a refused acquire with a waiter id joins
+//     the end of the list, or refreshes its deadline; a free key is refused
+//     to anyone but the first live waiter, who is dropped when its deadline
+//     (WithWaiterKeep) passes without a retry. Both expire on their own
+//     when nobody waits.
+//   - A release PUBLISHes on the channel "{K}:released" the id of the first
+//     live waiter, which alone wakes up; or "{K}" when nobody is queued,
+//     which wakes every watcher.
 //
-// The three scripts (acquire.lua, extend.lua, release.lua) are embedded in
-// the binary and run with EVALSHA, falling back to EVAL when the server's
-// script cache lacks them (NOSCRIPT). Acquire is idempotent for the same
+// A contended hand-off therefore costs one release and one acquire: no
+// process that is not next sends a request. A Lock that re-takes a key its
+// own release is still pending for sends relock.lua (release and acquire in
+// one round trip, ctxlock.Relocker), which gives the key to the first waiter
+// instead, and queues the caller behind them, when others wait.
+//
+// The scripts (acquire.lua, extend.lua, release.lua, relock.lua, leave.lua)
+// are embedded in the binary and run with EVALSHA, falling back to EVAL when
+// the server's script cache lacks them (NOSCRIPT). Acquire is idempotent for the same
 // owner: a retry of an attempt that did succeed gets the same token back.
 // Extend and Release of many leases go out as one pipeline, which go-redis
 // splits into one round trip per node in Cluster mode.
