@@ -53,7 +53,14 @@
 // (Backend.Watch), when a local holder lets go, or after a jittered backoff
 // that starts at the retry delay, doubles up to MaxRetryDelay and never
 // sleeps past the holder's remaining TTL. A Lock that finds its own
-// Manager's release of the key still pending performs it in line first.
+// Manager's release of the key still pending performs it in line first
+// (with a Relocker backend, in the same round trip as the new acquire).
+//
+// Between processes, fairness comes from the backend: with a
+// ContentionReporter a releaser that re-locks at once yields when others
+// were refused meanwhile, and with a WaiterQueue (Redis) refused Lock calls
+// queue on the server in arrival order and a release wakes only the next
+// one; a queued waiter then retries only to keep its place.
 //
 // # Decisions where the design is silent
 //
