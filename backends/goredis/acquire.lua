@@ -11,16 +11,22 @@
 -- ARGV[4] how long a queued waiter keeps its place without retrying (ms)
 -- Returns {1, token} when acquired, {0, pttl} when refused (pttl 0: the free
 -- key is kept for an earlier waiter).
--- Every read comes before any write, so a wrong-type key fails the script
+-- The lock key is read first, so a wrong-type lock key fails the script
 -- before anything is written.
 local v = redis.call('GET', KEYS[1])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now -- the server's clock in ms, read only when a queue is involved
+local function clock()
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return now
+end
 -- The first live waiter, dropping the ones that stopped retrying.
 local head = redis.call('LINDEX', KEYS[4], 0)
 while head do
   local deadline = tonumber(redis.call('HGET', KEYS[5], head))
-  if deadline and deadline > now then
+  if deadline and deadline > clock() then
     break
   end
   redis.call('LPOP', KEYS[4])
@@ -48,7 +54,7 @@ if not v and (not head or head == ARGV[3]) then
 end
 if ARGV[3] ~= '' then
   local keep = tonumber(ARGV[4])
-  if redis.call('HSET', KEYS[5], ARGV[3], now + keep) == 1 then
+  if redis.call('HSET', KEYS[5], ARGV[3], clock() + keep) == 1 then
     redis.call('RPUSH', KEYS[4], ARGV[3])
   end
   redis.call('PEXPIRE', KEYS[4], 2 * keep)
