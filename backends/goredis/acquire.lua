@@ -14,25 +14,8 @@
 -- The lock key is read first, so a wrong-type lock key fails the script
 -- before anything is written.
 local v = redis.call('GET', KEYS[1])
-local now -- the server's clock in ms, read only when a queue is involved
-local function clock()
-  if not now then
-    local t = redis.call('TIME')
-    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  end
-  return now
-end
 -- The first live waiter, dropping the ones that stopped retrying.
-local head = redis.call('LINDEX', KEYS[4], 0)
-while head do
-  local deadline = tonumber(redis.call('HGET', KEYS[5], head))
-  if deadline and deadline > clock() then
-    break
-  end
-  redis.call('LPOP', KEYS[4])
-  redis.call('HDEL', KEYS[5], head)
-  head = redis.call('LINDEX', KEYS[4], 0)
-end
+local head = first_waiter(KEYS[4], KEYS[5])
 if v == ARGV[1] then
   -- A retry of an attempt that already succeeded (same owner, same hold):
   -- nobody else can have acquired since, so the counter is still our token.
@@ -53,12 +36,7 @@ if not v and (not head or head == ARGV[3]) then
   return {1, token}
 end
 if ARGV[3] ~= '' then
-  local keep = tonumber(ARGV[4])
-  if redis.call('HSET', KEYS[5], ARGV[3], clock() + keep) == 1 then
-    redis.call('RPUSH', KEYS[4], ARGV[3])
-  end
-  redis.call('PEXPIRE', KEYS[4], 2 * keep)
-  redis.call('PEXPIRE', KEYS[5], 2 * keep)
+  enqueue(KEYS[4], KEYS[5], ARGV[3], tonumber(ARGV[4]))
 end
 local pttl = 0
 if v then

@@ -27,12 +27,16 @@ var (
 	relockSrc string
 	//go:embed leave.lua
 	leaveSrc string
+	// queue.lua holds the waiter-queue helpers; the scripts that use them
+	// are sent with it in front (EVAL scripts cannot share functions).
+	//go:embed queue.lua
+	queueSrc string
 
-	acquireScript = redis.NewScript(acquireSrc)
+	acquireScript = redis.NewScript(queueSrc + acquireSrc)
 	extendScript  = redis.NewScript(extendSrc)
-	releaseScript = redis.NewScript(releaseSrc)
-	relockScript  = redis.NewScript(relockSrc)
-	leaveScript   = redis.NewScript(leaveSrc)
+	releaseScript = redis.NewScript(queueSrc + releaseSrc)
+	relockScript  = redis.NewScript(queueSrc + relockSrc)
+	leaveScript   = redis.NewScript(queueSrc + leaveSrc)
 )
 
 // Name is what BackendName returns.

@@ -5,28 +5,11 @@
 -- ARGV[1] owner; ARGV[2] release channel.
 -- Returns 0 when the lock was not owned by ARGV[1], 1 when released, 2 when
 -- released and another owner had found it held (the wanted mark).
-local now -- the server's clock in ms, read only when a queue is involved
-local function clock()
-  if not now then
-    local t = redis.call('TIME')
-    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  end
-  return now
-end
 local v = redis.call('GET', KEYS[1])
 if v and (v == ARGV[1] or string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. '\0') then
   redis.call('DEL', KEYS[1])
   local wanted = redis.call('DEL', KEYS[2])
-  local head = redis.call('LINDEX', KEYS[3], 0)
-  while head do
-    local deadline = tonumber(redis.call('HGET', KEYS[4], head))
-    if deadline and deadline > clock() then
-      break
-    end
-    redis.call('LPOP', KEYS[3])
-    redis.call('HDEL', KEYS[4], head)
-    head = redis.call('LINDEX', KEYS[3], 0)
-  end
+  local head = first_waiter(KEYS[3], KEYS[4])
   redis.call('PUBLISH', ARGV[2], head or KEYS[1])
   if head then
     wanted = 1

@@ -11,24 +11,7 @@
 -- Returns {1, token} when acquired, {2, 0} when released for the owners
 -- waiting (not acquired), {0, pttl} when refused.
 local v = redis.call('GET', KEYS[1])
-local now -- the server's clock in ms, read only when a queue is involved
-local function clock()
-  if not now then
-    local t = redis.call('TIME')
-    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  end
-  return now
-end
-local head = redis.call('LINDEX', KEYS[4], 0)
-while head do
-  local deadline = tonumber(redis.call('HGET', KEYS[5], head))
-  if deadline and deadline > clock() then
-    break
-  end
-  redis.call('LPOP', KEYS[4])
-  redis.call('HDEL', KEYS[5], head)
-  head = redis.call('LINDEX', KEYS[4], 0)
-end
+local head = first_waiter(KEYS[4], KEYS[5])
 if v and (v == ARGV[3] or string.sub(v, 1, #ARGV[3] + 1) == ARGV[3] .. '\0') then
   local wanted = redis.call('DEL', KEYS[3])
   if wanted == 1 or head then
@@ -37,12 +20,7 @@ if v and (v == ARGV[3] or string.sub(v, 1, #ARGV[3] + 1) == ARGV[3] .. '\0') the
     -- Behind the queued waiters, if any; with none queued (the key was only
     -- wanted) the releaser must not get ahead of the owners who want it.
     if head and ARGV[5] ~= '' then
-      local keep = tonumber(ARGV[6])
-      if redis.call('HSET', KEYS[5], ARGV[5], clock() + keep) == 1 then
-        redis.call('RPUSH', KEYS[4], ARGV[5])
-      end
-      redis.call('PEXPIRE', KEYS[4], 2 * keep)
-      redis.call('PEXPIRE', KEYS[5], 2 * keep)
+      enqueue(KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[6]))
     end
     return {2, 0}
   end
