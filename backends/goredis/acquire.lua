@@ -38,13 +38,4 @@ end
 if ARGV[3] ~= '' then
   enqueue(KEYS[4], KEYS[5], ARGV[3], tonumber(ARGV[4]))
 end
-local pttl = 0
-if v then
-  pttl = redis.call('PTTL', KEYS[1])
-  -- Mark the key as wanted for as long as the current lease may last, so
-  -- that its holder's release can tell it that others are waiting.
-  if pttl > 0 then
-    redis.call('SET', KEYS[3], '1', 'PX', pttl)
-  end
-end
-return {0, pttl}
+return refused(KEYS[1], KEYS[3], v)

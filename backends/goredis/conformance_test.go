@@ -2,7 +2,6 @@ package goredis_test
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,65 +29,50 @@ func TestConformanceCluster(t *testing.T) {
 }
 
 // faultyBackend adds the locktest fault switches to a real Backend: an
-// outage switch (every call fails with ErrUnavailable, as a dead server
-// would) and Evict (DEL of the lock key, as on data loss).
+// outage switch (locktest.Outage: every call fails with ErrUnavailable, as a
+// dead server would, the optional interfaces included) and Evict (DEL of the
+// lock key, as on data loss).
 type faultyBackend struct {
-	*goredis.Backend
+	*locktest.Outage
+	rb     *goredis.Backend
 	client redis.UniversalClient
-	down   atomic.Bool
 }
 
 func faulty(t *testing.T, c redis.UniversalClient) *faultyBackend {
 	// Each leaf test gets a new Backend (its own subscription); locktest
 	// gives every leaf test its own keys.
-	return &faultyBackend{Backend: newBackend(t, c), client: c}
+	b := newBackend(t, c)
+	return &faultyBackend{Outage: locktest.NewOutage(b), rb: b, client: c}
 }
 
-var errOutage = ctxlock.Unavailable(errOutageCause{})
-
-type errOutageCause struct{}
-
-func (errOutageCause) Error() string { return "simulated outage" }
-
-func (f *faultyBackend) SetUnavailable(down bool) { f.down.Store(down) }
-
 func (f *faultyBackend) Evict(key string) {
-	lk, _, _ := f.Keys(key)
+	lk, _, _ := f.rb.Keys(key)
 	_ = f.client.Del(context.Background(), lk).Err()
 }
 
-func (f *faultyBackend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
-	if f.down.Load() {
-		return ctxlock.Lease{}, errOutage
+// The optional interfaces, behind the same switch.
+
+func (f *faultyBackend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) ([]error, []bool) {
+	if f.Down() {
+		return locktest.Failed(len(leases)), nil
 	}
-	return f.Backend.Acquire(ctx, req)
+	return f.rb.ReleaseContended(ctx, leases)
 }
 
-func (f *faultyBackend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.Duration) []error {
-	if f.down.Load() {
-		return outage(len(leases))
+func (f *faultyBackend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, error) {
+	if f.Down() {
+		return ctxlock.Lease{}, false, locktest.ErrOutage
 	}
-	return f.Backend.Extend(ctx, leases, ttl)
+	return f.rb.Relock(ctx, old, req)
 }
 
-func (f *faultyBackend) Release(ctx context.Context, leases []ctxlock.Lease) []error {
-	if f.down.Load() {
-		return outage(len(leases))
-	}
-	return f.Backend.Release(ctx, leases)
+func (f *faultyBackend) WatchWaiter(key, waiter string) (<-chan struct{}, func()) {
+	return f.rb.WatchWaiter(key, waiter)
 }
 
-func (f *faultyBackend) Health(ctx context.Context) ([]string, error) {
-	if f.down.Load() {
-		return []string{"simulated outage"}, errOutage
+func (f *faultyBackend) Leave(ctx context.Context, key, waiter string) error {
+	if f.Down() {
+		return locktest.ErrOutage
 	}
-	return f.Backend.Health(ctx)
-}
-
-func outage(n int) []error {
-	errs := make([]error, n)
-	for i := range errs {
-		errs[i] = errOutage
-	}
-	return errs
+	return f.rb.Leave(ctx, key, waiter)
 }

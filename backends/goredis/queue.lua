@@ -1,5 +1,5 @@
 -- queue: helpers every script that touches the waiter queue starts with
--- (prepended by the Go code). A queue is a list of waiter ids in arrival
+-- (prepended by the Go code), and the refusal acquire and relock share. A queue is a list of waiter ids in arrival
 -- order (qkey) and a hash of their deadlines in ms (dkey).
 
 local now -- the server's clock in ms, read only when a queue is involved
@@ -37,3 +37,17 @@ local function enqueue(qkey, dkey, waiter, keep)
   redis.call('PEXPIRE', dkey, 2 * keep)
 end
 
+-- refused is the answer to a refused acquire: {0, holder's PTTL}, or {0, 0}
+-- when the free key is kept for an earlier waiter. A held key is marked
+-- wanted for as long as the current lease may last, so that its holder's
+-- release can tell it that others are waiting.
+local function refused(lockkey, wantedkey, held)
+  local pttl = 0
+  if held then
+    pttl = redis.call('PTTL', lockkey)
+    if pttl > 0 then
+      redis.call('SET', wantedkey, '1', 'PX', pttl)
+    end
+  end
+  return {0, pttl}
+end

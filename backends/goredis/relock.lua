@@ -31,11 +31,4 @@ if not v and not head then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1, token}
 end
-local pttl = 0
-if v then
-  pttl = redis.call('PTTL', KEYS[1])
-  if pttl > 0 then
-    redis.call('SET', KEYS[3], '1', 'PX', pttl)
-  end
-end
-return {0, pttl}
+return refused(KEYS[1], KEYS[3], v)

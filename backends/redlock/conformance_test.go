@@ -13,6 +13,7 @@ func TestConformance(t *testing.T) {
 	c := startNodes(t, 5)
 	locktest.Run(t, func(t *testing.T) ctxlock.Backend {
 		// Each leaf test gets a new Backend (its own subscriptions).
-		return &faultyBackend{Backend: newBackend(t, c.clients), clients: c.clients}
+		b := newBackend(t, c.clients)
+		return &faultyBackend{Outage: locktest.NewOutage(b), rb: b, clients: c.clients}
 	}, locktest.WithTTL(time.Second))
 }

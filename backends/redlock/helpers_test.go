@@ -4,13 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/ctxlock/ctxlock"
+	"github.com/ctxlock/ctxlock/backends/locktest"
 	"github.com/ctxlock/ctxlock/backends/redlock"
 	"github.com/ctxlock/ctxlock/internal/redistest"
 )
@@ -49,61 +47,18 @@ func owner() string {
 func uniqueKey(name string) string { return "redlocktest/" + owner() + "/" + name }
 
 // faultyBackend adds the locktest fault switches to a redlock Backend: an
-// outage switch (every call fails with ErrUnavailable, as if every node
-// were down) and Evict (DEL of the lease on every node, as on data loss).
+// outage switch (locktest.Outage: every call fails with ErrUnavailable, as if
+// every node were down) and Evict (DEL of the lease on every node, as on data
+// loss).
 type faultyBackend struct {
-	*redlock.Backend
+	*locktest.Outage
+	rb      *redlock.Backend
 	clients []redis.UniversalClient
-	down    atomic.Bool
 }
 
-var errOutage = ctxlock.Unavailable(errOutageCause{})
-
-type errOutageCause struct{}
-
-func (errOutageCause) Error() string { return "simulated outage of every node" }
-
-func (f *faultyBackend) SetUnavailable(down bool) { f.down.Store(down) }
-
 func (f *faultyBackend) Evict(key string) {
-	lk, _, _ := f.Keys(key)
+	lk, _, _ := f.rb.Keys(key)
 	for _, c := range f.clients {
 		_ = c.Del(context.Background(), lk).Err()
 	}
-}
-
-func (f *faultyBackend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
-	if f.down.Load() {
-		return ctxlock.Lease{}, errOutage
-	}
-	return f.Backend.Acquire(ctx, req)
-}
-
-func (f *faultyBackend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.Duration) []error {
-	if f.down.Load() {
-		return outage(len(leases))
-	}
-	return f.Backend.Extend(ctx, leases, ttl)
-}
-
-func (f *faultyBackend) Release(ctx context.Context, leases []ctxlock.Lease) []error {
-	if f.down.Load() {
-		return outage(len(leases))
-	}
-	return f.Backend.Release(ctx, leases)
-}
-
-func (f *faultyBackend) Health(ctx context.Context) ([]string, error) {
-	if f.down.Load() {
-		return []string{"simulated outage"}, errOutage
-	}
-	return f.Backend.Health(ctx)
-}
-
-func outage(n int) []error {
-	errs := make([]error, n)
-	for i := range errs {
-		errs[i] = errOutage
-	}
-	return errs
 }
