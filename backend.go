@@ -108,20 +108,46 @@ type Relocker interface {
 // WaiterQueue is an optional interface of a Backend that hands a released
 // key to its waiters in arrival order. A refused Acquire with a Waiter joins
 // the key's queue (or keeps its place); a free key is refused to everyone but
-// the queue's first live waiter; a release notifies that waiter only. Queue
-// entries lapse when their waiter stops retrying, so a dead process delays
-// the key only briefly.
+// the queue's first live waiter. Queue entries lapse when their waiter stops
+// retrying, so a dead process delays the key only briefly.
+//
+// A release grants the key to the first live waiter on the backend itself:
+// it stores a lease whose Owner is the waiter id (with the waiter's
+// Metadata, a new fencing token, and the waiter's TTL or less) and tells
+// that waiter alone, with a Handoff carrying the token and TTL. The waiter then holds the key without another
+// round trip. A waiter's Acquire that finds the key granted to it returns
+// that lease (Owner == req.Waiter), so a lost notification costs at most one
+// retry. Leave releases a lease granted to a waiter that gave up.
 //
 // The Manager uses it to hand a contended key from one process to the next
-// with one notification and one acquire, instead of waking every waiting
-// process to race for it.
+// with one notification, instead of waking every waiting process to race
+// for it.
 type WaiterQueue interface {
-	// WatchWaiter is Watch for one waiter: its channel receives when key is
-	// handed to waiter (and on releases no waiter is queued for, or spurious
-	// wake-ups after a reconnect).
-	WatchWaiter(key, waiter string) (released <-chan struct{}, stop func())
-	// Leave takes waiter out of key's queue: a Lock call that gave up.
+	// WatchWaiter is Watch for one waiter. Its channel receives a Handoff
+	// with a non-zero Token when key is granted to waiter, and a zero
+	// Handoff as a hint to retry now (a release nobody was queued for, a
+	// reconnect that may have lost a notification).
+	WatchWaiter(key, waiter string) (turns <-chan Handoff, stop func())
+	// Leave takes waiter out of key's queue, and releases the key if it was
+	// granted to waiter: a Lock call that gave up.
 	Leave(ctx context.Context, key, waiter string) error
+}
+
+// Handoff is a WaiterQueue's message to one waiter.
+type Handoff struct {
+	// Token is the fencing token of the lease granted to the waiter (its
+	// Owner is the waiter id), or 0 when the message is only a hint to retry.
+	//
+	// The grant happened after every Acquire of the waiter that the backend
+	// refused with a HeldError.Fence below Token, so its lease lasts at
+	// least TTL from the start of the latest such attempt. A grant whose
+	// Token is not above the Fence of a later refusal is stale (it lapsed
+	// before that refusal) and must be ignored.
+	Token uint64
+	// TTL is the granted lease's TTL. It may be shorter than the waiter
+	// asked for (so that a waiter that died while queued holds the key up
+	// only briefly); the Manager then renews the lease soon.
+	TTL time.Duration
 }
 
 // BackendNamer is implemented by backends that have a short name ("memory",

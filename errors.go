@@ -65,6 +65,10 @@ var (
 type HeldError struct {
 	// Remaining is the holder's remaining TTL as the backend saw it; 0 if unknown.
 	Remaining time.Duration
+	// Fence is the key's fencing counter when the backend refused the
+	// attempt; 0 if unknown. A WaiterQueue backend sets it, so that a
+	// Handoff can be told from a stale one (see Handoff).
+	Fence uint64
 }
 
 // Error says that the key is held, and for how long if known.

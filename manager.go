@@ -260,6 +260,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 	var (
 		waiter    string // this call's id in a WaiterQueue backend's queue
 		watchCh   <-chan struct{}
+		turns     <-chan Handoff // watchCh's stand-in for a waiter
 		stopWatch func()
 	)
 	if !try && m.queue != nil {
@@ -267,7 +268,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		if l.queuedLast {
 			// This value had to queue for the key last time: listen before
 			// the first attempt, so that no hand-off can slip past.
-			watchCh, stopWatch = m.queue.WatchWaiter(l.fullKey, waiter)
+			turns, stopWatch = m.queue.WatchWaiter(l.fullKey, waiter)
 			if stopWatch == nil {
 				stopWatch = func() {}
 			}
@@ -315,7 +316,14 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		contended bool // an attempt of this call found the key held
 		lastErr   error
 		queued    bool // an attempt with waiter was refused: we are in the queue
+		sent      bool // an attempt with waiter reached the backend, or may have
 		acquired  bool
+		// The start of the latest attempt the backend refused (or yielded
+		// in), and the highest fencing counter a refusal reported: a grant
+		// (Handoff) came later, so its lease lasts at least TTL from
+		// refusedAt, unless its token shows it is stale.
+		refusedAt    time.Time
+		refusedFence uint64
 	)
 	defer func() {
 		if waiter != "" {
@@ -324,9 +332,10 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		if stopWatch != nil {
 			stopWatch()
 		}
-		if queued && !acquired {
-			// Give our place up, or the key would wait for us until the
-			// backend drops a waiter that stopped retrying.
+		if sent && !acquired {
+			// Give our place (or a key granted to us) up, or the key would
+			// wait for us until the backend drops a waiter that stopped
+			// retrying (or the grant's TTL ends).
 			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.opts.AcquireTimeout)
 			_ = m.queue.Leave(lctx, l.fullKey, waiter)
 			cancel()
@@ -419,6 +428,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				Waiter: waiter,
 			}
 			t0 := time.Now()
+			sent = sent || waiter != ""
 			var (
 				lease Lease
 				err   error
@@ -428,7 +438,10 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				lease, wanted, err = m.relocker.Relock(ctx, relock.lease, req)
 				yield = wanted && err == nil
 				// A waiter queue backend queued us behind the others.
-				queued = queued || (yield && waiter != "")
+				if yield && waiter != "" {
+					queued = true
+					refusedAt = t0
+				}
 				releaseErr := err // the release went through unless the call failed
 				if err == nil || errors.Is(err, ErrHeld) {
 					releaseErr = nil
@@ -462,7 +475,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			switch {
 			case yield:
 				// Released; the backend kept the key for the owners waiting.
-			case err == nil && (lease.Key != l.fullKey || lease.Owner != owner):
+			case err == nil && (lease.Key != l.fullKey || (lease.Owner != owner && (waiter == "" || lease.Owner != waiter))):
 				err = fmt.Errorf("ctxlock: backend %s granted a lease for %q/%q when asked for %q/%q",
 					m.backendName, lease.Key, lease.Owner, l.fullKey, owner)
 				m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: t0.Add(2 * l.opts.TTL)}, time.Now())
@@ -475,7 +488,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				}
 				return closed()
 			case err == nil:
-				if h := m.newHoldLocked(l, ks, lease, t0, t1); h != nil {
+				if h := m.newHoldLocked(l, ks, lease, t0, t1, l.opts.TTL); h != nil {
 					if !m.reportsContention {
 						l.contended = contended
 					}
@@ -489,7 +502,9 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				var he *HeldError
 				if errors.As(err, &he) {
 					remaining = he.Remaining
+					refusedFence = max(refusedFence, he.Fence)
 				}
+				refusedAt = t0
 			case ctx.Err() != nil:
 				// The attempt ended with the caller's context: its outcome is unknown.
 				m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: t1.Add(l.opts.TTL + l.opts.driftAllowance())}, t1)
@@ -519,14 +534,14 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 
 		if stopWatch == nil {
 			if waiter != "" {
-				watchCh, stopWatch = m.queue.WatchWaiter(l.fullKey, waiter)
+				turns, stopWatch = m.queue.WatchWaiter(l.fullKey, waiter)
 			} else {
 				watchCh, stopWatch = m.backend.Watch(l.fullKey)
 			}
 			if stopWatch == nil {
 				stopWatch = func() {}
 			}
-			if queued && watchCh != nil {
+			if queued && turns != nil {
 				// A release between our place in the queue and the
 				// subscription was told to no one: look once more, now
 				// that we will hear when our turn comes.
@@ -534,7 +549,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				continue
 			}
 		}
-		if queued && watchCh != nil {
+		if queued && turns != nil {
 			// Queued, and told when our turn comes: retry only to keep our
 			// place (and to notice a lease that lapses unreleased).
 			backoff = max(backoff, MaxRetryDelay)
@@ -543,13 +558,13 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		if remaining > 0 && remaining < delay {
 			delay = remaining
 		}
-		wake, watch := w.wake, watchCh
-		if yield && !(queued && watchCh != nil) {
+		wake, watch, turn := w.wake, watchCh, turns
+		if yield && !(queued && turns != nil) {
 			// A yield is a short plain delay: our own release's completion
 			// and its notification would cut it short. (Queued behind the
 			// owners we yield to, we simply wait to be told.)
 			delay = m.yieldDelay(l.opts.RetryDelay)
-			wake, watch = nil, nil
+			wake, watch, turn = nil, nil, nil
 		}
 		timer := time.NewTimer(delay)
 		select {
@@ -575,6 +590,44 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				}
 				pause.Stop()
 			}
+		case ho, ok := <-turn:
+			if !ok {
+				turns = nil
+				break
+			}
+			if ho.Token == 0 || refusedAt.IsZero() || ho.Token <= refusedFence {
+				break // a hint (or a stale grant): retry now
+			}
+			// The backend granted us the key: hold it without a round trip.
+			timer.Stop()
+			lease, t0, ttl := Lease{Key: l.fullKey, Owner: waiter, Token: ho.Token}, refusedAt, min(ho.TTL, l.opts.TTL)
+			if ttl <= 0 {
+				ttl = l.opts.TTL
+			}
+			if ttl < l.opts.TTL && l.interval == 0 {
+				// A short grant, and no refreshes to renew it: renew it now.
+				t1 := time.Now()
+				if err := resultAt(m.backend.Extend(ctx, []Lease{lease}, l.opts.TTL), 0, 1, m.backendName); err != nil {
+					m.mu.Lock()
+					now := time.Now()
+					m.queueReleaseLocked(ks, &release{lease: lease, lapseAt: now.Add(l.opts.TTL + l.drift)}, now)
+					lastErr = err
+					continue
+				}
+				t0, ttl = t1, l.opts.TTL
+			}
+			m.mu.Lock()
+			if h, done := m.adoptGrantLocked(l, ks, lease, t0, ttl); done {
+				if h == nil {
+					return closed()
+				}
+				leave()
+				m.mu.Unlock()
+				acquired = true
+				return h, ctxlockotel.OutcomeAcquired, nil
+			}
+			lastErr = fmt.Errorf("a granted lease lapsed before it was received")
+			continue
 		case <-wake:
 		case <-ctx.Done():
 			timer.Stop()
@@ -588,6 +641,28 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		timer.Stop()
 		m.mu.Lock()
 	}
+}
+
+// adoptGrantLocked makes lease, which a WaiterQueue backend granted with ttl
+// to the waiting Lock call of l at some instant after t0, the hold of l. done is
+// false when the lease's validity has passed already, or l's key is held
+// here (a broken backend), and its release is queued; h is nil with done
+// true when the Manager is closed (the lease is released in line).
+func (m *Manager) adoptGrantLocked(l *lockValue, ks *keyState, lease Lease, t0 time.Time, ttl time.Duration) (h *hold, done bool) {
+	if m.closed {
+		m.mu.Unlock()
+		m.releaseAfterClose(lease)
+		m.mu.Lock()
+		return nil, true
+	}
+	now := time.Now()
+	if ks.holder != nil {
+		// A broken backend granted a key held here: give it back.
+		m.queueReleaseLocked(ks, &release{lease: lease, lapseAt: now.Add(l.opts.TTL)}, now)
+		return nil, false
+	}
+	h = m.newHoldLocked(l, ks, lease, t0, now, ttl)
+	return h, h != nil
 }
 
 // observeRTT folds one backend round trip into the moving average.
@@ -626,9 +701,11 @@ func waitErr(ctx context.Context, last error) error {
 	return err
 }
 
-// newHoldLocked registers a granted lease as the hold of l, or returns nil
-// when its validity window has already passed (the lease is then released).
-func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0, now time.Time) *hold {
+// newHoldLocked registers a lease granted for ttl at or after t0 as the hold
+// of l, or returns nil when its validity window has already passed (the
+// lease is then released). A ttl shorter than l's (a WaiterQueue grant)
+// shortens the first validity window and brings the first refresh forward.
+func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0, now time.Time, ttl time.Duration) *hold {
 	h := &hold{
 		lock:    l,
 		keyst:   ks,
@@ -637,12 +714,16 @@ func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0, now
 		heapIdx: -1,
 	}
 	h.validUntil = h.validity(t0)
+	h.refreshAt = t0.Add(l.interval)
+	if short := l.opts.TTL - ttl; short > 0 {
+		h.validUntil = h.validUntil.Add(-short)
+		h.refreshAt = t0.Add(min(l.interval, ttl/3))
+	}
 	if !h.validUntil.After(now) {
 		h.rel = release{lease: lease, lapseAt: h.lapse(now)}
 		m.queueReleaseLocked(ks, &h.rel, now)
 		return nil
 	}
-	h.refreshAt = t0.Add(l.interval)
 	h.expired = make(chan struct{})
 	ks.holder = h
 	l.cur = h

@@ -1,16 +1,19 @@
--- acquire: take the lock if free and not kept for an earlier waiter, or
--- report the holder's remaining TTL (and queue the caller, when it waits).
+-- acquire: take the lock if free and not kept for an earlier waiter, adopt
+-- a lease a release granted to the caller's waiter, or report the holder's
+-- remaining TTL (and queue the caller, when it waits).
 -- KEYS[1] lock key    "{<prefix><key>}"
 -- KEYS[2] fence key   "{<prefix><key>}:fence"   (same hash slot)
 -- KEYS[3] wanted key  "{<prefix><key>}:wanted"  (same hash slot)
 -- KEYS[4] queue       "{<prefix><key>}:q"       list of waiter ids, arrival order
--- KEYS[5] deadlines   "{<prefix><key>}:qd"      hash waiter id -> deadline (ms)
+-- KEYS[5] entries     "{<prefix><key>}:qd"      hash waiter id -> entry
 -- ARGV[1] value: owner, or owner .. "\0" .. metadata
 -- ARGV[2] TTL in milliseconds
 -- ARGV[3] waiter id, "" for a caller that does not wait (TryLock)
 -- ARGV[4] how long a queued waiter keeps its place without retrying (ms)
--- Returns {1, token} when acquired, {0, pttl} when refused (pttl 0: the free
--- key is kept for an earlier waiter).
+-- Returns {1, token} when acquired, {3, token} when the key was granted to
+-- the waiter (the lease's owner is the waiter id; its TTL is renewed),
+-- {0, pttl, fence} when refused (pttl 0: the free key is kept for an
+-- earlier waiter).
 -- The lock key is read first, so a wrong-type lock key fails the script
 -- before anything is written.
 local v = redis.call('GET', KEYS[1])
@@ -26,6 +29,12 @@ if v == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return {1, token}
 end
+if v and ARGV[3] ~= '' and owned(v, ARGV[3]) then
+  -- Granted to this waiter by a release (its notification may be late or
+  -- lost): nobody else can have acquired since.
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {3, tonumber(redis.call('GET', KEYS[2]))}
+end
 if not v and (not head or head == ARGV[3]) then
   if head then
     redis.call('LPOP', KEYS[4])
@@ -36,6 +45,6 @@ if not v and (not head or head == ARGV[3]) then
   return {1, token}
 end
 if ARGV[3] ~= '' then
-  enqueue(KEYS[4], KEYS[5], ARGV[3], tonumber(ARGV[4]))
+  enqueue(KEYS[4], KEYS[5], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[2]), waiter_value(ARGV[3], ARGV[1]))
 end
-return refused(KEYS[1], KEYS[3], v)
+return refused(KEYS[1], KEYS[3], KEYS[2], v)

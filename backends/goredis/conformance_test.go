@@ -66,7 +66,7 @@ func (f *faultyBackend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlo
 	return f.rb.Relock(ctx, old, req)
 }
 
-func (f *faultyBackend) WatchWaiter(key, waiter string) (<-chan struct{}, func()) {
+func (f *faultyBackend) WatchWaiter(key, waiter string) (<-chan ctxlock.Handoff, func()) {
 	return f.rb.WatchWaiter(key, waiter)
 }
 

@@ -59,38 +59,46 @@ func fuzzValue(b []byte, depth int) (any, []byte) {
 	}
 }
 
-// FuzzParsePair checks acquire.lua's reply parser against its documented
-// shape: exactly {flag ∈ {0,1}, integer}; anything else is errGarbage.
+// FuzzParsePair checks the acquiring scripts' reply parser against its
+// documented shape: {kind ∈ 0..3, integer}, or {0, integer, fence ≥ 0};
+// anything else is errGarbage.
 func FuzzParsePair(f *testing.F) {
 	f.Add([]byte{3, 2, 1, 1, 1, 7})                         // {1, 7}
 	f.Add([]byte{3, 2, 1, 0, 1, 0xff})                      // {0, -1}
-	f.Add([]byte{3, 2, 1, 2, 1, 7})                         // bad flag
+	f.Add([]byte{3, 3, 1, 0, 1, 5, 1, 9})                   // {0, 5, 9}
+	f.Add([]byte{3, 3, 1, 1, 1, 5, 1, 9})                   // {1, 5, 9}: fence on a grant
+	f.Add([]byte{3, 2, 1, 3, 1, 7})                         // {3, 7}
+	f.Add([]byte{3, 2, 1, 4, 1, 7})                         // bad kind
 	f.Add([]byte{3, 1, 1, 1})                               // short array
 	f.Add([]byte{1, 1, 2, 3, 4, 5, 6, 7, 8})                // a bare integer
-	f.Add([]byte{3, 3, 1, 1, 1, 1, 1, 1})                   // long array
 	f.Add([]byte{3, 2, 2, 1, 49, 1, 1})                     // {"1", 1}
 	f.Add([]byte{3, 2, 3, 0, 1, 1})                         // nested
 	f.Add([]byte{3, 2, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0x80}) // {1, MinInt64}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		v, _ := fuzzValue(data, 0)
-		ok, n, err := parsePair(v)
+		r, err := parseReply(v)
 		arr, isArr := v.([]any)
-		want := isArr && len(arr) == 2
-		var flag, num int64
+		want := isArr && (len(arr) == 2 || len(arr) == 3)
+		var kind, num, fence int64
 		if want {
 			var ok1, ok2 bool
-			flag, ok1 = arr[0].(int64)
+			kind, ok1 = arr[0].(int64)
 			num, ok2 = arr[1].(int64)
-			want = ok1 && ok2 && (flag == 0 || flag == 1)
+			want = ok1 && ok2 && kind >= 0 && kind <= 3
+			if want && len(arr) == 3 {
+				var ok3 bool
+				fence, ok3 = arr[2].(int64)
+				want = ok3 && fence >= 0 && kind == 0
+			}
 		}
 		if !want {
 			if err == nil || !errors.Is(err, errGarbage) {
-				t.Fatalf("parsePair(%#v) = (%v, %d, %v); want errGarbage", v, ok, n, err)
+				t.Fatalf("parseReply(%#v) = (%+v, %v); want errGarbage", v, r, err)
 			}
 			return
 		}
-		if err != nil || ok != (flag == 1) || n != num {
-			t.Fatalf("parsePair(%#v) = (%v, %d, %v)", v, ok, n, err)
+		if err != nil || r.kind != kind || r.n != num || r.fence != fence {
+			t.Fatalf("parseReply(%#v) = (%+v, %v)", v, r, err)
 		}
 	})
 }

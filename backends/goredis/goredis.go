@@ -191,18 +191,20 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 	return b.take(ctx, "acquire", acquireScript, req, []any{req.Waiter, b.opts.waiterKeep.Milliseconds()})
 }
 
-// WatchWaiter implements ctxlock.WaiterQueue: the channel receives when a
-// release hands key to waiter, on releases nobody is queued for, and on
-// (possibly spurious) wake-ups after the subscription reconnects.
-func (b *Backend) WatchWaiter(key, waiter string) (released <-chan struct{}, stop func()) {
+// WatchWaiter implements ctxlock.WaiterQueue: the channel receives the
+// Handoff of a release that granted key to waiter, and zero Handoffs on
+// releases nobody is queued for and on (possibly spurious) wake-ups after
+// the subscription reconnects.
+func (b *Backend) WatchWaiter(key, waiter string) (turns <-chan ctxlock.Handoff, stop func()) {
 	return b.hub.watchFor(b.lockKey(key)+channelSuffix, waiter)
 }
 
-// Leave implements ctxlock.WaiterQueue: it takes waiter out of key's queue
-// and, when the key is free, passes the turn to the next waiter (leave.lua).
+// Leave implements ctxlock.WaiterQueue: it takes waiter out of key's queue,
+// releases the key if a release had granted it to waiter, and, when the key
+// is free, hands it to the next waiter (leave.lua).
 func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 	lk := b.lockKey(key)
-	err := leaveScript.Run(ctx, b.client, []string{lk, lk + queueSuffix, lk + deadlineSuffix}, waiter, lk+channelSuffix).Err()
+	err := leaveScript.Run(ctx, b.client, []string{lk, lk + queueSuffix, lk + deadlineSuffix, lk + fenceSuffix}, waiter, lk+channelSuffix).Err()
 	if err != nil {
 		return wrap("leave", key, err)
 	}
@@ -235,24 +237,30 @@ func (b *Backend) take(ctx context.Context, op string, script *redis.Script, req
 	if err != nil {
 		return ctxlock.Lease{}, wrap(op, req.Key, err)
 	}
-	if arr, ok := res.([]any); ok && len(arr) == 2 && arr[0] == int64(2) {
-		return ctxlock.Lease{}, errYielded
-	}
-	ok, n, perr := parsePair(res)
+	r, perr := parseReply(res)
 	if perr != nil {
 		return ctxlock.Lease{}, fmt.Errorf("goredis: %s %q: %w", op, req.Key, perr)
 	}
-	if !ok {
+	owner := req.Owner
+	switch r.kind {
+	case replyYielded:
+		return ctxlock.Lease{}, errYielded
+	case replyRefused:
 		var remaining time.Duration
-		if n > 0 {
-			remaining = time.Duration(n) * time.Millisecond
+		if r.n > 0 {
+			remaining = time.Duration(r.n) * time.Millisecond
 		}
-		return ctxlock.Lease{}, &ctxlock.HeldError{Remaining: remaining}
+		return ctxlock.Lease{}, &ctxlock.HeldError{Remaining: remaining, Fence: uint64(r.fence)}
+	case replyGranted:
+		if req.Waiter == "" {
+			return ctxlock.Lease{}, fmt.Errorf("goredis: %s %q: %w: a grant to no waiter", op, req.Key, errGarbage)
+		}
+		owner = req.Waiter
 	}
-	if n <= 0 {
-		return ctxlock.Lease{}, fmt.Errorf("goredis: %s %q: %w: fencing token %d", op, req.Key, errGarbage, n)
+	if r.n <= 0 {
+		return ctxlock.Lease{}, fmt.Errorf("goredis: %s %q: %w: fencing token %d", op, req.Key, errGarbage, r.n)
 	}
-	return ctxlock.Lease{Key: req.Key, Owner: req.Owner, Token: uint64(n)}, nil
+	return ctxlock.Lease{Key: req.Key, Owner: owner, Token: uint64(r.n)}, nil
 }
 
 // errYielded is take's report that relock.lua released the key for the
@@ -390,7 +398,7 @@ func (b *Backend) runBatch(ctx context.Context, s *redis.Script, leases []ctxloc
 	keys := func(l ctxlock.Lease) []string {
 		lk := b.lockKey(l.Key)
 		if withWanted {
-			return []string{lk, lk + wantedSuffix, lk + queueSuffix, lk + deadlineSuffix}
+			return []string{lk, lk + wantedSuffix, lk + queueSuffix, lk + deadlineSuffix, lk + fenceSuffix}
 		}
 		return []string{lk}
 	}
@@ -518,18 +526,43 @@ func ttlMillis(d time.Duration) (int64, error) {
 	return ms, nil
 }
 
-// parsePair parses acquire.lua's {flag, number} reply.
-func parsePair(res any) (bool, int64, error) {
+// Kinds of an acquiring script's reply (acquire.lua, relock.lua).
+const (
+	replyRefused  = 0 // {0, holder's PTTL, fencing counter}
+	replyAcquired = 1 // {1, token}
+	replyYielded  = 2 // {2, 0}: relock.lua released the key for waiting owners
+	replyGranted  = 3 // {3, token}: the key was granted to the caller's waiter
+)
+
+// scriptReply is an acquiring script's reply.
+type scriptReply struct {
+	kind  int64
+	n     int64 // the token, or the holder's PTTL when refused
+	fence int64 // when refused: the key's fencing counter
+}
+
+// parseReply parses an acquiring script's {kind, number[, fence]} reply;
+// only a refusal has the third element (it may be missing: older scripts).
+func parseReply(res any) (scriptReply, error) {
 	arr, ok := res.([]any)
-	if !ok || len(arr) != 2 {
-		return false, 0, fmt.Errorf("%w: %T %v", errGarbage, res, res)
+	if !ok || len(arr) < 2 || len(arr) > 3 {
+		return scriptReply{}, fmt.Errorf("%w: %T %v", errGarbage, res, res)
 	}
-	flag, ok1 := arr[0].(int64)
-	n, ok2 := arr[1].(int64)
-	if !ok1 || !ok2 || (flag != 0 && flag != 1) {
-		return false, 0, fmt.Errorf("%w: %v", errGarbage, arr)
+	var r scriptReply
+	var ok1, ok2 bool
+	r.kind, ok1 = arr[0].(int64)
+	r.n, ok2 = arr[1].(int64)
+	if !ok1 || !ok2 || r.kind < replyRefused || r.kind > replyGranted {
+		return scriptReply{}, fmt.Errorf("%w: %v", errGarbage, arr)
 	}
-	return flag == 1, n, nil
+	if len(arr) == 3 {
+		f, ok := arr[2].(int64)
+		if !ok || f < 0 || r.kind != replyRefused {
+			return scriptReply{}, fmt.Errorf("%w: %v", errGarbage, arr)
+		}
+		r.fence = f
+	}
+	return r, nil
 }
 
 // wrap adds context to err and marks transient faults with ctxlock.Unavailable.

@@ -1,11 +1,22 @@
--- leave: take a waiter out of the key's queue; if the key is free, pass the
--- turn on (publish the next live waiter, or the key's name).
--- KEYS[1] lock key; KEYS[2] queue; KEYS[3] deadlines (same hash slot)
+-- leave: take a waiter out of the key's queue, releasing the key if a
+-- release had granted it to the waiter; if the key is free, hand it to the
+-- next live waiter, or publish the key's name when nobody is queued.
+-- KEYS[1] lock key; KEYS[2] queue; KEYS[3] entries; KEYS[4] fence key (same
+-- hash slot)
 -- ARGV[1] waiter id; ARGV[2] release channel.
 redis.call('LREM', KEYS[2], 0, ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  local head = first_waiter(KEYS[2], KEYS[3])
-  redis.call('PUBLISH', ARGV[2], head or KEYS[1])
+local v = redis.call('GET', KEYS[1])
+if v and owned(v, ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  v = false
+end
+if not v then
+  local head, entry = first_waiter(KEYS[2], KEYS[3])
+  if head then
+    hand_over(KEYS[1], KEYS[4], KEYS[2], KEYS[3], ARGV[2], head, entry)
+  else
+    redis.call('PUBLISH', ARGV[2], KEYS[1])
+  end
 end
 return 1

@@ -1,6 +1,10 @@
 -- queue: helpers every script that touches the waiter queue starts with
--- (prepended by the Go code), and the refusal acquire and relock share. A queue is a list of waiter ids in arrival
--- order (qkey) and a hash of their deadlines in ms (dkey).
+-- (prepended by the Go code). A queue is a list of waiter ids in arrival
+-- order (qkey) and a hash (dkey) of waiter id -> "<deadline ms> <TTL ms>
+-- <lease value>": when the waiter loses its place, and the lease a release
+-- grants it. The granted TTL is at most the keep time, so a waiter that
+-- died while queued delays the key no longer than its place would; the
+-- waiter's Manager renews a short grant to the TTL it asked for.
 
 local now -- the server's clock in ms, read only when a queue is involved
 local function clock()
@@ -11,14 +15,32 @@ local function clock()
   return now
 end
 
--- first_waiter returns the first live waiter, dropping the ones whose
--- deadline passed (they stopped retrying), or false when none is left.
+-- owned reports whether the lock value v (owner, or owner .. "\0" ..
+-- metadata) belongs to owner.
+local function owned(v, owner)
+  return v == owner or string.sub(v, 1, #owner + 1) == owner .. '\0'
+end
+
+-- waiter_value is the lease value a grant to waiter stores: the waiter id
+-- with the metadata of value (an attempt's value) kept.
+local function waiter_value(waiter, value)
+  local i = string.find(value, '\0', 1, true)
+  if i then
+    return waiter .. string.sub(value, i)
+  end
+  return waiter
+end
+
+-- first_waiter returns the first live waiter and its entry, dropping the
+-- ones whose deadline passed (they stopped retrying), or false when none
+-- is left.
 local function first_waiter(qkey, dkey)
   local head = redis.call('LINDEX', qkey, 0)
   while head do
-    local deadline = tonumber(redis.call('HGET', dkey, head))
+    local entry = redis.call('HGET', dkey, head)
+    local deadline = entry and tonumber(string.match(entry, '^%d+'))
     if deadline and deadline > clock() then
-      return head
+      return head, entry
     end
     redis.call('LPOP', qkey)
     redis.call('HDEL', dkey, head)
@@ -27,21 +49,40 @@ local function first_waiter(qkey, dkey)
   return false
 end
 
--- enqueue puts waiter at the end of the queue, or refreshes its deadline
--- when it is queued already; both keys expire when nobody waits.
-local function enqueue(qkey, dkey, waiter, keep)
-  if redis.call('HSET', dkey, waiter, clock() + keep) == 1 then
+-- enqueue puts waiter at the end of the queue, or refreshes its entry when
+-- it is queued already; both keys expire when nobody waits.
+local function enqueue(qkey, dkey, waiter, keep, ttl, value)
+  local entry = string.format('%d %d ', clock() + keep, math.min(ttl, keep)) .. value
+  if redis.call('HSET', dkey, waiter, entry) == 1 then
     redis.call('RPUSH', qkey, waiter)
   end
   redis.call('PEXPIRE', qkey, 2 * keep)
   redis.call('PEXPIRE', dkey, 2 * keep)
 end
 
--- refused is the answer to a refused acquire: {0, holder's PTTL}, or {0, 0}
--- when the free key is kept for an earlier waiter. A held key is marked
--- wanted for as long as the current lease may last, so that its holder's
--- release can tell it that others are waiting.
-local function refused(lockkey, wantedkey, held)
+-- hand_over gives the free key to head, the first live waiter (with its
+-- entry, from first_waiter): a lease owned by the waiter id with a new
+-- fencing token, announced on channel as "<waiter> <token> <TTL ms>" so
+-- that only that waiter acts. An entry without a lease (written by an older version)
+-- only tells the waiter it is its turn.
+local function hand_over(lockkey, fencekey, qkey, dkey, channel, head, entry)
+  redis.call('LPOP', qkey)
+  redis.call('HDEL', dkey, head)
+  local ttl, value = string.match(entry, '^%d+ (%d+) (.*)$')
+  if not ttl then
+    redis.call('PUBLISH', channel, head)
+    return
+  end
+  local token = redis.call('INCR', fencekey)
+  redis.call('SET', lockkey, value, 'PX', ttl)
+  redis.call('PUBLISH', channel, head .. ' ' .. token .. ' ' .. ttl)
+end
+
+-- refused is the answer to a refused acquire: {0, holder's PTTL, fencing
+-- counter}, PTTL 0 when the free key is kept for an earlier waiter. A held
+-- key is marked wanted for as long as the current lease may last, so that
+-- its holder's release can tell it that others are waiting.
+local function refused(lockkey, wantedkey, fencekey, held)
   local pttl = 0
   if held then
     pttl = redis.call('PTTL', lockkey)
@@ -49,5 +90,5 @@ local function refused(lockkey, wantedkey, held)
       redis.call('SET', wantedkey, '1', 'PX', pttl)
     end
   end
-  return {0, pttl}
+  return {0, pttl, tonumber(redis.call('GET', fencekey)) or 0}
 end

@@ -25,7 +25,7 @@ func mustRefuse(t *testing.T, b *goredis.Backend, waiter string) {
 }
 
 // drain drops the wake-up a new subscription gives every watcher.
-func drain(chs ...<-chan struct{}) {
+func drain[T any](chs ...<-chan T) {
 	for _, ch := range chs {
 		select {
 		case <-ch:
@@ -34,17 +34,34 @@ func drain(chs ...<-chan struct{}) {
 	}
 }
 
-func notReceived(t *testing.T, ch <-chan struct{}, who string) {
+func notReceived[T any](t *testing.T, ch <-chan T, who string) {
 	t.Helper()
 	select {
-	case <-ch:
-		t.Fatalf("%s was told it is its turn; it is not", who)
+	case v := <-ch:
+		t.Fatalf("%s was told %+v; it is not its turn", who, v)
 	default:
 	}
 }
 
-// Refused waiters queue in arrival order; a release is told to the first
-// only, and the free key is kept for it.
+// granted waits for a grant on ch and returns it.
+func granted(t *testing.T, ch <-chan ctxlock.Handoff, what string) ctxlock.Handoff {
+	t.Helper()
+	deadline := time.After(waitLong)
+	for {
+		select {
+		case h := <-ch:
+			if h.Token > 0 {
+				return h
+			}
+		case <-deadline:
+			t.Fatalf("no grant after %s within %v", what, waitLong)
+		}
+	}
+}
+
+// Refused waiters queue in arrival order; a release grants the key to the
+// first only, telling it the token, and the waiter's own Acquire finds the
+// lease (a lost notification costs one retry).
 func TestWaiterQueueHandsOffInOrder(t *testing.T) {
 	s := redistest.StartServer(t)
 	b := newBackend(t, s.Client(t))
@@ -61,28 +78,38 @@ func TestWaiterQueueHandsOffInOrder(t *testing.T) {
 	if errs := b.Release(ctx, []ctxlock.Lease{holder}); errs != nil {
 		t.Fatal(errs)
 	}
-	received(t, ch1, "the release (w1 is first)")
+	h1 := granted(t, ch1, "the release (w1 is first)")
+	if h1.Token <= holder.Token || h1.TTL <= 0 || h1.TTL > goredis.DefaultWaiterKeep {
+		t.Fatalf("grant to w1 = %+v; want a token above %d and a TTL in (0, %v]", h1, holder.Token, goredis.DefaultWaiterKeep)
+	}
 	notReceived(t, ch2, "w2")
-	mustRefuse(t, b, "w2") // the key is kept for w1
+	lk, _, _ := b.Keys("q")
+	if v, err := s.Client(t).Get(ctx, lk).Result(); err != nil || v != "w1" {
+		t.Fatalf("lock value after the hand-off = %q, %v; want the waiter id w1", v, err)
+	}
+	mustRefuse(t, b, "w2") // the key is w1's
 	mustRefuse(t, b, "")   // and a TryLock does not jump the queue
 	l1, err := b.Acquire(ctx, waitReq("w1"))
-	if err != nil {
-		t.Fatalf("w1's Acquire on its turn: %v", err)
+	if err != nil || l1.Owner != "w1" || l1.Token != h1.Token {
+		t.Fatalf("w1's Acquire after its grant = %+v, %v; want owner w1, token %d", l1, err, h1.Token)
 	}
 	if errs := b.Release(ctx, []ctxlock.Lease{l1}); errs != nil {
 		t.Fatal(errs)
 	}
-	received(t, ch2, "the second release (w2 is first now)")
-	if _, err := b.Acquire(ctx, waitReq("w2")); err != nil {
-		t.Fatalf("w2's Acquire on its turn: %v", err)
+	h2 := granted(t, ch2, "the second release (w2 is first now)")
+	if h2.Token <= h1.Token {
+		t.Fatalf("grant to w2 has token %d, not above w1's %d", h2.Token, h1.Token)
+	}
+	if l2, err := b.Acquire(ctx, waitReq("w2")); err != nil || l2.Owner != "w2" || l2.Token != h2.Token {
+		t.Fatalf("w2's Acquire after its grant = %+v, %v", l2, err)
 	}
 }
 
 // other is a second Backend on s, for watching from another process.
 func other(t *testing.T, s *redistest.Server) *goredis.Backend { return newBackend(t, s.Client(t)) }
 
-// A waiter that gives up leaves the queue; if the key is free, the next
-// waiter is told at once.
+// A waiter that gives up leaves the queue and gives back a key granted to
+// it; the next waiter gets it at once.
 func TestWaiterQueueLeave(t *testing.T) {
 	s := redistest.StartServer(t)
 	b := newBackend(t, s.Client(t))
@@ -95,23 +122,26 @@ func TestWaiterQueueLeave(t *testing.T) {
 	defer stop2()
 	probe, stopProbe := b.Watch("q") // hears every release, on w2's subscription
 	defer stopProbe()
-	drain(ch2, probe)
+	drain(ch2)
+	drain(probe)
 	if errs := o.Release(ctx, []ctxlock.Lease{holder}); errs != nil {
 		t.Fatal(errs)
 	}
 	received(t, probe, "the release") // the message has gone by w2's watcher too
 	notReceived(t, ch2, "w2 (w1 is first)")
+	mustRefuse(t, b, "") // granted to w1
 	if err := b.Leave(ctx, "q", "w1"); err != nil {
 		t.Fatal(err)
 	}
-	received(t, ch2, "w1 leaving a free key")
-	if _, err := b.Acquire(ctx, waitReq("w2")); err != nil {
-		t.Fatalf("w2 after w1 left: %v", err)
+	h := granted(t, ch2, "w1 leaving")
+	if l, err := b.Acquire(ctx, waitReq("w2")); err != nil || l.Owner != "w2" || l.Token != h.Token {
+		t.Fatalf("w2 after w1 left = %+v, %v; want its grant (token %d)", l, err, h.Token)
 	}
 }
 
 // A waiter that stops retrying (its process died) loses its place after
-// the keep time, and the key goes to the next.
+// the keep time; a key granted to it meanwhile lapses as soon, and the key
+// goes to the next.
 func TestWaiterQueueDeadWaiterLapses(t *testing.T) {
 	s := redistest.StartServer(t)
 	const keep = 300 * time.Millisecond
@@ -124,10 +154,10 @@ func TestWaiterQueueDeadWaiterLapses(t *testing.T) {
 	if errs := b.Release(ctx, []ctxlock.Lease{holder}); errs != nil {
 		t.Fatal(errs)
 	}
-	mustRefuse(t, b, "alive")                                        // kept for "dead", while its place lasts
-	time.Sleep(time.Until(queuedAt.Add(keep + 50*time.Millisecond))) // the dead waiter's place runs out
+	mustRefuse(t, b, "alive")                                        // granted to "dead", for the keep time
+	time.Sleep(time.Until(queuedAt.Add(keep + 50*time.Millisecond))) // the dead waiter's grant runs out
 	if _, err := b.Acquire(ctx, waitReq("alive")); err != nil {
-		t.Fatalf("Acquire after the dead waiter's place lapsed: %v", err)
+		t.Fatalf("Acquire after the dead waiter's grant lapsed: %v", err)
 	}
 }
 

@@ -1,19 +1,22 @@
--- release: owner-checked DEL, then PUBLISH on the key's channel: the id of
--- the first live waiter, or the key's name when nobody is queued.
--- KEYS[1] lock key; KEYS[2] wanted key; KEYS[3] queue; KEYS[4] deadlines
--- (all in the same hash slot)
+-- release: owner-checked DEL; then the key goes to the first live waiter
+-- (hand_over), or, when nobody is queued, the key's name is published on
+-- its channel for every watcher.
+-- KEYS[1] lock key; KEYS[2] wanted key; KEYS[3] queue; KEYS[4] entries;
+-- KEYS[5] fence key (all in the same hash slot)
 -- ARGV[1] owner; ARGV[2] release channel.
 -- Returns 0 when the lock was not owned by ARGV[1], 1 when released, 2 when
--- released and another owner had found it held (the wanted mark).
+-- released and another owner wanted it (the wanted mark, or a waiter it was
+-- handed to).
 local v = redis.call('GET', KEYS[1])
-if v and (v == ARGV[1] or string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. '\0') then
+if v and owned(v, ARGV[1]) then
   redis.call('DEL', KEYS[1])
   local wanted = redis.call('DEL', KEYS[2])
-  local head = first_waiter(KEYS[3], KEYS[4])
-  redis.call('PUBLISH', ARGV[2], head or KEYS[1])
+  local head, entry = first_waiter(KEYS[3], KEYS[4])
   if head then
-    wanted = 1
+    hand_over(KEYS[1], KEYS[5], KEYS[3], KEYS[4], ARGV[2], head, entry)
+    return 2
   end
+  redis.call('PUBLISH', ARGV[2], KEYS[1])
   return 1 + wanted
 end
 return 0

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/ctxlock/ctxlock"
 )
 
 // A channel that loses its last watcher stays subscribed for idleLinger (at
@@ -71,16 +74,59 @@ type entry struct {
 	idleSince time.Time     // when it lost its last watcher
 }
 
+// watcher is one Watch (ch) or one WatchWaiter (turns, for waiter).
 type watcher struct {
 	ch     chan struct{}
-	waiter string // the queued waiter it is for; "" hears every release
+	turns  chan ctxlock.Handoff
+	waiter string
 }
 
-// hears reports whether a release notification with payload is for w: the
-// payload is the first queued waiter's id, or the lock key's name ("{…}")
-// when nobody is queued.
-func (w *watcher) hears(payload string) bool {
-	return w.waiter == "" || w.waiter == payload || strings.HasPrefix(payload, "{")
+// notify tells w about a release notification with payload, if it is for
+// w: the payload is "<waiter> <token> <TTL ms>" for a key granted to a waiter, a
+// waiter's id for a turn without a grant, or the lock key's name ("{…}")
+// when nobody is queued. Plain watchers hear every release.
+func (w *watcher) notify(payload string) {
+	if w.turns == nil {
+		signal(w.ch)
+		return
+	}
+	if strings.HasPrefix(payload, "{") || payload == w.waiter {
+		w.hint()
+		return
+	}
+	if rest, ok := strings.CutPrefix(payload, w.waiter+" "); ok {
+		if h, ok := parseGrant(rest); ok {
+			// A grant must not be lost behind a pending hint: replace it.
+			select {
+			case <-w.turns:
+			default:
+			}
+			w.turns <- h
+		}
+	}
+}
+
+// parseGrant parses the "<token> <TTL ms>" of a grant's notification.
+func parseGrant(s string) (ctxlock.Handoff, bool) {
+	tok, ttl, ok := strings.Cut(s, " ")
+	token, err1 := strconv.ParseUint(tok, 10, 64)
+	ms, err2 := strconv.ParseInt(ttl, 10, 64)
+	if !ok || err1 != nil || err2 != nil || token == 0 || ms <= 0 {
+		return ctxlock.Handoff{}, false
+	}
+	return ctxlock.Handoff{Token: token, TTL: time.Duration(ms) * time.Millisecond}, true
+}
+
+// hint wakes w to retry, unless a message is pending already.
+func (w *watcher) hint() {
+	if w.turns == nil {
+		signal(w.ch)
+		return
+	}
+	select {
+	case w.turns <- ctxlock.Handoff{}:
+	default:
+	}
 }
 
 func newHub(client redis.UniversalClient, pattern string, healthEvery, wait time.Duration) *hub {
@@ -95,14 +141,31 @@ func newHub(client redis.UniversalClient, pattern string, healthEvery, wait time
 	}
 }
 
-func (h *hub) watch(channel string) (<-chan struct{}, func()) { return h.watchFor(channel, "") }
+func (h *hub) watch(channel string) (<-chan struct{}, func()) {
+	w := &watcher{ch: make(chan struct{}, 1)}
+	if !h.add(channel, w) {
+		return nil, func() {}
+	}
+	return w.ch, h.stopper(channel, w)
+}
 
-// watchFor is watch for the queued waiter waiter ("" for any release).
-func (h *hub) watchFor(channel, waiter string) (<-chan struct{}, func()) {
+// watchFor is watch for the queued waiter waiter.
+func (h *hub) watchFor(channel, waiter string) (<-chan ctxlock.Handoff, func()) {
+	w := &watcher{turns: make(chan ctxlock.Handoff, 1), waiter: waiter}
+	if !h.add(channel, w) {
+		return nil, func() {}
+	}
+	return w.turns, h.stopper(channel, w)
+}
+
+// add registers w on channel, starting the subscription on first use, and
+// waits (bounded) for the server to confirm a new channel. It reports false
+// after close.
+func (h *hub) add(channel string, w *watcher) bool {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		return nil, func() {}
+		return false
 	}
 	if !h.started {
 		h.started = true
@@ -111,7 +174,6 @@ func (h *hub) watchFor(channel, waiter string) (<-chan struct{}, func()) {
 		go h.readLoop()
 		go h.subscribeLoop()
 	}
-	w := &watcher{ch: make(chan struct{}, 1), waiter: waiter}
 	e := h.entries[channel]
 	if e == nil {
 		e = &entry{watchers: make(map[*watcher]struct{}), ready: make(chan struct{})}
@@ -135,8 +197,13 @@ func (h *hub) watchFor(channel, waiter string) (<-chan struct{}, func()) {
 		}
 		t.Stop()
 	}
+	return true
+}
+
+// stopper returns the stop function of w's watch on channel.
+func (h *hub) stopper(channel string, w *watcher) func() {
 	var once sync.Once
-	stop := func() {
+	return func() {
 		once.Do(func() {
 			h.mu.Lock()
 			e := h.entries[channel]
@@ -153,7 +220,6 @@ func (h *hub) watchFor(channel, waiter string) (<-chan struct{}, func()) {
 			}
 		})
 	}
-	return w.ch, stop
 }
 
 func (h *hub) poke() {
@@ -171,7 +237,7 @@ func (h *hub) wake(channel string) {
 	defer h.mu.Unlock()
 	if e := h.entries[channel]; e != nil {
 		for w := range e.watchers {
-			if w.waiter == "" {
+			if w.turns == nil {
 				signal(w.ch)
 			}
 		}
@@ -181,7 +247,7 @@ func (h *hub) wake(channel string) {
 func (h *hub) wakeAllLocked() {
 	for _, e := range h.entries {
 		for w := range e.watchers {
-			signal(w.ch)
+			w.hint()
 		}
 	}
 }
@@ -343,13 +409,15 @@ func (h *hub) handle(msg any) {
 	case *redis.Message:
 		channel, payload := m.Channel, m.Payload
 		if m.Pattern != "" {
-			// keyevent: the payload is the expired key's name; everyone hears it.
+			// keyevent: the payload is the expired key's name.
 			channel = m.Payload + channelSuffix
 		}
 		if e := h.entries[channel]; e != nil {
 			for w := range e.watchers {
-				if w.hears(payload) {
-					signal(w.ch)
+				if m.Pattern != "" {
+					w.hint() // keyevent: the key lapsed; everyone hears it
+				} else {
+					w.notify(payload)
 				}
 			}
 		}
