@@ -59,8 +59,11 @@
 // Between processes, fairness comes from the backend: with a
 // ContentionReporter a releaser that re-locks at once yields when others
 // were refused meanwhile, and with a WaiterQueue (Redis) refused Lock calls
-// queue on the server in arrival order and a release wakes only the next
-// one; a queued waiter then retries only to keep its place.
+// queue on the server in arrival order and a release hands the key to the
+// next one, which holds it without another round trip (see Handoff); a
+// queued waiter retries only to keep its place. The hold of a hand-off is
+// valid from the start of the waiter's last refused attempt, the latest
+// instant known to precede the grant.
 //
 // # Decisions where the design is silent
 //

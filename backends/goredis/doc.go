@@ -41,21 +41,31 @@
 //     is refused: the holder's release reports the contention
 //     (ctxlock.ContentionReporter), so a process that re-locks at once
 //     yields instead of starving the others.
-//   - "{K}:q" (a list) and "{K}:qd" (a hash of deadlines) are the waiter
+//   - "{K}:q" (a list) and "{K}:qd" (a hash of entries) are the waiter
 //     queue (ctxlock.WaiterQueue): a refused acquire with a waiter id joins
-//     the end of the list, or refreshes its deadline; a free key is refused
-//     to anyone but the first live waiter, who is dropped when its deadline
+//     the end of the list, or refreshes its entry: a deadline, and the
+//     lease a release would grant it. A free key is refused to anyone but
+//     the first live waiter, who is dropped when its deadline
 //     (WithWaiterKeep) passes without a retry. Both expire on their own
 //     when nobody waits.
-//   - A release PUBLISHes on the channel "{K}:released" the id of the first
-//     live waiter, which alone wakes up; or "{K}" when nobody is queued,
-//     which wakes every watcher.
+//   - A release with waiters queued grants the key to the first live one
+//     (hand-off): it stores a lease owned by the waiter id, with the next
+//     fencing token and a TTL of at most WithWaiterKeep, and PUBLISHes
+//     "<waiter> <token> <ttl ms>" on the channel "{K}:released". Only that
+//     waiter acts on it; its Manager holds the key at once and renews the
+//     lease to its TTL with its next refresh. A waiter whose notification
+//     is lost finds the lease at its next retry. When nobody is queued the
+//     release publishes "{K}", which wakes every watcher.
 //
-// A contended hand-off therefore costs one release and one acquire: no
-// process that is not next sends a request. A Lock that re-takes a key its
-// own release is still pending for sends relock.lua (release and acquire in
-// one round trip, ctxlock.Relocker), which gives the key to the first waiter
-// instead, and queues the caller behind them, when others wait.
+// A contended hand-off therefore costs one release and one message: the
+// next owner holds the key without a request of its own, and no process
+// that is not next sends one. A Lock that re-takes a key its own release is
+// still pending for sends relock.lua (release and acquire in one round trip,
+// ctxlock.Relocker), which hands the key to the first waiter instead, and
+// queues the caller behind them, when others wait: under contention each
+// acquisition costs one request. A waiter whose process dies while queued
+// keeps the key from others for at most WithWaiterKeep after its last
+// retry, plus the TTL of a grant it received (also at most WithWaiterKeep).
 //
 // The scripts (acquire.lua, extend.lua, release.lua, relock.lua, leave.lua)
 // are embedded in the binary and run with EVALSHA, falling back to EVAL when
