@@ -10,6 +10,7 @@
 -- ARGV[2] TTL in milliseconds
 -- ARGV[3] waiter id, "" for a caller that does not wait (TryLock)
 -- ARGV[4] how long a queued waiter keeps its place without retrying (ms)
+-- ARGV[5] the channel the waiter's process hears grants on
 -- Returns {1, token} when acquired, {3, token} when the key was granted to
 -- the waiter (the lease's owner is the waiter id; its TTL is renewed),
 -- {0, pttl, fence} when refused (pttl 0: the free key is kept for an
@@ -45,6 +46,6 @@ if not v and (not head or head == ARGV[3]) then
   return {1, token}
 end
 if ARGV[3] ~= '' then
-  enqueue(KEYS[4], KEYS[5], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[2]), waiter_value(ARGV[3], ARGV[1]))
+  enqueue(KEYS[4], KEYS[5], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[2]), ARGV[5], waiter_value(ARGV[3], ARGV[1]))
 end
 return refused(KEYS[1], KEYS[3], KEYS[2], v)

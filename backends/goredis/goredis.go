@@ -2,7 +2,9 @@ package goredis
 
 import (
 	"context"
+	cryptorand "crypto/rand"
 	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
@@ -127,6 +129,7 @@ type Backend struct {
 	client  redis.UniversalClient
 	cluster *redis.ClusterClient // non-nil in Cluster mode
 	opts    options
+	inbox   string // the channel grants to this backend's waiters are published on
 	hub     *hub
 }
 
@@ -155,12 +158,26 @@ func New(client redis.UniversalClient, opts ...Option) *Backend {
 	if o.expiryEvents {
 		pattern = expiredPattern
 	}
-	b.hub = newHub(client, pattern, o.healthEvery, o.subscribeWait)
+	b.inbox = o.prefix + inboxPrefix + randomID()
+	b.hub = newHub(client, b.inbox, pattern, o.healthEvery, o.subscribeWait)
 	return b
 }
 
 // BackendName returns "redis".
 func (b *Backend) BackendName() string { return Name }
+
+// Inbox returns the channel this backend's waiters hear their hand-offs on
+// (see ctxlock.WaiterQueue): a release that grants a key to one of them
+// publishes "<token> <TTL ms> <waiter>" there. It is meant for operators
+// and tests.
+func (b *Backend) Inbox() string { return b.inbox }
+
+// randomID returns 16 random hex digits.
+func randomID() string {
+	var r [8]byte
+	_, _ = cryptorand.Read(r[:]) // never fails on supported platforms
+	return hex.EncodeToString(r[:])
+}
 
 // Keys returns the Redis keys that hold the lease of the (full) lock key and
 // its fencing counter, and the channel a release is published on. It is
@@ -177,6 +194,7 @@ const (
 	queueSuffix    = ":q"      // waiter ids in arrival order
 	deadlineSuffix = ":qd"     // waiter id -> when it loses its place (ms)
 	expiredPattern = "__keyevent@*__:expired"
+	inboxPrefix    = "ctxlock:inbox:" // + a random id per Backend
 	metaSeparator  = "\x00"
 )
 
@@ -188,7 +206,7 @@ func (b *Backend) lockKey(key string) string { return "{" + b.opts.prefix + key 
 // it returns a *ctxlock.HeldError with the holder's PTTL. A retry by the
 // same owner (after an ambiguous attempt) gets the same lease back.
 func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
-	return b.take(ctx, "acquire", acquireScript, req, []any{req.Waiter, b.opts.waiterKeep.Milliseconds()})
+	return b.take(ctx, "acquire", acquireScript, req, []any{req.Waiter, b.opts.waiterKeep.Milliseconds(), b.inbox})
 }
 
 // WatchWaiter implements ctxlock.WaiterQueue: the channel receives the
@@ -196,7 +214,7 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 // releases nobody is queued for and on (possibly spurious) wake-ups after
 // the subscription reconnects.
 func (b *Backend) WatchWaiter(key, waiter string) (turns <-chan ctxlock.Handoff, stop func()) {
-	return b.hub.watchFor(b.lockKey(key)+channelSuffix, waiter)
+	return b.hub.watchWaiter(waiter)
 }
 
 // Leave implements ctxlock.WaiterQueue: it takes waiter out of key's queue,
@@ -285,7 +303,7 @@ func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.Acq
 	}
 	// relock.lua's arguments: value, ttl (from take), old owner, channel.
 	channel := b.lockKey(req.Key) + channelSuffix
-	lease, err := b.take(ctx, "relock", relockScript, req, []any{old.Owner, channel, req.Waiter, b.opts.waiterKeep.Milliseconds()})
+	lease, err := b.take(ctx, "relock", relockScript, req, []any{old.Owner, channel, req.Waiter, b.opts.waiterKeep.Milliseconds(), b.inbox})
 	if errors.Is(err, errYielded) {
 		b.hub.wake(channel) // this backend's own watchers hear it at once
 		return ctxlock.Lease{}, true, nil

@@ -23,9 +23,8 @@ type handoffEnv struct {
 	waiter  ctxlock.Lock
 	wid     string           // the waiting call's id in the server's queue
 	counter *pipelineCounter // commands sent by the waiter's client
-	channel string
-	probe   <-chan struct{} // a plain watcher on the waiter's backend
-	got     chan error      // the waiting Lock call's result
+	inbox   string           // where the waiter's process hears its hand-offs
+	got     chan error       // the waiting Lock call's result
 }
 
 func newHandoffEnv(t *testing.T, keep time.Duration, opts ...ctxlock.LockOption) *handoffEnv {
@@ -41,14 +40,12 @@ func newHandoffEnv(t *testing.T, keep time.Duration, opts ...ctxlock.LockOption)
 	wc := s.Client(t)
 	wc.AddHook(e.counter)
 	mw, bw := newManager(wc)
-	e.lockKey, _, e.channel = bw.Keys("h")
+	e.lockKey, _, _ = bw.Keys("h")
+	e.inbox = bw.Inbox()
 	e.holder = mh.NewLock("h")
 	if _, err := e.holder.Lock(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	var stop func()
-	e.probe, stop = bw.Watch("h")
-	t.Cleanup(stop)
 	e.waiter = mw.NewLock("h", opts...)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
@@ -70,6 +67,19 @@ func newHandoffEnv(t *testing.T, keep time.Duration, opts ...ctxlock.LockOption)
 			t.Fatal("the waiter did not queue")
 		}
 		time.Sleep(time.Millisecond) // polling the server's state, not synchronising goroutines
+	}
+	for {
+		subs, err := e.c.PubSubNumSub(context.Background(), e.inbox).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if subs[e.inbox] > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the waiter's process did not subscribe to its inbox")
+		}
+		time.Sleep(time.Millisecond) // polling the server's state
 	}
 	return e
 }
@@ -110,13 +120,12 @@ func TestHandoffGrantsLeaseToWaiter(t *testing.T) {
 func TestHandoffStaleGrantIgnored(t *testing.T) {
 	e := newHandoffEnv(t, goredis.DefaultWaiterKeep)
 	held := e.holder.Token()
-	drain(e.probe)
 	before := e.counter.single.Load()
 	// What a hand-off that lapsed before the waiter's last refusal looks like.
-	if err := e.c.Publish(context.Background(), e.channel, fmt.Sprintf("%s %d 5000", e.wid, held)).Err(); err != nil {
-		t.Fatal(err)
+	n, err := e.c.Publish(context.Background(), e.inbox, fmt.Sprintf("%d 5000 %s", held, e.wid)).Result()
+	if err != nil || n != 1 {
+		t.Fatalf("PUBLISH on the waiter's inbox reached %d subscribers (%v); want 1", n, err)
 	}
-	received(t, e.probe, "the stale grant") // delivered to the waiter's subscription
 	// The Manager treats it as a hint: it retries (and is refused) at once.
 	deadline := time.Now().Add(5 * time.Second)
 	for e.counter.single.Load() == before {

@@ -1,8 +1,8 @@
 -- queue: helpers every script that touches the waiter queue starts with
 -- (prepended by the Go code). A queue is a list of waiter ids in arrival
 -- order (qkey) and a hash (dkey) of waiter id -> "<deadline ms> <TTL ms>
--- <lease value>": when the waiter loses its place, and the lease a release
--- grants it. The granted TTL is at most the keep time, so a waiter that
+-- <inbox> <lease value>": when the waiter loses its place, the lease a
+-- release grants it, and the channel its process hears grants on. The granted TTL is at most the keep time, so a waiter that
 -- died while queued delays the key no longer than its place would; the
 -- waiter's Manager renews a short grant to the TTL it asked for.
 
@@ -51,8 +51,8 @@ end
 
 -- enqueue puts waiter at the end of the queue, or refreshes its entry when
 -- it is queued already; both keys expire when nobody waits.
-local function enqueue(qkey, dkey, waiter, keep, ttl, value)
-  local entry = string.format('%d %d ', clock() + keep, math.min(ttl, keep)) .. value
+local function enqueue(qkey, dkey, waiter, keep, ttl, inbox, value)
+  local entry = string.format('%d %d ', clock() + keep, math.min(ttl, keep)) .. inbox .. ' ' .. value
   if redis.call('HSET', dkey, waiter, entry) == 1 then
     redis.call('RPUSH', qkey, waiter)
   end
@@ -62,20 +62,21 @@ end
 
 -- hand_over gives the free key to head, the first live waiter (with its
 -- entry, from first_waiter): a lease owned by the waiter id with a new
--- fencing token, announced on channel as "<waiter> <token> <TTL ms>" so
--- that only that waiter acts. An entry without a lease (written by an older version)
--- only tells the waiter it is its turn.
+-- fencing token, announced as "<token> <TTL ms> <waiter>" on the waiter's
+-- inbox, a channel only its process listens to. An entry without a lease
+-- (written by an older version) only has the key's channel told the
+-- waiter's id.
 local function hand_over(lockkey, fencekey, qkey, dkey, channel, head, entry)
   redis.call('LPOP', qkey)
   redis.call('HDEL', dkey, head)
-  local ttl, value = string.match(entry, '^%d+ (%d+) (.*)$')
+  local ttl, inbox, value = string.match(entry, '^%d+ (%d+) (%S+) (.*)$')
   if not ttl then
     redis.call('PUBLISH', channel, head)
     return
   end
   local token = redis.call('INCR', fencekey)
   redis.call('SET', lockkey, value, 'PX', ttl)
-  redis.call('PUBLISH', channel, head .. ' ' .. token .. ' ' .. ttl)
+  redis.call('PUBLISH', inbox, token .. ' ' .. ttl .. ' ' .. head)
 end
 
 -- refused is the answer to a refused acquire: {0, holder's PTTL, fencing

@@ -118,16 +118,15 @@ func TestWaiterQueueLeave(t *testing.T) {
 	holder := acquire(t, o, "q", 10*time.Second)
 	mustRefuse(t, b, "w1")
 	mustRefuse(t, b, "w2")
+	ch1, stop1 := b.WatchWaiter("q", "w1")
+	defer stop1()
 	ch2, stop2 := b.WatchWaiter("q", "w2")
 	defer stop2()
-	probe, stopProbe := b.Watch("q") // hears every release, on w2's subscription
-	defer stopProbe()
-	drain(ch2)
-	drain(probe)
+	drain(ch1, ch2)
 	if errs := o.Release(ctx, []ctxlock.Lease{holder}); errs != nil {
 		t.Fatal(errs)
 	}
-	received(t, probe, "the release") // the message has gone by w2's watcher too
+	granted(t, ch1, "the release")
 	notReceived(t, ch2, "w2 (w1 is first)")
 	mustRefuse(t, b, "") // granted to w1
 	if err := b.Leave(ctx, "q", "w1"); err != nil {

@@ -6,8 +6,9 @@
 -- ARGV[1] new value (owner, or owner .. "\0" .. metadata); ARGV[2] TTL in ms
 -- ARGV[3] old owner; ARGV[4] release channel
 -- ARGV[5] waiter id ("" if none); ARGV[6] how long a queued waiter keeps its
--- place without retrying (ms). A relock that hands the key to the first
--- queued waiter queues the waiter behind the others.
+-- place without retrying (ms); ARGV[7] the channel the waiter's process
+-- hears grants on. A relock that hands the key to the first queued waiter
+-- queues the waiter behind the others.
 -- Returns {1, token} when acquired, {2, 0} when released for the owners
 -- waiting (not acquired), {0, pttl, fence} when refused.
 local v = redis.call('GET', KEYS[1])
@@ -19,7 +20,7 @@ if v and owned(v, ARGV[3]) then
     if head then
       hand_over(KEYS[1], KEYS[2], KEYS[4], KEYS[5], ARGV[4], head, entry)
       if ARGV[5] ~= '' then
-        enqueue(KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[2]), waiter_value(ARGV[5], ARGV[1]))
+        enqueue(KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[2]), ARGV[7], waiter_value(ARGV[5], ARGV[1]))
       end
     else
       -- Only wanted (by callers that do not queue): free it for them,

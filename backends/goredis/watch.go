@@ -46,12 +46,14 @@ const (
 // on the network.
 type hub struct {
 	client      redis.UniversalClient
+	inbox       string // the channel grants to this backend's waiters come on
 	pattern     string // keyevent pattern, "" when off
 	healthEvery time.Duration
 	wait        time.Duration
 
 	mu          sync.Mutex
 	entries     map[string]*entry
+	waiters     map[string]*watcher // WatchWaiter watchers by waiter id
 	ps          *redis.PubSub
 	patternSent bool
 	state       subState
@@ -74,47 +76,34 @@ type entry struct {
 	idleSince time.Time     // when it lost its last watcher
 }
 
-// watcher is one Watch (ch) or one WatchWaiter (turns, for waiter).
+// watcher is one Watch (ch, on a key's channel) or one WatchWaiter (turns,
+// on the backend's inbox, for waiter).
 type watcher struct {
 	ch     chan struct{}
 	turns  chan ctxlock.Handoff
 	waiter string
 }
 
-// notify tells w about a release notification with payload, if it is for
-// w: the payload is "<waiter> <token> <TTL ms>" for a key granted to a waiter, a
-// waiter's id for a turn without a grant, or the lock key's name ("{…}")
-// when nobody is queued. Plain watchers hear every release.
-func (w *watcher) notify(payload string) {
-	if w.turns == nil {
-		signal(w.ch)
-		return
+// grant passes a hand-off to w, replacing a pending hint: a grant must not
+// be lost behind one.
+func (w *watcher) grant(h ctxlock.Handoff) {
+	select {
+	case <-w.turns:
+	default:
 	}
-	if strings.HasPrefix(payload, "{") || payload == w.waiter {
-		w.hint()
-		return
-	}
-	if rest, ok := strings.CutPrefix(payload, w.waiter+" "); ok {
-		if h, ok := parseGrant(rest); ok {
-			// A grant must not be lost behind a pending hint: replace it.
-			select {
-			case <-w.turns:
-			default:
-			}
-			w.turns <- h
-		}
-	}
+	w.turns <- h
 }
 
-// parseGrant parses the "<token> <TTL ms>" of a grant's notification.
-func parseGrant(s string) (ctxlock.Handoff, bool) {
-	tok, ttl, ok := strings.Cut(s, " ")
+// parseGrant parses an inbox message, "<token> <TTL ms> <waiter>".
+func parseGrant(payload string) (waiter string, h ctxlock.Handoff, ok bool) {
+	tok, rest, ok1 := strings.Cut(payload, " ")
+	ttl, waiter, ok2 := strings.Cut(rest, " ")
 	token, err1 := strconv.ParseUint(tok, 10, 64)
 	ms, err2 := strconv.ParseInt(ttl, 10, 64)
-	if !ok || err1 != nil || err2 != nil || token == 0 || ms <= 0 {
-		return ctxlock.Handoff{}, false
+	if !ok1 || !ok2 || err1 != nil || err2 != nil || token == 0 || ms <= 0 {
+		return "", ctxlock.Handoff{}, false
 	}
-	return ctxlock.Handoff{Token: token, TTL: time.Duration(ms) * time.Millisecond}, true
+	return waiter, ctxlock.Handoff{Token: token, TTL: time.Duration(ms) * time.Millisecond}, true
 }
 
 // hint wakes w to retry, unless a message is pending already.
@@ -129,9 +118,11 @@ func (w *watcher) hint() {
 	}
 }
 
-func newHub(client redis.UniversalClient, pattern string, healthEvery, wait time.Duration) *hub {
+func newHub(client redis.UniversalClient, inbox, pattern string, healthEvery, wait time.Duration) *hub {
 	return &hub{
 		client:      client,
+		inbox:       inbox,
+		waiters:     make(map[string]*watcher),
 		pattern:     pattern,
 		healthEvery: healthEvery,
 		wait:        wait,
@@ -149,13 +140,13 @@ func (h *hub) watch(channel string) (<-chan struct{}, func()) {
 	return w.ch, h.stopper(channel, w)
 }
 
-// watchFor is watch for the queued waiter waiter.
-func (h *hub) watchFor(channel, waiter string) (<-chan ctxlock.Handoff, func()) {
+// watchWaiter registers waiter for the grants published on the inbox.
+func (h *hub) watchWaiter(waiter string) (<-chan ctxlock.Handoff, func()) {
 	w := &watcher{turns: make(chan ctxlock.Handoff, 1), waiter: waiter}
-	if !h.add(channel, w) {
+	if !h.add(h.inbox, w) {
 		return nil, func() {}
 	}
-	return w.turns, h.stopper(channel, w)
+	return w.turns, h.stopper(h.inbox, w)
 }
 
 // add registers w on channel, starting the subscription on first use, and
@@ -180,6 +171,9 @@ func (h *hub) add(channel string, w *watcher) bool {
 		h.entries[channel] = e
 	}
 	e.watchers[w] = struct{}{}
+	if w.turns != nil {
+		h.waiters[w.waiter] = w
+	}
 	needSend := !e.sent
 	wait := !e.confirmed && h.state != subDown && h.wait > 0
 	ready := e.ready
@@ -210,6 +204,9 @@ func (h *hub) stopper(channel string, w *watcher) func() {
 			unsub := false
 			if e != nil {
 				delete(e.watchers, w)
+				if h.waiters[w.waiter] == w {
+					delete(h.waiters, w.waiter)
+				}
 				if unsub = len(e.watchers) == 0; unsub {
 					e.idleSince = time.Now()
 				}
@@ -407,18 +404,22 @@ func (h *hub) handle(msg any) {
 			}
 		}
 	case *redis.Message:
-		channel, payload := m.Channel, m.Payload
-		if m.Pattern != "" {
+		channel := m.Channel
+		switch {
+		case m.Pattern != "":
 			// keyevent: the payload is the expired key's name.
 			channel = m.Payload + channelSuffix
+		case channel == h.inbox:
+			if waiter, g, ok := parseGrant(m.Payload); ok {
+				if w := h.waiters[waiter]; w != nil {
+					w.grant(g)
+				}
+			}
+			return
 		}
 		if e := h.entries[channel]; e != nil {
 			for w := range e.watchers {
-				if m.Pattern != "" {
-					w.hint() // keyevent: the key lapsed; everyone hears it
-				} else {
-					w.notify(payload)
-				}
+				w.hint()
 			}
 		}
 	}
