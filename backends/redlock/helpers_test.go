@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ctxlock/ctxlock"
 	"github.com/ctxlock/ctxlock/backends/locktest"
 	"github.com/ctxlock/ctxlock/backends/redlock"
 	"github.com/ctxlock/ctxlock/internal/redistest"
@@ -48,8 +51,8 @@ func uniqueKey(name string) string { return "redlocktest/" + owner() + "/" + nam
 
 // faultyBackend adds the locktest fault switches to a redlock Backend: an
 // outage switch (locktest.Outage: every call fails with ErrUnavailable, as if
-// every node were down) and Evict (DEL of the lease on every node, as on data
-// loss).
+// every node were down, the optional interfaces included) and Evict (DEL of
+// the lease on every node, as on data loss).
 type faultyBackend struct {
 	*locktest.Outage
 	rb      *redlock.Backend
@@ -61,4 +64,53 @@ func (f *faultyBackend) Evict(key string) {
 	for _, c := range f.clients {
 		_ = c.Del(context.Background(), lk).Err()
 	}
+}
+
+// The optional interfaces, behind the same switch.
+
+func (f *faultyBackend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) ([]error, []bool) {
+	if f.Down() {
+		return locktest.Failed(len(leases)), nil
+	}
+	return f.rb.ReleaseContended(ctx, leases)
+}
+
+// settled runs f with a Backend of its own over clients and closes it
+// afterwards, which waits for the calls still finishing on the nodes that
+// answered after the quorum: the nodes are then in their final state.
+func settled(t *testing.T, clients []redis.UniversalClient, f func(b *redlock.Backend)) {
+	t.Helper()
+	b := newBackend(t, clients)
+	f(b)
+	if err := b.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
+
+func lockReq(key string) ctxlock.AcquireRequest {
+	// A Waiter, as the Manager's Lock sends: Redlock must not queue it.
+	return ctxlock.AcquireRequest{Key: key, Owner: owner(), TTL: 10 * time.Second, Timeout: time.Second, Waiter: owner()}
+}
+
+// holders returns the owner of key's lease on every node ("" where none).
+func holders(t *testing.T, c *cluster, b *redlock.Backend, key string) []string {
+	t.Helper()
+	lk, _, _ := b.Keys(key)
+	out := make([]string, len(c.clients))
+	for i, cl := range c.clients {
+		v, err := cl.Get(context.Background(), lk).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			continue // a dead node
+		}
+		out[i] = v
+	}
+	return out
+}
+
+func repeat(s string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = s
+	}
+	return out
 }

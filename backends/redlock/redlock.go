@@ -106,8 +106,9 @@ type Backend struct {
 }
 
 var (
-	_ ctxlock.Backend      = (*Backend)(nil)
-	_ ctxlock.BackendNamer = (*Backend)(nil)
+	_ ctxlock.Backend            = (*Backend)(nil)
+	_ ctxlock.BackendNamer       = (*Backend)(nil)
+	_ ctxlock.ContentionReporter = (*Backend)(nil)
 )
 
 // New returns a Backend over clients, one per independent Redis master (not
@@ -460,37 +461,25 @@ func (b *Backend) releaseAfterFailure(ctx context.Context, req ctxlock.AcquireRe
 // parallel and returns the results per lease per node: res[lease][node]. It
 // returns as soon as every lease succeeded on a quorum of nodes (slower
 // nodes then finish in the background), else when every node answered.
-func (b *Backend) batch(ctx context.Context, timeout time.Duration, leases []ctxlock.Lease, op func(ctx context.Context, node *goredis.Backend) []error) [][]error {
+// contended (nil when none) has per lease whether a node that answered
+// reported it contended (op's second result, see
+// goredis.Backend.ReleaseContended).
+func (b *Backend) batch(ctx context.Context, timeout time.Duration, leases []ctxlock.Lease, op func(ctx context.Context, node *goredis.Backend) ([]error, []bool)) (res [][]error, contended []bool) {
 	type answer struct {
-		ok   bool
-		errs []error
+		ok        bool
+		errs      []error
+		contended []bool
 	}
 	fn := startFan(b, ctx, timeout, nil, answer{}, func(ctx context.Context, i int) answer {
-		return answer{true, op(ctx, b.nodes[i])}
+		errs, contended := op(ctx, b.nodes[i])
+		return answer{true, errs, contended}
 	})
-	perLease := func(rs []answer) [][]error {
-		res := make([][]error, len(leases))
-		for j := range leases {
-			res[j] = make([]error, len(b.nodes))
-			for i, a := range rs {
-				switch {
-				case !a.ok:
-					res[j][i] = errNoAnswer
-				case a.errs == nil:
-				case len(a.errs) != len(leases):
-					res[j][i] = ctxlock.Unavailable(fmt.Errorf("redlock: node %d returned %d results for %d leases", i, len(a.errs), len(leases)))
-				default:
-					res[j][i] = a.errs[j]
-				}
-			}
-		}
-		return res
-	}
+	valid := func(a answer) bool { return a.ok && (a.errs == nil || len(a.errs) == len(leases)) }
 	fn.until(func(rs []answer) bool {
 		// Count per lease the nodes that answered it with success.
 		ok := make([]int, len(leases))
 		for _, a := range rs {
-			if !a.ok || (a.errs != nil && len(a.errs) != len(leases)) {
+			if !valid(a) {
 				continue
 			}
 			for j := range leases {
@@ -506,7 +495,28 @@ func (b *Backend) batch(ctx context.Context, timeout time.Duration, leases []ctx
 		}
 		return true
 	})
-	return perLease(fn.res)
+	res = make([][]error, len(leases))
+	for j := range leases {
+		res[j] = make([]error, len(b.nodes))
+		for i, a := range fn.res {
+			switch {
+			case !a.ok:
+				res[j][i] = errNoAnswer
+			case a.errs == nil:
+			case len(a.errs) != len(leases):
+				res[j][i] = ctxlock.Unavailable(fmt.Errorf("redlock: node %d returned %d results for %d leases", i, len(a.errs), len(leases)))
+			default:
+				res[j][i] = a.errs[j]
+			}
+			if res[j][i] == nil && j < len(a.contended) && a.contended[j] {
+				if contended == nil {
+					contended = make([]bool, len(leases))
+				}
+				contended[j] = true
+			}
+		}
+	}
+	return res, contended
 }
 
 // Extend implements ctxlock.Backend: one pipeline per node, all nodes at
@@ -523,8 +533,8 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 		return nil
 	}
 	timeout := b.nodeTimeout(ttl, 0)
-	res := b.batch(ctx, timeout, leases, func(ctx context.Context, node *goredis.Backend) []error {
-		return node.Extend(ctx, leases, ttl)
+	res, _ := b.batch(ctx, timeout, leases, func(ctx context.Context, node *goredis.Backend) ([]error, []bool) {
+		return node.Extend(ctx, leases, ttl), nil
 	})
 	var out []error
 	var lost []ctxlock.Lease
@@ -586,26 +596,42 @@ func (b *Backend) releaseOn(ctx context.Context, timeout time.Duration, leases [
 // Otherwise it returns a *QuorumError (matching ctxlock.ErrUnavailable
 // unless permanent errors caused it), and the Manager retries.
 func (b *Backend) Release(ctx context.Context, leases []ctxlock.Lease) []error {
+	errs, _ := b.ReleaseContended(ctx, leases)
+	return errs
+}
+
+// ReleaseContended implements ctxlock.ContentionReporter: Release, also
+// reporting per lease whether any node that answered before it returned
+// (a quorum at least, when it succeeded) released it with the key's wanted
+// mark set, that is, whether another owner was refused by that node while
+// the lease held it. One node is enough: an acquire by another owner is
+// sent to every node and marks each one where the lease held it, so a
+// quorum rule would only miss the marks on nodes that answered late or that
+// the other owner could not reach, while any mark means an owner wanted the
+// key.
+func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) (errs []error, contended []bool) {
 	if len(leases) == 0 {
-		return nil
+		return nil, nil
 	}
 	// Slow nodes finish their release in the background, whatever happens
 	// to the caller's context.
-	res := b.batch(context.WithoutCancel(ctx), min(DefaultReleaseTimeout, untilDeadline(ctx)), leases, func(ctx context.Context, node *goredis.Backend) []error {
-		return node.Release(ctx, leases)
+	res, contended := b.batch(context.WithoutCancel(ctx), min(DefaultReleaseTimeout, untilDeadline(ctx)), leases, func(ctx context.Context, node *goredis.Backend) ([]error, []bool) {
+		return node.ReleaseContended(ctx, leases)
 	})
-	var out []error
-	for j, errs := range res {
-		t := tallyOf(errs)
+	for j, nerrs := range res {
+		t := tallyOf(nerrs)
 		if t.verdict() == reached {
 			continue
 		}
-		if out == nil {
-			out = make([]error, len(leases))
+		if errs == nil {
+			errs = make([]error, len(leases))
 		}
-		out[j] = b.quorumError("release", leases[j].Key, errs, t.n-t.failed >= t.quorum)
+		errs[j] = b.quorumError("release", leases[j].Key, nerrs, t.n-t.failed >= t.quorum)
+		if contended != nil {
+			contended[j] = false // reported only with a successful release
+		}
 	}
-	return out
+	return errs, contended
 }
 
 // Watch implements ctxlock.Backend: it watches key on every node (each
