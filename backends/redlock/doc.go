@@ -61,6 +61,18 @@
 // owner-checked pipeline per node, all at once, and succeeds once a quorum
 // released.
 //
+// The backend implements ctxlock.ContentionReporter and ctxlock.Relocker.
+// ReleaseContended reports a lease contended when any node saw another
+// owner refused while the lease held it. Relock, which the Manager uses
+// when a Lock takes again a key its own Unlock just released, sends the
+// goredis relock script (release the old lease, take the key again) to
+// every node at once: one fan-out instead of a release and an acquire. It
+// grants exactly as Acquire does (same quorum, validity check and fencing
+// token), unless a node yields because other owners wanted the key; the key
+// is then released everywhere and left to them. No node keeps a waiter
+// queue (req.Waiter is not passed on): nodes keeping the key for different
+// first waiters could leave nobody with a quorum.
+//
 // Watch merges the wake-ups of every node's release subscription: a release
 // published by any node wakes the waiters. It returns once a quorum of
 // nodes confirmed the subscription; since a release reaches a quorum, one of

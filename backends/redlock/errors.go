@@ -14,8 +14,9 @@ type NodeStatus int
 const (
 	// NodeOK: the node granted, extended or released the lease.
 	NodeOK NodeStatus = iota
-	// NodeTaken: the key is held by another owner (Acquire), or the lease
-	// is no longer owned on this node (Extend). Cf. redsync's ErrNodeTaken.
+	// NodeTaken: the key is held by another owner (Acquire), kept free for
+	// owners waiting for it (a Relock that yielded), or the lease is no
+	// longer owned on this node (Extend). Cf. redsync's ErrNodeTaken.
 	NodeTaken
 	// NodeUnreachable: a transient fault (unreachable, timed out, LOADING,
 	// ...): the node's outcome is unknown. Cf. redsync's RedisError.
@@ -63,7 +64,7 @@ func (e *NodeError) Unwrap() error { return e.Err }
 
 // QuorumError reports an operation that did not reach a quorum of nodes,
 // with what every other node did. Get it with errors.As from the errors of
-// Acquire, Extend, Release and Health, and from the errors a Manager's
+// Acquire, Relock, Extend, Release and Health, and from the errors a Manager's
 // Lock returns (joined in as the last backend fault).
 //
 // It matches ctxlock.ErrUnavailable with errors.Is exactly when the quorum
@@ -77,13 +78,13 @@ func (e *NodeError) Unwrap() error { return e.Err }
 // it would then match ErrUnavailable when a single node was down but the
 // quorum was missed for another reason): read Failures instead.
 type QuorumError struct {
-	Op     string // "acquire", "extend", "release" or "health"
+	Op     string // "acquire", "relock", "extend", "release" or "health"
 	Key    string // the lock key ("" for health)
 	Nodes  int    // number of nodes
 	Quorum int    // nodes needed: Nodes/2 + 1
 	OK     int    // nodes that granted, extended, released or answered
-	// Validity is set for an acquire that a quorum granted too slowly: the
-	// validity left (≤ 0) when the last reply came.
+	// Validity is set for an acquire (or relock) that a quorum granted too
+	// slowly: the validity left (≤ 0) when the last reply came.
 	Validity time.Duration
 	// Failures lists every node that did not succeed, by node index.
 	Failures []*NodeError
@@ -98,7 +99,7 @@ func (e *QuorumError) Error() string {
 	if e.Key != "" {
 		fmt.Fprintf(&b, " %q", e.Key)
 	}
-	if e.OK >= e.Quorum && e.Op == "acquire" {
+	if e.OK >= e.Quorum && (e.Op == "acquire" || e.Op == "relock") {
 		fmt.Fprintf(&b, ": granted by %d of %d nodes but validity window passed (%v left)", e.OK, e.Nodes, e.Validity)
 	} else {
 		fmt.Fprintf(&b, ": quorum %d of %d not reached: %d ok", e.Quorum, e.Nodes, e.OK)

@@ -75,6 +75,13 @@ func (f *faultyBackend) ReleaseContended(ctx context.Context, leases []ctxlock.L
 	return f.rb.ReleaseContended(ctx, leases)
 }
 
+func (f *faultyBackend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, error) {
+	if f.Down() {
+		return ctxlock.Lease{}, false, locktest.ErrOutage
+	}
+	return f.rb.Relock(ctx, old, req)
+}
+
 // settled runs f with a Backend of its own over clients and closes it
 // afterwards, which waits for the calls still finishing on the nodes that
 // answered after the quorum: the nodes are then in their final state.

@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -109,6 +110,7 @@ var (
 	_ ctxlock.Backend            = (*Backend)(nil)
 	_ ctxlock.BackendNamer       = (*Backend)(nil)
 	_ ctxlock.ContentionReporter = (*Backend)(nil)
+	_ ctxlock.Relocker           = (*Backend)(nil)
 )
 
 // New returns a Backend over clients, one per independent Redis master (not
@@ -257,7 +259,7 @@ func statusOf(err error) NodeStatus {
 	switch {
 	case err == nil:
 		return NodeOK
-	case errors.Is(err, ctxlock.ErrHeld), errors.Is(err, ctxlock.ErrLost):
+	case errors.Is(err, ctxlock.ErrHeld), errors.Is(err, ctxlock.ErrLost), err == errYielded:
 		return NodeTaken
 	case errors.Is(err, ctxlock.ErrUnavailable):
 		return NodeUnreachable
@@ -320,8 +322,61 @@ func (b *Backend) nodeTimeout(ttl, attempt time.Duration) time.Duration {
 // *QuorumError matching ctxlock.ErrUnavailable when unreachable nodes or
 // slowness kept it from a quorum; a permanent *QuorumError otherwise.
 func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	lease, _, err := b.take(ctx, "acquire", req, nil)
+	return lease, err
+}
+
+// Relock implements ctxlock.Relocker: one fan-out instead of a Release and
+// an Acquire. It sends the goredis relock (goredis.Backend.Relock: release
+// old and take the key again, in one script, unless the node's wanted mark
+// says another owner was refused meanwhile) to every node at once, with the
+// per-node timeout of Acquire and without req.Waiter (no per-node waiter
+// queues, as in Acquire).
+//
+// It acquires exactly when Acquire would — a quorum of nodes granted, the
+// validity TTL − elapsed − drift is positive, the token is the largest of
+// the quorum's counters, lagging counters are raised — and, in addition, no
+// node yielded before the quorum was reached. A yielding node released old
+// and kept the key free for the owners it had refused, which are waiting
+// for it; once one node yields the hold is given up (released at once on
+// every node that granted it), so a waiting owner elsewhere is not refused
+// again by a quorum that re-took the key: Relock then returns wanted true
+// and a nil error, provided old is known released (or no longer owned) on a
+// quorum of nodes. A node that yields after a quorum granted does not undo
+// the grant: the waiting owner it woke is refused by the quorum, which marks
+// the key wanted again for the next release.
+//
+// Otherwise Relock returns what Acquire would (a *ctxlock.HeldError when
+// other owners hold the key, a *QuorumError else); a refusal with old not
+// known released on a quorum is a *QuorumError matching
+// ctxlock.ErrUnavailable (unless permanent errors alone caused it), so that
+// the Manager retries the release of old. Wherever a node's relock failed
+// (unreachable, timed out, or a permanent error), old is released there
+// right after, in the background and best effort like Release, so that it
+// does not linger on those nodes for its TTL. Leases of different keys fall
+// back to ReleaseContended and Acquire (and never report wanted).
+func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, error) {
+	if old.Key != req.Key {
+		if errs := b.Release(ctx, []ctxlock.Lease{old}); errs != nil && errs[0] != nil {
+			return ctxlock.Lease{}, false, errs[0]
+		}
+		lease, err := b.Acquire(ctx, req)
+		return lease, false, err
+	}
+	return b.take(ctx, "relock", req, &old)
+}
+
+// errYielded is a node's answer to a relock that released old and kept the
+// key for the owners waiting for it. It counts as NodeTaken: the node does
+// not hold the key for this attempt.
+var errYielded = errors.New("redlock: released for waiting owners")
+
+// take is Acquire (old nil) and Relock (old non-nil): the fan-out, the
+// quorum decision, the fencing token, the validity check and the cleanup of
+// an attempt that did not get the key. wanted is set only for a relock.
+func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireRequest, old *ctxlock.Lease) (_ ctxlock.Lease, wanted bool, _ error) {
 	if req.TTL <= 0 {
-		return ctxlock.Lease{}, fmt.Errorf("redlock: acquire %q: %w: TTL %v", req.Key, ctxlock.ErrInvalidOption, req.TTL)
+		return ctxlock.Lease{}, false, fmt.Errorf("redlock: %s %q: %w: TTL %v", op, req.Key, ctxlock.ErrInvalidOption, req.TTL)
 	}
 	timeout := b.nodeTimeout(req.TTL, req.Timeout)
 	nreq := req
@@ -332,26 +387,37 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 	n := len(b.nodes)
 	t0 := time.Now()
 	fn := startFan(b, ctx, timeout, nil, acquired{err: errNoAnswer}, func(ctx context.Context, i int) acquired {
-		l, err := b.nodes[i].Acquire(ctx, nreq)
+		if old == nil {
+			l, err := b.nodes[i].Acquire(ctx, nreq)
+			return acquired{l, err}
+		}
+		l, yielded, err := b.nodes[i].Relock(ctx, *old, nreq)
+		switch {
+		case yielded && err == nil:
+			err = errYielded
+		case err != nil && !errors.Is(err, ctxlock.ErrHeld):
+			// Unknown outcome: make sure old does not linger here.
+			b.releaseLater(ctx, i, timeout, *old)
+		}
 		return acquired{l, err}
 	})
 	// Stop at the quorum: slower nodes cannot change a grant (if they grant
 	// too, the lease is on them as well, and Extend and Release cover every
-	// node). A refusal waits for every node: all must be released.
-	fn.until(func(rs []acquired) bool { return tallyOf(acquiredErrs(rs)).verdict() == reached })
+	// node). A refusal or a yield waits for every node: all must be released.
+	fn.until(func(rs []acquired) bool { return granted(acquiredErrs(rs)) })
 	leases, errs := make([]ctxlock.Lease, n), acquiredErrs(fn.res)
 	for i, r := range fn.res {
 		leases[i] = r.lease
 	}
 	t := tallyOf(errs)
-	if t.verdict() == reached {
-		token, err := b.fence(ctx, req.Key, timeout, leases, errs)
+	if granted(errs) {
+		token, err := b.fence(ctx, op, req.Key, timeout, leases, errs)
 		if err == nil {
 			v := Validity(req.TTL, time.Since(t0), b.opts.drift)
 			if v > 0 {
-				return ctxlock.Lease{Key: req.Key, Owner: req.Owner, Token: token}, nil
+				return ctxlock.Lease{Key: req.Key, Owner: req.Owner, Token: token}, false, nil
 			}
-			qe := b.quorumError("acquire", req.Key, errs, true)
+			qe := b.quorumError(op, req.Key, errs, true)
 			qe.Validity = v
 			err = qe
 		}
@@ -359,24 +425,47 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 		// overtaking an acquire on a node would leave the lease there).
 		fn.all()
 		b.releaseAfterFailure(ctx, req, acquiredErrs(fn.res))
-		return ctxlock.Lease{}, err
+		return ctxlock.Lease{}, false, err
 	}
 	b.releaseAfterFailure(ctx, req, errs)
-	switch t.verdict() {
-	case byHolders:
-		qe := b.quorumError("acquire", req.Key, errs, false)
+	// For a relock, the nodes that answered ok, yielded or refused no longer
+	// hold old: there it is released or was gone already.
+	oldGone := old == nil || t.ok+t.taken >= b.quorum
+	switch v := t.verdict(); {
+	case oldGone && old != nil && slices.ContainsFunc(errs, isYield):
+		return ctxlock.Lease{}, true, nil
+	case oldGone && v == byHolders:
+		qe := b.quorumError(op, req.Key, errs, false)
 		var rem []time.Duration
 		for _, f := range qe.Failures {
 			if f.Status == NodeTaken {
 				rem = append(rem, f.Remaining)
 			}
 		}
-		return ctxlock.Lease{}, fmt.Errorf("%w: %w", &ctxlock.HeldError{Remaining: heldRemaining(n, rem)}, qe)
-	case byFailures:
-		return ctxlock.Lease{}, b.quorumError("acquire", req.Key, errs, false)
+		return ctxlock.Lease{}, false, fmt.Errorf("%w: %w", &ctxlock.HeldError{Remaining: heldRemaining(n, rem)}, qe)
+	case v == byFailures:
+		return ctxlock.Lease{}, false, b.quorumError(op, req.Key, errs, false)
 	default:
-		return ctxlock.Lease{}, b.quorumError("acquire", req.Key, errs, true)
+		return ctxlock.Lease{}, false, b.quorumError(op, req.Key, errs, true)
 	}
+}
+
+// granted reports whether an attempt's answers so far grant it: a quorum of
+// nodes granted and none yielded.
+func granted(errs []error) bool {
+	return tallyOf(errs).verdict() == reached && !slices.ContainsFunc(errs, isYield)
+}
+
+func isYield(err error) bool { return err == errYielded }
+
+// releaseLater releases lease on node i in the background, with a context
+// that outlives the caller's cancellation but not timeout.
+func (b *Backend) releaseLater(ctx context.Context, i int, timeout time.Duration, lease ctxlock.Lease) {
+	b.inflight.Go(func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+		defer cancel()
+		b.nodes[i].Release(ctx, []ctxlock.Lease{lease})
+	})
 }
 
 // acquired is one node's answer to an acquire.
@@ -397,7 +486,7 @@ func acquiredErrs(rs []acquired) []error {
 // nodes, after raising the counters of granting nodes that lag behind it, so
 // that a quorum of nodes holds a counter ≥ the token. A failed raise counts
 // its node out; errs is updated so.
-func (b *Backend) fence(ctx context.Context, key string, timeout time.Duration, leases []ctxlock.Lease, errs []error) (uint64, error) {
+func (b *Backend) fence(ctx context.Context, op, key string, timeout time.Duration, leases []ctxlock.Lease, errs []error) (uint64, error) {
 	tokens := make([]uint64, 0, len(leases))
 	for i, err := range errs {
 		if err == nil {
@@ -421,7 +510,7 @@ func (b *Backend) fence(ctx context.Context, key string, timeout time.Duration, 
 		}
 	})
 	if tallyOf(errs).verdict() != reached {
-		return 0, b.quorumError("acquire", key, errs, true)
+		return 0, b.quorumError(op, key, errs, true)
 	}
 	return token, nil
 }
@@ -608,7 +697,7 @@ func (b *Backend) Release(ctx context.Context, leases []ctxlock.Lease) []error {
 // sent to every node and marks each one where the lease held it, so a
 // quorum rule would only miss the marks on nodes that answered late or that
 // the other owner could not reach, while any mark means an owner wanted the
-// key.
+// key. Relock decides on yields by the same rule.
 func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) (errs []error, contended []bool) {
 	if len(leases) == 0 {
 		return nil, nil
