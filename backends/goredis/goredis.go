@@ -291,12 +291,12 @@ var errYielded = errors.New("goredis: released for waiting owners")
 // an acquire.
 func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, error) {
 	if old.Key != req.Key {
-		errs, wanted := b.ReleaseContended(ctx, []ctxlock.Lease{old})
-		if len(errs) > 0 && errs[0] != nil {
+		// Whether old's key was wanted says nothing about req's key.
+		if errs := b.Release(ctx, []ctxlock.Lease{old}); len(errs) > 0 && errs[0] != nil {
 			return ctxlock.Lease{}, false, errs[0]
 		}
 		lease, err := b.Acquire(ctx, req)
-		return lease, len(wanted) > 0 && wanted[0], err
+		return lease, false, err
 	}
 	if err := validate(old.Key, old.Owner); err != nil {
 		return ctxlock.Lease{}, false, err
