@@ -1,0 +1,658 @@
+package goredis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ctxlock/ctxlock/internal/redistest"
+)
+
+// batchTestSrc adds ARGV[1] to KEYS[1] and answers {KEYS[1], new value},
+// or an error reply when ARGV[2] is "err", or nil when it is "nil".
+const batchTestSrc = `
+local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], v)
+if ARGV[2] == 'err' then return redis.error_reply('ERR boom ' .. KEYS[1]) end
+if ARGV[2] == 'nil' then return nil end
+return {KEYS[1], v}
+`
+
+// testScript is a script of its own per test, so that whether the server
+// has it cached is up to the test.
+func testScript(t *testing.T) *redis.Script {
+	return redis.NewScript(batchTestSrc + "-- " + t.Name())
+}
+
+func batchKeys(i int) []string {
+	k := fmt.Sprintf("{bt:%d}", i)
+	return []string{k, k + ":copy"}
+}
+
+const batchWait = 10 * time.Second
+
+// gateHook counts pipelines and their commands, and, while gated, holds
+// every pipeline until the gate opens.
+type gateHook struct {
+	mu        sync.Mutex
+	pipelines int
+	cmds      []string // names, in the order sent
+	singles   int
+	gate      chan struct{} // nil: not gated
+	entered   chan struct{} // closed when a pipeline reaches the hook
+	exited    atomic.Int64  // pipelines finished
+	once      sync.Once
+	onEnter   func(cmds []redis.Cmder) // if set, run as each pipeline enters
+}
+
+func newGateHook(gated bool) *gateHook {
+	h := &gateHook{entered: make(chan struct{})}
+	if gated {
+		h.gate = make(chan struct{})
+	}
+	return h
+}
+
+func (h *gateHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.mu.Lock()
+		h.singles++
+		h.mu.Unlock()
+		return next(ctx, cmd)
+	}
+}
+func (h *gateHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.mu.Lock()
+		h.pipelines++
+		for _, c := range cmds {
+			h.cmds = append(h.cmds, c.Name())
+		}
+		gate := h.gate
+		h.mu.Unlock()
+		h.once.Do(func() { close(h.entered) })
+		if h.onEnter != nil {
+			h.onEnter(cmds)
+		}
+		if gate != nil {
+			<-gate
+		}
+		defer h.exited.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+func (h *gateHook) open() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.gate != nil {
+		close(h.gate)
+		h.gate = nil
+	}
+}
+
+func (h *gateHook) counts() (pipelines int, cmds []string, singles int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.pipelines, append([]string(nil), h.cmds...), h.singles
+}
+
+// waitPending waits until n calls are either held by h (its gate closed)
+// or queued in bt. It polls the batcher's own state.
+func waitPending(t *testing.T, bt *batcher, h *gateHook, n int) {
+	t.Helper()
+	deadline := time.Now().Add(batchWait)
+	for {
+		h.mu.Lock()
+		got := len(h.cmds)
+		h.mu.Unlock()
+		bt.mu.Lock()
+		got += len(bt.lone.queue)
+		for _, l := range bt.lanes {
+			got += len(l.queue)
+		}
+		bt.mu.Unlock()
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d calls pending after %v, want %d", got, batchWait, n)
+		}
+		runtime.Gosched()
+	}
+}
+
+func newTestBatcher(t *testing.T, c redis.UniversalClient) *batcher {
+	bt := newBatcher(c)
+	t.Cleanup(bt.close)
+	return bt
+}
+
+type outcome struct {
+	res any
+	err error
+}
+
+// checkOutcome checks what call i (ARGV {i+1, mode}) got back.
+func checkOutcome(t *testing.T, i int, mode string, o outcome) {
+	t.Helper()
+	key := batchKeys(i)[0]
+	switch mode {
+	case "err":
+		if o.err == nil || !strings.Contains(o.err.Error(), "boom "+key) {
+			t.Errorf("call %d: %v, %v; want its own error reply", i, o.res, o.err)
+		}
+	case "nil":
+		if !errors.Is(o.err, redis.Nil) || o.res != nil {
+			t.Errorf("call %d: %v, %v; want redis.Nil", i, o.res, o.err)
+		}
+	default:
+		arr, ok := o.res.([]any)
+		if o.err != nil || !ok || len(arr) != 2 || arr[0] != key {
+			t.Errorf("call %d: %#v, %v; want [%s n]", i, o.res, o.err, key)
+		}
+	}
+}
+
+func modeOf(i int) string {
+	switch i % 7 {
+	case 3:
+		return "err"
+	case 5:
+		return "nil"
+	}
+	return ""
+}
+
+// Many goroutines, each with its own key: every call gets its own answer
+// (values, error replies and nil alike), and each key was changed exactly
+// as often as it was called.
+func TestBatcherConcurrentResults(t *testing.T) {
+	s := redistest.StartServer(t)
+	c := s.Client(t)
+	bt := newTestBatcher(t, c)
+	script := testScript(t)
+	const goroutines, rounds = 50, 20
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for r := range rounds {
+				mode := modeOf(g + r)
+				res, err := bt.run(context.Background(), time.Second, script, batchKeys(g), g+1, mode)
+				checkOutcome(t, g, mode, outcome{res, err})
+				if mode == "" {
+					if want := int64((r + 1) * (g + 1)); res.([]any)[1] != want {
+						t.Errorf("goroutine %d round %d: value %v, want %d", g, r, res.([]any)[1], want)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for g := range goroutines {
+		if n, err := c.Get(context.Background(), batchKeys(g)[0]).Int(); err != nil || n != rounds*(g+1) {
+			t.Errorf("key %d: %d, %v; want %d", g, n, err, rounds*(g+1))
+		}
+	}
+}
+
+// 64 calls released together share pipelines.
+func TestBatcherCoalesces(t *testing.T) {
+	s := redistest.StartServer(t)
+	c := s.Client(t)
+	bt := newTestBatcher(t, c)
+	script := testScript(t)
+	if _, err := bt.run(context.Background(), time.Second, script, batchKeys(0), 0, ""); err != nil {
+		t.Fatal(err) // caches the script
+	}
+	h := newGateHook(false)
+	c.AddHook(h)
+	const n = 64
+	start := make(chan struct{})
+	out := make([]outcome, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			res, err := bt.run(context.Background(), time.Second, script, batchKeys(i), i+1, modeOf(i))
+			out[i] = outcome{res, err}
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, o := range out {
+		checkOutcome(t, i, modeOf(i), o)
+	}
+	pipelines, cmds, singles := h.counts()
+	t.Logf("%d calls: %d pipelines", n, pipelines)
+	if pipelines >= n || len(cmds) != n || singles != 0 {
+		t.Fatalf("%d calls took %d pipelines (%d commands) and %d single commands; want fewer than %d pipelines, %d commands",
+			n, pipelines, len(cmds), singles, n, n)
+	}
+}
+
+// While a batch is in flight, the calls that arrive wait for it and leave
+// together: one pipeline for the first call, one for the 63 others.
+func TestBatcherOneBatchWhileInFlight(t *testing.T) {
+	s := redistest.StartServer(t)
+	c := s.Client(t)
+	bt := newTestBatcher(t, c)
+	script := testScript(t)
+	if _, err := bt.run(context.Background(), time.Second, script, batchKeys(0), 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	h := newGateHook(true)
+	c.AddHook(h)
+	const n = 64
+	out := make([]outcome, n)
+	var wg sync.WaitGroup
+	call := func(i int) {
+		wg.Go(func() {
+			res, err := bt.run(context.Background(), batchWait, script, batchKeys(i), i+1, modeOf(i))
+			out[i] = outcome{res, err}
+		})
+	}
+	call(0)
+	<-h.entered // the first call is in flight, held by the hook
+	for i := 1; i < n; i++ {
+		call(i)
+	}
+	waitPending(t, bt, h, n)
+	h.open()
+	wg.Wait()
+	for i, o := range out {
+		checkOutcome(t, i, modeOf(i), o)
+	}
+	pipelines, cmds, _ := h.counts()
+	if pipelines != 2 || len(cmds) != n {
+		t.Fatalf("%d pipelines, %d commands; want 2 pipelines, %d commands", pipelines, len(cmds), n)
+	}
+}
+
+// A caller whose ctx ends returns at once, although its batch is stuck on a
+// frozen server; the batch ends by itself (here when the server resumes) and
+// close waits for it. A call given up before its batch left is not sent.
+func TestBatcherCallerGivesUp(t *testing.T) {
+	s := redistest.StartServer(t)
+	// No per-call timeout below, and a long ReadTimeout: the batch waits
+	// for the server as long as it is frozen.
+	c := s.Client(t, func(o *redis.Options) { o.ReadTimeout = time.Minute; o.WriteTimeout = time.Minute })
+	bt := newBatcher(c)
+	defer bt.close()
+	script := testScript(t)
+	if _, err := bt.run(context.Background(), time.Second, script, batchKeys(0), 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	h := newGateHook(true)
+	c.AddHook(h)
+	s.Stop()
+	defer s.Cont()
+
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	done1 := make(chan error, 1)
+	go func() {
+		_, err := bt.run(ctx1, 0, script, batchKeys(1), 1, "")
+		done1 <- err
+	}()
+	<-h.entered // call 1 is in flight (held by the gate)
+
+	// Call 2 queues behind it and is given up before it is sent.
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	done2 := make(chan error, 1)
+	go func() {
+		_, err := bt.run(ctx2, 0, script, batchKeys(2), 1, "")
+		done2 <- err
+	}()
+	waitPending(t, bt, h, 2)
+	cancel2()
+	if err := <-done2; !errors.Is(err, context.Canceled) {
+		t.Fatalf("queued call after cancel: %v, want context.Canceled", err)
+	}
+
+	h.open() // call 1 now reaches the frozen server
+	start := time.Now()
+	cancel1()
+	select {
+	case err := <-done1:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("in-flight call after cancel: %v, want context.Canceled", err)
+		}
+	case <-time.After(batchWait):
+		t.Fatalf("caller did not return within %v of its cancel", batchWait)
+	}
+	t.Logf("caller returned %v after its cancel", time.Since(start))
+	if h.exited.Load() != 0 {
+		t.Fatal("the batch ended while the server was frozen")
+	}
+
+	closed := make(chan struct{})
+	go func() {
+		bt.close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+		t.Fatal("close returned while a batch was in flight")
+	default:
+	}
+	s.Cont()
+	select {
+	case <-closed:
+	case <-time.After(batchWait):
+		t.Fatalf("close did not return within %v once the server resumed", batchWait)
+	}
+	pipelines, cmds, _ := h.counts()
+	if pipelines != 1 || len(cmds) != 1 {
+		t.Fatalf("%d pipelines with %d commands; want the given-up call not sent", pipelines, len(cmds))
+	}
+	if n, err := c.Get(context.Background(), batchKeys(2)[0]).Result(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("the given-up call ran: %v, %v", n, err)
+	}
+	// After close, calls go out one by one.
+	if _, err := bt.run(context.Background(), time.Second, script, batchKeys(3), 1, ""); err != nil {
+		t.Fatalf("call after close: %v", err)
+	}
+}
+
+// The per-call timeout bounds the caller's wait, and the batch runs until
+// the latest deadline among its calls: on a frozen server, a call with a
+// short timeout gives up with DeadlineExceeded while its batch goes on for
+// the longer timeout of another call, and the batch then ends by itself
+// (close returns) although the server is still frozen.
+func TestBatcherTimeouts(t *testing.T) {
+	s := redistest.StartServer(t)
+	c := s.Client(t, func(o *redis.Options) { o.ReadTimeout = time.Minute; o.WriteTimeout = time.Minute })
+	bt := newTestBatcher(t, c)
+	script := testScript(t)
+	if _, err := bt.run(context.Background(), time.Second, script, batchKeys(0), 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	h := newGateHook(true)
+	var frozen atomic.Bool
+	h.onEnter = func(cmds []redis.Cmder) {
+		if len(cmds) == 2 { // the batch of the long and the short call
+			s.Stop()
+			frozen.Store(true)
+		}
+	}
+	c.AddHook(h)
+	defer s.Cont()
+
+	first := make(chan error, 1)
+	go func() { // held by the gate while the two others queue
+		_, err := bt.run(context.Background(), batchWait, script, batchKeys(0), 1, "")
+		first <- err
+	}()
+	<-h.entered
+	const short, long = 200 * time.Millisecond, 2 * time.Second
+	type result struct {
+		err     error
+		elapsed time.Duration
+		batchOn bool // the batch was still running when the caller returned
+	}
+	results := make([]chan result, 2)
+	for i, timeout := range []time.Duration{long, short} {
+		results[i] = make(chan result, 1)
+		go func() {
+			start := time.Now()
+			_, err := bt.run(context.Background(), timeout, script, batchKeys(i+1), 1, "")
+			results[i] <- result{err, time.Since(start), h.exited.Load() < 2}
+		}()
+	}
+	waitPending(t, bt, h, 3)
+	h.open()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	r := <-results[1]
+	if !errors.Is(r.err, context.DeadlineExceeded) || !frozen.Load() {
+		t.Fatalf("short call on a frozen server: %v (frozen %v), want context.DeadlineExceeded", r.err, frozen.Load())
+	}
+	if !r.batchOn || r.elapsed >= long {
+		t.Fatalf("short call returned after %v (batch still running: %v); want it back before the batch ends", r.elapsed, r.batchOn)
+	}
+	r = <-results[0]
+	if r.err == nil || !isTransient(r.err) {
+		t.Fatalf("long call on a frozen server: %v, want a timeout", r.err)
+	}
+	closed := make(chan struct{})
+	go func() {
+		bt.close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(batchWait):
+		t.Fatalf("the batch did not end within %v on a frozen server", batchWait)
+	}
+	if h.exited.Load() != 2 {
+		t.Fatalf("%d pipelines ended, want 2", h.exited.Load())
+	}
+}
+
+// After SCRIPT FLUSH the batch's EVALSHAs of the flushed script fail with
+// NOSCRIPT and are sent again with EVAL, in one more pipeline; the calls of
+// a script still cached are not sent again.
+func TestBatcherNoScript(t *testing.T) {
+	s := redistest.StartServer(t)
+	c := s.Client(t)
+	bt := newTestBatcher(t, c)
+	flushed := testScript(t)
+	cached := redis.NewScript(batchTestSrc + "-- cached " + t.Name())
+	ctx := context.Background()
+	if _, err := bt.run(ctx, time.Second, flushed, batchKeys(0), 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bt.run(ctx, time.Second, cached, batchKeys(0), 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	h := newGateHook(true)
+	c.AddHook(h)
+	const n = 16
+	scriptOf := func(i int) *redis.Script {
+		if i%2 == 0 {
+			return cached
+		}
+		return flushed
+	}
+	out := make([]outcome, n+1)
+	var wg sync.WaitGroup
+	call := func(i int) {
+		wg.Go(func() {
+			res, err := bt.run(ctx, batchWait, scriptOf(i), batchKeys(i), i+1, modeOf(i))
+			out[i] = outcome{res, err}
+		})
+	}
+	call(0) // held by the gate while the others queue
+	<-h.entered
+	for i := 1; i <= n; i++ {
+		call(i)
+	}
+	waitPending(t, bt, h, n+1)
+	h.open()
+	wg.Wait()
+	for i, o := range out {
+		checkOutcome(t, i, modeOf(i), o)
+	}
+	pipelines, cmds, singles := h.counts()
+	var evalsha, eval int
+	for _, name := range cmds {
+		switch name {
+		case "evalsha":
+			evalsha++
+		case "eval":
+			eval++
+		}
+	}
+	// call 0; the 16 others (EVALSHA); the 8 of the flushed script (EVAL).
+	if pipelines != 3 || evalsha != n+1 || eval != n/2 || singles != 0 {
+		t.Fatalf("%d pipelines, %d EVALSHA, %d EVAL, %d single commands; want 3, %d, %d, 0", pipelines, evalsha, eval, singles, n+1, n/2)
+	}
+	if got, err := bt.run(ctx, time.Second, flushed, batchKeys(1), 1, ""); err != nil || got.([]any)[1] != int64(3) {
+		t.Fatalf("after the fallback: %v, %v", got, err)
+	}
+}
+
+// In Cluster mode one batch is split by node; a MOVED reply (a client that
+// talks to one node only) or a dead node fails only the calls it concerns.
+func TestBatcherClusterPerCommandErrors(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	ctx := context.Background()
+	script := testScript(t)
+	const n = 60
+
+	// A plain client on node 0: the keys of other nodes get MOVED.
+	node0 := cl.Node(0).Client(t)
+	owned := make([]bool, n)
+	cc := cl.Client(t)
+	for i := range n {
+		m, err := cc.MasterForKey(ctx, batchKeys(i)[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		owned[i] = m.Options().Addr == cl.Node(0).Addr()
+	}
+	runAll := func(bt *batcher, h *gateHook) []outcome {
+		out := make([]outcome, n)
+		var wg sync.WaitGroup
+		call := func(i int) {
+			wg.Go(func() {
+				res, err := bt.run(ctx, batchWait, script, batchKeys(i), i+1, "")
+				out[i] = outcome{res, err}
+			})
+		}
+		call(0)
+		<-h.entered
+		for i := 1; i < n; i++ {
+			call(i)
+		}
+		waitPending(t, bt, h, n)
+		h.open()
+		wg.Wait()
+		return out
+	}
+
+	bt0 := newTestBatcher(t, node0)
+	h0 := newGateHook(true)
+	node0.AddHook(h0)
+	var moved, ok int
+	for i, o := range runAll(bt0, h0) {
+		if owned[i] {
+			checkOutcome(t, i, "", o)
+			ok++
+			continue
+		}
+		if _, isMoved := redis.IsMovedError(o.err); !isMoved {
+			t.Errorf("call %d on another node's key: %v, %v; want MOVED", i, o.res, o.err)
+		}
+		moved++
+	}
+	if ok == 0 || moved == 0 {
+		t.Fatalf("%d ok, %d MOVED: want both", ok, moved)
+	}
+
+	// The cluster client routes every call to its node.
+	bt := newTestBatcher(t, cc)
+	h := newGateHook(true)
+	cc.AddHook(h) // cluster-level hook: one pipeline per Exec
+	for i, o := range runAll(bt, h) {
+		checkOutcome(t, i, "", o)
+	}
+	pipelines, cmds, _ := h.counts()
+	t.Logf("cluster: %d calls in %d pipelines (%d commands, EVAL fallbacks included)", n, pipelines, len(cmds))
+
+	// With node 1 dead, only its calls fail.
+	dead := make([]bool, n)
+	for i := range n {
+		m, err := cc.MasterForKey(ctx, batchKeys(i)[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		dead[i] = m.Options().Addr == cl.Node(1).Addr()
+	}
+	cl.Node(1).Kill()
+	h2 := newGateHook(true)
+	cc.AddHook(h2)
+	var failed, alive int
+	for i, o := range runAll(bt, h2) {
+		if dead[i] {
+			if o.err == nil {
+				t.Errorf("call %d on the dead node: %v", i, o.res)
+			}
+			failed++
+			continue
+		}
+		checkOutcome(t, i, "", o)
+		alive++
+	}
+	if failed == 0 || alive == 0 {
+		t.Fatalf("%d failed, %d alive: want both", failed, alive)
+	}
+}
+
+// In Cluster mode a master that does not answer holds up only the calls
+// for its own keys: calls for the other masters do not queue behind its
+// batch.
+func TestBatcherClusterFrozenMaster(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	ctx := context.Background()
+	cc := cl.Client(t)
+	bt := newTestBatcher(t, cc)
+	script := testScript(t)
+	byNode := map[string][]int{}
+	for i := range 60 {
+		m, err := cc.MasterForKey(ctx, batchKeys(i)[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		byNode[m.Options().Addr] = append(byNode[m.Options().Addr], i)
+		if _, err := bt.run(ctx, time.Second, script, batchKeys(i), 1, ""); err != nil {
+			t.Fatal(err) // every node caches the script
+		}
+	}
+	frozen := cl.Node(1)
+	h := newGateHook(false)
+	cc.AddHook(h)
+	frozen.Stop()
+	defer frozen.Cont()
+
+	stuckCtx, cancel := context.WithCancel(ctx)
+	stuck := make(chan error, 1)
+	go func() {
+		_, err := bt.run(stuckCtx, batchWait, script, batchKeys(byNode[frozen.Addr()][0]), 1, "")
+		stuck <- err
+	}()
+	<-h.entered // its batch is on its way to the frozen master
+	var wg sync.WaitGroup
+	for _, node := range []int{0, 2} {
+		for _, i := range byNode[cl.Node(node).Addr()] {
+			wg.Go(func() {
+				res, err := bt.run(ctx, time.Second, script, batchKeys(i), 1, "")
+				checkOutcome(t, i, "", outcome{res, err})
+			})
+		}
+	}
+	wg.Wait()
+	select {
+	case err := <-stuck:
+		t.Fatalf("the call on the frozen master returned: %v", err)
+	default:
+	}
+	cancel()
+	if err := <-stuck; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the call on the frozen master after cancel: %v", err)
+	}
+	frozen.Cont()
+}
