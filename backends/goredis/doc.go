@@ -72,7 +72,11 @@
 // the server's script cache lacks them (NOSCRIPT). Acquire is idempotent for the same
 // owner: a retry of an attempt that did succeed gets the same token back.
 // Extend and Release of many leases go out as one pipeline, which go-redis
-// splits into one round trip per node in Cluster mode.
+// splits into one round trip per node in Cluster mode. Acquire and Relock
+// calls of many goroutines are group-committed: while one pipeline of them
+// is in flight (per master in Cluster mode), the calls that arrive queue up
+// and leave together in the next one; a lone call leaves at once, and each
+// caller still gives up when its own context or timeout ends.
 //
 // # Errors
 //

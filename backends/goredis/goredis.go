@@ -131,6 +131,7 @@ type Backend struct {
 	opts    options
 	inbox   string // the channel grants to this backend's waiters are published on
 	hub     *hub
+	batch   *batcher // group-commits Acquire and Relock
 }
 
 var (
@@ -160,6 +161,7 @@ func New(client redis.UniversalClient, opts ...Option) *Backend {
 	}
 	b.inbox = o.prefix + inboxPrefix + randomID()
 	b.hub = newHub(client, b.inbox, pattern, o.healthEvery, o.subscribeWait)
+	b.batch = newBatcher(client)
 	return b
 }
 
@@ -251,7 +253,7 @@ func (b *Backend) take(ctx context.Context, op string, script *redis.Script, req
 	}
 	lk := b.lockKey(req.Key)
 	args := append([]any{value, ms}, extra...)
-	res, err := script.Run(ctx, b.client, []string{lk, lk + fenceSuffix, lk + wantedSuffix, lk + queueSuffix, lk + deadlineSuffix}, args...).Result()
+	res, err := b.batch.run(ctx, req.Timeout, script, []string{lk, lk + fenceSuffix, lk + wantedSuffix, lk + queueSuffix, lk + deadlineSuffix}, args...)
 	if err != nil {
 		return ctxlock.Lease{}, wrap(op, req.Key, err)
 	}
@@ -512,9 +514,11 @@ func (b *Backend) Health(ctx context.Context) (conditions []string, err error) {
 }
 
 // Close stops the backend's subscription and its goroutines, and wakes every
-// watcher. It does not close the client. It is idempotent.
+// watcher; it waits for the Acquire and Relock pipelines in flight. It does
+// not close the client. It is idempotent.
 func (b *Backend) Close() error {
 	b.hub.close()
+	b.batch.close()
 	return nil
 }
 
