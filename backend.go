@@ -2,6 +2,7 @@ package ctxlock
 
 import (
 	"context"
+	"strconv"
 	"time"
 )
 
@@ -112,12 +113,12 @@ type Relocker interface {
 // retrying, so a dead process delays the key only briefly.
 //
 // A release grants the key to the first live waiter on the backend itself:
-// it stores a lease whose Owner is the waiter id (with the waiter's
-// Metadata, a new fencing token, and the waiter's TTL or less) and tells
-// that waiter alone, with a Handoff carrying the token and TTL. The waiter then holds the key without another
-// round trip. A waiter's Acquire that finds the key granted to it returns
-// that lease (Owner == req.Waiter), so a lost notification costs at most one
-// retry. Leave releases a lease granted to a waiter that gave up.
+// it stores a lease whose Owner is GrantOwner(waiter, token) (with the
+// waiter's Metadata, a new fencing token, and the waiter's TTL or less) and
+// tells that waiter alone, with a Handoff carrying the token and TTL. The
+// waiter then holds the key without another round trip. A waiter's Acquire
+// that finds the key granted to it returns that lease, so a lost
+// notification costs at most one retry. Leave releases a lease granted to a waiter that gave up.
 //
 // The Manager uses it to hand a contended key from one process to the next
 // with one notification, instead of waking every waiting process to race
@@ -133,10 +134,20 @@ type WaiterQueue interface {
 	Leave(ctx context.Context, key, waiter string) error
 }
 
+// GrantOwner is the Owner of the lease a WaiterQueue backend grants to
+// waiter with token. It differs per grant, as owners must differ per hold: a
+// Lock call may be granted a key twice (when the first grant lapsed before
+// it was received), and a retried release of the first lease must not
+// delete the second.
+func GrantOwner(waiter string, token uint64) string {
+	return waiter + ":" + strconv.FormatUint(token, 10)
+}
+
 // Handoff is a WaiterQueue's message to one waiter.
 type Handoff struct {
 	// Token is the fencing token of the lease granted to the waiter (its
-	// Owner is the waiter id), or 0 when the message is only a hint to retry.
+	// Owner is GrantOwner(waiter, Token)), or 0 when the message is only a
+	// hint to retry.
 	//
 	// The grant happened after every Acquire of the waiter that the backend
 	// refused with a HeldError.Fence below Token, so its lease lasts at

@@ -475,7 +475,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			switch {
 			case yield:
 				// Released; the backend kept the key for the owners waiting.
-			case err == nil && (lease.Key != l.fullKey || (lease.Owner != owner && (waiter == "" || lease.Owner != waiter))):
+			case err == nil && (lease.Key != l.fullKey || (lease.Owner != owner && (waiter == "" || lease.Owner != GrantOwner(waiter, lease.Token)))):
 				err = fmt.Errorf("ctxlock: backend %s granted a lease for %q/%q when asked for %q/%q",
 					m.backendName, lease.Key, lease.Owner, l.fullKey, owner)
 				m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: t0.Add(2 * l.opts.TTL)}, time.Now())
@@ -600,7 +600,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			}
 			// The backend granted us the key: hold it without a round trip.
 			timer.Stop()
-			lease, t0, ttl := Lease{Key: l.fullKey, Owner: waiter, Token: ho.Token}, refusedAt, min(ho.TTL, l.opts.TTL)
+			lease, t0, ttl := Lease{Key: l.fullKey, Owner: GrantOwner(waiter, ho.Token), Token: ho.Token}, refusedAt, min(ho.TTL, l.opts.TTL)
 			if ttl <= 0 {
 				ttl = l.opts.TTL
 			}

@@ -12,7 +12,7 @@
 -- ARGV[4] how long a queued waiter keeps its place without retrying (ms)
 -- ARGV[5] the channel the waiter's process hears grants on
 -- Returns {1, token} when acquired, {3, token} when the key was granted to
--- the waiter (the lease's owner is the waiter id; its TTL is renewed),
+-- the waiter (the lease's owner is "<waiter>:<token>"; its TTL is renewed),
 -- {0, pttl, fence} when refused (pttl 0: the free key is kept for an
 -- earlier waiter).
 -- The lock key is read first, so a wrong-type lock key fails the script
@@ -30,11 +30,12 @@ if v == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return {1, token}
 end
-if v and ARGV[3] ~= '' and owned(v, ARGV[3]) then
+local granted = v and ARGV[3] ~= '' and grant_token(v, ARGV[3])
+if granted then
   -- Granted to this waiter by a release (its notification may be late or
-  -- lost): nobody else can have acquired since.
+  -- lost).
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {3, tonumber(redis.call('GET', KEYS[2]))}
+  return {3, granted}
 end
 if not v and (not head or head == ARGV[3]) then
   if head then
@@ -46,6 +47,6 @@ if not v and (not head or head == ARGV[3]) then
   return {1, token}
 end
 if ARGV[3] ~= '' then
-  enqueue(KEYS[4], KEYS[5], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[2]), ARGV[5], waiter_value(ARGV[3], ARGV[1]))
+  enqueue(KEYS[4], KEYS[5], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[2]), ARGV[5], metadata(ARGV[1]))
 end
 return refused(KEYS[1], KEYS[3], KEYS[2], v)

@@ -275,7 +275,9 @@ func (b *Backend) take(ctx context.Context, op string, script *redis.Script, req
 		if req.Waiter == "" {
 			return ctxlock.Lease{}, fmt.Errorf("goredis: %s %q: %w: a grant to no waiter", op, req.Key, errGarbage)
 		}
-		owner = req.Waiter
+		if r.n > 0 {
+			owner = ctxlock.GrantOwner(req.Waiter, uint64(r.n))
+		}
 	}
 	if r.n <= 0 {
 		return ctxlock.Lease{}, fmt.Errorf("goredis: %s %q: %w: fencing token %d", op, req.Key, errGarbage, r.n)

@@ -105,8 +105,8 @@ func TestHandoffGrantsLeaseToWaiter(t *testing.T) {
 	e.holder.Unlock()
 	e.acquired()
 	v, err := e.c.Get(context.Background(), e.lockKey).Result()
-	if err != nil || v != e.wid {
-		t.Fatalf("lock value = %q, %v; want the waiter's queue id %q (granted, not acquired)", v, err, e.wid)
+	if want := ctxlock.GrantOwner(e.wid, held+1); err != nil || v != want {
+		t.Fatalf("lock value = %q, %v; want %q, a grant to the waiter's queue id (not an acquire)", v, err, want)
 	}
 	if got := e.waiter.Token(); got != held+1 {
 		t.Fatalf("waiter's token %d; want the next one, %d", got, held+1)

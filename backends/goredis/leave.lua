@@ -7,7 +7,7 @@
 redis.call('LREM', KEYS[2], 0, ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 local v = redis.call('GET', KEYS[1])
-if v and owned(v, ARGV[1]) then
+if v and grant_token(v, ARGV[1]) then
   redis.call('DEL', KEYS[1])
   v = false
 end

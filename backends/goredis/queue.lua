@@ -1,8 +1,9 @@
 -- queue: helpers every script that touches the waiter queue starts with
 -- (prepended by the Go code). A queue is a list of waiter ids in arrival
 -- order (qkey) and a hash (dkey) of waiter id -> "<deadline ms> <TTL ms>
--- <inbox> <lease value>": when the waiter loses its place, the lease a
--- release grants it, and the channel its process hears grants on. The granted TTL is at most the keep time, so a waiter that
+-- <inbox> <metadata>": when the waiter loses its place, the TTL and
+-- metadata of the lease a release grants it, and the channel its process
+-- hears grants on. The granted TTL is at most the keep time, so a waiter that
 -- died while queued delays the key no longer than its place would; the
 -- waiter's Manager renews a short grant to the TTL it asked for.
 
@@ -21,14 +22,24 @@ local function owned(v, owner)
   return v == owner or string.sub(v, 1, #owner + 1) == owner .. '\0'
 end
 
--- waiter_value is the lease value a grant to waiter stores: the waiter id
--- with the metadata of value (an attempt's value) kept.
-local function waiter_value(waiter, value)
+-- metadata returns the "\0" .. metadata part of a lock value, or "".
+local function metadata(value)
   local i = string.find(value, '\0', 1, true)
   if i then
-    return waiter .. string.sub(value, i)
+    return string.sub(value, i)
   end
-  return waiter
+  return ''
+end
+
+-- grant_token returns the token of the lease v if a release granted it to
+-- waiter (its owner is "<waiter>:<token>", unique per grant), else nil.
+local function grant_token(v, waiter)
+  if string.sub(v, 1, #waiter + 1) ~= waiter .. ':' then
+    return nil
+  end
+  local rest = string.sub(v, #waiter + 2)
+  local digits = string.match(rest, '^(%d+)$') or string.match(rest, '^(%d+)%z')
+  return digits and tonumber(digits)
 end
 
 -- first_waiter returns the first live waiter and its entry, dropping the
@@ -51,8 +62,8 @@ end
 
 -- enqueue puts waiter at the end of the queue, or refreshes its entry when
 -- it is queued already; both keys expire when nobody waits.
-local function enqueue(qkey, dkey, waiter, keep, ttl, inbox, value)
-  local entry = string.format('%d %d ', clock() + keep, math.min(ttl, keep)) .. inbox .. ' ' .. value
+local function enqueue(qkey, dkey, waiter, keep, ttl, inbox, meta)
+  local entry = string.format('%d %d ', clock() + keep, math.min(ttl, keep)) .. inbox .. ' ' .. meta
   if redis.call('HSET', dkey, waiter, entry) == 1 then
     redis.call('RPUSH', qkey, waiter)
   end
@@ -61,7 +72,7 @@ local function enqueue(qkey, dkey, waiter, keep, ttl, inbox, value)
 end
 
 -- hand_over gives the free key to head, the first live waiter (with its
--- entry, from first_waiter): a lease owned by the waiter id with a new
+-- entry, from first_waiter): a lease owned by "<waiter>:<token>" with a new
 -- fencing token, announced as "<token> <TTL ms> <waiter>" on the waiter's
 -- inbox, a channel only its process listens to. An entry without a lease
 -- (written by an older version) only has the key's channel told the
@@ -69,13 +80,13 @@ end
 local function hand_over(lockkey, fencekey, qkey, dkey, channel, head, entry)
   redis.call('LPOP', qkey)
   redis.call('HDEL', dkey, head)
-  local ttl, inbox, value = string.match(entry, '^%d+ (%d+) (%S+) (.*)$')
+  local ttl, inbox, meta = string.match(entry, '^%d+ (%d+) (%S+) (.*)$')
   if not ttl then
     redis.call('PUBLISH', channel, head)
     return
   end
   local token = redis.call('INCR', fencekey)
-  redis.call('SET', lockkey, value, 'PX', ttl)
+  redis.call('SET', lockkey, head .. ':' .. token .. meta, 'PX', ttl)
   redis.call('PUBLISH', inbox, token .. ' ' .. ttl .. ' ' .. head)
 end
 

@@ -84,13 +84,13 @@ func TestWaiterQueueHandsOffInOrder(t *testing.T) {
 	}
 	notReceived(t, ch2, "w2")
 	lk, _, _ := b.Keys("q")
-	if v, err := s.Client(t).Get(ctx, lk).Result(); err != nil || v != "w1" {
-		t.Fatalf("lock value after the hand-off = %q, %v; want the waiter id w1", v, err)
+	if v, err := s.Client(t).Get(ctx, lk).Result(); err != nil || v != ctxlock.GrantOwner("w1", h1.Token) {
+		t.Fatalf("lock value after the hand-off = %q, %v; want the grant's owner %q", v, err, ctxlock.GrantOwner("w1", h1.Token))
 	}
 	mustRefuse(t, b, "w2") // the key is w1's
 	mustRefuse(t, b, "")   // and a TryLock does not jump the queue
 	l1, err := b.Acquire(ctx, waitReq("w1"))
-	if err != nil || l1.Owner != "w1" || l1.Token != h1.Token {
+	if err != nil || l1.Owner != ctxlock.GrantOwner("w1", h1.Token) || l1.Token != h1.Token {
 		t.Fatalf("w1's Acquire after its grant = %+v, %v; want owner w1, token %d", l1, err, h1.Token)
 	}
 	if errs := b.Release(ctx, []ctxlock.Lease{l1}); errs != nil {
@@ -100,7 +100,7 @@ func TestWaiterQueueHandsOffInOrder(t *testing.T) {
 	if h2.Token <= h1.Token {
 		t.Fatalf("grant to w2 has token %d, not above w1's %d", h2.Token, h1.Token)
 	}
-	if l2, err := b.Acquire(ctx, waitReq("w2")); err != nil || l2.Owner != "w2" || l2.Token != h2.Token {
+	if l2, err := b.Acquire(ctx, waitReq("w2")); err != nil || l2.Owner != ctxlock.GrantOwner("w2", h2.Token) || l2.Token != h2.Token {
 		t.Fatalf("w2's Acquire after its grant = %+v, %v", l2, err)
 	}
 }
@@ -133,7 +133,7 @@ func TestWaiterQueueLeave(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := granted(t, ch2, "w1 leaving")
-	if l, err := b.Acquire(ctx, waitReq("w2")); err != nil || l.Owner != "w2" || l.Token != h.Token {
+	if l, err := b.Acquire(ctx, waitReq("w2")); err != nil || l.Owner != ctxlock.GrantOwner("w2", h.Token) || l.Token != h.Token {
 		t.Fatalf("w2 after w1 left = %+v, %v; want its grant (token %d)", l, err, h.Token)
 	}
 }
@@ -216,5 +216,43 @@ func TestManagersServedInArrivalOrder(t *testing.T) {
 	}
 	if fmt.Sprint(got) != "[0 1 2]" {
 		t.Fatalf("waiters served in order %v, want [0 1 2]", got)
+	}
+}
+
+// Every grant has its own owner: a Lock call granted a key twice (its first
+// grant lapsed, or was given back, before it held it) must not lose the
+// second grant to a retried release of the first.
+func TestWaiterQueueGrantOwnersDiffer(t *testing.T) {
+	s := redistest.StartServer(t)
+	b := newBackend(t, s.Client(t))
+	ctx := context.Background()
+	lk, _, _ := b.Keys("q")
+	ch, stop := b.WatchWaiter("q", "w1")
+	defer stop()
+	grantTo := func() ctxlock.Handoff {
+		holder := acquire(t, b, "q", 10*time.Second)
+		mustRefuse(t, b, "w1")
+		drain(ch)
+		if errs := b.Release(ctx, []ctxlock.Lease{holder}); errs != nil {
+			t.Fatal(errs)
+		}
+		return granted(t, ch, "a release with w1 queued")
+	}
+	first := grantTo()
+	firstLease := ctxlock.Lease{Key: "q", Owner: ctxlock.GrantOwner("w1", first.Token), Token: first.Token}
+	if errs := b.Release(ctx, []ctxlock.Lease{firstLease}); errs != nil {
+		t.Fatal(errs)
+	}
+	second := grantTo()
+	if second.Token <= first.Token {
+		t.Fatalf("second grant token %d, first %d", second.Token, first.Token)
+	}
+	// A retry of the first release, arriving late.
+	if errs := b.Release(ctx, []ctxlock.Lease{firstLease}); errs != nil {
+		t.Fatal(errs)
+	}
+	want := ctxlock.GrantOwner("w1", second.Token)
+	if v, err := s.Client(t).Get(ctx, lk).Result(); err != nil || v != want {
+		t.Fatalf("after a late release of the first grant the key holds %q (%v); want the second grant %q", v, err, want)
 	}
 }

@@ -20,7 +20,7 @@ if v and owned(v, ARGV[3]) then
     if head then
       hand_over(KEYS[1], KEYS[2], KEYS[4], KEYS[5], ARGV[4], head, entry)
       if ARGV[5] ~= '' then
-        enqueue(KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[2]), ARGV[7], waiter_value(ARGV[5], ARGV[1]))
+        enqueue(KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[2]), ARGV[7], metadata(ARGV[1]))
       end
     else
       -- Only wanted (by callers that do not queue): free it for them,
