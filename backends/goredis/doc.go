@@ -49,13 +49,15 @@
 //     (WithWaiterKeep) passes without a retry. Both expire on their own
 //     when nobody waits.
 //   - A release with waiters queued grants the key to the first live one
-//     (hand-off): it stores a lease owned by the waiter id, with the next
-//     fencing token and a TTL of at most WithWaiterKeep, and PUBLISHes
-//     "<waiter> <token> <ttl ms>" on the channel "{K}:released". Only that
-//     waiter acts on it; its Manager holds the key at once and renews the
-//     lease to its TTL with its next refresh. A waiter whose notification
-//     is lost finds the lease at its next retry. When nobody is queued the
-//     release publishes "{K}", which wakes every watcher.
+//     (hand-off): it stores a lease owned by "<waiter>:<token>"
+//     (ctxlock.GrantOwner), with the next fencing token and a TTL of at
+//     most WithWaiterKeep, and PUBLISHes "<token> <ttl ms> <waiter>" on the
+//     waiter's inbox, a channel ("ctxlock:inbox:<random id>", see
+//     Backend.Inbox) that only the waiter's Backend subscribes to. Its
+//     Manager holds the key at once and renews the lease to its TTL with
+//     its next refresh. A waiter whose notification is lost finds the lease
+//     at its next retry. When nobody is queued the release publishes "{K}"
+//     on the channel "{K}:released", which wakes every plain watcher.
 //
 // A contended hand-off therefore costs one release and one message: the
 // next owner holds the key without a request of its own, and no process
