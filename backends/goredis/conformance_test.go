@@ -29,11 +29,11 @@ func TestConformanceCluster(t *testing.T) {
 }
 
 // faultyBackend adds the locktest fault switches to a real Backend: an
-// outage switch (locktest.Outage: every call fails with ErrUnavailable, as a
+// outage switch (locktest.RelockingOutage: every call fails with ErrUnavailable, as a
 // dead server would, the optional interfaces included) and Evict (DEL of the
 // lock key, as on data loss).
 type faultyBackend struct {
-	*locktest.Outage
+	*locktest.RelockingOutage
 	rb     *goredis.Backend
 	client redis.UniversalClient
 }
@@ -42,7 +42,7 @@ func faulty(t *testing.T, c redis.UniversalClient) *faultyBackend {
 	// Each leaf test gets a new Backend (its own subscription); locktest
 	// gives every leaf test its own keys.
 	b := newBackend(t, c)
-	return &faultyBackend{Outage: locktest.NewOutage(b), rb: b, client: c}
+	return &faultyBackend{RelockingOutage: locktest.NewRelockingOutage(b), rb: b, client: c}
 }
 
 func (f *faultyBackend) Evict(key string) {
@@ -50,21 +50,7 @@ func (f *faultyBackend) Evict(key string) {
 	_ = f.client.Del(context.Background(), lk).Err()
 }
 
-// The optional interfaces, behind the same switch.
-
-func (f *faultyBackend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) ([]error, []bool) {
-	if f.Down() {
-		return locktest.Failed(len(leases)), nil
-	}
-	return f.rb.ReleaseContended(ctx, leases)
-}
-
-func (f *faultyBackend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, error) {
-	if f.Down() {
-		return ctxlock.Lease{}, false, locktest.ErrOutage
-	}
-	return f.rb.Relock(ctx, old, req)
-}
+// The waiter queue, behind the same switch.
 
 func (f *faultyBackend) WatchWaiter(key, waiter string) (<-chan ctxlock.Handoff, func()) {
 	return f.rb.WatchWaiter(key, waiter)

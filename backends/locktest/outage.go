@@ -72,3 +72,40 @@ func Failed(n int) []error {
 	}
 	return errs
 }
+
+// RelockingBackend is a Backend with the optional interfaces Relocker and
+// ContentionReporter, as the networked backends have.
+type RelockingBackend interface {
+	ctxlock.Backend
+	ctxlock.Relocker
+	ctxlock.ContentionReporter
+}
+
+// RelockingOutage is an Outage over a RelockingBackend that forwards Relock
+// and ReleaseContended too, behind the same switch, so that an outage also
+// reaches the Manager's re-lock and contention paths.
+type RelockingOutage struct {
+	*Outage
+	b RelockingBackend
+}
+
+// NewRelockingOutage wraps b, up.
+func NewRelockingOutage(b RelockingBackend) *RelockingOutage {
+	return &RelockingOutage{Outage: NewOutage(b), b: b}
+}
+
+// ReleaseContended implements ctxlock.ContentionReporter.
+func (o *RelockingOutage) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) ([]error, []bool) {
+	if o.Down() {
+		return Failed(len(leases)), nil
+	}
+	return o.b.ReleaseContended(ctx, leases)
+}
+
+// Relock implements ctxlock.Relocker.
+func (o *RelockingOutage) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, error) {
+	if o.Down() {
+		return ctxlock.Lease{}, false, ErrOutage
+	}
+	return o.b.Relock(ctx, old, req)
+}

@@ -14,6 +14,6 @@ func TestConformance(t *testing.T) {
 	locktest.Run(t, func(t *testing.T) ctxlock.Backend {
 		// Each leaf test gets a new Backend (its own subscriptions).
 		b := newBackend(t, c.clients)
-		return &faultyBackend{Outage: locktest.NewOutage(b), rb: b, clients: c.clients}
+		return &faultyBackend{RelockingOutage: locktest.NewRelockingOutage(b), rb: b, clients: c.clients}
 	}, locktest.WithTTL(time.Second))
 }

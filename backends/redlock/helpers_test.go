@@ -50,11 +50,11 @@ func owner() string {
 func uniqueKey(name string) string { return "redlocktest/" + owner() + "/" + name }
 
 // faultyBackend adds the locktest fault switches to a redlock Backend: an
-// outage switch (locktest.Outage: every call fails with ErrUnavailable, as if
+// outage switch (locktest.RelockingOutage: every call fails with ErrUnavailable, as if
 // every node were down, the optional interfaces included) and Evict (DEL of
 // the lease on every node, as on data loss).
 type faultyBackend struct {
-	*locktest.Outage
+	*locktest.RelockingOutage
 	rb      *redlock.Backend
 	clients []redis.UniversalClient
 }
@@ -64,22 +64,6 @@ func (f *faultyBackend) Evict(key string) {
 	for _, c := range f.clients {
 		_ = c.Del(context.Background(), lk).Err()
 	}
-}
-
-// The optional interfaces, behind the same switch.
-
-func (f *faultyBackend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) ([]error, []bool) {
-	if f.Down() {
-		return locktest.Failed(len(leases)), nil
-	}
-	return f.rb.ReleaseContended(ctx, leases)
-}
-
-func (f *faultyBackend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, error) {
-	if f.Down() {
-		return ctxlock.Lease{}, false, locktest.ErrOutage
-	}
-	return f.rb.Relock(ctx, old, req)
 }
 
 // settled runs f with a Backend of its own over clients and closes it
