@@ -141,13 +141,7 @@ func TestRelockYieldsToWaitingOwner(t *testing.T) {
 	c := startNodes(t, 5)
 	ctx := context.Background()
 	key := uniqueKey("k")
-	var first ctxlock.Lease
-	settled(t, c.clients, func(b *redlock.Backend) {
-		var err error
-		if first, err = b.Acquire(ctx, lockReq(key)); err != nil {
-			t.Fatalf("Acquire: %v", err)
-		}
-	})
+	first := acquireSettled(t, c.clients, key)
 	other := newBackend(t, c.clients)
 	otherReq := lockReq(key)
 	if _, err := other.Acquire(ctx, otherReq); !errors.Is(err, ctxlock.ErrHeld) {
@@ -211,13 +205,7 @@ func TestRelockWithNodeDown(t *testing.T) {
 	c := startNodes(t, 5)
 	ctx := context.Background()
 	key := uniqueKey("k")
-	var first ctxlock.Lease
-	settled(t, c.clients, func(b *redlock.Backend) {
-		var err error
-		if first, err = b.Acquire(ctx, lockReq(key)); err != nil {
-			t.Fatalf("Acquire: %v", err)
-		}
-	})
+	first := acquireSettled(t, c.clients, key)
 	c.servers[4].Kill()
 	req := lockReq(key)
 	var second ctxlock.Lease
@@ -254,13 +242,7 @@ func TestRelockReleasesOldWhereItFailed(t *testing.T) {
 	hooks := hookAll(c)
 	ctx := context.Background()
 	key := uniqueKey("k")
-	var first ctxlock.Lease
-	settled(t, c.clients, func(b *redlock.Backend) {
-		var err error
-		if first, err = b.Acquire(ctx, lockReq(key)); err != nil {
-			t.Fatalf("Acquire: %v", err)
-		}
-	})
+	first := acquireSettled(t, c.clients, key)
 	hooks[4].failNextCommand()
 	req := lockReq(key)
 	settled(t, c.clients, func(b *redlock.Backend) {
@@ -274,4 +256,18 @@ func TestRelockReleasesOldWhereItFailed(t *testing.T) {
 			t.Errorf("holders: %q; want the new owner on nodes 0-3 and the old lease released on node 4", got)
 		}
 	})
+}
+
+// acquireSettled acquires key with a Backend of its own and returns once
+// every node has answered.
+func acquireSettled(t *testing.T, clients []redis.UniversalClient, key string) ctxlock.Lease {
+	t.Helper()
+	var lease ctxlock.Lease
+	settled(t, clients, func(b *redlock.Backend) {
+		var err error
+		if lease, err = b.Acquire(context.Background(), lockReq(key)); err != nil {
+			t.Fatalf("Acquire: %v", err)
+		}
+	})
+	return lease
 }
