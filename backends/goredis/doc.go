@@ -92,15 +92,21 @@
 //
 // # Wake-ups
 //
-// Watch shares one subscription per Backend: the first Watch starts it,
-// each key's channel is subscribed while it has watchers, and one goroutine
-// reads messages and signals the watchers' channels without blocking. The
+// Watch and WatchWaiter share one subscription per Backend: the first of
+// them starts it, each key's channel is subscribed while it has plain
+// watchers, the Backend's inbox while it has waiters (channels linger 30s
+// after their last watcher), and one goroutine reads messages and signals
+// the watchers' channels without blocking; a hand-off replaces a pending
+// hint, so it is never lost behind one. The
 // subscription pings the server when it has been silent for
 // WithHealthCheckInterval; after a reconnect every watcher is woken, since
 // a release may have been missed. Watchers of a lease that lapses (TTL
 // expiry rather than release) are woken only with WithExpiryNotifications
 // and notify-keyspace-events configured on the server; otherwise the
-// Manager retries at the holder's remaining TTL.
+// Manager retries at the holder's remaining TTL. Queued waiters are woken by
+// their hand-off only: a lease that lapses with waiters queued goes to the
+// first of them at its next retry (at the holder's remaining TTL, or within
+// ctxlock.MaxRetryDelay).
 //
 // # Redis Cluster
 //
