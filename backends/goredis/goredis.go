@@ -71,7 +71,11 @@ type options struct {
 
 // WithWaiterKeep sets how long a queued waiter keeps its place without
 // retrying (default DefaultWaiterKeep). It must exceed the waiters' longest
-// backoff (ctxlock.MaxRetryDelay) by a round trip or more.
+// backoff (ctxlock.MaxRetryDelay) by a round trip or more. It also bounds
+// the TTL of a hand-off (the waiter's Manager renews it to the lock's TTL):
+// the hold is valid from the waiter's last refused attempt, up to
+// MaxRetryDelay earlier, so a keep close to MaxRetryDelay leaves a granted
+// waiter little time to take the key up. Keep the default or more.
 func WithWaiterKeep(d time.Duration) Option {
 	return func(o *options) {
 		if d > 0 {
