@@ -67,13 +67,7 @@ func TestWaiterQueueHandsOffInOrder(t *testing.T) {
 	b := newBackend(t, s.Client(t))
 	ctx := context.Background()
 	holder := acquire(t, b, "q", 10*time.Second)
-	mustRefuse(t, b, "w1")
-	mustRefuse(t, b, "w2")
-	ch1, stop1 := b.WatchWaiter("q", "w1")
-	defer stop1()
-	ch2, stop2 := b.WatchWaiter("q", "w2")
-	defer stop2()
-	drain(ch1, ch2)
+	ch1, ch2 := queueTwo(t, b)
 
 	if errs := b.Release(ctx, []ctxlock.Lease{holder}); errs != nil {
 		t.Fatal(errs)
@@ -105,6 +99,20 @@ func TestWaiterQueueHandsOffInOrder(t *testing.T) {
 	}
 }
 
+// queueTwo has waiters w1 and w2 refused on the held key "q", in that
+// order, and watching for their turns.
+func queueTwo(t *testing.T, b *goredis.Backend) (ch1, ch2 <-chan ctxlock.Handoff) {
+	t.Helper()
+	mustRefuse(t, b, "w1")
+	mustRefuse(t, b, "w2")
+	ch1, stop1 := b.WatchWaiter("q", "w1")
+	t.Cleanup(stop1)
+	ch2, stop2 := b.WatchWaiter("q", "w2")
+	t.Cleanup(stop2)
+	drain(ch1, ch2)
+	return ch1, ch2
+}
+
 // other is a second Backend on s, for watching from another process.
 func other(t *testing.T, s *redistest.Server) *goredis.Backend { return newBackend(t, s.Client(t)) }
 
@@ -116,13 +124,7 @@ func TestWaiterQueueLeave(t *testing.T) {
 	o := other(t, s) // the holder, in another process
 	ctx := context.Background()
 	holder := acquire(t, o, "q", 10*time.Second)
-	mustRefuse(t, b, "w1")
-	mustRefuse(t, b, "w2")
-	ch1, stop1 := b.WatchWaiter("q", "w1")
-	defer stop1()
-	ch2, stop2 := b.WatchWaiter("q", "w2")
-	defer stop2()
-	drain(ch1, ch2)
+	ch1, ch2 := queueTwo(t, b)
 	if errs := o.Release(ctx, []ctxlock.Lease{holder}); errs != nil {
 		t.Fatal(errs)
 	}
