@@ -556,3 +556,48 @@ func TestConcurrentWatchRelease(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A lease in its last millisecond reads PTTL 0; the refusal must still say
+// "expires within 1ms", not "unknown" (0), or a Manager waiting for the
+// lapse would back off for up to MaxRetryDelay.
+func TestRefusalInLastMillisecond(t *testing.T) {
+	s := redistest.StartServer(t)
+	c := s.Client(t)
+	b := newBackend(t, c)
+	ctx := context.Background()
+	lk, _, _ := b.Keys("k")
+
+	refusals := 0
+	for i := 0; i < 2000 && refusals < 200; i++ {
+		now, err := c.Time(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Expires at the end of the server's next millisecond: the acquire
+		// below often runs within it.
+		if err := c.Set(ctx, lk, "someone-else", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.PExpireAt(ctx, lk, now.Add(time.Millisecond)).Err(); err != nil {
+			t.Fatal(err)
+		}
+		_, err = b.Acquire(ctx, ctxlock.AcquireRequest{Key: "k", Owner: owner(), TTL: time.Second, Timeout: time.Second})
+		var held *ctxlock.HeldError
+		switch {
+		case err == nil:
+			if err := c.Del(ctx, lk).Err(); err != nil {
+				t.Fatal(err)
+			}
+		case errors.As(err, &held):
+			refusals++
+			if held.Remaining <= 0 || held.Remaining > 2*time.Millisecond {
+				t.Fatalf("refused with Remaining %v; want 1ms or 2ms", held.Remaining)
+			}
+		default:
+			t.Fatal(err)
+		}
+	}
+	if refusals == 0 {
+		t.Fatal("no attempt found the lease alive: the test checked nothing")
+	}
+}

@@ -93,11 +93,16 @@ end
 -- refused is the answer to a refused acquire: {0, holder's PTTL, fencing
 -- counter}, PTTL 0 when the free key is kept for an earlier waiter. A held
 -- key is marked wanted for as long as the current lease may last, so that
--- its holder's release can tell it that others are waiting.
+-- its holder's release can tell it that others are waiting. PTTL rounds
+-- down: a lease in its last millisecond reads 0, and 0 would tell the waiter
+-- "unknown, back off", so it is reported as 1.
 local function refused(lockkey, wantedkey, fencekey, held)
   local pttl = 0
   if held then
     pttl = redis.call('PTTL', lockkey)
+    if pttl == 0 then
+      pttl = 1
+    end
     if pttl > 0 then
       redis.call('SET', wantedkey, '1', 'PX', pttl)
     end
