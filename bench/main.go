@@ -325,21 +325,23 @@ func sectionA(w io.Writer, e *env, impls []Impl, runs, g int, d time.Duration, t
 			c.add("cmds", r.CmdsPerOp)
 			c.add("rts", r.RTsPerOp)
 			c.add("srv", r.SrvCmdsPerOp)
+			c.add("ccpu", r.ClientCPU)
+			c.add("scpu", r.ServerCPU)
 			c.add("err", float64(r.Errors))
 			c.add("stall", float64(r.Stalls))
 		}
 	}
 	fmt.Fprintf(w, "### %s: %d goroutines, one client, distinct keys, Lock+Unlock loop (median of %d runs × %v)\n\n", title, g, runs, d)
-	fmt.Fprintln(w, "| implementation | ops/s | p50 ms | p99 ms | client cmds/op | round trips/op | server cmds/op (incl. Lua) | errors | stalls > 1 s |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| implementation | ops/s | p50 ms | p99 ms | client cmds/op | round trips/op | server cmds/op (incl. Lua) | client CPU µs/op | server CPU µs/op | errors | stalls > 1 s |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	best := bestPeer(res, "ops")
 	for _, im := range impls {
 		c := res[im.Name]
 		if c == nil {
-			fmt.Fprintf(w, "| %s | failed | | | | | | | |\n", im.Name)
+			fmt.Fprintf(w, "| %s | failed | | | | | | | | | |\n", im.Name)
 			continue
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", im.Name, f0(c.med("ops")), f2(c.med("p50")), f2(c.med("p99")), f1(c.med("cmds")), f2(c.med("rts")), f1(c.med("srv")), f0(c.med("err")), sum(c["stall"]))
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", im.Name, f0(c.med("ops")), f2(c.med("p50")), f2(c.med("p99")), f1(c.med("cmds")), f2(c.med("rts")), f1(c.med("srv")), f1(c.med("ccpu")), f1(c.med("scpu")), f0(c.med("err")), sum(c["stall"]))
 	}
 	if c := res[impls[0].Name]; c != nil && best > 0 {
 		fmt.Fprintf(w, "\n"+impls[0].Name+" / best peer ops/s: **%.2f×** (target ≥ 1.5×)\n", c.med("ops")/best)

@@ -48,6 +48,8 @@ type uncontended struct {
 	CmdsPerOp    float64 // sent by the client
 	RTsPerOp     float64 // round trips (go-redis hook; -1 for rueidis)
 	SrvCmdsPerOp float64 // INFO commandstats, Lua-internal calls included
+	ClientCPU    float64 // µs of this process's CPU (user+sys, getrusage) per op
+	ServerCPU    float64 // µs of the servers' CPU (INFO cpu) per op
 	Errors       int64
 	Stalls       int64 // Lock calls that took over a second on an uncontended key
 }
@@ -73,6 +75,7 @@ func runUncontended(e *env, impl Impl, g int, d time.Duration) (uncontended, err
 	}
 	c0, rt0 := cnt.load()
 	s0 := serverCalls(e.info)
+	cpu0, srvCPU0 := processCPU(), serverCPU(e.info)
 	lat := make([][]time.Duration, g)
 	var errs, stalls atomic.Int64
 	var wg sync.WaitGroup
@@ -112,6 +115,7 @@ func runUncontended(e *env, impl Impl, g int, d time.Duration) (uncontended, err
 	}
 	wg.Wait()
 	el := time.Since(start)
+	cpu1, srvCPU1 := processCPU(), serverCPU(e.info)
 	c1, rt1 := cnt.load()
 	s1 := serverCalls(e.info)
 	all := slices.Concat(lat...)
@@ -125,6 +129,8 @@ func runUncontended(e *env, impl Impl, g int, d time.Duration) (uncontended, err
 			r.RTsPerOp = math.NaN()
 		}
 		r.SrvCmdsPerOp = float64(s1-s0) / float64(n)
+		r.ClientCPU = float64((cpu1-cpu0).Microseconds()) / float64(n)
+		r.ServerCPU = float64((srvCPU1-srvCPU0).Microseconds()) / float64(n)
 	}
 	return r, nil
 }
