@@ -457,6 +457,11 @@ func (b *Backend) runBatch(ctx context.Context, s *redis.Script, leases []ctxloc
 }
 
 func isNoScript(err error) bool {
+	if err == nil {
+		// Most calls succeed, and redis.HasErrorPrefix allocates even for a
+		// nil error (its errors.As target escapes).
+		return false
+	}
 	return errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT")
 }
 
