@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -136,6 +137,15 @@ type Backend struct {
 	inbox   string // the channel grants to this backend's waiters are published on
 	hub     *hub
 	batch   *batcher // group-commits Acquire and Relock
+
+	// Script arguments that never change, converted to interfaces once:
+	// each conversion of a string or a large int64 allocates.
+	keepArg  any // opts.waiterKeep in ms
+	inboxArg any // inbox
+	// ttlArg is the last TTL (ms, int64) Acquire or Relock sent, as an
+	// interface: a Manager's locks mostly share one TTL, so reusing it
+	// spares an allocation per call. A different TTL just replaces it.
+	ttlArg atomic.Value
 }
 
 var (
@@ -164,6 +174,7 @@ func New(client redis.UniversalClient, opts ...Option) *Backend {
 		pattern = expiredPattern
 	}
 	b.inbox = o.prefix + inboxPrefix + randomID()
+	b.keepArg, b.inboxArg = o.waiterKeep.Milliseconds(), b.inbox
 	b.hub = newHub(client, b.inbox, pattern, o.healthEvery, o.subscribeWait)
 	b.batch = newBatcher(client)
 	return b
@@ -206,13 +217,54 @@ const (
 
 func (b *Backend) lockKey(key string) string { return "{" + b.opts.prefix + key + "}" }
 
+// scriptKeys are a key's Redis keys in the order acquire.lua and relock.lua
+// take them (lock, fence, wanted, queue, deadline), then its channel.
+type scriptKeys [6]string
+
+// keySuffixes follow the lock key in scriptKeys.
+var keySuffixes = scriptKeys{"", fenceSuffix, wantedSuffix, queueSuffix, deadlineSuffix, channelSuffix}
+
+// scriptKeys returns key's scriptKeys, cut from one string: one allocation
+// instead of six. (Each is the same string lockKey and its suffixes give.)
+func (b *Backend) scriptKeys(key string) (ks scriptKeys) {
+	n := len("{") + len(b.opts.prefix) + len(key) + len("}")
+	var sb strings.Builder
+	sb.Grow(len(ks)*n + len(fenceSuffix) + len(wantedSuffix) + len(queueSuffix) + len(deadlineSuffix) + len(channelSuffix))
+	for _, suffix := range keySuffixes {
+		sb.WriteString("{")
+		sb.WriteString(b.opts.prefix)
+		sb.WriteString(key)
+		sb.WriteString("}")
+		sb.WriteString(suffix)
+	}
+	all := sb.String()
+	for i, suffix := range keySuffixes {
+		ks[i], all = all[:n+len(suffix)], all[n+len(suffix):]
+	}
+	return ks
+}
+
+// ttlArgOf returns ms as an interface, reusing the last one when it is the
+// same TTL (see Backend.ttlArg).
+func (b *Backend) ttlArgOf(ms int64) any {
+	if v := b.ttlArg.Load(); v != nil && v.(int64) == ms {
+		return v
+	}
+	v := any(ms)
+	b.ttlArg.Store(v)
+	return v
+}
+
 // Acquire implements ctxlock.Backend. It runs acquire.lua: when the key is
 // free it increments the key's fencing counter and SETs the lease with a
 // PX TTL, returning the counter as the token; when another owner holds it,
 // it returns a *ctxlock.HeldError with the holder's PTTL. A retry by the
 // same owner (after an ambiguous attempt) gets the same lease back.
 func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
-	return b.take(ctx, "acquire", acquireScript, req, []any{req.Waiter, b.opts.waiterKeep.Milliseconds(), b.inbox})
+	if err := validate(req.Key, req.Owner); err != nil {
+		return ctxlock.Lease{}, err
+	}
+	return b.take(ctx, "acquire", acquireScript, req, b.scriptKeys(req.Key), req.Waiter, b.keepArg, b.inboxArg)
 }
 
 // WatchWaiter implements ctxlock.WaiterQueue: the channel receives the
@@ -236,12 +288,9 @@ func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 }
 
 // take runs an acquiring script (acquire.lua, or relock.lua with the old
-// owner and the channel as extra arguments) for req and reads its
-// {1, token} / {0, pttl} answer.
-func (b *Backend) take(ctx context.Context, op string, script *redis.Script, req ctxlock.AcquireRequest, extra []any) (ctxlock.Lease, error) {
-	if err := validate(req.Key, req.Owner); err != nil {
-		return ctxlock.Lease{}, err
-	}
+// owner and the channel as extra arguments) for a validated req, with keys
+// from scriptKeys(req.Key), and reads its {1, token} / {0, pttl} answer.
+func (b *Backend) take(ctx context.Context, op string, script *redis.Script, req ctxlock.AcquireRequest, keys scriptKeys, extra ...any) (ctxlock.Lease, error) {
 	ms, err := ttlMillis(req.TTL)
 	if err != nil {
 		return ctxlock.Lease{}, fmt.Errorf("goredis: %s %q: %w", op, req.Key, err)
@@ -255,9 +304,8 @@ func (b *Backend) take(ctx context.Context, op string, script *redis.Script, req
 	if req.Metadata != "" {
 		value += metaSeparator + req.Metadata
 	}
-	lk := b.lockKey(req.Key)
-	args := append([]any{value, ms}, extra...)
-	res, err := b.batch.run(ctx, req.Timeout, script, []string{lk, lk + fenceSuffix, lk + wantedSuffix, lk + queueSuffix, lk + deadlineSuffix}, args...)
+	args := append([]any{value, b.ttlArgOf(ms)}, extra...)
+	res, err := b.batch.run(ctx, req.Timeout, script, keys[:5], args...)
 	if err != nil {
 		return ctxlock.Lease{}, wrap(op, req.Key, err)
 	}
@@ -309,9 +357,14 @@ func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.Acq
 	if err := validate(old.Key, old.Owner); err != nil {
 		return ctxlock.Lease{}, false, err
 	}
-	// relock.lua's arguments: value, ttl (from take), old owner, channel.
-	channel := b.lockKey(req.Key) + channelSuffix
-	lease, err := b.take(ctx, "relock", relockScript, req, []any{old.Owner, channel, req.Waiter, b.opts.waiterKeep.Milliseconds(), b.inbox})
+	if err := validate(req.Key, req.Owner); err != nil {
+		return ctxlock.Lease{}, false, err
+	}
+	// relock.lua's arguments: value, ttl (from take), old owner, channel,
+	// waiter, waiter keep, inbox.
+	keys := b.scriptKeys(req.Key)
+	channel := keys[5]
+	lease, err := b.take(ctx, "relock", relockScript, req, keys, old.Owner, channel, req.Waiter, b.keepArg, b.inboxArg)
 	if errors.Is(err, errYielded) {
 		b.hub.wake(channel) // this backend's own watchers hear it at once
 		return ctxlock.Lease{}, true, nil
