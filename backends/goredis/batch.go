@@ -74,6 +74,11 @@ type call struct {
 	res  any
 	err  error
 	done chan struct{} // closed when res and err are set
+
+	// Room for keys and args, so that Backend.take's call, keys and args
+	// are one allocation (7: relock.lua's arguments).
+	keyBuf [5]string
+	argBuf [7]any
 }
 
 func newBatcher(client redis.UniversalClient) *batcher {
@@ -88,10 +93,16 @@ func newBatcher(client redis.UniversalClient) *batcher {
 // timeout (when > 0) passes, even though the batch carrying the call may
 // still be running. After close, calls go out one by one.
 func (bt *batcher) run(ctx context.Context, timeout time.Duration, s *redis.Script, keys []string, args ...any) (any, error) {
+	return bt.do(ctx, timeout, &call{s: s, keys: keys, args: args})
+}
+
+// do is run for a new call whose s, keys and args are set.
+func (bt *batcher) do(ctx context.Context, timeout time.Duration, c *call) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	c := &call{ctx: ctx, s: s, keys: keys, args: args, done: make(chan struct{})}
+	s, keys, args := c.s, c.keys, c.args
+	c.ctx, c.done = ctx, make(chan struct{})
 	if timeout > 0 {
 		c.deadline = time.Now().Add(timeout)
 		if d, ok := ctx.Deadline(); !ok || d.After(c.deadline) {

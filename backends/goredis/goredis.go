@@ -304,8 +304,12 @@ func (b *Backend) take(ctx context.Context, op string, script *redis.Script, req
 	if req.Metadata != "" {
 		value += metaSeparator + req.Metadata
 	}
-	args := append([]any{value, b.ttlArgOf(ms)}, extra...)
-	res, err := b.batch.run(ctx, req.Timeout, script, keys[:5], args...)
+	// The call holds its keys and args: one allocation for the three.
+	c := &call{s: script}
+	c.keyBuf = [5]string(keys[:5])
+	c.keys = c.keyBuf[:]
+	c.args = append(append(c.argBuf[:0], value, b.ttlArgOf(ms)), extra...)
+	res, err := b.batch.do(ctx, req.Timeout, c)
 	if err != nil {
 		return ctxlock.Lease{}, wrap(op, req.Key, err)
 	}
