@@ -89,9 +89,10 @@ func newBatcher(client redis.UniversalClient) *batcher {
 
 // run runs s with keys and args, as s.Run(ctx, client, keys, args...).Result()
 // would (EVALSHA, then EVAL on NOSCRIPT), in a pipeline shared with the
-// calls of other goroutines. It returns ctx.Err() as soon as ctx ends or
-// timeout (when > 0) passes, even though the batch carrying the call may
-// still be running. After close, calls go out one by one.
+// calls of other goroutines. It returns ctx.Err() as soon as ctx ends, or
+// context.DeadlineExceeded as soon as timeout (when > 0) passes, even though
+// the batch carrying the call may still be running. After close, calls go
+// out one by one.
 func (bt *batcher) run(ctx context.Context, timeout time.Duration, s *redis.Script, keys []string, args ...any) (any, error) {
 	return bt.do(ctx, timeout, &call{s: s, keys: keys, args: args})
 }
@@ -101,28 +102,27 @@ func (bt *batcher) do(ctx context.Context, timeout time.Duration, c *call) (any,
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	s, keys, args := c.s, c.keys, c.args
 	c.ctx, c.done = ctx, make(chan struct{})
 	if timeout > 0 {
 		c.deadline = time.Now().Add(timeout)
-		if d, ok := ctx.Deadline(); !ok || d.After(c.deadline) {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithDeadline(ctx, c.deadline)
-			defer cancel()
-		}
 	}
 	addr := ""
-	if bt.cluster != nil && len(keys) > 0 {
-		// From the cached slot map; on error the call shares the lane of
-		// the calls whose master is unknown, and fails in its pipeline.
-		if node, err := bt.cluster.MasterForKey(ctx, keys[0]); err == nil {
+	if bt.cluster != nil && len(c.keys) > 0 {
+		// From the cached slot map (loaded on first use); on error the call
+		// shares the lane of the calls whose master is unknown, and fails in
+		// its pipeline.
+		mctx, cancel := c.bounded(ctx)
+		if node, err := bt.cluster.MasterForKey(mctx, c.keys[0]); err == nil {
 			addr = node.Options().Addr
 		}
+		cancel()
 	}
 	bt.mu.Lock()
 	if bt.closed {
 		bt.mu.Unlock()
-		return s.Run(ctx, bt.client, keys, args...).Result()
+		rctx, cancel := c.bounded(ctx)
+		defer cancel()
+		return c.s.Run(rctx, bt.client, c.keys, c.args...).Result()
 	}
 	l := bt.lane(addr)
 	l.queue = append(l.queue, c)
@@ -135,19 +135,73 @@ func (bt *batcher) do(ctx context.Context, timeout time.Duration, c *call) (any,
 	if start {
 		go bt.flush(l)
 	}
+	// The timeout is enforced with a recycled timer rather than a context
+	// derived from ctx: that costs about four allocations per call, and
+	// the batch does not use the caller's context for I/O anyway. No timer
+	// when ctx ends first.
+	var expired <-chan time.Time
+	if !c.deadline.IsZero() {
+		if d, ok := ctx.Deadline(); !ok || d.After(c.deadline) {
+			t := getTimer(time.Until(c.deadline))
+			defer putTimer(t)
+			expired = t.C
+		}
+	}
 	select {
 	case <-c.done:
 		return c.res, c.err
 	case <-ctx.Done():
-		if !c.state.CompareAndSwap(callQueued, callAbandoned) {
-			select {
-			case <-c.done: // answered meanwhile: take the answer
-				return c.res, c.err
-			default: // sent: the batch goes on without us
-			}
-		}
-		return nil, ctx.Err()
+		return c.giveUp(ctx.Err())
+	case <-expired:
+		return c.giveUp(context.DeadlineExceeded)
 	}
+}
+
+// giveUp is the end of a call whose caller stopped waiting with err: it
+// takes the call out of its batch if it was not sent yet.
+func (c *call) giveUp(err error) (any, error) {
+	if !c.state.CompareAndSwap(callQueued, callAbandoned) {
+		select {
+		case <-c.done: // answered meanwhile: take the answer
+			return c.res, c.err
+		default: // sent: the batch goes on without us
+		}
+	}
+	return nil, err
+}
+
+// bounded returns ctx bounded by the call's deadline, for the go-redis
+// calls made on the caller's goroutine (where a timer cannot stop them).
+func (c *call) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if c.deadline.IsZero() {
+		return ctx, func() {}
+	}
+	return context.WithDeadline(ctx, c.deadline)
+}
+
+// timers recycles the timers that bound callers' waits (a new one costs
+// two allocations).
+var timers sync.Pool
+
+func getTimer(d time.Duration) *time.Timer {
+	if t, ok := timers.Get().(*time.Timer); ok {
+		t.Reset(d)
+		return t
+	}
+	return time.NewTimer(d)
+}
+
+// putTimer stops t and recycles it. With Go 1.23's synchronous timer
+// channels Stop alone guarantees the next user no stale tick; the drain
+// does it when GODEBUG asynctimerchan=1 brings the old timers back.
+func putTimer(t *time.Timer) {
+	if !t.Stop() {
+		select {
+		case <-t.C:
+		default:
+		}
+	}
+	timers.Put(t)
 }
 
 // lane returns the lane of addr; bt.mu is held.

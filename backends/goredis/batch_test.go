@@ -363,6 +363,27 @@ func TestBatcherCallerGivesUp(t *testing.T) {
 	}
 }
 
+// TestTimerPoolNoStaleTick: a recycled timer does not fire early, whether
+// its last user received its tick or not (also with GODEBUG
+// asynctimerchan=1).
+func TestTimerPoolNoStaleTick(t *testing.T) {
+	for _, received := range []bool{true, false} {
+		tm := getTimer(time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
+		if received {
+			<-tm.C
+		}
+		putTimer(tm)
+		tm = getTimer(time.Hour) // usually the same timer
+		select {
+		case <-tm.C:
+			t.Fatalf("received=%v: a recycled timer ticked at once", received)
+		case <-time.After(20 * time.Millisecond):
+		}
+		putTimer(tm)
+	}
+}
+
 // The per-call timeout bounds the caller's wait, and the batch runs until
 // the latest deadline among its calls: on a frozen server, a call with a
 // short timeout gives up with DeadlineExceeded while its batch goes on for

@@ -295,11 +295,7 @@ func (b *Backend) take(ctx context.Context, op string, script *redis.Script, req
 	if err != nil {
 		return ctxlock.Lease{}, fmt.Errorf("goredis: %s %q: %w", op, req.Key, err)
 	}
-	if req.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, req.Timeout)
-		defer cancel()
-	}
+	// The batcher bounds the call by req.Timeout.
 	value := req.Owner
 	if req.Metadata != "" {
 		value += metaSeparator + req.Metadata
