@@ -69,16 +69,37 @@ type call struct {
 	s        *redis.Script
 	keys     []string
 	args     []any
+	evalsha  []any // EVALSHA's arguments, ending with args
 	state    atomic.Int32
 
 	res  any
 	err  error
 	done chan struct{} // closed when res and err are set
 
-	// Room for keys and args, so that Backend.take's call, keys and args
-	// are one allocation (7: relock.lua's arguments).
+	// Room for keys and the EVALSHA arguments, so that a call of
+	// Backend.take is one allocation: EVALSHA, SHA1, 5 keys, and 7
+	// arguments (relock.lua's).
 	keyBuf [5]string
-	argBuf [7]any
+	cmdBuf [3 + 5 + 7]any
+}
+
+// newCall returns a call of s, whose SHA1 is sha, with keys and args.
+//
+// It builds the EVALSHA command Script.EvalSha would, but in the call's own
+// storage when it has room, and with sha converted to an interface once per
+// script: go-redis allocates the arguments' slice, converts the command's
+// name and SHA1 afresh on every call, and the keys too (as here).
+func newCall(s *redis.Script, sha any, keys []string, args ...any) *call {
+	c := &call{s: s}
+	c.keys = append(c.keyBuf[:0], keys...)
+	cmd := append(c.cmdBuf[:0], "evalsha", sha, len(keys))
+	for _, k := range keys {
+		cmd = append(cmd, k)
+	}
+	n := len(cmd)
+	cmd = append(cmd, args...)
+	c.evalsha, c.args = cmd, cmd[n:]
+	return c
 }
 
 func newBatcher(client redis.UniversalClient) *batcher {
@@ -94,10 +115,10 @@ func newBatcher(client redis.UniversalClient) *batcher {
 // the batch carrying the call may still be running. After close, calls go
 // out one by one.
 func (bt *batcher) run(ctx context.Context, timeout time.Duration, s *redis.Script, keys []string, args ...any) (any, error) {
-	return bt.do(ctx, timeout, &call{s: s, keys: keys, args: args})
+	return bt.do(ctx, timeout, newCall(s, s.Hash(), keys, args...))
 }
 
-// do is run for a new call whose s, keys and args are set.
+// do is run for a call from newCall.
 func (bt *batcher) do(ctx context.Context, timeout time.Duration, c *call) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -279,7 +300,12 @@ func (bt *batcher) exec(batch []*call) {
 	cmds := make([]*redis.Cmd, len(sent))
 	pipe := bt.client.Pipeline()
 	for i, c := range sent {
-		cmds[i] = c.s.EvalSha(c.ctx, pipe, c.keys, c.args...)
+		// c.s.EvalSha(c.ctx, pipe, c.keys, c.args...), from newCall's
+		// ready arguments.
+		cmd := redis.NewCmd(c.ctx, c.evalsha...)
+		cmd.SetFirstKeyPos(3) // the first key, for Cluster routing
+		_ = pipe.Process(c.ctx, cmd)
+		cmds[i] = cmd
 	}
 	_, _ = pipe.Exec(ctx) // errors are per command
 	retry := false

@@ -363,6 +363,34 @@ func TestBatcherCallerGivesUp(t *testing.T) {
 	}
 }
 
+// TestNewCallIsEvalSha: newCall's EVALSHA command has the arguments
+// Script.EvalSha gives go-redis (so hooks see the same command), also
+// without room in the call's own storage.
+func TestNewCallIsEvalSha(t *testing.T) {
+	s := testScript(t)
+	client := redis.NewClient(&redis.Options{}) // no I/O: nothing is sent
+	defer client.Close()
+	pipe := client.Pipeline()
+	for _, n := range []int{1, 5, 9} {
+		keys := make([]string, n)
+		for i := range keys {
+			keys[i] = fmt.Sprintf("{k}%d", i)
+		}
+		args := []any{"owner", int64(1000), 3, ""}
+		for range n {
+			args = append(args, "more")
+		}
+		want := s.EvalSha(context.Background(), pipe, keys, args...).Args()
+		c := newCall(s, s.Hash(), keys, args...)
+		if fmt.Sprintf("%#v", c.evalsha) != fmt.Sprintf("%#v", want) {
+			t.Errorf("%d keys: newCall's EVALSHA\n%#v\nwant\n%#v", n, c.evalsha, want)
+		}
+		if fmt.Sprint(c.keys) != fmt.Sprint(keys) || fmt.Sprint(c.args) != fmt.Sprint(args) {
+			t.Errorf("%d keys: keys %v args %v, want %v %v", n, c.keys, c.args, keys, args)
+		}
+	}
+}
+
 // TestTimerPoolNoStaleTick: a recycled timer does not fire early, whether
 // its last user received its tick or not (also with GODEBUG
 // asynctimerchan=1).

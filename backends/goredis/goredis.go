@@ -40,6 +40,10 @@ var (
 	releaseScript = redis.NewScript(queueSrc + releaseSrc)
 	relockScript  = redis.NewScript(queueSrc + relockSrc)
 	leaveScript   = redis.NewScript(queueSrc + leaveSrc)
+
+	// The SHA1s of the scripts take runs, as EVALSHA arguments (see newCall).
+	acquireSHA any = acquireScript.Hash()
+	relockSHA  any = relockScript.Hash()
 )
 
 // Name is what BackendName returns.
@@ -264,7 +268,7 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 	if err := validate(req.Key, req.Owner); err != nil {
 		return ctxlock.Lease{}, err
 	}
-	return b.take(ctx, "acquire", acquireScript, req, b.scriptKeys(req.Key), req.Waiter, b.keepArg, b.inboxArg)
+	return b.take(ctx, "acquire", acquireScript, acquireSHA, req, b.scriptKeys(req.Key), req.Waiter, b.keepArg, b.inboxArg)
 }
 
 // WatchWaiter implements ctxlock.WaiterQueue: the channel receives the
@@ -290,7 +294,8 @@ func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 // take runs an acquiring script (acquire.lua, or relock.lua with the old
 // owner and the channel as extra arguments) for a validated req, with keys
 // from scriptKeys(req.Key), and reads its {1, token} / {0, pttl} answer.
-func (b *Backend) take(ctx context.Context, op string, script *redis.Script, req ctxlock.AcquireRequest, keys scriptKeys, extra ...any) (ctxlock.Lease, error) {
+// sha is script's SHA1.
+func (b *Backend) take(ctx context.Context, op string, script *redis.Script, sha any, req ctxlock.AcquireRequest, keys scriptKeys, extra ...any) (ctxlock.Lease, error) {
 	ms, err := ttlMillis(req.TTL)
 	if err != nil {
 		return ctxlock.Lease{}, fmt.Errorf("goredis: %s %q: %w", op, req.Key, err)
@@ -300,11 +305,8 @@ func (b *Backend) take(ctx context.Context, op string, script *redis.Script, req
 	if req.Metadata != "" {
 		value += metaSeparator + req.Metadata
 	}
-	// The call holds its keys and args: one allocation for the three.
-	c := &call{s: script}
-	c.keyBuf = [5]string(keys[:5])
-	c.keys = c.keyBuf[:]
-	c.args = append(append(c.argBuf[:0], value, b.ttlArgOf(ms)), extra...)
+	var args [7]any // relock.lua's arguments, at most (copied by newCall)
+	c := newCall(script, sha, keys[:5], append(append(args[:0], value, b.ttlArgOf(ms)), extra...)...)
 	res, err := b.batch.do(ctx, req.Timeout, c)
 	if err != nil {
 		return ctxlock.Lease{}, wrap(op, req.Key, err)
@@ -364,7 +366,7 @@ func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.Acq
 	// waiter, waiter keep, inbox.
 	keys := b.scriptKeys(req.Key)
 	channel := keys[5]
-	lease, err := b.take(ctx, "relock", relockScript, req, keys, old.Owner, channel, req.Waiter, b.keepArg, b.inboxArg)
+	lease, err := b.take(ctx, "relock", relockScript, relockSHA, req, keys, old.Owner, channel, req.Waiter, b.keepArg, b.inboxArg)
 	if errors.Is(err, errYielded) {
 		b.hub.wake(channel) // this backend's own watchers hear it at once
 		return ctxlock.Lease{}, true, nil
