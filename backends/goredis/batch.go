@@ -71,6 +71,7 @@ type call struct {
 	args     []any
 	evalsha  []any // EVALSHA's arguments, ending with args
 	state    atomic.Int32
+	cmd      *redis.Cmd // the flusher's, once sent (no slice of them per batch)
 
 	res  any
 	err  error
@@ -297,32 +298,29 @@ func (bt *batcher) exec(batch []*call) {
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
-	cmds := make([]*redis.Cmd, len(sent))
 	pipe := bt.client.Pipeline()
-	for i, c := range sent {
+	for _, c := range sent {
 		// c.s.EvalSha(c.ctx, pipe, c.keys, c.args...), from newCall's
 		// ready arguments.
-		cmd := redis.NewCmd(c.ctx, c.evalsha...)
-		cmd.SetFirstKeyPos(3) // the first key, for Cluster routing
-		_ = pipe.Process(c.ctx, cmd)
-		cmds[i] = cmd
+		c.cmd = redis.NewCmd(c.ctx, c.evalsha...)
+		c.cmd.SetFirstKeyPos(3) // the first key, for Cluster routing
+		_ = pipe.Process(c.ctx, c.cmd)
 	}
 	_, _ = pipe.Exec(ctx) // errors are per command
 	retry := false
-	for i, cmd := range cmds {
-		if isNoScript(cmd.Err()) {
+	for _, c := range sent {
+		if isNoScript(c.cmd.Err()) {
 			if !retry {
 				pipe, retry = bt.client.Pipeline(), true
 			}
-			c := sent[i]
-			cmds[i] = c.s.Eval(c.ctx, pipe, c.keys, c.args...)
+			c.cmd = c.s.Eval(c.ctx, pipe, c.keys, c.args...)
 		}
 	}
 	if retry {
 		_, _ = pipe.Exec(ctx)
 	}
-	for i, c := range sent {
-		c.res, c.err = cmds[i].Result()
+	for _, c := range sent {
+		c.res, c.err = c.cmd.Result()
 		close(c.done)
 	}
 }
