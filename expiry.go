@@ -116,10 +116,10 @@ func (m *Manager) endHoldLocked(h *hold, reason, cause error) {
 		err = h.errLocked()
 		m.log.Warn("ctxlock: hold ended", "key", h.lock.key, "token", h.lease.Token, "reason", err)
 	}
-	if m.obs.Enabled() {
+	if m.obs.Enabled() || h.lock.opts.Tracer != nil {
 		// Recorded after the mutex is released (see unlock): an exporter
 		// must not stall the Manager.
-		m.endedHolds = append(m.endedHolds, endedHold{h.spanContext(), h.lock.key, now.Sub(h.start), reasonName(reason), err})
+		m.endedHolds = append(m.endedHolds, endedHold{h.lock.opts.Tracer, h.spanContext(), h.lock.key, now.Sub(h.start), reasonName(reason), err})
 	}
 	if reason != ErrLost {
 		// After an expiry the lease may still be on the server (the backend was
@@ -154,6 +154,7 @@ func (h *hold) errLocked() error {
 
 // endedHold is a hold's end, waiting to be recorded by unlock.
 type endedHold struct {
+	tracer trace.Tracer // the lock's own (WithTracer), or nil
 	span   trace.SpanContext
 	key    string
 	held   time.Duration
@@ -168,7 +169,7 @@ func (m *Manager) unlock() {
 	m.endedHolds = nil
 	m.mu.Unlock()
 	for _, e := range ended {
-		m.obs.HoldEnded(e.span, e.key, e.held, e.reason, e.err)
+		m.obs.HoldEndedWithTracer(e.tracer, e.span, e.key, e.held, e.reason, e.err)
 	}
 }
 

@@ -614,6 +614,38 @@ func TestOtelExpiredHoldAndPendingReleases(t *testing.T) {
 	})
 }
 
+// TestOtelWithTracerReachesHoldSpan: a lock's own tracer (WithTracer) starts
+// all of its spans, the "ctxlock.hold" span of a lost hold included, so that
+// the hold span lands in the same trace pipeline as its acquire span.
+func TestOtelWithTracerReachesHoldSpan(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newOtelRig(t, 1)
+		defer r.close()
+		own := tracetest.NewSpanRecorder()
+		ownTP := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(own))
+		defer ownTP.Shutdown(context.Background())
+		l := r.ms[0].NewLock("billing", ctxlock.WithTTL(3*time.Second), ctxlock.WithTracer(ownTP.Tracer("mine")))
+		expired, err := l.Lock(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.be.SetUnavailable(true)
+		<-expired
+		synctest.Wait()
+
+		names := map[string]int{}
+		for _, s := range own.Ended() {
+			names[s.Name()]++
+		}
+		if names[ctxlockotel.SpanLock] != 1 || names[ctxlockotel.SpanHold] != 1 {
+			t.Errorf("spans of the lock's own tracer: %v; want one %s and one %s", names, ctxlockotel.SpanLock, ctxlockotel.SpanHold)
+		}
+		if n := len(r.spans(ctxlockotel.SpanHold)); n != 0 {
+			t.Errorf("%d hold spans from the Manager's tracer; want 0 (the lock has its own)", n)
+		}
+	})
+}
+
 // The tests below check the root package's side of the contract with
 // ctxlockotel (see the package doc of ctxlockotel, "Contract with package
 // ctxlock"). They fail until the root code records these calls.

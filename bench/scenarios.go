@@ -129,8 +129,8 @@ func runUncontended(e *env, impl Impl, g int, d time.Duration) (uncontended, err
 			r.RTsPerOp = math.NaN()
 		}
 		r.SrvCmdsPerOp = float64(s1-s0) / float64(n)
-		r.ClientCPU = float64((cpu1-cpu0).Microseconds()) / float64(n)
-		r.ServerCPU = float64((srvCPU1-srvCPU0).Microseconds()) / float64(n)
+		r.ClientCPU = float64((cpu1 - cpu0).Microseconds()) / float64(n)
+		r.ServerCPU = float64((srvCPU1 - srvCPU0).Microseconds()) / float64(n)
 	}
 	return r, nil
 }

@@ -13,8 +13,8 @@
 //	)
 //	// inside NewManager: ctxlockotel.New(tp, mp, backendName)
 //
-// A per-lock ctxlock.WithTracer(t) makes that lock's Lock and TryLock spans
-// come from t instead of the provider's tracer.
+// A per-lock ctxlock.WithTracer(t) makes that lock's Lock and TryLock spans,
+// and its "ctxlock.hold" span, come from t instead of the provider's tracer.
 //
 // As in the contrib instrumentation libraries, a nil provider means the otel
 // global provider. The globals are read at each call, so a Manager built before
@@ -70,7 +70,9 @@
 // and an event "ctxlock.hold.lost" or "ctxlock.hold.expired" at the moment the
 // hold ended. Being a child, it is sampled with its trace (parent-based
 // sampling); the ctxlock.hold.lost counter counts every loss regardless.
-// Holds ended by Unlock or Manager.Close produce no span.
+// Holds ended by Unlock or Manager.Close produce no span. A lock with its own
+// tracer (ctxlock.WithTracer) has its hold span started by that tracer too
+// ([Instrumentation.HoldEndedWithTracer]), like its acquire span.
 //
 // The background scheduler's backend batches get spans "ctxlock.refresh" and
 // "ctxlock.release" with the batch size (ctxlock.batch.size) and the number of

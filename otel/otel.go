@@ -582,11 +582,21 @@ func formatUint(u uint64) string {
 // and a "ctxlock.hold.lost" or "ctxlock.hold.expired" event at the moment
 // the hold ended. When acquired is not valid the span is a root span.
 func (i *Instrumentation) HoldEnded(acquired trace.SpanContext, key string, held time.Duration, reason string, err error) {
+	i.HoldEndedWithTracer(nil, acquired, key, held, reason, err)
+}
+
+// HoldEndedWithTracer is [Instrumentation.HoldEnded] with the "ctxlock.hold"
+// span started by tracer, when not nil, instead of the Instrumentation's:
+// the tracer of the lock's acquire span (ctxlock.WithTracer), as for
+// [Instrumentation.StartAcquire].
+func (i *Instrumentation) HoldEndedWithTracer(tracer trace.Tracer, acquired trace.SpanContext, key string, held time.Duration, reason string, err error) {
 	if i == nil {
 		return
 	}
 	m := i.metrics()
-	tracer := i.tracer()
+	if tracer == nil {
+		tracer = i.tracer()
+	}
 	if m == nil && tracer == nil {
 		return
 	}
