@@ -28,6 +28,10 @@ type hold struct {
 	refreshing bool // an Extend for it is in flight
 	ended      bool
 	unlocked   bool // ended by Unlock
+	// announced: the acquire call has recorded the hold (ctxlock.held +1,
+	// the acquire span). A hold that ends before that is recorded by the
+	// acquire call, so that its end never comes first (see Manager.acquire).
+	announced bool
 
 	reason  error // ErrUnlocked, ErrLost, ErrExpired or ErrClosed, once ended
 	cause   error // detail for reason, if any
@@ -111,15 +115,13 @@ func (m *Manager) endHoldLocked(h *hold, reason, cause error) {
 	h.lock.releaseGateLocked()
 
 	now := time.Now()
-	var err error
 	if reason != ErrUnlocked {
-		err = h.errLocked()
-		m.log.Warn("ctxlock: hold ended", "key", h.lock.key, "token", h.lease.Token, "reason", err)
+		m.log.Warn("ctxlock: hold ended", "key", h.lock.key, "token", h.lease.Token, "reason", h.errLocked())
 	}
-	if m.obs.Enabled() || h.lock.opts.Tracer != nil {
+	if h.announced && (m.obs.Enabled() || h.lock.opts.Tracer != nil) {
 		// Recorded after the mutex is released (see unlock): an exporter
 		// must not stall the Manager.
-		m.endedHolds = append(m.endedHolds, endedHold{h.lock.opts.Tracer, h.spanContext(), h.lock.key, now.Sub(h.start), reasonName(reason), err})
+		m.endedHolds = append(m.endedHolds, h.endedLocked(now))
 	}
 	if reason != ErrLost {
 		// After an expiry the lease may still be on the server (the backend was
@@ -150,6 +152,15 @@ func (h *hold) errLocked() error {
 		h.err = fmt.Errorf("%w: key %q", h.reason, key)
 	}
 	return h.err
+}
+
+// endedLocked describes the end of the ended hold h, at now, for recording.
+func (h *hold) endedLocked(now time.Time) endedHold {
+	var err error
+	if h.reason != ErrUnlocked {
+		err = h.errLocked()
+	}
+	return endedHold{h.lock.opts.Tracer, h.spanContext(), h.lock.key, now.Sub(h.start), reasonName(h.reason), err}
 }
 
 // endedHold is a hold's end, waiting to be recorded by unlock.

@@ -243,12 +243,21 @@ func (m *Manager) acquire(ctx context.Context, l *lockValue, try bool, rec *ctxl
 	if h != nil {
 		token = h.lease.Token
 	}
-	if sc := rec.End(outcome, token, err); h != nil && sc.IsValid() {
-		span := new(trace.SpanContext) // only when tracing: keeps holds small otherwise
-		*span = sc
+	sc := rec.End(outcome, token, err)
+	if h != nil {
 		m.mu.Lock()
-		h.span = span
-		m.mu.Unlock()
+		if sc.IsValid() {
+			span := new(trace.SpanContext) // only when tracing: keeps holds small otherwise
+			*span = sc
+			h.span = span
+		}
+		h.announced = true
+		if h.ended && (m.obs.Enabled() || h.lock.opts.Tracer != nil) {
+			// It ended before End recorded it (ctxlock.held +1): its end
+			// is recorded now, after, and as a child of the acquire span.
+			m.endedHolds = append(m.endedHolds, h.endedLocked(time.Now()))
+		}
+		m.unlock()
 	}
 	return h, err
 }

@@ -646,6 +646,82 @@ func TestOtelWithTracerReachesHoldSpan(t *testing.T) {
 	})
 }
 
+// blockLockSpanEnd holds up the end of the first ctxlock.Lock span: the
+// moment between a hold's start and its recording by the acquire call.
+type blockLockSpanEnd struct {
+	once    sync.Once
+	entered chan struct{}
+	proceed chan struct{}
+}
+
+func (b *blockLockSpanEnd) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
+func (b *blockLockSpanEnd) Shutdown(context.Context) error                  { return nil }
+func (b *blockLockSpanEnd) ForceFlush(context.Context) error                { return nil }
+func (b *blockLockSpanEnd) OnEnd(s sdktrace.ReadOnlySpan) {
+	if s.Name() != ctxlockotel.SpanLock {
+		return
+	}
+	b.once.Do(func() {
+		close(b.entered)
+		<-b.proceed
+	})
+}
+
+// TestOtelHoldEndedBeforeLockReturned: a hold that ends (here: Unlock from
+// another goroutine) before its Lock call has recorded it is counted in
+// order, so ctxlock.held never reads -1, and its duration once.
+func TestOtelHoldEndedBeforeLockReturned(t *testing.T) {
+	block := &blockLockSpanEnd{entered: make(chan struct{}), proceed: make(chan struct{})}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(block))
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	be := memory.New()
+	m := ctxlock.NewManager(be, ctxlock.WithTracerProvider(tp), ctxlock.WithMeterProvider(mp))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	defer func() {
+		if err := m.Close(ctx); err != nil {
+			t.Error(err)
+		}
+		be.Close()
+		_ = tp.Shutdown(ctx)
+		_ = mp.Shutdown(ctx)
+	}()
+	collect := func() metricdata.ResourceMetrics {
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(ctx, &rm); err != nil {
+			t.Fatal(err)
+		}
+		return rm
+	}
+	key := ctxlockotel.AttrKey.String("k")
+
+	l := m.NewLock("k")
+	locked := make(chan error, 1)
+	go func() {
+		_, err := l.Lock(ctx)
+		locked <- err
+	}()
+	<-block.entered // the hold exists; its Lock call has not recorded it
+	if err := l.Unlock(); err != nil {
+		t.Fatalf("Unlock of the new hold: %v", err)
+	}
+	if got := otelSum(t, collect(), ctxlockotel.MetricHeld, key); got != 0 {
+		t.Errorf("before Lock recorded the hold, after its Unlock: %s = %d, want 0", ctxlockotel.MetricHeld, got)
+	}
+	close(block.proceed)
+	if err := <-locked; err != nil {
+		t.Fatal(err)
+	}
+	rm := collect()
+	if got := otelSum(t, rm, ctxlockotel.MetricHeld, key); got != 0 {
+		t.Errorf("after Lock returned: %s = %d, want 0", ctxlockotel.MetricHeld, got)
+	}
+	if n, _ := otelHist(t, rm, ctxlockotel.MetricHoldDuration, key); n != 1 {
+		t.Errorf("%s recorded %d times, want 1", ctxlockotel.MetricHoldDuration, n)
+	}
+}
+
 // The tests below check the root package's side of the contract with
 // ctxlockotel (see the package doc of ctxlockotel, "Contract with package
 // ctxlock"). They fail until the root code records these calls.
