@@ -137,9 +137,11 @@
 // the acquire recording before any wait of the call, so that the span and
 // ctxlock.acquire.duration cover it, and record every call, including those
 // rejected at once (invalid key or option: outcome error). For each hold
-// that End reported as OutcomeAcquired: [Instrumentation.HoldEnded] exactly
-// once, when the hold ends for whatever reason, with the span context End
-// returned. For each background backend batch: [Instrumentation.StartBatch]
+// that End reported as OutcomeAcquired: [Instrumentation.HoldEnded] (or
+// [Instrumentation.HoldEndedWithTracer]) exactly once, when the hold ends for
+// whatever reason, with the span context End returned, and never before End
+// (a hold that ends first is recorded right after End), so that ctxlock.held
+// never reads below zero. For each background backend batch: [Instrumentation.StartBatch]
 // and [Batch.End]. [Instrumentation.PendingReleases] +1 when Unlock queues a
 // release and −1 when it is settled.
 package ctxlockotel
