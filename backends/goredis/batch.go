@@ -109,17 +109,12 @@ func newBatcher(client redis.UniversalClient) *batcher {
 	return bt
 }
 
-// run runs s with keys and args, as s.Run(ctx, client, keys, args...).Result()
+// do runs c (from newCall), as c.s.Run(ctx, client, c.keys, c.args...).Result()
 // would (EVALSHA, then EVAL on NOSCRIPT), in a pipeline shared with the
 // calls of other goroutines. It returns ctx.Err() as soon as ctx ends, or
 // context.DeadlineExceeded as soon as timeout (when > 0) passes, even though
 // the batch carrying the call may still be running. After close, calls go
 // out one by one.
-func (bt *batcher) run(ctx context.Context, timeout time.Duration, s *redis.Script, keys []string, args ...any) (any, error) {
-	return bt.do(ctx, timeout, newCall(s, s.Hash(), keys, args...))
-}
-
-// do is run for a call from newCall.
 func (bt *batcher) do(ctx context.Context, timeout time.Duration, c *call) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

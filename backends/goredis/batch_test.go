@@ -705,3 +705,8 @@ func TestBatcherClusterFrozenMaster(t *testing.T) {
 	}
 	frozen.Cont()
 }
+
+// run is do for a call of s with keys and args.
+func (bt *batcher) run(ctx context.Context, timeout time.Duration, s *redis.Script, keys []string, args ...any) (any, error) {
+	return bt.do(ctx, timeout, newCall(s, s.Hash(), keys, args...))
+}
