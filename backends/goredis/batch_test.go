@@ -334,11 +334,7 @@ func TestBatcherCallerGivesUp(t *testing.T) {
 		t.Fatal("the batch ended while the server was frozen")
 	}
 
-	closed := make(chan struct{})
-	go func() {
-		bt.close()
-		close(closed)
-	}()
+	closed := closeAsync(bt)
 	select {
 	case <-closed:
 		t.Fatal("close returned while a batch was in flight")
@@ -473,11 +469,7 @@ func TestBatcherTimeouts(t *testing.T) {
 	if r.err == nil || !isTransient(r.err) {
 		t.Fatalf("long call on a frozen server: %v, want a timeout", r.err)
 	}
-	closed := make(chan struct{})
-	go func() {
-		bt.close()
-		close(closed)
-	}()
+	closed := closeAsync(bt)
 	select {
 	case <-closed:
 	case <-time.After(batchWait):
@@ -709,4 +701,15 @@ func TestBatcherClusterFrozenMaster(t *testing.T) {
 // run is do for a call of s with keys and args.
 func (bt *batcher) run(ctx context.Context, timeout time.Duration, s *redis.Script, keys []string, args ...any) (any, error) {
 	return bt.do(ctx, timeout, newCall(s, s.Hash(), keys, args...))
+}
+
+// closeAsync closes bt in another goroutine; the channel closes when
+// bt.close has returned.
+func closeAsync(bt *batcher) <-chan struct{} {
+	closed := make(chan struct{})
+	go func() {
+		bt.close()
+		close(closed)
+	}()
+	return closed
 }
