@@ -150,13 +150,13 @@ func TestWaiterQueueDeadWaiterLapses(t *testing.T) {
 	ctx := context.Background()
 	holder := acquire(t, b, "q", 10*time.Second)
 	mustRefuse(t, b, "dead")
-	queuedAt := time.Now()
 	mustRefuse(t, b, "alive")
 	if errs := b.Release(ctx, []ctxlock.Lease{holder}); errs != nil {
 		t.Fatal(errs)
 	}
+	released := time.Now()                                           // the grant was made before: it ends before released+keep
 	mustRefuse(t, b, "alive")                                        // granted to "dead", for the keep time
-	time.Sleep(time.Until(queuedAt.Add(keep + 50*time.Millisecond))) // the dead waiter's grant runs out
+	time.Sleep(time.Until(released.Add(keep + 50*time.Millisecond))) // waiting for the grant to run out
 	if _, err := b.Acquire(ctx, waitReq("alive")); err != nil {
 		t.Fatalf("Acquire after the dead waiter's grant lapsed: %v", err)
 	}
