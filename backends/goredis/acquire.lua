@@ -18,6 +18,15 @@
 -- The lock key is read first, so a wrong-type lock key fails the script
 -- before anything is written.
 local v = redis.call('GET', KEYS[1])
+-- The common case first, before the queue helpers are defined (defining
+-- them costs the server more than this path's four calls): a free key that
+-- nobody queues for.
+if not v and redis.call('EXISTS', KEYS[4]) == 0 then
+  local token = redis.call('INCR', KEYS[2])
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {1, token}
+end
+--#queue.lua
 -- The first live waiter, dropping the ones that stopped retrying.
 local head = first_waiter(KEYS[4], KEYS[5])
 if v == ARGV[1] then

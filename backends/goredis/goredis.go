@@ -31,20 +31,33 @@ var (
 	//go:embed leave.lua
 	leaveSrc string
 	// queue.lua holds the waiter-queue helpers; the scripts that use them
-	// are sent with it in front (EVAL scripts cannot share functions).
+	// are sent with it in place of their "--#queue.lua" line (EVAL scripts
+	// cannot share functions).
 	//go:embed queue.lua
 	queueSrc string
 
-	acquireScript = redis.NewScript(queueSrc + acquireSrc)
+	acquireScript = redis.NewScript(withQueue(acquireSrc))
 	extendScript  = redis.NewScript(extendSrc)
-	releaseScript = redis.NewScript(queueSrc + releaseSrc)
-	relockScript  = redis.NewScript(queueSrc + relockSrc)
-	leaveScript   = redis.NewScript(queueSrc + leaveSrc)
+	releaseScript = redis.NewScript(withQueue(releaseSrc))
+	relockScript  = redis.NewScript(withQueue(relockSrc))
+	leaveScript   = redis.NewScript(withQueue(leaveSrc))
 
 	// The SHA1s of the scripts take runs, as EVALSHA arguments (see newCall).
 	acquireSHA any = acquireScript.Hash()
 	relockSHA  any = relockScript.Hash()
 )
+
+// withQueue returns src with queue.lua in place of its "--#queue.lua" line.
+// The line comes after a script's fast path: Lua defines the helpers each
+// time it runs past them, which costs the server more than a lock's
+// uncontended path itself.
+func withQueue(src string) string {
+	const include = "--#queue.lua\n"
+	if strings.Count(src, include) != 1 {
+		panic("goredis: a script must include queue.lua exactly once")
+	}
+	return strings.Replace(src, include, queueSrc, 1)
+}
 
 // Name is what BackendName returns.
 const Name = "redis"

@@ -4,6 +4,7 @@
 -- KEYS[1] lock key; KEYS[2] queue; KEYS[3] entries; KEYS[4] fence key (same
 -- hash slot)
 -- ARGV[1] waiter id; ARGV[2] release channel.
+--#queue.lua
 redis.call('LREM', KEYS[2], 0, ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 local v = redis.call('GET', KEYS[1])

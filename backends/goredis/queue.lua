@@ -1,5 +1,6 @@
--- queue: helpers every script that touches the waiter queue starts with
--- (prepended by the Go code). A queue is a list of waiter ids in arrival
+-- queue: helpers for the scripts that touch the waiter queue (the Go code
+-- puts them in place of a script's "--#queue.lua" line, after its fast
+-- path). A queue is a list of waiter ids in arrival
 -- order (qkey) and a hash (dkey) of waiter id -> "<deadline ms> <TTL ms>
 -- <inbox> <metadata>": when the waiter loses its place, the TTL and
 -- metadata of the lease a release grants it, and the channel its process

@@ -8,6 +8,15 @@
 -- released and another owner wanted it (the wanted mark, or a waiter it was
 -- handed to).
 local v = redis.call('GET', KEYS[1])
+-- The common case first, before the queue helpers are defined: nobody
+-- wants the key or queues for it.
+if v and (v == ARGV[1] or string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. '\0')
+    and redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], KEYS[1])
+  return 1
+end
+--#queue.lua
 if v and owned(v, ARGV[1]) then
   redis.call('DEL', KEYS[1])
   local wanted = redis.call('DEL', KEYS[2])

@@ -12,6 +12,16 @@
 -- Returns {1, token} when acquired, {2, 0} when released for the owners
 -- waiting (not acquired), {0, pttl, fence} when refused.
 local v = redis.call('GET', KEYS[1])
+-- The common case first, before the queue helpers are defined (defining
+-- them costs the server more than this path's four calls): the old owner
+-- holds the key and nobody wants it or queues for it.
+if v and (v == ARGV[3] or string.sub(v, 1, #ARGV[3] + 1) == ARGV[3] .. '\0')
+    and redis.call('EXISTS', KEYS[3], KEYS[4]) == 0 then
+  local token = redis.call('INCR', KEYS[2])
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {1, token}
+end
+--#queue.lua
 local head, entry = first_waiter(KEYS[4], KEYS[5])
 if v and owned(v, ARGV[3]) then
   local wanted = redis.call('DEL', KEYS[3])

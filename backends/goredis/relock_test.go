@@ -3,11 +3,14 @@ package goredis_test
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ctxlock/ctxlock"
 	"github.com/ctxlock/ctxlock/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // Relock takes a key again in one script when nobody wanted it, and gives
@@ -52,4 +55,66 @@ func TestRelockAndContention(t *testing.T) {
 	if len(contended) != 1 || !contended[0] {
 		t.Fatalf("ReleaseContended after a refused relock: %v, want [true]", contended)
 	}
+}
+
+// An uncontended acquire, relock and release each take their fast path,
+// which runs before the queue helpers are defined: no queue command runs,
+// and each script makes four calls (EXISTS among them).
+func TestUncontendedScriptsSkipTheQueue(t *testing.T) {
+	s := redistest.StartServer(t)
+	c := s.Client(t)
+	b := newBackend(t, c)
+	ctx := context.Background()
+	relock := func(l ctxlock.Lease, owner string) ctxlock.Lease {
+		t.Helper()
+		next, wanted, err := b.Relock(ctx, l, ctxlock.AcquireRequest{Key: "f", Owner: owner, TTL: 10 * time.Second, Timeout: time.Second})
+		if err != nil || wanted || next.Token != l.Token+1 {
+			t.Fatalf("Relock: %+v, wanted %v, %v; want the next token", next, wanted, err)
+		}
+		return next
+	}
+	// Load the scripts.
+	if errs := b.Release(ctx, []ctxlock.Lease{relock(acquire(t, b, "f", 10*time.Second), "first")}); errs != nil {
+		t.Fatalf("Release: %v", errs)
+	}
+	if err := c.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	l := acquire(t, b, "f", 10*time.Second)
+	if errs := b.Release(ctx, []ctxlock.Lease{relock(l, "second")}); errs != nil {
+		t.Fatalf("Release: %v", errs)
+	}
+	calls := commandCalls(t, c)
+	if n, err := c.Exists(ctx, "{f}").Result(); err != nil || n != 0 {
+		t.Fatalf("the key after Release: exists %d, %v; want gone", n, err)
+	}
+	if calls["evalsha"] != 3 || calls["exists"] != 3 {
+		t.Errorf("server calls %v: want 3 EVALSHA, 3 EXISTS", calls)
+	}
+	for _, slow := range []string{"lindex", "hget", "time", "pttl"} {
+		if calls[slow] != 0 {
+			t.Errorf("server calls %v: %s ran, want only the fast paths", calls, slow)
+		}
+	}
+}
+
+// commandCalls returns the server's INFO commandstats calls by command.
+func commandCalls(t testing.TB, c *redis.Client) map[string]int {
+	t.Helper()
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]int{}
+	for line := range strings.Lines(info) {
+		// cmdstat_get:calls=3,usec=...
+		name, rest, ok := strings.Cut(strings.TrimPrefix(line, "cmdstat_"), ":calls=")
+		if !ok {
+			continue
+		}
+		n, _, _ := strings.Cut(rest, ",")
+		calls[name], _ = strconv.Atoi(n)
+	}
+	return calls
 }
