@@ -713,3 +713,63 @@ func closeAsync(bt *batcher) <-chan struct{} {
 	}()
 	return closed
 }
+
+// A flusher's wait for callers ends as soon as as many calls are queued as
+// it has just answered, and keeps waiting turned on.
+func TestGatherEndsWhenCallersAreBack(t *testing.T) {
+	var l lane
+	l.backoff = 4 // from earlier waits in vain
+	l.queued.Store(3)
+	l.gather(3)
+	if l.backoff != 0 || l.skipWaits != 0 {
+		t.Fatalf("after callers came back: backoff %d, skip %d; want 0, 0", l.backoff, l.skipWaits)
+	}
+
+	// Callers come back while it waits (from another goroutine).
+	l.queued.Store(0)
+	back := make(chan struct{})
+	go func() {
+		defer close(back)
+		for range 3 {
+			l.queued.Add(1)
+			runtime.Gosched()
+		}
+	}()
+	// Some of these waits may end in vain on a slow machine; one whose
+	// callers are back resets the backoff.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l.gather(3)
+		if l.queued.Load() == 3 && l.backoff == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	<-back
+	if l.backoff != 0 || l.skipWaits != 0 {
+		t.Fatalf("after callers came back: backoff %d, skip %d; want 0, 0", l.backoff, l.skipWaits)
+	}
+}
+
+// A wait in vain lasts gatherWait and turns waiting off for 1, 2, 4, ...
+// up to maxSkipWaits batches.
+func TestGatherBacksOffAfterWaitsInVain(t *testing.T) {
+	var l lane
+	want := 1
+	for range 10 {
+		start := time.Now()
+		l.gather(2) // nobody queues
+		if waited := time.Since(start); waited < gatherWait {
+			t.Fatalf("a wait in vain took %v, want at least %v", waited, gatherWait)
+		}
+		if l.skipWaits != want {
+			t.Fatalf("after a wait in vain: skip %d batches, want %d", l.skipWaits, want)
+		}
+		for range want {
+			l.gather(2) // skipped: returns at once, without looking
+		}
+		if l.skipWaits != 0 {
+			t.Fatalf("after %d skipped waits: skip %d, want 0", want, l.skipWaits)
+		}
+		want = min(2*want, maxSkipWaits)
+	}
+}
