@@ -246,17 +246,23 @@ func (bt *batcher) lane(addr string) *lane {
 // flush sends l's queue, one pipeline at a time, until it is empty.
 func (bt *batcher) flush(l *lane) {
 	defer bt.wg.Done()
+	// With one P the callers just answered have run by the first yield, and
+	// those in other calls cannot become runnable while the flusher polls.
+	poll := runtime.GOMAXPROCS(0) > 1
 	var batch []*call
+	answered := 0
 	for {
-		if len(batch) > 1 {
+		if answered > 1 {
 			// A lone caller has nobody to wait for.
-			l.gather(len(batch))
+			l.gather(answered, poll)
 		}
 		bt.mu.Lock()
 		if len(l.queue) == 0 {
 			l.flushing = false
-			if bt.cluster != nil {
-				delete(bt.lanes, l.addr) // no lanes of departed masters
+			if bt.cluster != nil && l.backoff == 0 {
+				// No lanes of departed masters; one that waited in vain
+				// is kept, with its backoff.
+				delete(bt.lanes, l.addr)
 			}
 			bt.mu.Unlock()
 			return
@@ -265,14 +271,15 @@ func (bt *batcher) flush(l *lane) {
 		batch, l.queue = l.queue, batch[:0]
 		l.queued.Store(0)
 		bt.mu.Unlock()
-		bt.exec(batch)
+		answered = bt.exec(batch)
 		clear(batch)
 	}
 }
 
 // gatherWait bounds how long a flusher that has just answered several
 // calls waits for as many to be queued again before it sends the next batch.
-const gatherWait = 20 * time.Microsecond
+// A variable for the tests.
+var gatherWait = 20 * time.Microsecond
 
 // maxSkipWaits bounds the batches a flusher sends without waiting after a
 // wait in vain.
@@ -288,9 +295,12 @@ const maxSkipWaits = 64
 // 0.17 round trips per call against 0.15, and 5% fewer calls per second).
 // Callers that do not loop would make every wait run its full course, so a
 // wait in vain turns waiting off for 1, 2, 4, ... up to maxSkipWaits
-// batches.
-func (l *lane) gather(n int) {
+// batches. With poll false it only yields.
+func (l *lane) gather(n int, poll bool) {
 	runtime.Gosched()
+	if !poll {
+		return
+	}
 	if l.skipWaits > 0 {
 		l.skipWaits--
 		return
@@ -308,10 +318,11 @@ func (l *lane) gather(n int) {
 }
 
 // exec sends the calls still wanted as one pipeline (EVALSHA), then those
-// that failed with NOSCRIPT again with EVAL, and hands out the answers.
+// that failed with NOSCRIPT again with EVAL, and hands out the answers. It
+// returns how many calls it answered.
 // Errors are per command: a MOVED reply, or in Cluster mode a node that
 // cannot be reached, fails only the calls it concerns.
-func (bt *batcher) exec(batch []*call) {
+func (bt *batcher) exec(batch []*call) int {
 	sent := batch[:0] // in place: each call is read before it is overwritten
 	var deadline time.Time
 	unbounded := false
@@ -328,7 +339,7 @@ func (bt *batcher) exec(batch []*call) {
 		}
 	}
 	if len(sent) == 0 {
-		return
+		return 0
 	}
 	ctx := context.Background()
 	if !unbounded {
@@ -361,6 +372,7 @@ func (bt *batcher) exec(batch []*call) {
 		c.res, c.err = c.cmd.Result()
 		close(c.done)
 	}
+	return len(sent)
 }
 
 // close makes new calls bypass the batcher and waits for the batches in

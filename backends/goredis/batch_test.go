@@ -720,33 +720,40 @@ func TestGatherEndsWhenCallersAreBack(t *testing.T) {
 	var l lane
 	l.backoff = 4 // from earlier waits in vain
 	l.queued.Store(3)
-	l.gather(3)
+	l.gather(3, true)
 	if l.backoff != 0 || l.skipWaits != 0 {
-		t.Fatalf("after callers came back: backoff %d, skip %d; want 0, 0", l.backoff, l.skipWaits)
+		t.Fatalf("callers already back: backoff %d, skip %d; want 0, 0", l.backoff, l.skipWaits)
 	}
 
-	// Callers come back while it waits (from another goroutine).
+	// Callers come back, from another goroutine, while it waits: with a
+	// wait long enough never to run out, it must poll until they are all
+	// back.
+	defer func(d time.Duration) { gatherWait = d }(gatherWait)
+	gatherWait = time.Minute
 	l.queued.Store(0)
 	back := make(chan struct{})
 	go func() {
 		defer close(back)
 		for range 3 {
-			l.queued.Add(1)
 			runtime.Gosched()
+			l.queued.Add(1)
 		}
 	}()
-	// Some of these waits may end in vain on a slow machine; one whose
-	// callers are back resets the backoff.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		l.gather(3)
-		if l.queued.Load() == 3 && l.backoff == 0 || time.Now().After(deadline) {
-			break
-		}
+	l.gather(3, true)
+	if n := l.queued.Load(); n != 3 || l.backoff != 0 || l.skipWaits != 0 {
+		t.Fatalf("gather returned with %d of 3 calls queued, backoff %d, skip %d; want 3, 0, 0", n, l.backoff, l.skipWaits)
 	}
 	<-back
+}
+
+// Without polling (one P) gather only yields: no wait, no backoff.
+func TestGatherWithoutPolling(t *testing.T) {
+	defer func(d time.Duration) { gatherWait = d }(gatherWait)
+	gatherWait = time.Minute
+	var l lane
+	l.gather(2, false) // nobody queues; would wait a minute if it polled
 	if l.backoff != 0 || l.skipWaits != 0 {
-		t.Fatalf("after callers came back: backoff %d, skip %d; want 0, 0", l.backoff, l.skipWaits)
+		t.Fatalf("gather without polling: backoff %d, skip %d; want 0, 0", l.backoff, l.skipWaits)
 	}
 }
 
@@ -757,7 +764,7 @@ func TestGatherBacksOffAfterWaitsInVain(t *testing.T) {
 	want := 1
 	for range 10 {
 		start := time.Now()
-		l.gather(2) // nobody queues
+		l.gather(2, true) // nobody queues
 		if waited := time.Since(start); waited < gatherWait {
 			t.Fatalf("a wait in vain took %v, want at least %v", waited, gatherWait)
 		}
@@ -765,7 +772,7 @@ func TestGatherBacksOffAfterWaitsInVain(t *testing.T) {
 			t.Fatalf("after a wait in vain: skip %d batches, want %d", l.skipWaits, want)
 		}
 		for range want {
-			l.gather(2) // skipped: returns at once, without looking
+			l.gather(2, true) // skipped: returns at once, without looking
 		}
 		if l.skipWaits != 0 {
 			t.Fatalf("after %d skipped waits: skip %d, want 0", want, l.skipWaits)

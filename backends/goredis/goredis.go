@@ -50,9 +50,10 @@ var (
 // withQueue returns src with queue.lua in place of its "--#queue.lua" line.
 // The line comes after a script's fast path: Lua defines the helpers each
 // time it runs past them, which costs the server more than a lock's
-// uncontended path itself.
+// uncontended path itself. (Only the marker is replaced, not its line end,
+// which a checkout may have made "\r\n".)
 func withQueue(src string) string {
-	const include = "--#queue.lua\n"
+	const include = "--#queue.lua"
 	if strings.Count(src, include) != 1 {
 		panic("goredis: a script must include queue.lua exactly once")
 	}

@@ -258,3 +258,30 @@ func TestWaiterQueueGrantOwnersDiffer(t *testing.T) {
 		t.Fatalf("after a late release of the first grant the key holds %q (%v); want the second grant %q", v, err, want)
 	}
 }
+
+// A free key someone queues for is kept for them: an acquire that is not the
+// queue's head is refused with no remaining TTL, even on the uncontended
+// fast path's first look (the key free), and the head then takes it.
+func TestFreeKeyKeptForTheQueue(t *testing.T) {
+	s := redistest.StartServer(t)
+	c := s.Client(t)
+	b := newBackend(t, c)
+	ctx := context.Background()
+	acquire(t, b, "q", 10*time.Second)
+	mustRefuse(t, b, "w1") // queued
+	lk, _, _ := b.Keys("q")
+	if err := c.Del(ctx, lk).Err(); err != nil { // the holder's lease lapses
+		t.Fatal(err)
+	}
+
+	for _, waiter := range []string{"", "w2"} {
+		_, err := b.Acquire(ctx, waitReq(waiter))
+		var held *ctxlock.HeldError
+		if !errors.As(err, &held) || held.Remaining != 0 {
+			t.Fatalf("Acquire (waiter %q) of a free key w1 queues for: %v; want HeldError with Remaining 0", waiter, err)
+		}
+	}
+	if _, err := b.Acquire(ctx, waitReq("w1")); err != nil {
+		t.Fatalf("Acquire by w1, the queue's head: %v; want the key", err)
+	}
+}
