@@ -59,6 +59,7 @@ type lane struct {
 	// Owned by the lane's flusher: how many batches to send without
 	// waiting for callers, after a wait they did not come back for.
 	skipWaits, backoff int
+	maxWait            time.Duration // of a gather; 0: gatherWait (tests set it)
 }
 
 // States of a call.
@@ -278,8 +279,7 @@ func (bt *batcher) flush(l *lane) {
 
 // gatherWait bounds how long a flusher that has just answered several
 // calls waits for as many to be queued again before it sends the next batch.
-// A variable for the tests.
-var gatherWait = 20 * time.Microsecond
+const gatherWait = 20 * time.Microsecond
 
 // maxSkipWaits bounds the batches a flusher sends without waiting after a
 // wait in vain.
@@ -305,9 +305,13 @@ func (l *lane) gather(n int, poll bool) {
 		l.skipWaits--
 		return
 	}
+	maxWait := l.maxWait
+	if maxWait == 0 {
+		maxWait = gatherWait
+	}
 	start := time.Now()
 	for int(l.queued.Load()) < n {
-		if time.Since(start) > gatherWait {
+		if time.Since(start) > maxWait {
 			l.backoff = min(max(2*l.backoff, 1), maxSkipWaits)
 			l.skipWaits = l.backoff
 			return

@@ -728,8 +728,7 @@ func TestGatherEndsWhenCallersAreBack(t *testing.T) {
 	// Callers come back, from another goroutine, while it waits: with a
 	// wait long enough never to run out, it must poll until they are all
 	// back.
-	defer func(d time.Duration) { gatherWait = d }(gatherWait)
-	gatherWait = time.Minute
+	l.maxWait = time.Minute
 	l.queued.Store(0)
 	back := make(chan struct{})
 	go func() {
@@ -748,9 +747,7 @@ func TestGatherEndsWhenCallersAreBack(t *testing.T) {
 
 // Without polling (one P) gather only yields: no wait, no backoff.
 func TestGatherWithoutPolling(t *testing.T) {
-	defer func(d time.Duration) { gatherWait = d }(gatherWait)
-	gatherWait = time.Minute
-	var l lane
+	l := lane{maxWait: time.Minute}
 	l.gather(2, false) // nobody queues; would wait a minute if it polled
 	if l.backoff != 0 || l.skipWaits != 0 {
 		t.Fatalf("gather without polling: backoff %d, skip %d; want 0, 0", l.backoff, l.skipWaits)
