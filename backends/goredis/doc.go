@@ -71,14 +71,20 @@
 //
 // The scripts (acquire.lua, extend.lua, release.lua, relock.lua, leave.lua)
 // are embedded in the binary and run with EVALSHA, falling back to EVAL when
-// the server's script cache lacks them (NOSCRIPT). Acquire is idempotent for the same
-// owner: a retry of an attempt that did succeed gets the same token back.
+// the server's script cache lacks them (NOSCRIPT). An uncontended acquire,
+// relock or release (no wanted mark, no queue) is four calls inside its
+// script, made before the queue's helpers are even defined. Acquire is
+// idempotent for the same owner: a retry of an attempt that did succeed gets
+// the same token back.
 // Extend and Release of many leases go out as one pipeline, which go-redis
 // splits into one round trip per node in Cluster mode. Acquire and Relock
 // calls of many goroutines are group-committed: while one pipeline of them
 // is in flight (per master in Cluster mode), the calls that arrive queue up
 // and leave together in the next one; a lone call leaves at once, and each
-// caller still gives up when its own context or timeout ends.
+// caller still gives up when its own context or timeout ends. After a batch
+// of several calls, the next waits up to 20µs for that many calls to be
+// queued again (callers looping on Lock+Unlock come straight back), unless
+// such waits have lately been in vain.
 //
 // # Errors
 //
