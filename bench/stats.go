@@ -26,25 +26,33 @@ func serverCalls(clients []*redis.Client) int64 {
 // serverCallsBy is serverCalls per command name.
 func serverCallsBy(clients []*redis.Client) map[string]int64 {
 	by := map[string]int64{}
+	infoFields(clients, "commandstats", func(name, value string) {
+		if !strings.HasPrefix(name, "cmdstat_") || name == "cmdstat_info" {
+			return
+		}
+		v, _, _ := strings.Cut(strings.TrimPrefix(value, "calls="), ",")
+		n, _ := strconv.ParseInt(v, 10, 64)
+		by[strings.TrimPrefix(name, "cmdstat_")] += n
+	})
+	return by
+}
+
+// infoFields calls fn with each "name:value" line of INFO section from
+// every server; a server that does not answer in 5s is skipped.
+func infoFields(clients []*redis.Client, section string, fn func(name, value string)) {
 	for _, c := range clients {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		s, err := c.Info(ctx, "commandstats").Result()
+		s, err := c.Info(ctx, section).Result()
 		cancel()
 		if err != nil {
 			continue
 		}
-		for _, line := range strings.Split(s, "\n") {
-			line = strings.TrimSpace(line)
-			name, rest, ok := strings.Cut(line, ":")
-			if !ok || !strings.HasPrefix(name, "cmdstat_") || name == "cmdstat_info" {
-				continue
+		for line := range strings.Lines(s) {
+			if name, value, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+				fn(name, value)
 			}
-			v, _, _ := strings.Cut(strings.TrimPrefix(rest, "calls="), ",")
-			n, _ := strconv.ParseInt(v, 10, 64)
-			by[strings.TrimPrefix(name, "cmdstat_")] += n
 		}
 	}
-	return by
 }
 
 // diffCalls formats after-before per command, per unit (e.g. per acquisition).
@@ -96,20 +104,11 @@ func processCPU() time.Duration {
 // servers report in INFO cpu.
 func serverCPU(clients []*redis.Client) time.Duration {
 	var total float64
-	for _, c := range clients {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		s, err := c.Info(ctx, "cpu").Result()
-		cancel()
-		if err != nil {
-			continue
+	infoFields(clients, "cpu", func(name, value string) {
+		if name == "used_cpu_sys" || name == "used_cpu_user" {
+			f, _ := strconv.ParseFloat(value, 64)
+			total += f
 		}
-		for _, line := range strings.Split(s, "\n") {
-			name, v, ok := strings.Cut(strings.TrimSpace(line), ":")
-			if ok && (name == "used_cpu_sys" || name == "used_cpu_user") {
-				f, _ := strconv.ParseFloat(v, 64)
-				total += f
-			}
-		}
-	}
+	})
 	return time.Duration(total * float64(time.Second))
 }
