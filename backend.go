@@ -106,6 +106,26 @@ type Relocker interface {
 	Relock(ctx context.Context, old Lease, req AcquireRequest) (lease Lease, wanted bool, err error)
 }
 
+// RoundTripNotifier is an optional interface of a Backend whose calls from
+// many goroutines share round trips (group commit, as the Redis backend's
+// pipelines do).
+//
+// The Manager uses it to spare its scheduler a wake-up per Unlock. While a
+// round trip is in flight, the release an Unlock queues is looked at again
+// only once that round trip has been answered; a goroutine that locks the
+// same key again meanwhile, as loops do, has by then taken the release to
+// send it with its acquire in one request (Relocker), and the scheduler is
+// not woken at all. A release nobody took is sent then, at most a round trip
+// later than it would have been.
+type RoundTripNotifier interface {
+	// AfterRoundTrip reports whether the backend has a round trip in flight
+	// or about to leave. If so it calls f once, from a goroutine of its own
+	// and with none of its locks held, when that round trip has been
+	// answered or has failed (or, should none leave, soon). It reports false,
+	// and never calls f, when it has nothing in flight. f does not block.
+	AfterRoundTrip(f func()) bool
+}
+
 // WaiterQueue is an optional interface of a Backend that hands a released
 // key to its waiters in arrival order. A refused Acquire with a Waiter joins
 // the key's queue (or keeps its place); a free key is refused to everyone but

@@ -44,6 +44,13 @@ type Manager struct {
 	reportsContention bool
 	relocker          Relocker    // the backend, when it implements Relocker
 	queue             WaiterQueue // the backend, when it implements WaiterQueue
+	// roundTrips is the backend, when it implements RoundTripNotifier;
+	// afterRoundTripFunc is m.afterRoundTrip, made once.
+	roundTrips         RoundTripNotifier
+	afterRoundTripFunc func()
+	// afterRoundTripSet: an afterRoundTrip call is due; the releases queued
+	// meanwhile wait for it to wake the scheduler. Set with mu held.
+	afterRoundTripSet atomic.Bool
 	// rtt is a moving average of acquire round trips (ns), for yields.
 	rtt atomic.Int64
 
@@ -168,6 +175,8 @@ func NewManager(b Backend, opts ...ManagerOption) *Manager {
 		_, m.reportsContention = b.(ContentionReporter)
 		m.relocker, _ = b.(Relocker)
 		m.queue, _ = b.(WaiterQueue)
+		m.roundTrips, _ = b.(RoundTripNotifier)
+		m.afterRoundTripFunc = m.afterRoundTrip
 	}
 	m.obs = ctxlockotel.New(o.tracerProvider, o.meterProvider, m.backendName)
 	return m
@@ -755,7 +764,43 @@ func (m *Manager) queueReleaseLocked(ks *keyState, r *release, now time.Time) {
 	r.queued = true
 	m.pending++
 	m.obs.PendingReleases(1)
-	m.nudgeLocked(r.retryAt)
+	m.nudgeReleaseLocked(r.retryAt)
+}
+
+// nudgeReleaseLocked makes sure the scheduler wakes for a release due at,
+// but, while the backend has a round trip in flight, only once that round
+// trip has been answered: a Lock of the same key usually takes the release
+// before that, to send it with its acquire (see RoundTripNotifier).
+func (m *Manager) nudgeReleaseLocked(at time.Time) {
+	if m.roundTrips != nil && m.running && !m.closed && (m.timerAt.IsZero() || at.Before(m.timerAt)) {
+		if m.afterRoundTripSet.Load() {
+			return
+		}
+		// Set before the call: afterRoundTrip may run before it returns.
+		m.afterRoundTripSet.Store(true)
+		if m.roundTrips.AfterRoundTrip(m.afterRoundTripFunc) {
+			return
+		}
+		m.afterRoundTripSet.Store(false)
+	}
+	m.nudgeLocked(at)
+}
+
+// afterRoundTrip is the backend's call after the round trip that releases'
+// wake-ups waited for: the scheduler wakes if one of them is still queued.
+// Usually none is, and the mutex is not taken.
+func (m *Manager) afterRoundTrip() {
+	m.afterRoundTripSet.Store(false)
+	// A release queued before the Store above is counted below (both are
+	// sequentially consistent); one queued after it sets up a new call.
+	if m.releases.size.Load() == 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.releases.len() > 0 {
+		m.nudgeLocked(m.releases.peek().at())
+	}
 }
 
 // takeIdlePendingLocked takes up to len(dst) of ks's releases that no worker

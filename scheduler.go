@@ -3,6 +3,7 @@ package ctxlock
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	ctxlockotel "github.com/ctxlock/ctxlock/otel"
@@ -281,7 +282,10 @@ type heapItem interface {
 }
 
 // deadlineHeap is a min-heap by deadline. Removed items have index -1.
-type deadlineHeap[T heapItem] struct{ items []T }
+type deadlineHeap[T heapItem] struct {
+	items []T
+	size  atomic.Int32 // len(items), for a reader without the owner's lock
+}
 
 func (q *deadlineHeap[T]) len() int { return len(q.items) }
 func (q *deadlineHeap[T]) peek() T  { return q.items[0] }
@@ -289,6 +293,7 @@ func (q *deadlineHeap[T]) peek() T  { return q.items[0] }
 func (q *deadlineHeap[T]) push(x T) {
 	*x.index() = int32(len(q.items))
 	q.items = append(q.items, x)
+	q.size.Store(int32(len(q.items)))
 	q.up(len(q.items) - 1)
 }
 
@@ -310,6 +315,7 @@ func (q *deadlineHeap[T]) remove(x T) {
 	var zero T
 	q.items[last] = zero
 	q.items = q.items[:last]
+	q.size.Store(int32(last))
 	*x.index() = -1
 	if i != last {
 		q.fixAt(i)

@@ -55,6 +55,7 @@ type lane struct {
 	queue    []*call
 	flushing bool
 	queued   atomic.Int32 // len(queue), for a flusher waiting for callers
+	after    []func()     // afterRoundTrip's functions, run by the flusher
 
 	// Owned by the lane's flusher: how many batches to send without
 	// waiting for callers, after a wait they did not come back for.
@@ -250,7 +251,10 @@ func (bt *batcher) flush(l *lane) {
 	// With one P the callers just answered have run by the first yield, and
 	// those in other calls cannot become runnable while the flusher polls.
 	poll := runtime.GOMAXPROCS(0) > 1
-	var batch []*call
+	var (
+		batch []*call
+		after []func()
+	)
 	answered := 0
 	for {
 		if answered > 1 {
@@ -265,16 +269,45 @@ func (bt *batcher) flush(l *lane) {
 				// is kept, with its backoff.
 				delete(bt.lanes, l.addr)
 			}
+			after, l.after = l.after, after[:0]
 			bt.mu.Unlock()
+			runAll(after)
 			return
 		}
-		// Swap buffers: the queue gets the (empty) one sent last.
+		// Swap buffers, here and below: the lane gets the (empty) one
+		// used last.
 		batch, l.queue = l.queue, batch[:0]
 		l.queued.Store(0)
 		bt.mu.Unlock()
 		answered = bt.exec(batch)
+		bt.mu.Lock()
+		after, l.after = l.after, after[:0]
+		bt.mu.Unlock()
+		runAll(after)
 		clear(batch)
 	}
+}
+
+func runAll(fs []func()) {
+	for i, f := range fs {
+		f()
+		fs[i] = nil
+	}
+}
+
+// afterRoundTrip has the flusher call f once the batch in flight, or the
+// next one to leave, has been answered (or, should none leave, as it
+// stops), and reports true. It reports false, and never calls f, when no
+// flusher is running, and in Cluster mode (lanes come and go there).
+// See Backend.AfterRoundTrip.
+func (bt *batcher) afterRoundTrip(f func()) bool {
+	bt.mu.Lock()
+	defer bt.mu.Unlock()
+	if bt.closed || bt.cluster != nil || !bt.lone.flushing {
+		return false
+	}
+	bt.lone.after = append(bt.lone.after, f)
+	return true
 }
 
 // gatherWait bounds how long a flusher that has just answered several

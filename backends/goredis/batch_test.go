@@ -278,6 +278,64 @@ func TestBatcherOneBatchWhileInFlight(t *testing.T) {
 	}
 }
 
+// afterRoundTrip's function runs once, after the batch in flight has been
+// answered, and not before; with no batch in flight, or once closed, the
+// batcher declines.
+func TestBatcherAfterRoundTrip(t *testing.T) {
+	s := redistest.StartServer(t)
+	c := s.Client(t)
+	bt := newBatcher(c)
+	script := testScript(t)
+	if _, err := bt.run(context.Background(), time.Second, script, batchKeys(0), 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	bt.wg.Wait() // its flusher has stopped
+	if bt.afterRoundTrip(func() { t.Error("called with nothing in flight") }) {
+		t.Fatal("afterRoundTrip accepted with nothing in flight")
+	}
+	h := newGateHook(true)
+	c.AddHook(h)
+	done := make(chan error, 1)
+	go func() {
+		_, err := bt.run(context.Background(), batchWait, script, batchKeys(1), 1, "")
+		done <- err
+	}()
+	<-h.entered // the call is in flight, held by the hook
+	calls := make(chan int64, 2)
+	f := func() { calls <- h.exited.Load() } // pipelines finished so far
+	if !bt.afterRoundTrip(f) || !bt.afterRoundTrip(f) {
+		t.Fatal("afterRoundTrip declined with a batch in flight")
+	}
+	select {
+	case <-calls:
+		t.Fatal("called while the batch was in flight")
+	default:
+	}
+	h.open()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		select {
+		case exited := <-calls:
+			if exited != 1 {
+				t.Fatalf("called with %d pipelines finished; want 1", exited)
+			}
+		case <-time.After(batchWait):
+			t.Fatal("not called after the batch was answered")
+		}
+	}
+	bt.close()
+	select {
+	case <-calls:
+		t.Fatal("called more than once")
+	default:
+	}
+	if bt.afterRoundTrip(func() { t.Error("called after close") }) {
+		t.Fatal("afterRoundTrip accepted after close")
+	}
+}
+
 // A caller whose ctx ends returns at once, although its batch is stuck on a
 // frozen server; the batch ends by itself (here when the server resumes) and
 // close waits for it. A call given up before its batch left is not sent.

@@ -388,6 +388,11 @@ func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.Acq
 	return lease, false, err
 }
 
+// AfterRoundTrip implements ctxlock.RoundTripNotifier: f runs once the
+// Acquire and Relock batch in flight, or the next one to leave, has been
+// answered. It reports false in Cluster mode.
+func (b *Backend) AfterRoundTrip(f func()) bool { return b.batch.afterRoundTrip(f) }
+
 // Extend implements ctxlock.Backend: one pipeline (one round trip per node)
 // of owner-checked PEXPIREs (extend.lua).
 func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.Duration) []error {
@@ -720,4 +725,5 @@ var (
 	_ ctxlock.ContentionReporter = (*Backend)(nil)
 	_ ctxlock.Relocker           = (*Backend)(nil)
 	_ ctxlock.WaiterQueue        = (*Backend)(nil)
+	_ ctxlock.RoundTripNotifier  = (*Backend)(nil)
 )

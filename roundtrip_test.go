@@ -1,0 +1,218 @@
+package ctxlock_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/ctxlock/ctxlock"
+	"github.com/ctxlock/ctxlock/backends/memory"
+)
+
+// roundTripBackend is a memory backend whose calls share round trips, as
+// the Redis backend's do. While inFlight, AfterRoundTrip keeps f, and the
+// test calls it (answer) as the backend would once its round trip was
+// answered. It counts the releases sent alone and with an acquire.
+type roundTripBackend struct {
+	*memory.Backend
+	mu       sync.Mutex
+	inFlight bool
+	after    []func()
+	asked    int // AfterRoundTrip calls
+	releases int // Release and ReleaseContended calls
+	relocks  int
+}
+
+var _ ctxlock.RoundTripNotifier = (*roundTripBackend)(nil)
+
+func newRoundTripBackend(inFlight bool) *roundTripBackend {
+	return &roundTripBackend{Backend: memory.New(), inFlight: inFlight}
+}
+
+func (b *roundTripBackend) AfterRoundTrip(f func()) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.asked++
+	if !b.inFlight {
+		return false
+	}
+	b.after = append(b.after, f)
+	return true
+}
+
+// answer ends the round trip in flight: the functions given meanwhile run.
+func (b *roundTripBackend) answer() {
+	b.mu.Lock()
+	after := b.after
+	b.after, b.inFlight = nil, false
+	b.mu.Unlock()
+	for _, f := range after {
+		f()
+	}
+}
+
+func (b *roundTripBackend) counts() (asked, pending, releases, relocks int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.asked, len(b.after), b.releases, b.relocks
+}
+
+func (b *roundTripBackend) Release(ctx context.Context, leases []ctxlock.Lease) []error {
+	b.mu.Lock()
+	b.releases++
+	b.mu.Unlock()
+	return b.Backend.Release(ctx, leases)
+}
+
+func (b *roundTripBackend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) ([]error, []bool) {
+	b.mu.Lock()
+	b.releases++
+	b.mu.Unlock()
+	return b.Backend.ReleaseContended(ctx, leases)
+}
+
+func (b *roundTripBackend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, error) {
+	b.mu.Lock()
+	b.relocks++
+	b.mu.Unlock()
+	return b.Backend.Relock(ctx, old, req)
+}
+
+func held(b *roundTripBackend, key string) bool {
+	_, _, _, _, ok := b.Holder(key)
+	return ok
+}
+
+// While the backend has a round trip in flight, the releases of Unlocks
+// wait for it to be answered (one call for all of them), and then go out
+// without the clock moving.
+func TestUnlockReleaseWaitsForRoundTrip(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newRoundTripBackend(true)
+		m := ctxlock.NewManager(b)
+		defer closeManager(t, m)
+		ctx := context.Background()
+		l1, l2 := m.NewLock("k1"), m.NewLock("k2")
+		if _, err := l1.Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l2.Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait() // the scheduler has nothing to do and sleeps
+		start := time.Now()
+		if err := l1.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+		if err := l2.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if asked, pending, releases, _ := b.counts(); asked != 1 || pending != 1 || releases != 0 {
+			t.Fatalf("before the round trip ended: %d AfterRoundTrip calls, %d pending, %d releases; want 1, 1, 0", asked, pending, releases)
+		}
+		if !held(b, "k1") || !held(b, "k2") {
+			t.Fatal("a lease was released before the round trip ended")
+		}
+		b.answer()
+		synctest.Wait()
+		if held(b, "k1") || held(b, "k2") {
+			t.Fatal("a lease still held after the round trip ended")
+		}
+		if _, _, releases, _ := b.counts(); releases != 1 {
+			t.Fatalf("%d release calls; want 1 carrying both leases", releases)
+		}
+		if !time.Now().Equal(start) {
+			t.Fatalf("the releases waited %v of the clock; want none", time.Since(start))
+		}
+	})
+}
+
+// A Lock of the key before the round trip ends takes the queued release and
+// sends it with its acquire: nothing else is sent, then or later.
+func TestRelockTakesReleaseBeforeRoundTripEnds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newRoundTripBackend(true)
+		m := ctxlock.NewManager(b)
+		defer closeManager(t, m)
+		ctx := context.Background()
+		l := m.NewLock("k")
+		if _, err := l.Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if err := l.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait() // the release waits, and the scheduler sleeps
+		if _, err := l.Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		b.answer()
+		synctest.Wait()
+		if _, _, releases, relocks := b.counts(); releases != 0 || relocks != 1 {
+			t.Fatalf("%d releases, %d relocks; want 0, 1", releases, relocks)
+		}
+		owner, _, _, _, ok := b.Holder("k")
+		if !ok || owner == "" {
+			t.Fatal("the key is not held after the second Lock")
+		}
+	})
+}
+
+// With nothing in flight, an Unlock's release goes out at once.
+func TestUnlockReleaseWithoutRoundTripInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newRoundTripBackend(false)
+		m := ctxlock.NewManager(b)
+		defer closeManager(t, m)
+		l := m.NewLock("k")
+		if _, err := l.Lock(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if held(b, "k") {
+			t.Fatal("lease still held")
+		}
+		if asked, _, releases, _ := b.counts(); asked != 1 || releases != 1 {
+			t.Fatalf("%d AfterRoundTrip calls, %d releases; want 1, 1", asked, releases)
+		}
+	})
+}
+
+// Close waits for a release that waits for a round trip, and returns once
+// the round trip ended and the release was sent.
+func TestCloseWaitsForReleaseAfterRoundTrip(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newRoundTripBackend(true)
+		m := ctxlock.NewManager(b)
+		l := m.NewLock("k")
+		if _, err := l.Lock(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if err := l.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+		closed := make(chan error, 1)
+		go func() { closed <- m.Close(context.Background()) }()
+		synctest.Wait()
+		select {
+		case err := <-closed:
+			t.Fatalf("Close returned %v with a release pending", err)
+		default:
+		}
+		b.answer()
+		if err := <-closed; err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if held(b, "k") {
+			t.Fatal("lease still held after Close")
+		}
+	})
+}
