@@ -55,6 +55,12 @@
 // sleeps past the holder's remaining TTL. A Lock that finds its own
 // Manager's release of the key still pending performs it in line first
 // (with a Relocker backend, in the same round trip as the new acquire).
+// An Unlock wakes the scheduler to send its release, except while a
+// RoundTripNotifier backend has a round trip in flight: the release then
+// waits for that round trip to be answered, and a goroutine that locks the
+// same key again meanwhile, as loops do, takes it along with its acquire,
+// so the scheduler is not woken at all. Either way a release goes out
+// without waiting for a timer.
 //
 // Between processes, fairness comes from the backend: with a
 // ContentionReporter a releaser that re-locks at once yields when others

@@ -84,7 +84,11 @@
 // caller still gives up when its own context or timeout ends. After a batch
 // of several calls, the next waits up to 20µs for that many calls to be
 // queued again (callers looping on Lock+Unlock come straight back), unless
-// such waits have lately been in vain.
+// such waits have lately been in vain. While a batch is in flight the
+// Backend tells the Manager when it has been answered
+// (ctxlock.RoundTripNotifier), so that an Unlock does not wake the
+// Manager's scheduler: the goroutine's next Lock of the key usually takes
+// the release along first (outside Cluster mode, where lanes come and go).
 //
 // # Errors
 //
