@@ -393,6 +393,8 @@ func addContended(res map[string]cells, name string, r contended) {
 	c.add("p99", ms(r.WaitP99))
 	c.add("max", ms(r.WaitMax))
 	c.add("minmax", r.MinMax)
+	c.add("hold", ms(r.HoldP50))
+	c.add("gap", ms(r.GapP50))
 	c.add("cmds", r.CmdsPerAcq)
 	c.add("srv", r.SrvCmdsPerAcq)
 	c.add("overlap", float64(r.Overlaps))
@@ -400,21 +402,27 @@ func addContended(res map[string]cells, name string, r contended) {
 }
 
 func printContended(w io.Writer, impls []Impl, res map[string]cells) {
-	fmt.Fprintln(w, "| implementation | acq/s | handoffs/s | wait p50 ms | wait p99 ms | wait max ms | min/max per contender | client cmds/acq | server cmds/acq (incl. Lua) | overlaps | errors |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| implementation | acq/s | handoffs/s | wait p50 ms | wait p99 ms | wait max ms | min/max per contender | hold p50 ms | gap p50 ms | client cmds/acq | server cmds/acq (incl. Lua) | overlaps | errors |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, im := range impls {
 		c := res[im.Name]
 		if c == nil {
-			fmt.Fprintf(w, "| %s | failed | | | | | | | | | |\n", im.Name)
+			fmt.Fprintf(w, "| %s | failed | | | | | | | | | | | |\n", im.Name)
 			continue
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", im.Name,
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", im.Name,
 			f0(c.med("acq")), f0(c.med("hand")), f1(c.med("p50")), f1(c.med("p99")), f1(c.med("max")),
-			f2(c.med("minmax")), f1(c.med("cmds")), f1(c.med("srv")), f0(c.med("overlap")), f0(c.med("err")))
+			f2(c.med("minmax")), f2(c.med("hold")), f2(c.med("gap")), f1(c.med("cmds")), f1(c.med("srv")),
+			f0(c.med("overlap")), f0(c.med("err")))
 	}
 	if c := res[impls[0].Name]; c != nil {
 		if best := bestPeer(res, "hand"); best > 0 {
 			fmt.Fprintf(w, "\n"+impls[0].Name+" / best peer handoffs/s: **%.2f×** (target ≥ 1.5×, with ≤ 3 cmds/acq and min/max ≥ 0.5)\n", c.med("hand")/best)
+			if hold := c.med("hold"); hold >= 0.5 {
+				// With a hold this long, the hold itself bounds the rate.
+				fmt.Fprintf(w, "\nceiling: with no gap at all, "+impls[0].Name+"'s holds (p50 %.2f ms) allow %.0f handoffs/s, **%.2f×** the best peer\n",
+					hold, 1000/hold, 1000/hold/best)
+			}
 		}
 	}
 	fmt.Fprintln(w)

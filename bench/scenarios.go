@@ -141,10 +141,12 @@ type contended struct {
 	Acq, Handoffs             int64
 	AcqPerSec, HandoffPerSec  float64
 	WaitP50, WaitP99, WaitMax time.Duration
-	MinMax                    float64 // min/max acquisitions per contender
-	CmdsPerAcq                float64 // sent by the clients
-	SrvCmdsPerAcq             float64 // INFO commandstats, Lua-internal calls included
-	Overlaps                  int64   // mutual-exclusion violations seen (must be 0)
+	MinMax                    float64       // min/max acquisitions per contender
+	HoldP50                   time.Duration // how long a hold of H really took
+	GapP50                    time.Duration // an Unlock call to the next Lock's return
+	CmdsPerAcq                float64       // sent by the clients
+	SrvCmdsPerAcq             float64       // INFO commandstats, Lua-internal calls included
+	Overlaps                  int64         // mutual-exclusion violations seen (must be 0)
 	Errors                    int64
 }
 
@@ -180,11 +182,14 @@ func runContended(e *env, impl Impl, g int, hold, d time.Duration) (contended, e
 	var (
 		holding, last            atomic.Int64
 		handoffs, overlaps, errs atomic.Int64
+		unlocked                 atomic.Int64 // when the latest Unlock call was made, since start
 		wg                       sync.WaitGroup
 	)
 	last.Store(-1)
 	counts := make([]int64, g)
 	waits := make([][]time.Duration, g)
+	gaps := make([][]time.Duration, g)
+	holds := make([][]time.Duration, g)
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	start := time.Now()
@@ -192,7 +197,7 @@ func runContended(e *env, impl Impl, g int, hold, d time.Duration) (contended, e
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var w []time.Duration
+			var w, gap, held []time.Duration
 			for ctx.Err() == nil {
 				t0 := time.Now()
 				if err := mus[i].Lock(ctx); err != nil {
@@ -201,7 +206,11 @@ func runContended(e *env, impl Impl, g int, hold, d time.Duration) (contended, e
 					}
 					continue
 				}
-				w = append(w, time.Since(t0))
+				t1 := time.Now()
+				w = append(w, t1.Sub(t0))
+				if u := unlocked.Load(); u != 0 {
+					gap = append(gap, t1.Sub(start)-time.Duration(u))
+				}
 				if holding.Add(1) != 1 {
 					overlaps.Add(1)
 				}
@@ -212,12 +221,14 @@ func runContended(e *env, impl Impl, g int, hold, d time.Duration) (contended, e
 				if hold > 0 {
 					time.Sleep(hold)
 				}
+				held = append(held, time.Since(t1))
 				holding.Add(-1)
+				unlocked.Store(int64(time.Since(start)))
 				if err := mus[i].Unlock(context.Background()); err != nil {
 					errs.Add(1)
 				}
 			}
-			waits[i] = w
+			waits[i], gaps[i], holds[i] = w, gap, held
 		}()
 	}
 	wg.Wait()
@@ -231,8 +242,10 @@ func runContended(e *env, impl Impl, g int, hold, d time.Duration) (contended, e
 		}
 		progress("    %s hold %v: server calls per acquisition: %s", impl.Name, hold, diffCalls(by0, serverCallsBy(e.info), acq))
 	}
-	all := slices.Concat(waits...)
+	all, allGaps, allHolds := slices.Concat(waits...), slices.Concat(gaps...), slices.Concat(holds...)
 	slices.Sort(all)
+	slices.Sort(allGaps)
+	slices.Sort(allHolds)
 	var acq int64
 	mn, mx := counts[0], counts[0]
 	for _, c := range counts {
@@ -243,6 +256,7 @@ func runContended(e *env, impl Impl, g int, hold, d time.Duration) (contended, e
 		Acq: acq, Handoffs: handoffs.Load(),
 		AcqPerSec: float64(acq) / el.Seconds(), HandoffPerSec: float64(handoffs.Load()) / el.Seconds(),
 		WaitP50: percentile(all, .5), WaitP99: percentile(all, .99), WaitMax: percentile(all, 1),
+		HoldP50: percentile(allHolds, .5), GapP50: percentile(allGaps, .5),
 		Overlaps: overlaps.Load(), Errors: errs.Load(),
 	}
 	if mx > 0 {
