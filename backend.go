@@ -115,14 +115,18 @@ type Relocker interface {
 // only once that round trip has been answered; a goroutine that locks the
 // same key again meanwhile, as loops do, has by then taken the release to
 // send it with its acquire in one request (Relocker), and the scheduler is
-// not woken at all. A release nobody took is sent then, at most a round trip
-// later than it would have been.
+// not woken at all. A release nobody took is sent then: later than it would
+// have been by what remained of that round trip (bounded by the backend's
+// timeouts).
 type RoundTripNotifier interface {
 	// AfterRoundTrip reports whether the backend has a round trip in flight
-	// or about to leave. If so it calls f once, from a goroutine of its own
-	// and with none of its locks held, when that round trip has been
-	// answered or has failed (or, should none leave, soon). It reports false,
-	// and never calls f, when it has nothing in flight. f does not block.
+	// or about to leave. If so it calls f once, when that round trip has
+	// been answered or has failed (or, should none leave, soon), from
+	// another goroutine than the caller's and with none of its own locks
+	// held; it must not call f before AfterRoundTrip has returned (the
+	// Manager calls it with its mutex held). It reports false, and never
+	// calls f, when it has nothing in flight. f returns quickly; it may take
+	// the Manager's mutex briefly.
 	AfterRoundTrip(f func()) bool
 }
 

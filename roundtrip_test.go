@@ -127,6 +127,28 @@ func TestUnlockReleaseWaitsForRoundTrip(t *testing.T) {
 		if !time.Now().Equal(start) {
 			t.Fatalf("the releases waited %v of the clock; want none", time.Since(start))
 		}
+
+		// Again, with no hold left whose timer could wake the scheduler:
+		// the callback must have made way for a new one.
+		b.mu.Lock()
+		b.inFlight = true
+		b.mu.Unlock()
+		if _, err := l1.Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if err := l1.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if asked, pending, _, _ := b.counts(); asked != 2 || pending != 1 {
+			t.Fatalf("second round: %d AfterRoundTrip calls, %d pending; want 2, 1", asked, pending)
+		}
+		b.answer()
+		synctest.Wait()
+		if held(b, "k1") {
+			t.Fatal("second round: lease still held after the round trip ended")
+		}
 	})
 }
 
@@ -181,6 +203,27 @@ func TestUnlockReleaseWithoutRoundTripInFlight(t *testing.T) {
 		}
 		if asked, _, releases, _ := b.counts(); asked != 1 || releases != 1 {
 			t.Fatalf("%d AfterRoundTrip calls, %d releases; want 1, 1", asked, releases)
+		}
+
+		// A declined call leaves the next Unlock free to ask again.
+		b.mu.Lock()
+		b.inFlight = true
+		b.mu.Unlock()
+		if _, err := l.Lock(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if err := l.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if asked, pending, _, _ := b.counts(); asked != 2 || pending != 1 {
+			t.Fatalf("after a decline: %d AfterRoundTrip calls, %d pending; want 2, 1", asked, pending)
+		}
+		b.answer()
+		synctest.Wait()
+		if held(b, "k") {
+			t.Fatal("after a decline: lease still held after the round trip ended")
 		}
 	})
 }

@@ -338,6 +338,28 @@ func TestBatcherAfterRoundTrip(t *testing.T) {
 	}
 }
 
+// A function given while the flusher had nothing left to send runs as the
+// flusher stops.
+func TestBatcherAfterRoundTripAsFlusherStops(t *testing.T) {
+	s := redistest.StartServer(t)
+	bt := newTestBatcher(t, s.Client(t))
+	ran := 0
+	bt.mu.Lock()
+	bt.lone.flushing = true // as if its last batch had just been answered
+	bt.wg.Add(1)
+	bt.mu.Unlock()
+	if !bt.afterRoundTrip(func() { ran++ }) {
+		t.Fatal("afterRoundTrip declined while the flusher runs")
+	}
+	bt.flush(&bt.lone)
+	if ran != 1 {
+		t.Fatalf("ran %d times as the flusher stopped; want 1", ran)
+	}
+	if bt.afterRoundTrip(func() { t.Error("called with no flusher") }) {
+		t.Fatal("afterRoundTrip accepted after the flusher stopped")
+	}
+}
+
 // A caller whose ctx ends returns at once, although its batch is stuck on a
 // frozen server; the batch ends by itself (here when the server resumes) and
 // close waits for it. A call given up before its batch left is not sent.

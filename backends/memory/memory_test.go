@@ -25,6 +25,24 @@ func TestConformance(t *testing.T) {
 	locktest.Run(t, newBackend, locktest.WithFakeTime())
 }
 
+// roundTrips is a memory backend that always has a round trip in flight,
+// answered at once: every release of an Unlock waits for it
+// (ctxlock.RoundTripNotifier), as with the Redis backend under load.
+type roundTrips struct{ *memory.Backend }
+
+func (roundTrips) AfterRoundTrip(f func()) bool {
+	go f()
+	return true
+}
+
+// TestConformanceRoundTripNotifier runs the contract on fake time with the
+// releases of Unlocks waiting for the backend's round trips.
+func TestConformanceRoundTripNotifier(t *testing.T) {
+	locktest.Run(t, func(t *testing.T) ctxlock.Backend {
+		return roundTrips{newBackend(t).(*memory.Backend)}
+	}, locktest.WithFakeTime())
+}
+
 // TestConformanceRealTime runs the same cases on the real clock with a short
 // TTL, as networked backends do.
 func TestConformanceRealTime(t *testing.T) {
