@@ -85,6 +85,36 @@ func held(b *roundTripBackend, key string) bool {
 	return ok
 }
 
+// unlockDuringRoundTrip locks l (on key) and unlocks it while b has a round
+// trip in flight, with nothing else for the scheduler to do, and checks that
+// the release waits for the round trip (wantAsked AfterRoundTrip calls so
+// far, one of them pending) and goes out once it ends.
+func unlockDuringRoundTrip(t *testing.T, b *roundTripBackend, l ctxlock.Lock, key string, wantAsked int) {
+	t.Helper()
+	b.mu.Lock()
+	b.inFlight = true
+	b.mu.Unlock()
+	if _, err := l.Lock(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	synctest.Wait()
+	if err := l.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	synctest.Wait()
+	if asked, pending, _, _ := b.counts(); asked != wantAsked || pending != 1 {
+		t.Fatalf("%d AfterRoundTrip calls, %d pending; want %d, 1", asked, pending, wantAsked)
+	}
+	if !held(b, key) {
+		t.Fatal("released before the round trip ended")
+	}
+	b.answer()
+	synctest.Wait()
+	if held(b, key) {
+		t.Fatal("lease still held after the round trip ended")
+	}
+}
+
 // While the backend has a round trip in flight, the releases of Unlocks
 // wait for it to be answered (one call for all of them), and then go out
 // without the clock moving.
@@ -130,25 +160,7 @@ func TestUnlockReleaseWaitsForRoundTrip(t *testing.T) {
 
 		// Again, with no hold left whose timer could wake the scheduler:
 		// the callback must have made way for a new one.
-		b.mu.Lock()
-		b.inFlight = true
-		b.mu.Unlock()
-		if _, err := l1.Lock(ctx); err != nil {
-			t.Fatal(err)
-		}
-		synctest.Wait()
-		if err := l1.Unlock(); err != nil {
-			t.Fatal(err)
-		}
-		synctest.Wait()
-		if asked, pending, _, _ := b.counts(); asked != 2 || pending != 1 {
-			t.Fatalf("second round: %d AfterRoundTrip calls, %d pending; want 2, 1", asked, pending)
-		}
-		b.answer()
-		synctest.Wait()
-		if held(b, "k1") {
-			t.Fatal("second round: lease still held after the round trip ended")
-		}
+		unlockDuringRoundTrip(t, b, l1, "k1", 2)
 	})
 }
 
@@ -206,25 +218,7 @@ func TestUnlockReleaseWithoutRoundTripInFlight(t *testing.T) {
 		}
 
 		// A declined call leaves the next Unlock free to ask again.
-		b.mu.Lock()
-		b.inFlight = true
-		b.mu.Unlock()
-		if _, err := l.Lock(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		synctest.Wait()
-		if err := l.Unlock(); err != nil {
-			t.Fatal(err)
-		}
-		synctest.Wait()
-		if asked, pending, _, _ := b.counts(); asked != 2 || pending != 1 {
-			t.Fatalf("after a decline: %d AfterRoundTrip calls, %d pending; want 2, 1", asked, pending)
-		}
-		b.answer()
-		synctest.Wait()
-		if held(b, "k") {
-			t.Fatal("after a decline: lease still held after the round trip ended")
-		}
+		unlockDuringRoundTrip(t, b, l, "k", 2)
 	})
 }
 
