@@ -86,7 +86,21 @@ type options struct {
 	subscribeWait time.Duration
 	expiryEvents  bool
 	waiterKeep    time.Duration
+	hints         bool
 }
+
+// WithWaiterHints makes the waiter queue (ctxlock.WaiterQueue) only hint: a
+// release tells the key's first live waiter that the key is free (a zero
+// ctxlock.Handoff) instead of granting it the key, and a free key goes to
+// whoever asks first; a waiter leaves the queue when it takes the key (or
+// gives up, or stops retrying for WithWaiterKeep). One wake-up per release
+// still goes to one waiter, not to every waiting process.
+//
+// It is for backends that combine several Redis servers, where one server's
+// grant means nothing on its own (the redlock package sets it on every
+// node): servers keeping a key for different first waiters could leave no
+// one with a quorum. Every Backend on the same keys must agree on it.
+func WithWaiterHints() Option { return func(o *options) { o.hints = true } }
 
 // WithWaiterKeep sets how long a queued waiter keeps its place without
 // retrying (default DefaultWaiterKeep). It must exceed the waiters' longest
@@ -160,6 +174,9 @@ type Backend struct {
 	// each conversion of a string or a large int64 allocates.
 	keepArg  any // opts.waiterKeep in ms
 	inboxArg any // inbox
+	// hintArgs is the scripts' last argument with WithWaiterHints ("1"),
+	// else empty: the scripts read a missing one as false.
+	hintArgs []any
 	// ttlArg is the last TTL (ms, int64) Acquire or Relock sent, as an
 	// interface: a Manager's locks mostly share one TTL, so reusing it
 	// spares an allocation per call. A different TTL just replaces it.
@@ -193,6 +210,9 @@ func New(client redis.UniversalClient, opts ...Option) *Backend {
 	}
 	b.inbox = o.prefix + inboxPrefix + randomID()
 	b.keepArg, b.inboxArg = o.waiterKeep.Milliseconds(), b.inbox
+	if o.hints {
+		b.hintArgs = []any{"1"}
+	}
 	b.hub = newHub(client, b.inbox, pattern, o.healthEvery, o.subscribeWait)
 	b.batch = newBatcher(client)
 	return b
@@ -282,23 +302,26 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 	if err := validate(req.Key, req.Owner); err != nil {
 		return ctxlock.Lease{}, err
 	}
-	return b.take(ctx, "acquire", acquireScript, acquireSHA, req, b.scriptKeys(req.Key), req.Waiter, b.keepArg, b.inboxArg)
+	var extra [4]any
+	return b.take(ctx, "acquire", acquireScript, acquireSHA, req, b.scriptKeys(req.Key), append(append(extra[:0], req.Waiter, b.keepArg, b.inboxArg), b.hintArgs...)...)
 }
 
 // WatchWaiter implements ctxlock.WaiterQueue: the channel receives the
 // Handoff of a release that granted key to waiter, and zero Handoffs on
-// releases nobody is queued for and on (possibly spurious) wake-ups after
-// the subscription reconnects.
+// releases nobody is queued for, on (possibly spurious) wake-ups after
+// the subscription reconnects, and, with WithWaiterHints, on each release
+// while waiter is first in the queue.
 func (b *Backend) WatchWaiter(key, waiter string) (turns <-chan ctxlock.Handoff, stop func()) {
 	return b.hub.watchWaiter(waiter)
 }
 
 // Leave implements ctxlock.WaiterQueue: it takes waiter out of key's queue,
 // releases the key if a release had granted it to waiter, and, when the key
-// is free, hands it to the next waiter (leave.lua).
+// is free, hands it to the next waiter (leave.lua; with WithWaiterHints it
+// tells the next waiter instead).
 func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 	lk := b.lockKey(key)
-	err := leaveScript.Run(ctx, b.client, []string{lk, lk + queueSuffix, lk + deadlineSuffix, lk + fenceSuffix}, waiter, lk+channelSuffix).Err()
+	err := leaveScript.Run(ctx, b.client, []string{lk, lk + queueSuffix, lk + deadlineSuffix, lk + fenceSuffix}, append([]any{waiter, lk + channelSuffix}, b.hintArgs...)...).Err()
 	if err != nil {
 		return wrap("leave", key, err)
 	}
@@ -319,7 +342,7 @@ func (b *Backend) take(ctx context.Context, op string, script *redis.Script, sha
 	if req.Metadata != "" {
 		value += metaSeparator + req.Metadata
 	}
-	var args [7]any // relock.lua's arguments, at most (copied by newCall)
+	var args [8]any // relock.lua's arguments, at most (copied by newCall)
 	c := newCall(script, sha, keys[:5], append(append(args[:0], value, b.ttlArgOf(ms)), extra...)...)
 	res, err := b.batch.do(ctx, req.Timeout, c)
 	if err != nil {
@@ -377,10 +400,11 @@ func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.Acq
 		return ctxlock.Lease{}, false, err
 	}
 	// relock.lua's arguments: value, ttl (from take), old owner, channel,
-	// waiter, waiter keep, inbox.
+	// waiter, waiter keep, inbox[, hints].
 	keys := b.scriptKeys(req.Key)
 	channel := keys[5]
-	lease, err := b.take(ctx, "relock", relockScript, relockSHA, req, keys, old.Owner, channel, req.Waiter, b.keepArg, b.inboxArg)
+	var extra [6]any
+	lease, err := b.take(ctx, "relock", relockScript, relockSHA, req, keys, append(append(extra[:0], old.Owner, channel, req.Waiter, b.keepArg, b.inboxArg), b.hintArgs...)...)
 	if errors.Is(err, errYielded) {
 		b.hub.wake(channel) // this backend's own watchers hear it at once
 		return ctxlock.Lease{}, true, nil
@@ -448,7 +472,7 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 	}
 	errs := make([]error, len(leases))
 	cmds := b.runBatch(ctx, releaseScript, leases, true, func(l ctxlock.Lease) []any {
-		return []any{l.Owner, b.lockKey(l.Key) + channelSuffix}
+		return append([]any{l.Owner, b.lockKey(l.Key) + channelSuffix}, b.hintArgs...)
 	})
 	for i, cmd := range cmds {
 		l := leases[i]

@@ -3,7 +3,8 @@
 -- next live waiter, or publish the key's name when nobody is queued.
 -- KEYS[1] lock key; KEYS[2] queue; KEYS[3] entries; KEYS[4] fence key (same
 -- hash slot)
--- ARGV[1] waiter id; ARGV[2] release channel.
+-- ARGV[1] waiter id; ARGV[2] release channel; ARGV[3] "1" when the queue
+-- only hints (WithWaiterHints): the next waiter is told, not granted.
 --#queue.lua
 redis.call('LREM', KEYS[2], 0, ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
@@ -15,7 +16,11 @@ end
 if not v then
   local head, entry = first_waiter(KEYS[2], KEYS[3])
   if head then
-    hand_over(KEYS[1], KEYS[4], KEYS[2], KEYS[3], ARGV[2], head, entry)
+    if ARGV[3] == '1' then
+      hint(ARGV[2], head, entry)
+    else
+      hand_over(KEYS[1], KEYS[4], KEYS[2], KEYS[3], ARGV[2], head, entry)
+    end
   else
     redis.call('PUBLISH', ARGV[2], KEYS[1])
   end

@@ -91,6 +91,29 @@ local function hand_over(lockkey, fencekey, qkey, dkey, channel, head, entry)
   redis.call('PUBLISH', inbox, token .. ' ' .. ttl .. ' ' .. head)
 end
 
+-- hint tells head, the first live waiter (with its entry, from
+-- first_waiter), that the key is free, without granting it: "0 0 <waiter>"
+-- on the waiter's inbox. The waiter keeps its place until it takes the key
+-- or leaves, and the free key goes to whoever asks first (WithWaiterHints:
+-- for quorum backends, where a grant by one node would mean nothing). An
+-- entry without an inbox (an older version) has the key's channel told the
+-- waiter's id.
+local function hint(channel, head, entry)
+  local inbox = string.match(entry, '^%d+ %d+ (%S+)')
+  if inbox then
+    redis.call('PUBLISH', inbox, '0 0 ' .. head)
+  else
+    redis.call('PUBLISH', channel, head)
+  end
+end
+
+-- dequeue takes waiter out of the queue, if it is in it.
+local function dequeue(qkey, dkey, waiter)
+  if waiter ~= '' and redis.call('HDEL', dkey, waiter) == 1 then
+    redis.call('LREM', qkey, 1, waiter)
+  end
+end
+
 -- refused is the answer to a refused acquire: {0, holder's PTTL, fencing
 -- counter}, PTTL 0 when the free key is kept for an earlier waiter. A held
 -- key is marked wanted for as long as the current lease may last, so that

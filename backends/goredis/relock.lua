@@ -7,7 +7,8 @@
 -- ARGV[3] old owner; ARGV[4] release channel
 -- ARGV[5] waiter id ("" if none); ARGV[6] how long a queued waiter keeps its
 -- place without retrying (ms); ARGV[7] the channel the waiter's process
--- hears grants on. A relock that hands the key to the first queued waiter
+-- hears grants on; ARGV[8] "1" when the queue only hints (WithWaiterHints,
+-- see acquire.lua). A relock that hands the key to the first queued waiter
 -- queues the waiter behind the others.
 -- Returns {1, token} when acquired, {2, 0} when released for the owners
 -- waiting (not acquired), {0, pttl, fence} when refused.
@@ -28,7 +29,11 @@ if v and owned(v, ARGV[3]) then
   if wanted == 1 or head then
     redis.call('DEL', KEYS[1])
     if head then
-      hand_over(KEYS[1], KEYS[2], KEYS[4], KEYS[5], ARGV[4], head, entry)
+      if ARGV[8] == '1' then
+        hint(ARGV[4], head, entry)
+      else
+        hand_over(KEYS[1], KEYS[2], KEYS[4], KEYS[5], ARGV[4], head, entry)
+      end
       if ARGV[5] ~= '' then
         enqueue(KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[2]), ARGV[7], metadata(ARGV[1]))
       end
@@ -41,7 +46,10 @@ if v and owned(v, ARGV[3]) then
   end
   v = false -- released; nobody waits: take it again below
 end
-if not v and not head then
+if not v and (not head or ARGV[8] == '1') then
+  if head then
+    dequeue(KEYS[4], KEYS[5], ARGV[5])
+  end
   local token = redis.call('INCR', KEYS[2])
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1, token}

@@ -94,13 +94,17 @@ func (w *watcher) grant(h ctxlock.Handoff) {
 	w.turns <- h
 }
 
-// parseGrant parses an inbox message, "<token> <TTL ms> <waiter>".
+// parseGrant parses an inbox message, "<token> <TTL ms> <waiter>", or a
+// hint "0 0 <waiter>" (WithWaiterHints), which gives the zero Handoff.
 func parseGrant(payload string) (waiter string, h ctxlock.Handoff, ok bool) {
+	if w, ok := strings.CutPrefix(payload, "0 0 "); ok && w != "" {
+		return w, ctxlock.Handoff{}, true
+	}
 	tok, rest, ok1 := strings.Cut(payload, " ")
 	ttl, waiter, ok2 := strings.Cut(rest, " ")
 	token, err1 := strconv.ParseUint(tok, 10, 64)
 	ms, err2 := strconv.ParseInt(ttl, 10, 64)
-	if !ok1 || !ok2 || err1 != nil || err2 != nil || token == 0 || ms <= 0 {
+	if !ok1 || !ok2 || err1 != nil || err2 != nil || token == 0 || ms <= 0 || waiter == "" {
 		return "", ctxlock.Handoff{}, false
 	}
 	return waiter, ctxlock.Handoff{Token: token, TTL: time.Duration(ms) * time.Millisecond}, true
@@ -412,7 +416,11 @@ func (h *hub) handle(msg any) {
 		case channel == h.inbox:
 			if waiter, g, ok := parseGrant(m.Payload); ok {
 				if w := h.waiters[waiter]; w != nil {
-					w.grant(g)
+					if g.Token == 0 {
+						w.hint()
+					} else {
+						w.grant(g)
+					}
 				}
 			}
 			return
