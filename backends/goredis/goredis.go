@@ -86,21 +86,37 @@ type options struct {
 	subscribeWait time.Duration
 	expiryEvents  bool
 	waiterKeep    time.Duration
-	hints         bool
+	hintWindow    time.Duration // WithWaiterHints, when > 0
 }
+
+// DefaultHintWindow is how long, with WithWaiterHints, a free key is kept
+// for the waiter a release just told.
+const DefaultHintWindow = 50 * time.Millisecond
 
 // WithWaiterHints makes the waiter queue (ctxlock.WaiterQueue) only hint: a
 // release tells the key's first live waiter that the key is free (a zero
-// ctxlock.Handoff) instead of granting it the key, and a free key goes to
-// whoever asks first; a waiter leaves the queue when it takes the key (or
-// gives up, or stops retrying for WithWaiterKeep). One wake-up per release
-// still goes to one waiter, not to every waiting process.
+// ctxlock.Handoff) instead of granting it the key, and keeps the free key
+// for that waiter for window (DefaultHintWindow when window ≤ 0); after
+// that the key goes to whoever asks first. A waiter that takes the key
+// stays queued until Dequeue or Leave takes it out (or it stops retrying
+// for WithWaiterKeep): its place must survive an attempt that took the key
+// on this server but failed elsewhere. One release still wakes one waiter,
+// not every waiting process, and the process that released cannot take the
+// key back before the waiter it told had the time to ask.
 //
-// It is for backends that combine several Redis servers, where one server's
-// grant means nothing on its own (the redlock package sets it on every
-// node): servers keeping a key for different first waiters could leave no
-// one with a quorum. Every Backend on the same keys must agree on it.
-func WithWaiterHints() Option { return func(o *options) { o.hints = true } }
+// It is for backends that combine several Redis servers and call Dequeue
+// once a waiter holds the key (the redlock package sets it on every node):
+// one server's grant means nothing on its own, and servers keeping a key
+// for different first waiters for long could leave no one with a quorum;
+// the window bounds that. Every Backend on the same keys must agree on it.
+func WithWaiterHints(window time.Duration) Option {
+	return func(o *options) {
+		if window <= 0 {
+			window = DefaultHintWindow
+		}
+		o.hintWindow = window
+	}
+}
 
 // WithWaiterKeep sets how long a queued waiter keeps its place without
 // retrying (default DefaultWaiterKeep). It must exceed the waiters' longest
@@ -174,8 +190,8 @@ type Backend struct {
 	// each conversion of a string or a large int64 allocates.
 	keepArg  any // opts.waiterKeep in ms
 	inboxArg any // inbox
-	// hintArgs is the scripts' last argument with WithWaiterHints ("1"),
-	// else empty: the scripts read a missing one as false.
+	// hintArgs is the scripts' last argument with WithWaiterHints (the
+	// window in ms), else empty: the scripts then grant.
 	hintArgs []any
 	// ttlArg is the last TTL (ms, int64) Acquire or Relock sent, as an
 	// interface: a Manager's locks mostly share one TTL, so reusing it
@@ -210,8 +226,9 @@ func New(client redis.UniversalClient, opts ...Option) *Backend {
 	}
 	b.inbox = o.prefix + inboxPrefix + randomID()
 	b.keepArg, b.inboxArg = o.waiterKeep.Milliseconds(), b.inbox
-	if o.hints {
-		b.hintArgs = []any{"1"}
+	if o.hintWindow > 0 {
+		ms, _ := ttlMillis(o.hintWindow)
+		b.hintArgs = []any{ms}
 	}
 	b.hub = newHub(client, b.inbox, pattern, o.healthEvery, o.subscribeWait)
 	b.batch = newBatcher(client)
@@ -324,6 +341,18 @@ func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 	err := leaveScript.Run(ctx, b.client, []string{lk, lk + queueSuffix, lk + deadlineSuffix, lk + fenceSuffix}, append([]any{waiter, lk + channelSuffix}, b.hintArgs...)...).Err()
 	if err != nil {
 		return wrap("leave", key, err)
+	}
+	return nil
+}
+
+// Dequeue takes waiter out of key's queue and does nothing else: no key is
+// released, handed over or hinted. A backend built on several servers with
+// WithWaiterHints calls it on each of them once its waiter holds the key.
+func (b *Backend) Dequeue(ctx context.Context, key, waiter string) error {
+	lk := b.lockKey(key)
+	err := leaveScript.Run(ctx, b.client, []string{lk, lk + queueSuffix, lk + deadlineSuffix, lk + fenceSuffix}, waiter, "", "", "1").Err()
+	if err != nil {
+		return wrap("dequeue", key, err)
 	}
 	return nil
 }

@@ -3,11 +3,15 @@
 -- next live waiter, or publish the key's name when nobody is queued.
 -- KEYS[1] lock key; KEYS[2] queue; KEYS[3] entries; KEYS[4] fence key (same
 -- hash slot)
--- ARGV[1] waiter id; ARGV[2] release channel; ARGV[3] "1" when the queue
--- only hints (WithWaiterHints): the next waiter is told, not granted.
+-- ARGV[1] waiter id; ARGV[2] release channel; ARGV[3] the hint window in ms
+-- when the queue only hints (WithWaiterHints): the next waiter is told,
+-- not granted; ARGV[4] "1": only take the waiter out (Dequeue).
 --#queue.lua
 redis.call('LREM', KEYS[2], 0, ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
+if ARGV[4] == '1' then
+  return 1
+end
 local v = redis.call('GET', KEYS[1])
 if v and grant_token(v, ARGV[1]) then
   redis.call('DEL', KEYS[1])
@@ -16,8 +20,8 @@ end
 if not v then
   local head, entry = first_waiter(KEYS[2], KEYS[3])
   if head then
-    if ARGV[3] == '1' then
-      hint(ARGV[2], head, entry)
+    if ARGV[3] then
+      hint(KEYS[3], ARGV[2], head, entry, tonumber(ARGV[3]))
     else
       hand_over(KEYS[1], KEYS[4], KEYS[2], KEYS[3], ARGV[2], head, entry)
     end

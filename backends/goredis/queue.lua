@@ -4,7 +4,9 @@
 -- order (qkey) and a hash (dkey) of waiter id -> "<deadline ms> <TTL ms>
 -- <inbox> <metadata>": when the waiter loses its place, the TTL and
 -- metadata of the lease a release grants it, and the channel its process
--- hears grants on. The granted TTL is at most the keep time, so a waiter that
+-- hears grants on. With WithWaiterHints the hash also has the field
+-- "\0hint": "<waiter> <until ms>", the last waiter hinted (see hint).
+-- The granted TTL is at most the keep time, so a waiter that
 -- died while queued delays the key no longer than its place would; the
 -- waiter's Manager renews a short grant to the TTL it asked for.
 
@@ -93,12 +95,15 @@ end
 
 -- hint tells head, the first live waiter (with its entry, from
 -- first_waiter), that the key is free, without granting it: "0 0 <waiter>"
--- on the waiter's inbox. The waiter keeps its place until it takes the key
--- or leaves, and the free key goes to whoever asks first (WithWaiterHints:
--- for quorum backends, where a grant by one node would mean nothing). An
--- entry without an inbox (an older version) has the key's channel told the
--- waiter's id.
-local function hint(channel, head, entry)
+-- on the waiter's inbox. For window ms the free key is kept for head
+-- (kept_for_other); after that it goes to whoever asks first. The waiter
+-- keeps its place until it leaves (WithWaiterHints: for
+-- quorum backends, where a grant by one node would mean nothing, and nodes
+-- keeping the key for different waiters for long could leave no one with a
+-- quorum). An entry without an inbox (an older version) has the key's
+-- channel told the waiter's id.
+local function hint(dkey, channel, head, entry, window)
+  redis.call('HSET', dkey, '\0hint', head .. ' ' .. (clock() + window))
   local inbox = string.match(entry, '^%d+ %d+ (%S+)')
   if inbox then
     redis.call('PUBLISH', inbox, '0 0 ' .. head)
@@ -107,11 +112,16 @@ local function hint(channel, head, entry)
   end
 end
 
--- dequeue takes waiter out of the queue, if it is in it.
-local function dequeue(qkey, dkey, waiter)
-  if waiter ~= '' and redis.call('HDEL', dkey, waiter) == 1 then
-    redis.call('LREM', qkey, 1, waiter)
+-- kept_for_other reports whether the free key is kept for head, the first
+-- live waiter, because a hint told it less than the hint's window ago, and
+-- the caller (waiter, or '') is someone else.
+local function kept_for_other(dkey, head, waiter)
+  if not head or head == waiter then
+    return false
   end
+  local h = redis.call('HGET', dkey, '\0hint')
+  local hinted, till = string.match(h or '', '^(.*) (%d+)$')
+  return hinted == head and tonumber(till) > clock()
 end
 
 -- refused is the answer to a refused acquire: {0, holder's PTTL, fencing

@@ -3,8 +3,9 @@
 -- its channel for every watcher.
 -- KEYS[1] lock key; KEYS[2] wanted key; KEYS[3] queue; KEYS[4] entries;
 -- KEYS[5] fence key (all in the same hash slot)
--- ARGV[1] owner; ARGV[2] release channel; ARGV[3] "1" when the queue only
--- hints (WithWaiterHints): the first live waiter is told, not granted.
+-- ARGV[1] owner; ARGV[2] release channel; ARGV[3] the hint window in ms when
+-- the queue only hints (WithWaiterHints): the first live waiter is told,
+-- not granted.
 -- Returns 0 when the lock was not owned by ARGV[1], 1 when released, 2 when
 -- released and another owner wanted it (the wanted mark, or a waiter it was
 -- handed to).
@@ -23,8 +24,8 @@ if v and owned(v, ARGV[1]) then
   local wanted = redis.call('DEL', KEYS[2])
   local head, entry = first_waiter(KEYS[3], KEYS[4])
   if head then
-    if ARGV[3] == '1' then
-      hint(ARGV[2], head, entry)
+    if ARGV[3] then
+      hint(KEYS[4], ARGV[2], head, entry, tonumber(ARGV[3]))
     else
       hand_over(KEYS[1], KEYS[5], KEYS[3], KEYS[4], ARGV[2], head, entry)
     end

@@ -7,8 +7,8 @@
 -- ARGV[3] old owner; ARGV[4] release channel
 -- ARGV[5] waiter id ("" if none); ARGV[6] how long a queued waiter keeps its
 -- place without retrying (ms); ARGV[7] the channel the waiter's process
--- hears grants on; ARGV[8] "1" when the queue only hints (WithWaiterHints,
--- see acquire.lua). A relock that hands the key to the first queued waiter
+-- hears grants on; ARGV[8] the hint window in ms when the queue only hints
+-- (WithWaiterHints, see acquire.lua). A relock that hands the key to the first queued waiter
 -- queues the waiter behind the others.
 -- Returns {1, token} when acquired, {2, 0} when released for the owners
 -- waiting (not acquired), {0, pttl, fence} when refused.
@@ -29,8 +29,8 @@ if v and owned(v, ARGV[3]) then
   if wanted == 1 or head then
     redis.call('DEL', KEYS[1])
     if head then
-      if ARGV[8] == '1' then
-        hint(ARGV[4], head, entry)
+      if ARGV[8] then
+        hint(KEYS[5], ARGV[4], head, entry, tonumber(ARGV[8]))
       else
         hand_over(KEYS[1], KEYS[2], KEYS[4], KEYS[5], ARGV[4], head, entry)
       end
@@ -46,10 +46,7 @@ if v and owned(v, ARGV[3]) then
   end
   v = false -- released; nobody waits: take it again below
 end
-if not v and (not head or ARGV[8] == '1') then
-  if head then
-    dequeue(KEYS[4], KEYS[5], ARGV[5])
-  end
+if not v and (not head or (ARGV[8] and not kept_for_other(KEYS[5], head, ARGV[5]))) then
   local token = redis.call('INCR', KEYS[2])
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1, token}

@@ -83,7 +83,9 @@ func WithTimeoutFactor(f float64) Option {
 }
 
 // WithNodeOptions passes options to the goredis.Backend of every node
-// (goredis.WithKeyPrefix, goredis.WithHealthCheckInterval, ...).
+// (goredis.WithKeyPrefix, goredis.WithHealthCheckInterval, ...). Every node
+// has goredis.WithWaiterHints (see Backend.WatchWaiter); pass it here to
+// change its window.
 func WithNodeOptions(opts ...goredis.Option) Option {
 	return func(o *options) { o.nodeOpts = append(o.nodeOpts, opts...) }
 }
@@ -104,6 +106,11 @@ type Backend struct {
 	addrs    []string
 	quorum   int
 	opts     options
+	// queued holds the waiters (ctxlock.AcquireRequest.Waiter) that a node
+	// may keep a place for: one of their attempts was refused, or queued by
+	// a yielding relock. They are dequeued on every node once they hold the
+	// key, or when they leave.
+	queued sync.Map // waiter id → struct{}
 }
 
 var (
@@ -111,6 +118,7 @@ var (
 	_ ctxlock.BackendNamer       = (*Backend)(nil)
 	_ ctxlock.ContentionReporter = (*Backend)(nil)
 	_ ctxlock.Relocker           = (*Backend)(nil)
+	_ ctxlock.WaiterQueue        = (*Backend)(nil)
 )
 
 // New returns a Backend over clients, one per independent Redis master (not
@@ -151,8 +159,9 @@ func New(clients []redis.UniversalClient, opts ...Option) (*Backend, error) {
 		}
 		b.addrs[i] = addrOf(c, i)
 	}
+	nodeOpts := append([]goredis.Option{goredis.WithWaiterHints(0)}, o.nodeOpts...)
 	for i, c := range clients {
-		b.nodes[i] = goredis.New(c, o.nodeOpts...)
+		b.nodes[i] = goredis.New(c, nodeOpts...)
 	}
 	return b, nil
 }
@@ -330,13 +339,13 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 // an Acquire. It sends the goredis relock (goredis.Backend.Relock: release
 // old and take the key again, in one script, unless the node's wanted mark
 // says another owner was refused meanwhile) to every node at once, with the
-// per-node timeout of Acquire and without req.Waiter (no per-node waiter
-// queues, as in Acquire).
+// per-node timeout of Acquire.
 //
 // It acquires exactly when Acquire would — a quorum of nodes granted, the
 // validity TTL − elapsed − drift is positive, the token is the largest of
 // the quorum's counters, lagging counters are raised — and, in addition, no
-// node yielded before the quorum was reached. A yielding node released old
+// node yielded before the quorum was reached. A yielding node tells the
+// first waiter of its queue and queues req.Waiter behind the others. A yielding node released old
 // and kept the key free for the owners it had refused, which are waiting
 // for it; once one node yields the hold is given up (released at once on
 // every node that granted it), so a waiting owner elsewhere is not refused
@@ -381,25 +390,34 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 	timeout := b.nodeTimeout(req.TTL, req.Timeout)
 	nreq := req
 	nreq.Timeout = timeout
-	// No per-node waiter queues: nodes keeping the key for different first
-	// waiters could leave no one with a quorum.
-	nreq.Waiter = ""
+	// req.Waiter queues where the key is refused. The nodes only hint
+	// (goredis.WithWaiterHints): nodes keeping a free key for different
+	// first waiters could leave no one with a quorum. A waiter keeps its
+	// place on every node, also where it took the key, until it holds the
+	// key on a quorum (see places).
 	n := len(b.nodes)
+	var pl places
 	t0 := time.Now()
 	fn := startFan(b, ctx, timeout, nil, acquired{err: errNoAnswer}, func(ctx context.Context, i int) acquired {
+		var r acquired
 		if old == nil {
-			l, err := b.nodes[i].Acquire(ctx, nreq)
-			return acquired{l, err}
+			r.lease, r.err = b.nodes[i].Acquire(ctx, nreq)
+		} else {
+			var yielded bool
+			r.lease, yielded, r.err = b.nodes[i].Relock(ctx, *old, nreq)
+			switch {
+			case yielded && r.err == nil:
+				r.err = errYielded
+			case r.err != nil && !errors.Is(r.err, ctxlock.ErrHeld):
+				// Unknown outcome: make sure old does not linger here.
+				b.releaseLater(ctx, i, timeout, *old)
+			}
 		}
-		l, yielded, err := b.nodes[i].Relock(ctx, *old, nreq)
-		switch {
-		case yielded && err == nil:
-			err = errYielded
-		case err != nil && !errors.Is(err, ctxlock.ErrHeld):
-			// Unknown outcome: make sure old does not linger here.
-			b.releaseLater(ctx, i, timeout, *old)
+		if req.Waiter != "" && statusOf(r.err) == NodeTaken && pl.queuedOn(i) {
+			// Queued here after the attempt won on a quorum.
+			b.dequeueOn(ctx, req.Key, req.Waiter, []int{i}, 0)
 		}
-		return acquired{l, err}
+		return r
 	})
 	// Stop at the quorum: slower nodes cannot change a grant (if they grant
 	// too, the lease is on them as well, and Extend and Release cover every
@@ -415,6 +433,9 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 		if err == nil {
 			v := Validity(req.TTL, time.Since(t0), b.opts.drift)
 			if v > 0 {
+				if req.Waiter != "" {
+					b.dequeueWinner(ctx, req.Key, req.Waiter, &pl)
+				}
 				return ctxlock.Lease{Key: req.Key, Owner: req.Owner, Token: token}, false, nil
 			}
 			qe := b.quorumError(op, req.Key, errs, true)
@@ -424,10 +445,17 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 		// Release everywhere, after the stragglers answered (a release
 		// overtaking an acquire on a node would leave the lease there).
 		fn.all()
-		b.releaseAfterFailure(ctx, req, acquiredErrs(fn.res))
+		errs = acquiredErrs(fn.res)
+		b.releaseAfterFailure(ctx, req, errs)
+		if req.Waiter != "" && tallyOf(errs).taken > 0 {
+			b.queued.Store(req.Waiter, struct{}{})
+		}
 		return ctxlock.Lease{}, false, err
 	}
 	b.releaseAfterFailure(ctx, req, errs)
+	if req.Waiter != "" && t.taken > 0 {
+		b.queued.Store(req.Waiter, struct{}{})
+	}
 	// For a relock, the nodes that answered ok, yielded or refused no longer
 	// hold old: there it is released or was gone already.
 	oldGone := old == nil || t.ok+t.taken >= b.quorum
@@ -448,6 +476,71 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 	default:
 		return ctxlock.Lease{}, false, b.quorumError(op, req.Key, errs, true)
 	}
+}
+
+// places tracks where one attempt's waiter was queued (refused, or a
+// yielding relock), while the nodes answer and after the attempt won.
+type places struct {
+	mu  sync.Mutex
+	won bool
+	on  []int
+}
+
+// queuedOn records that node i queued the waiter and reports whether the
+// attempt has won already (the caller then dequeues it there).
+func (p *places) queuedOn(i int) (won bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.on = append(p.on, i)
+	return p.won
+}
+
+// win marks the attempt won and returns the nodes that queued its waiter.
+func (p *places) win() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.won = true
+	return slices.Clone(p.on)
+}
+
+// dequeueWinner takes waiter, whose attempt holds key on a quorum, out of
+// the nodes' queues: on every node when an earlier attempt of waiter was
+// queued (it waits for a quorum of them: a release of the key by this
+// process right after must not find the waiter first in line on a quorum
+// and hint it in vain), else on the nodes that queued this attempt (a
+// minority, in the background).
+func (b *Backend) dequeueWinner(ctx context.Context, key, waiter string, pl *places) {
+	on := pl.win()
+	if _, was := b.queued.LoadAndDelete(waiter); was {
+		b.dequeueOn(ctx, key, waiter, nil, b.quorum)
+		return
+	}
+	if len(on) > 0 {
+		b.dequeueOn(ctx, key, waiter, on, 0)
+	}
+}
+
+// dequeueOn runs goredis.Backend.Dequeue on the nodes in indices (every
+// node when nil), at once, bounded by DefaultReleaseTimeout, and waits for
+// wait of them to answer; the others finish in the background.
+func (b *Backend) dequeueOn(ctx context.Context, key, waiter string, indices []int, wait int) {
+	fn := startFan(b, context.WithoutCancel(ctx), DefaultReleaseTimeout, indices, false, func(ctx context.Context, i int) bool {
+		_ = b.nodes[i].Dequeue(ctx, key, waiter) // a place left behind lapses (goredis.WithWaiterKeep)
+		return true
+	})
+	if wait > 0 {
+		fn.until(func(done []bool) bool { return countTrue(done) >= wait })
+	}
+}
+
+func countTrue(bs []bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
 }
 
 // granted reports whether an attempt's answers so far grant it: a quorum of
@@ -732,15 +825,42 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 // release is missed because of a slow or frozen minority. stop stops every
 // node's watch without waiting. After Close, Watch returns a nil channel.
 func (b *Backend) Watch(key string) (released <-chan struct{}, stop func()) {
+	return merge(b, struct{}{}, func(node *goredis.Backend) (<-chan struct{}, func()) {
+		return node.Watch(key)
+	})
+}
+
+// WatchWaiter implements ctxlock.WaiterQueue. Every node keeps a waiter
+// queue of the key that only hints (goredis.WithWaiterHints): a refused
+// Acquire or a yielding Relock with req.Waiter queues it on the nodes that
+// refused it, and a release (or a Leave of the first waiter, with the key
+// free) tells each node's first live waiter, and no one else, that the key
+// is free there. WatchWaiter merges those hints from every node into one
+// channel of zero Handoffs: the backend never grants a key on its own, the
+// waiter takes it with an Acquire that needs a quorum as always. A free key
+// is refused to no one, so nodes whose queues differ never keep it from a
+// quorum; one release wakes the first waiter (or, where the nodes' queues
+// differ, the first few) instead of every waiting process. It returns, and
+// reports a Close, as Watch does.
+func (b *Backend) WatchWaiter(key, waiter string) (turns <-chan ctxlock.Handoff, stop func()) {
+	return merge(b, ctxlock.Handoff{}, func(node *goredis.Backend) (<-chan ctxlock.Handoff, func()) {
+		return node.WatchWaiter(key, waiter)
+	})
+}
+
+// merge runs watch on every node and forwards each message of theirs as
+// signal, without blocking, on one channel (capacity one: pending signals
+// merge). It returns once a quorum of nodes' watches are in place.
+func merge[T any](b *Backend, signal T, watch func(node *goredis.Backend) (<-chan T, func())) (<-chan T, func()) {
 	if b.closed.Load() {
 		return nil, func() {}
 	}
-	out := make(chan struct{}, 1)
+	out := make(chan T, 1)
 	done := make(chan struct{})
 	ready := make(chan struct{}, len(b.nodes))
 	for _, node := range b.nodes {
 		b.inflight.Go(func() {
-			ch, st := node.Watch(key)
+			ch, st := watch(node)
 			ready <- struct{}{}
 			if st != nil {
 				defer st()
@@ -749,7 +869,7 @@ func (b *Backend) Watch(key string) (released <-chan struct{}, stop func()) {
 				select {
 				case <-ch: // a nil channel (closed node backend) never fires
 					select {
-					case out <- struct{}{}:
+					case out <- signal:
 					default:
 					}
 				case <-done:
@@ -764,6 +884,25 @@ func (b *Backend) Watch(key string) (released <-chan struct{}, stop func()) {
 		<-ready
 	}
 	return out, sync.OnceFunc(func() { close(done) })
+}
+
+// Leave implements ctxlock.WaiterQueue: it takes waiter out of key's queue
+// on every node at once, each bounded by the caller's deadline and at most
+// DefaultReleaseTimeout, and returns once a quorum of nodes answered
+// (slower ones finish in the background). Where the key is free, the
+// node's next waiter is told (see WatchWaiter). It reports a *QuorumError
+// when fewer than a quorum of nodes succeeded; a place left behind on a
+// node lapses after goredis.WithWaiterKeep anyway.
+func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
+	b.queued.Delete(waiter)
+	fn := startFan(b, context.WithoutCancel(ctx), min(DefaultReleaseTimeout, untilDeadline(ctx)), nil, errNoAnswer, func(ctx context.Context, i int) error {
+		return b.nodes[i].Leave(ctx, key, waiter)
+	})
+	fn.until(func(errs []error) bool { return tallyOf(errs).ok >= b.quorum })
+	if t := tallyOf(fn.res); t.ok < b.quorum {
+		return b.quorumError("leave", key, fn.res, t.n-t.failed >= t.quorum)
+	}
+	return nil
 }
 
 // Health implements ctxlock.Backend. It asks every node's backend at once
