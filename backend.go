@@ -63,7 +63,9 @@ type AcquireRequest struct {
 	Metadata string        // opaque owner text (WithMetadata), may be empty
 	// Waiter identifies one blocking Lock call across all its attempts (it
 	// is empty for TryLock). A WaiterQueue backend queues refused waiters
-	// and keeps a released key for the first of them.
+	// and keeps a released key for the first of them. The Manager's waiter
+	// ids sort (byte-wise) in the order their Lock calls started, so that a
+	// backend of several servers can keep one queue order on all of them.
 	Waiter string
 }
 

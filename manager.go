@@ -188,6 +188,18 @@ func newOwnerPrefix() string {
 	return hex.EncodeToString(b[:]) + ":"
 }
 
+// newWaiter returns a waiter id (AcquireRequest.Waiter) for a Lock call
+// starting now: the wall clock in 16 hex digits, then a unique owner id, so
+// that waiter ids sort by the time their calls started, across processes as
+// far as their clocks agree.
+func (m *Manager) newWaiter() string {
+	var buf [64]byte
+	b := fmt.Appendf(buf[:0], "%016x.", uint64(time.Now().UnixNano()))
+	b = append(b, m.ownerPrefix...)
+	b = strconv.AppendUint(b, m.ownerSeq.Add(1), 36)
+	return string(b)
+}
+
 // newOwner returns an owner id unique to one acquire attempt: the Manager's
 // random prefix and a sequence number.
 func (m *Manager) newOwner() string {
@@ -282,7 +294,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		stopWatch func()
 	)
 	if !try && m.queue != nil {
-		waiter = m.newOwner()
+		waiter = m.newWaiter()
 		if l.queuedLast {
 			// This value had to queue for the key last time: listen before
 			// the first attempt, so that no hand-off can slip past.

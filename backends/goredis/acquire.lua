@@ -13,8 +13,8 @@
 -- ARGV[5] the channel the waiter's process hears grants on
 -- ARGV[6] the hint window in ms when the queue only hints (WithWaiterHints,
 -- see queue.lua's hint), absent otherwise: a free key goes to whoever asks
--- unless it is kept for a waiter just hinted, and a waiter that takes the
--- key stays queued (its caller dequeues it once it knows it holds the key)
+-- unless it is kept for a waiter just hinted, and waiters queue in the
+-- order of their ids
 -- Returns {1, token} when acquired, {3, token} when the key was granted to
 -- the waiter (the lease's owner is "<waiter>:<token>"; its TTL is renewed),
 -- {0, pttl, fence} when refused (pttl 0: the free key is kept for an
@@ -51,15 +51,17 @@ if granted then
   return {3, granted}
 end
 if not v and (not head or head == ARGV[3] or (ARGV[6] and not kept_for_other(KEYS[5], head, ARGV[3]))) then
-  if head == ARGV[3] and not ARGV[6] then
+  if head == ARGV[3] then
     redis.call('LPOP', KEYS[4])
     redis.call('HDEL', KEYS[5], head)
+  elseif head and ARGV[6] then
+    dequeue(KEYS[4], KEYS[5], ARGV[3])
   end
   local token = redis.call('INCR', KEYS[2])
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1, token}
 end
 if ARGV[3] ~= '' then
-  enqueue(KEYS[4], KEYS[5], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[2]), ARGV[5], metadata(ARGV[1]))
+  enqueue(KEYS[4], KEYS[5], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[2]), ARGV[5], metadata(ARGV[1]), ARGV[6])
 end
 return refused(KEYS[1], KEYS[3], KEYS[2], v)

@@ -88,7 +88,7 @@ type call struct {
 	// Backend.take is one allocation: EVALSHA, SHA1, 5 keys, and 7
 	// arguments (relock.lua's).
 	keyBuf [5]string
-	cmdBuf [3 + 5 + 7]any
+	cmdBuf [3 + 5 + 8]any
 }
 
 // newCall returns a call of s, whose SHA1 is sha, with keys and args.

@@ -30,6 +30,8 @@ var (
 	relockSrc string
 	//go:embed leave.lua
 	leaveSrc string
+	//go:embed requeue.lua
+	requeueSrc string
 	// queue.lua holds the waiter-queue helpers; the scripts that use them
 	// are sent with it in place of their "--#queue.lua" line (EVAL scripts
 	// cannot share functions).
@@ -41,6 +43,7 @@ var (
 	releaseScript = redis.NewScript(withQueue(releaseSrc))
 	relockScript  = redis.NewScript(withQueue(relockSrc))
 	leaveScript   = redis.NewScript(withQueue(leaveSrc))
+	requeueScript = redis.NewScript(withQueue(requeueSrc))
 
 	// The SHA1s of the scripts take runs, as EVALSHA arguments (see newCall).
 	acquireSHA any = acquireScript.Hash()
@@ -97,18 +100,21 @@ const DefaultHintWindow = 50 * time.Millisecond
 // release tells the key's first live waiter that the key is free (a zero
 // ctxlock.Handoff) instead of granting it the key, and keeps the free key
 // for that waiter for window (DefaultHintWindow when window ≤ 0); after
-// that the key goes to whoever asks first. A waiter that takes the key
-// stays queued until Dequeue or Leave takes it out (or it stops retrying
-// for WithWaiterKeep): its place must survive an attempt that took the key
-// on this server but failed elsewhere. One release still wakes one waiter,
-// not every waiting process, and the process that released cannot take the
-// key back before the waiter it told had the time to ask.
+// that the key goes to whoever asks first. Waiters queue in the byte order
+// of their ids, not in the order they arrive (the Manager's waiter ids sort
+// by the time their Lock call started), and a waiter leaves the queue when
+// it takes the key, gives up (Leave, Dequeue), or stops retrying for
+// WithWaiterKeep. One release still wakes one waiter, not every waiting
+// process, and the process that released cannot take the key back before
+// the waiter it told had the time to ask.
 //
-// It is for backends that combine several Redis servers and call Dequeue
-// once a waiter holds the key (the redlock package sets it on every node):
-// one server's grant means nothing on its own, and servers keeping a key
-// for different first waiters for long could leave no one with a quorum;
-// the window bounds that. Every Backend on the same keys must agree on it.
+// It is for backends that combine several Redis servers (the redlock
+// package sets it on every node), where one server's grant means nothing on
+// its own: servers keeping a key for different first waiters for long could
+// leave no one with a quorum. The window bounds that, and ordering by id
+// gives every server the same first waiter. Such a backend gives back a
+// lease its attempt took on too few servers with Requeue, which keeps the
+// waiter's place. Every Backend on the same keys must agree on the option.
 func WithWaiterHints(window time.Duration) Option {
 	return func(o *options) {
 		if window <= 0 {
@@ -347,12 +353,51 @@ func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 
 // Dequeue takes waiter out of key's queue and does nothing else: no key is
 // released, handed over or hinted. A backend built on several servers with
-// WithWaiterHints calls it on each of them once its waiter holds the key.
+// WithWaiterHints calls it where a waiter that holds the key (on a quorum)
+// was queued after all, by an attempt that answered late.
 func (b *Backend) Dequeue(ctx context.Context, key, waiter string) error {
 	lk := b.lockKey(key)
 	err := leaveScript.Run(ctx, b.client, []string{lk, lk + queueSuffix, lk + deadlineSuffix, lk + fenceSuffix}, waiter, "", "", "1").Err()
 	if err != nil {
 		return wrap("dequeue", key, err)
+	}
+	return nil
+}
+
+// Requeue gives back lease (owner-checked, as Release), which an attempt of
+// waiter ("" for a TryLock) took on this server although the attempt failed
+// as a whole — a backend built on several servers with WithWaiterHints, whose
+// attempt did not reach its quorum — and puts waiter back in its place in the
+// key's queue, refreshing it for ttl, so that it keeps its turn. When that
+// frees the key it tells the queue's first waiter, unless that is waiter,
+// which retries on its own (requeue.lua). Without WithWaiterHints it is
+// Release.
+func (b *Backend) Requeue(ctx context.Context, lease ctxlock.Lease, waiter string, ttl time.Duration) error {
+	if len(b.hintArgs) == 0 {
+		if errs := b.Release(ctx, []ctxlock.Lease{lease}); errs != nil {
+			return errs[0]
+		}
+		return nil
+	}
+	if err := validate(lease.Key, lease.Owner); err != nil {
+		return err
+	}
+	ms, err := ttlMillis(ttl)
+	if err != nil {
+		return fmt.Errorf("goredis: requeue %q: %w", lease.Key, err)
+	}
+	lk := b.lockKey(lease.Key)
+	keys := []string{lk, lk + wantedSuffix, lk + queueSuffix, lk + deadlineSuffix}
+	res, err := requeueScript.Run(ctx, b.client, keys, lease.Owner, lk+channelSuffix, b.hintArgs[0], waiter, b.keepArg, ms, b.inboxArg).Result()
+	if err != nil {
+		return wrap("requeue", lease.Key, err)
+	}
+	n, ok := res.(int64)
+	if !ok || n < 0 || n > 1 {
+		return fmt.Errorf("goredis: requeue %q: %w: %T %v", lease.Key, errGarbage, res, res)
+	}
+	if n == 1 {
+		b.hub.wake(lk + channelSuffix) // as Release does
 	}
 	return nil
 }

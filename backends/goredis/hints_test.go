@@ -3,6 +3,7 @@ package goredis_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -25,15 +26,15 @@ func hinted(t *testing.T, ch <-chan ctxlock.Handoff, what string) {
 	}
 }
 
-// queueLen returns the length of key's waiter queue on b's server.
-func queueLen(t *testing.T, s *redistest.Server, b *goredis.Backend, key string) int64 {
+// queue returns key's waiter queue on b's server, as "[w1 w2]".
+func queue(t *testing.T, s *redistest.Server, b *goredis.Backend, key string) string {
 	t.Helper()
 	lk, _, _ := b.Keys(key)
-	n, err := s.Client(t).LLen(context.Background(), lk+":q").Result()
+	ids, err := s.Client(t).LRange(context.Background(), lk+":q", 0, -1).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return n
+	return fmt.Sprint(ids)
 }
 
 // With WithWaiterHints a release tells the first waiter only, grants
@@ -64,8 +65,8 @@ func TestWaiterHintsTellTheFirstWaiter(t *testing.T) {
 	if err != nil {
 		t.Fatalf("TryLock of the free key after w1's hint window: %v; want the key", err)
 	}
-	if n := queueLen(t, s, b, "q"); n != 3 {
-		t.Fatalf("queue length after another owner took the key: %d; want 3 (w1, w2, w3)", n)
+	if got := queue(t, s, b, "q"); got != "[w1 w2 w3]" {
+		t.Fatalf("queue after another owner took the key: %s; want [w1 w2 w3]", got)
 	}
 	if errs := b.Release(ctx, []ctxlock.Lease{other}); errs != nil {
 		t.Fatal(errs)
@@ -73,23 +74,16 @@ func TestWaiterHintsTellTheFirstWaiter(t *testing.T) {
 	hinted(t, ch1, "the second release (w1 is still first)")
 	notReceived(t, ch2, "w2")
 
-	// w1 takes the key (its lease is its own, not a grant) and keeps its
-	// place until Dequeue; the next release tells w2.
+	// w1 takes the key (its lease is its own, not a grant) and leaves the
+	// queue; the next release tells w2.
 	req := waitReq("w1")
 	l1, err := b.Acquire(ctx, req)
 	if err != nil || l1.Owner != req.Owner {
 		t.Fatalf("w1's Acquire = %+v, %v; want the key for owner %q", l1, err, req.Owner)
 	}
-	if n := queueLen(t, s, b, "q"); n != 3 {
-		t.Fatalf("queue length after w1 took the key: %d; want 3 (w1, w2, w3)", n)
+	if got := queue(t, s, b, "q"); got != "[w2 w3]" {
+		t.Fatalf("queue after w1 took the key: %s; want [w2 w3]", got)
 	}
-	if err := b.Dequeue(ctx, "q", "w1"); err != nil {
-		t.Fatal(err)
-	}
-	if n := queueLen(t, s, b, "q"); n != 2 {
-		t.Fatalf("queue length after w1's Dequeue: %d; want 2 (w2, w3)", n)
-	}
-	notReceived(t, ch2, "w2 (the key is w1's)")
 	if errs := b.Release(ctx, []ctxlock.Lease{l1}); errs != nil {
 		t.Fatal(errs)
 	}
@@ -97,9 +91,79 @@ func TestWaiterHintsTellTheFirstWaiter(t *testing.T) {
 	notReceived(t, ch1, "w1 (no longer queued)")
 }
 
-// A waiter that is not first takes a free key nobody was told of; a relock
-// with others queued hints the first and queues the caller behind them;
-// Leave of the first hints the next when the key is free.
+// The queue is in the order of waiter ids, whatever the order of arrival;
+// Requeue gives back a lease and puts its waiter back in its place, and
+// tells the first waiter only when that is someone else.
+func TestWaiterHintsOrderAndRequeue(t *testing.T) {
+	s := redistest.StartServer(t)
+	b := newBackend(t, s.Client(t), goredis.WithWaiterHints(time.Minute))
+	ctx := context.Background()
+	acquire(t, b, "q", 10*time.Second)
+	for _, w := range []string{"w3", "w1", "w4", "w2"} {
+		mustRefuse(t, b, w)
+	}
+	if got := queue(t, s, b, "q"); got != "[w1 w2 w3 w4]" {
+		t.Fatalf("queue = %s; want [w1 w2 w3 w4] (by id)", got)
+	}
+	ch1, stop1 := b.WatchWaiter("q", "w1")
+	defer stop1()
+	ch2, stop2 := b.WatchWaiter("q", "w2")
+	defer stop2()
+	drain(ch1, ch2)
+	lk, _, _ := b.Keys("q")
+	if err := s.Client(t).Del(ctx, lk).Err(); err != nil { // the holder's lease lapses
+		t.Fatal(err)
+	}
+
+	// w1 takes the free key here, but (say) not on a quorum of servers: it
+	// gives it back and is first again; nobody is told (w1 retries itself).
+	req1 := waitReq("w1")
+	l1, err := b.Acquire(ctx, req1)
+	if err != nil {
+		t.Fatalf("w1 on the free key: %v", err)
+	}
+	if got := queue(t, s, b, "q"); got != "[w2 w3 w4]" {
+		t.Fatalf("queue after w1 took the key: %s; want [w2 w3 w4]", got)
+	}
+	if err := b.Requeue(ctx, l1, "w1", req1.TTL); err != nil {
+		t.Fatal(err)
+	}
+	if got := queue(t, s, b, "q"); got != "[w1 w2 w3 w4]" {
+		t.Fatalf("queue after w1's Requeue: %s; want [w1 w2 w3 w4]", got)
+	}
+	if got := lockValue(t, s, b, "q"); got != "" {
+		t.Fatalf("key after Requeue holds %q; want it free", got)
+	}
+	flushInbox(t, s, b)
+	notReceived(t, ch1, "w1 after its own Requeue")
+	notReceived(t, ch2, "w2 after w1's Requeue")
+
+	// w2 takes it and gives it back: w1, first, is told.
+	req2 := waitReq("w2")
+	l2, err := b.Acquire(ctx, req2)
+	if err != nil {
+		t.Fatalf("w2 on the free key nobody was told of: %v", err)
+	}
+	if err := b.Requeue(ctx, l2, "w2", req2.TTL); err != nil {
+		t.Fatal(err)
+	}
+	hinted(t, ch1, "w2's Requeue (w1 is first)")
+	if got := queue(t, s, b, "q"); got != "[w1 w2 w3 w4]" {
+		t.Fatalf("queue after w2's Requeue: %s; want [w1 w2 w3 w4]", got)
+	}
+	// A Requeue of a lease that is not held changes nothing but the queue.
+	if err := b.Requeue(ctx, l2, "w5", req2.TTL); err != nil {
+		t.Fatal(err)
+	}
+	if got := queue(t, s, b, "q"); got != "[w1 w2 w3 w4 w5]" {
+		t.Fatalf("queue after a Requeue of a gone lease: %s; want [w1 w2 w3 w4 w5]", got)
+	}
+}
+
+// A waiter that is not first takes a free key nobody was told of, and
+// leaves the queue; a relock with others queued hints the first and queues
+// the caller; Leave of the first hints the next when the key is free; a
+// free key kept for a waiter is refused to a relock too.
 func TestWaiterHintsRelockAndLeave(t *testing.T) {
 	s := redistest.StartServer(t)
 	b := newBackend(t, s.Client(t), goredis.WithWaiterHints(time.Minute))
@@ -122,11 +186,8 @@ func TestWaiterHintsRelockAndLeave(t *testing.T) {
 	if err != nil {
 		t.Fatalf("w2 (second in the queue) on a free key: %v; want the key", err)
 	}
-	if err := b.Dequeue(ctx, "q", "w2"); err != nil {
-		t.Fatal(err)
-	}
-	if n := queueLen(t, s, b, "q"); n != 1 {
-		t.Fatalf("queue length after w2 took the key and was dequeued: %d; want 1 (w1)", n)
+	if got := queue(t, s, b, "q"); got != "[w1]" {
+		t.Fatalf("queue after w2 took the key: %s; want [w1]", got)
 	}
 
 	// w2 locks again with w1 queued: the relock gives the key up, tells w1,
@@ -140,8 +201,8 @@ func TestWaiterHintsRelockAndLeave(t *testing.T) {
 	if got := lockValue(t, s, b, "q"); got != "" {
 		t.Fatalf("key after a yielding relock holds %q; want it free", got)
 	}
-	if n := queueLen(t, s, b, "q"); n != 2 {
-		t.Fatalf("queue length after the relock: %d; want 2 (w1, w3)", n)
+	if got := queue(t, s, b, "q"); got != "[w1 w3]" {
+		t.Fatalf("queue after the relock: %s; want [w1 w3]", got)
 	}
 	ch3, stop3 := b.WatchWaiter("q", "w3")
 	defer stop3()
@@ -152,8 +213,8 @@ func TestWaiterHintsRelockAndLeave(t *testing.T) {
 		t.Fatal(err)
 	}
 	hinted(t, ch3, "w1 leaving")
-	if n := queueLen(t, s, b, "q"); n != 1 {
-		t.Fatalf("queue length after w1 left: %d; want 1 (w3)", n)
+	if got := queue(t, s, b, "q"); got != "[w3]" {
+		t.Fatalf("queue after w1 left: %s; want [w3]", got)
 	}
 
 	// The free key is kept for w3: a relock of a lease that is gone is

@@ -63,12 +63,39 @@ local function first_waiter(qkey, dkey)
   return false
 end
 
--- enqueue puts waiter at the end of the queue, or refreshes its entry when
--- it is queued already; both keys expire when nobody waits.
-local function enqueue(qkey, dkey, waiter, keep, ttl, inbox, meta)
+-- place puts waiter into the queue in the byte order of waiter ids, looking
+-- from the end (a new waiter's id usually sorts last). With WithWaiterHints
+-- every server of a quorum backend then has its waiters in one order, and
+-- the same first waiter wherever it is queued.
+local function place(qkey, waiter)
+  local i = redis.call('LLEN', qkey) - 1
+  local last = i
+  while i >= 0 do
+    local id = redis.call('LINDEX', qkey, i)
+    if id < waiter then
+      if i == last then
+        redis.call('RPUSH', qkey, waiter)
+      else
+        redis.call('LINSERT', qkey, 'AFTER', id, waiter)
+      end
+      return
+    end
+    i = i - 1
+  end
+  redis.call('LPUSH', qkey, waiter)
+end
+
+-- enqueue puts waiter at the end of the queue (in its place by id when
+-- sorted, see place), or refreshes its entry when it is queued already;
+-- both keys expire when nobody waits.
+local function enqueue(qkey, dkey, waiter, keep, ttl, inbox, meta, sorted)
   local entry = string.format('%d %d ', clock() + keep, math.min(ttl, keep)) .. inbox .. ' ' .. meta
   if redis.call('HSET', dkey, waiter, entry) == 1 then
-    redis.call('RPUSH', qkey, waiter)
+    if sorted then
+      place(qkey, waiter)
+    else
+      redis.call('RPUSH', qkey, waiter)
+    end
   end
   redis.call('PEXPIRE', qkey, 2 * keep)
   redis.call('PEXPIRE', dkey, 2 * keep)
@@ -97,7 +124,7 @@ end
 -- first_waiter), that the key is free, without granting it: "0 0 <waiter>"
 -- on the waiter's inbox. For window ms the free key is kept for head
 -- (kept_for_other); after that it goes to whoever asks first. The waiter
--- keeps its place until it leaves (WithWaiterHints: for
+-- keeps its place until it takes the key or leaves (WithWaiterHints: for
 -- quorum backends, where a grant by one node would mean nothing, and nodes
 -- keeping the key for different waiters for long could leave no one with a
 -- quorum). An entry without an inbox (an older version) has the key's
@@ -109,6 +136,13 @@ local function hint(dkey, channel, head, entry, window)
     redis.call('PUBLISH', inbox, '0 0 ' .. head)
   else
     redis.call('PUBLISH', channel, head)
+  end
+end
+
+-- dequeue takes waiter out of the queue, if it is in it.
+local function dequeue(qkey, dkey, waiter)
+  if waiter ~= '' and redis.call('HDEL', dkey, waiter) == 1 then
+    redis.call('LREM', qkey, 1, waiter)
   end
 end
 

@@ -35,7 +35,7 @@ if v and owned(v, ARGV[3]) then
         hand_over(KEYS[1], KEYS[2], KEYS[4], KEYS[5], ARGV[4], head, entry)
       end
       if ARGV[5] ~= '' then
-        enqueue(KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[2]), ARGV[7], metadata(ARGV[1]))
+        enqueue(KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[2]), ARGV[7], metadata(ARGV[1]), ARGV[8])
       end
     else
       -- Only wanted (by callers that do not queue): free it for them,
@@ -47,6 +47,9 @@ if v and owned(v, ARGV[3]) then
   v = false -- released; nobody waits: take it again below
 end
 if not v and (not head or (ARGV[8] and not kept_for_other(KEYS[5], head, ARGV[5]))) then
+  if head then
+    dequeue(KEYS[4], KEYS[5], ARGV[5])
+  end
   local token = redis.call('INCR', KEYS[2])
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1, token}

@@ -106,11 +106,6 @@ type Backend struct {
 	addrs    []string
 	quorum   int
 	opts     options
-	// queued holds the waiters (ctxlock.AcquireRequest.Waiter) that a node
-	// may keep a place for: one of their attempts was refused, or queued by
-	// a yielding relock. They are dequeued on every node once they hold the
-	// key, or when they leave.
-	queued sync.Map // waiter id → struct{}
 }
 
 var (
@@ -390,11 +385,13 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 	timeout := b.nodeTimeout(req.TTL, req.Timeout)
 	nreq := req
 	nreq.Timeout = timeout
-	// req.Waiter queues where the key is refused. The nodes only hint
-	// (goredis.WithWaiterHints): nodes keeping a free key for different
-	// first waiters could leave no one with a quorum. A waiter keeps its
-	// place on every node, also where it took the key, until it holds the
-	// key on a quorum (see places).
+	// req.Waiter queues where the key is refused, and leaves a node's queue
+	// where it takes the key. The nodes only hint (goredis.WithWaiterHints)
+	// and order their queues by waiter id, so that the first waiter is the
+	// same on every node. An attempt that fails gives the key back with
+	// goredis.Backend.Requeue, which keeps the waiter's place (see
+	// releaseAfterFailure); one that wins takes the waiter out of the queues
+	// of the nodes that refused it (see places).
 	n := len(b.nodes)
 	var pl places
 	t0 := time.Now()
@@ -413,9 +410,9 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 				b.releaseLater(ctx, i, timeout, *old)
 			}
 		}
-		if req.Waiter != "" && statusOf(r.err) == NodeTaken && pl.queuedOn(i) {
+		if req.Waiter != "" && queues(old, r.err) && pl.queuedOn(i) {
 			// Queued here after the attempt won on a quorum.
-			b.dequeueOn(ctx, req.Key, req.Waiter, []int{i}, 0)
+			b.dequeueOn(ctx, req.Key, req.Waiter, []int{i})
 		}
 		return r
 	})
@@ -447,15 +444,9 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 		fn.all()
 		errs = acquiredErrs(fn.res)
 		b.releaseAfterFailure(ctx, req, errs)
-		if req.Waiter != "" && tallyOf(errs).taken > 0 {
-			b.queued.Store(req.Waiter, struct{}{})
-		}
 		return ctxlock.Lease{}, false, err
 	}
 	b.releaseAfterFailure(ctx, req, errs)
-	if req.Waiter != "" && t.taken > 0 {
-		b.queued.Store(req.Waiter, struct{}{})
-	}
 	// For a relock, the nodes that answered ok, yielded or refused no longer
 	// hold old: there it is released or was gone already.
 	oldGone := old == nil || t.ok+t.taken >= b.quorum
@@ -476,6 +467,13 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 	default:
 		return ctxlock.Lease{}, false, b.quorumError(op, req.Key, errs, true)
 	}
+}
+
+// queues reports whether a node's answer err to an acquire (old nil) or a
+// relock of old queued the attempt's waiter there: a refused acquire, or a
+// relock that yielded (a refused relock does not queue).
+func queues(old *ctxlock.Lease, err error) bool {
+	return err == errYielded || (old == nil && errors.Is(err, ctxlock.ErrHeld))
 }
 
 // places tracks where one attempt's waiter was queued (refused, or a
@@ -504,43 +502,21 @@ func (p *places) win() []int {
 }
 
 // dequeueWinner takes waiter, whose attempt holds key on a quorum, out of
-// the nodes' queues: on every node when an earlier attempt of waiter was
-// queued (it waits for a quorum of them: a release of the key by this
-// process right after must not find the waiter first in line on a quorum
-// and hint it in vain), else on the nodes that queued this attempt (a
-// minority, in the background).
+// the queues of the nodes that queued it in this attempt (a minority), in
+// the background: elsewhere it left the queue as it took the key.
 func (b *Backend) dequeueWinner(ctx context.Context, key, waiter string, pl *places) {
-	on := pl.win()
-	if _, was := b.queued.LoadAndDelete(waiter); was {
-		b.dequeueOn(ctx, key, waiter, nil, b.quorum)
-		return
-	}
-	if len(on) > 0 {
-		b.dequeueOn(ctx, key, waiter, on, 0)
+	if on := pl.win(); len(on) > 0 {
+		b.dequeueOn(ctx, key, waiter, on)
 	}
 }
 
-// dequeueOn runs goredis.Backend.Dequeue on the nodes in indices (every
-// node when nil), at once, bounded by DefaultReleaseTimeout, and waits for
-// wait of them to answer; the others finish in the background.
-func (b *Backend) dequeueOn(ctx context.Context, key, waiter string, indices []int, wait int) {
-	fn := startFan(b, context.WithoutCancel(ctx), DefaultReleaseTimeout, indices, false, func(ctx context.Context, i int) bool {
+// dequeueOn runs goredis.Backend.Dequeue on the nodes in indices at once,
+// in the background, each bounded by DefaultReleaseTimeout.
+func (b *Backend) dequeueOn(ctx context.Context, key, waiter string, indices []int) {
+	startFan(b, context.WithoutCancel(ctx), DefaultReleaseTimeout, indices, false, func(ctx context.Context, i int) bool {
 		_ = b.nodes[i].Dequeue(ctx, key, waiter) // a place left behind lapses (goredis.WithWaiterKeep)
 		return true
 	})
-	if wait > 0 {
-		fn.until(func(done []bool) bool { return countTrue(done) >= wait })
-	}
-}
-
-func countTrue(bs []bool) int {
-	n := 0
-	for _, b := range bs {
-		if b {
-			n++
-		}
-	}
-	return n
 }
 
 // granted reports whether an attempt's answers so far grant it: a quorum of
@@ -611,7 +587,9 @@ func (b *Backend) fence(ctx context.Context, op, key string, timeout time.Durati
 // releaseAfterFailure releases (owner-checked) a failed attempt's lease on
 // every node that granted it or whose outcome is unknown, at once, with a
 // context that outlives the caller's cancellation but not the per-node
-// timeout.
+// timeout. It uses goredis.Backend.Requeue, which puts req.Waiter back in
+// its place in the node's queue: it stays the first waiter wherever it was,
+// and a node it frees for another first waiter tells that one.
 func (b *Backend) releaseAfterFailure(ctx context.Context, req ctxlock.AcquireRequest, errs []error) {
 	var idx []int
 	for i, err := range errs {
@@ -622,9 +600,9 @@ func (b *Backend) releaseAfterFailure(ctx context.Context, req ctxlock.AcquireRe
 	if len(idx) == 0 {
 		return
 	}
-	lease := []ctxlock.Lease{{Key: req.Key, Owner: req.Owner}}
+	lease := ctxlock.Lease{Key: req.Key, Owner: req.Owner}
 	fn := startFan(b, context.WithoutCancel(ctx), b.nodeTimeout(req.TTL, req.Timeout), idx, false, func(ctx context.Context, i int) bool {
-		b.nodes[i].Release(ctx, lease)
+		_ = b.nodes[i].Requeue(ctx, lease, req.Waiter, req.TTL)
 		return true
 	})
 	// Wait for the nodes known to have granted; the release on nodes that
@@ -894,7 +872,6 @@ func merge[T any](b *Backend, signal T, watch func(node *goredis.Backend) (<-cha
 // when fewer than a quorum of nodes succeeded; a place left behind on a
 // node lapses after goredis.WithWaiterKeep anyway.
 func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
-	b.queued.Delete(waiter)
 	fn := startFan(b, context.WithoutCancel(ctx), min(DefaultReleaseTimeout, untilDeadline(ctx)), nil, errNoAnswer, func(ctx context.Context, i int) error {
 		return b.nodes[i].Leave(ctx, key, waiter)
 	})

@@ -1,0 +1,28 @@
+-- requeue: give back a lease that a quorum backend's attempt took on this
+-- server but not on a quorum, and put the attempt's waiter back in its place
+-- (WithWaiterHints: the queue is in the order of waiter ids), so that the
+-- waiter keeps its turn. If that frees the key, the queue's first live
+-- waiter is told (hint), unless it is the caller's waiter, which retries on
+-- its own; with nobody queued the key's channel is.
+-- KEYS[1] lock key; KEYS[2] wanted key; KEYS[3] queue; KEYS[4] entries
+-- (same hash slot)
+-- ARGV[1] owner; ARGV[2] release channel; ARGV[3] hint window (ms);
+-- ARGV[4] waiter ("" for none); ARGV[5] waiter keep (ms); ARGV[6] TTL (ms);
+-- ARGV[7] the channel the waiter's process hears hints on.
+-- Returns 1 when the lease was released, 0 when it was not owned.
+--#queue.lua
+local v = redis.call('GET', KEYS[1])
+if ARGV[4] ~= '' then
+  enqueue(KEYS[3], KEYS[4], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], '', true)
+end
+if not (v and owned(v, ARGV[1])) then
+  return 0
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+local head, entry = first_waiter(KEYS[3], KEYS[4])
+if not head then
+  redis.call('PUBLISH', ARGV[2], KEYS[1])
+elseif head ~= ARGV[4] then
+  hint(KEYS[4], ARGV[2], head, entry, tonumber(ARGV[3]))
+end
+return 1
