@@ -79,7 +79,8 @@ func settled(t *testing.T, clients []redis.UniversalClient, f func(b *redlock.Ba
 }
 
 func lockReq(key string) ctxlock.AcquireRequest {
-	// A Waiter, as the Manager's Lock sends: Redlock must not queue it.
+	// A Waiter, as the Manager's Lock sends: refusing nodes queue it, and
+	// only hint it (no node grants on its own).
 	return ctxlock.AcquireRequest{Key: key, Owner: owner(), TTL: 10 * time.Second, Timeout: time.Second, Waiter: owner()}
 }
 
