@@ -149,6 +149,12 @@ type RoundTripNotifier interface {
 // The Manager uses it to hand a contended key from one process to the next
 // with one notification, instead of waking every waiting process to race
 // for it.
+//
+// A backend that cannot grant on its own (redlock: one node's grant means
+// nothing without a quorum) may only hint: a release tells the first live
+// waiter with a zero Handoff, keeps the free key for it briefly at most,
+// and the waiter takes the key with an Acquire. Such a backend orders its
+// queue by waiter id (AcquireRequest.Waiter), not by arrival.
 type WaiterQueue interface {
 	// WatchWaiter is Watch for one waiter. Its channel receives a Handoff
 	// with a non-zero Token when key is granted to waiter, and a zero

@@ -67,7 +67,8 @@
 // were refused meanwhile, and with a WaiterQueue (Redis) refused Lock calls
 // queue on the server in arrival order and a release hands the key to the
 // next one, which holds it without another round trip (see Handoff); a
-// queued waiter retries only to keep its place. The hold of a hand-off is
+// queued waiter retries only to keep its place. Redlock's queues only hint:
+// a release tells the first waiter alone, which then acquires as usual. The hold of a hand-off is
 // valid from the start of the waiter's last refused attempt, the latest
 // instant known to precede the grant.
 //

@@ -58,6 +58,12 @@
 //     its next refresh. A waiter whose notification is lost finds the lease
 //     at its next retry. When nobody is queued the release publishes "{K}"
 //     on the channel "{K}:released", which wakes every plain watcher.
+//   - With WithWaiterHints (for backends over several servers, such as
+//     redlock) nothing is granted: the queue is kept in the order of waiter
+//     ids, a release publishes "0 0 <waiter>" (a hint) on the first live
+//     waiter's inbox and records it in "{K}:qd" under the field "\x00hint"
+//     ("<waiter> <until ms>"), and the free key is refused to others until
+//     then; a waiter leaves the queue as it takes the key.
 //
 // A contended hand-off therefore costs one release and one message: the
 // next owner holds the key without a request of its own, and no process
@@ -69,7 +75,8 @@
 // keeps the key from others for at most WithWaiterKeep after its last
 // retry, plus the TTL of a grant it received (also at most WithWaiterKeep).
 //
-// The scripts (acquire.lua, extend.lua, release.lua, relock.lua, leave.lua)
+// The scripts (acquire.lua, extend.lua, release.lua, relock.lua, leave.lua,
+// requeue.lua)
 // are embedded in the binary and run with EVALSHA, falling back to EVAL when
 // the server's script cache lacks them (NOSCRIPT). An uncontended acquire,
 // relock or release (no wanted mark, no queue) is four calls inside its

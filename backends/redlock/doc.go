@@ -61,7 +61,8 @@
 // owner-checked pipeline per node, all at once, and succeeds once a quorum
 // released.
 //
-// The backend implements ctxlock.ContentionReporter and ctxlock.Relocker.
+// The backend implements ctxlock.ContentionReporter and ctxlock.Relocker
+// (and ctxlock.WaiterQueue, see Waiters).
 // ReleaseContended reports a lease contended when any node saw another
 // owner refused while the lease held it. Relock, which the Manager uses
 // when a Lock takes again a key its own Unlock just released, sends the
@@ -69,14 +70,35 @@
 // every node at once: one fan-out instead of a release and an acquire. It
 // grants exactly as Acquire does (same quorum, validity check and fencing
 // token), unless a node yields because other owners wanted the key; the key
-// is then released everywhere and left to them. No node keeps a waiter
-// queue (req.Waiter is not passed on): nodes keeping the key for different
-// first waiters could leave nobody with a quorum.
+// is then released everywhere and left to them.
+//
+// # Waiters
+//
+// The backend implements ctxlock.WaiterQueue with queues that only hint
+// (goredis.WithWaiterHints on every node). A Lock call's refused attempt
+// queues its waiter on the nodes that refused it; a release (or a yielding
+// relock) on a node tells that node's first live waiter, and no one else,
+// that the key is free, and keeps it free for that waiter for a short
+// window (goredis.DefaultHintWindow); WatchWaiter merges the nodes' hints.
+// The waiter then acquires as always, on a quorum. No node grants the key on
+// its own, since one node's grant means nothing, and nodes keeping the key
+// for different waiters for long could leave no one with a quorum. So that
+// every node has the same first waiter, the queues are ordered by waiter id
+// (the Manager's ids sort by the start of their Lock calls), and an attempt
+// that took the key on too few nodes gives it back there with
+// goredis.Backend.Requeue, which puts its waiter back in its place: a
+// contended hand-off costs one release (or relock) fan-out, one message per
+// node to one process, and that process's acquire fan-out. A waiter leaves
+// a node's queue as it takes the key there, or on every node with Leave; a
+// waiter whose process died keeps its place for at most
+// goredis.WithWaiterKeep after its last retry, and delays the key by at
+// most one window per release meanwhile.
 //
 // Watch merges the wake-ups of every node's release subscription: a release
 // published by any node wakes the waiters. It returns once a quorum of
 // nodes confirmed the subscription; since a release reaches a quorum, one of
-// its publishes reaches a confirmed subscription.
+// its publishes reaches a confirmed subscription. WatchWaiter does the same
+// for one waiter's hints.
 //
 // # Errors
 //
