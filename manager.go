@@ -193,8 +193,13 @@ func newOwnerPrefix() string {
 // that waiter ids sort by the time their calls started, across processes as
 // far as their clocks agree.
 func (m *Manager) newWaiter() string {
+	const hexDigits = "0123456789abcdef"
 	var buf [64]byte
-	b := fmt.Appendf(buf[:0], "%016x.", uint64(time.Now().UnixNano()))
+	b := buf[:17]
+	for i, t := 15, uint64(time.Now().UnixNano()); i >= 0; i, t = i-1, t>>4 {
+		b[i] = hexDigits[t&15]
+	}
+	b[16] = '.'
 	b = append(b, m.ownerPrefix...)
 	b = strconv.AppendUint(b, m.ownerSeq.Add(1), 36)
 	return string(b)
