@@ -63,10 +63,13 @@ local function first_waiter(qkey, dkey)
   return false
 end
 
--- place puts waiter into the queue in the byte order of waiter ids, looking
+-- place puts waiter into the queue in the order of waiter ids, looking
 -- from the end (a new waiter's id usually sorts last). With WithWaiterHints
 -- every server of a quorum backend then has its waiters in one order, and
--- the same first waiter wherever it is queued.
+-- the same first waiter wherever it is queued. (Lua compares strings with
+-- strcoll, and Redis takes LC_COLLATE from its environment: the Manager's
+-- ids begin with fixed-width lowercase hex, which every locale orders as
+-- bytes.)
 local function place(qkey, waiter)
   local i = redis.call('LLEN', qkey) - 1
   local last = i
