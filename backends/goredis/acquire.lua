@@ -18,7 +18,7 @@
 -- Returns {1, token} when acquired, {3, token} when the key was granted to
 -- the waiter (the lease's owner is "<waiter>:<token>"; its TTL is renewed),
 -- {0, pttl, fence} when refused (pttl 0: the free key is kept for an
--- earlier waiter).
+-- earlier waiter; with hints, how long it is still kept for one).
 -- The lock key is read first, so a wrong-type lock key fails the script
 -- before anything is written.
 local v = redis.call('GET', KEYS[1])
@@ -50,7 +50,8 @@ if granted then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return {3, granted}
 end
-if not v and (not head or head == ARGV[3] or (ARGV[6] and not kept_for_other(KEYS[5], head, ARGV[3]))) then
+local kept = not v and ARGV[6] and kept_for_other(KEYS[5], head, ARGV[3])
+if not v and (not head or head == ARGV[3] or (ARGV[6] and not kept)) then
   if head == ARGV[3] then
     redis.call('LPOP', KEYS[4])
     redis.call('HDEL', KEYS[5], head)
@@ -64,4 +65,4 @@ end
 if ARGV[3] ~= '' then
   enqueue(KEYS[4], KEYS[5], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[2]), ARGV[5], metadata(ARGV[1]), ARGV[6])
 end
-return refused(KEYS[1], KEYS[3], KEYS[2], v)
+return refused(KEYS[1], KEYS[3], KEYS[2], v, kept)

@@ -56,10 +56,16 @@ func TestWaiterHintsTellTheFirstWaiter(t *testing.T) {
 		t.Fatalf("key after a hinted release holds %q; want it free", got)
 	}
 
-	// The free key is kept for w1 for the hint's window; then anyone may
-	// take it, a TryLock too, and w1 keeps its place.
-	mustRefuse(t, b, "")
-	mustRefuse(t, b, "w3")
+	// The free key is kept for w1 for the hint's window, and a refusal says
+	// how long; then anyone may take it, a TryLock too, and w1 keeps its
+	// place.
+	for _, w := range []string{"", "w3"} {
+		_, err := b.Acquire(ctx, waitReq(w))
+		var held *ctxlock.HeldError
+		if !errors.As(err, &held) || held.Remaining <= 0 || held.Remaining > time.Minute {
+			t.Fatalf("Acquire (waiter %q) of the key kept for w1: %v; want HeldError with the window left (0, 1m]", w, err)
+		}
+	}
 	endHintWindow(t, s, b, "q")
 	other, err := b.Acquire(ctx, waitReq(""))
 	if err != nil {

@@ -149,26 +149,28 @@ local function dequeue(qkey, dkey, waiter)
   end
 end
 
--- kept_for_other reports whether the free key is kept for head, the first
--- live waiter, because a hint told it less than the hint's window ago, and
--- the caller (waiter, or '') is someone else.
+-- kept_for_other returns how long (ms) the free key is still kept for head,
+-- the first live waiter, because a hint told it less than the hint's window
+-- ago, when the caller (waiter, or '') is someone else; false otherwise.
 local function kept_for_other(dkey, head, waiter)
   if not head or head == waiter then
     return false
   end
   local h = redis.call('HGET', dkey, '\0hint')
   local hinted, till = string.match(h or '', '^(.*) (%d+)$')
-  return hinted == head and tonumber(till) > clock()
+  local left = hinted == head and tonumber(till) - clock()
+  return left and left > 0 and left
 end
 
 -- refused is the answer to a refused acquire: {0, holder's PTTL, fencing
--- counter}, PTTL 0 when the free key is kept for an earlier waiter. A held
+-- counter}, PTTL 0 when the free key is kept for an earlier waiter, or how
+-- long it is still kept (kept, in ms) when a hint keeps it. A held
 -- key is marked wanted for as long as the current lease may last, so that
 -- its holder's release can tell it that others are waiting. PTTL rounds
 -- down: a lease in its last millisecond reads 0, and 0 would tell the waiter
 -- "unknown, back off", so it is reported as 1.
-local function refused(lockkey, wantedkey, fencekey, held)
-  local pttl = 0
+local function refused(lockkey, wantedkey, fencekey, held, kept)
+  local pttl = kept or 0
   if held then
     pttl = redis.call('PTTL', lockkey)
     if pttl == 0 then

@@ -46,7 +46,8 @@ if v and owned(v, ARGV[3]) then
   end
   v = false -- released; nobody waits: take it again below
 end
-if not v and (not head or (ARGV[8] and not kept_for_other(KEYS[5], head, ARGV[5]))) then
+local kept = not v and ARGV[8] and kept_for_other(KEYS[5], head, ARGV[5])
+if not v and (not head or (ARGV[8] and not kept)) then
   if head then
     dequeue(KEYS[4], KEYS[5], ARGV[5])
   end
@@ -54,4 +55,4 @@ if not v and (not head or (ARGV[8] and not kept_for_other(KEYS[5], head, ARGV[5]
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1, token}
 end
-return refused(KEYS[1], KEYS[3], KEYS[2], v)
+return refused(KEYS[1], KEYS[3], KEYS[2], v, kept)
