@@ -64,8 +64,10 @@ type AcquireRequest struct {
 	// Waiter identifies one blocking Lock call across all its attempts (it
 	// is empty for TryLock). A WaiterQueue backend queues refused waiters
 	// and keeps a released key for the first of them. The Manager's waiter
-	// ids sort (byte-wise) in the order their Lock calls started, so that a
-	// backend of several servers can keep one queue order on all of them.
+	// ids sort (byte-wise) in the order their Lock calls started, by each
+	// process's wall clock, so that a backend of several servers can keep
+	// one queue order on all of them (a process whose clock is behind by d
+	// goes ahead of calls that started less than d before its own).
 	Waiter string
 }
 

@@ -59,11 +59,13 @@
 //     at its next retry. When nobody is queued the release publishes "{K}"
 //     on the channel "{K}:released", which wakes every plain watcher.
 //   - With WithWaiterHints (for backends over several servers, such as
-//     redlock) nothing is granted: the queue is kept in the order of waiter
-//     ids, a release publishes "0 0 <waiter>" (a hint) on the first live
-//     waiter's inbox and records it in "{K}:qd" under the field "\x00hint"
-//     ("<waiter> <until ms>"), and the free key is refused to others until
-//     then; a waiter leaves the queue as it takes the key.
+//     redlock) nothing is granted, and the queue is "{K}:hq" and "{K}:hqd"
+//     instead (Backends with and without hints never read each other's
+//     queues), kept in the order of waiter ids. A release publishes
+//     "0 0 <waiter>" (a hint) on the first live waiter's inbox and records
+//     it in "{K}:hqd" under the field "\x00hint" ("<waiter> <until ms>");
+//     the free key is refused to others until then. A waiter leaves the
+//     queue as it takes the key.
 //
 // A contended hand-off therefore costs one release and one message: the
 // next owner holds the key without a request of its own, and no process

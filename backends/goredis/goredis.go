@@ -199,6 +199,7 @@ type Backend struct {
 	// hintArgs is the scripts' last argument with WithWaiterHints (the
 	// window in ms), else empty: the scripts then grant.
 	hintArgs []any
+	suffixes *scriptKeys // keySuffixes, or hintKeySuffixes
 	// ttlArg is the last TTL (ms, int64) Acquire or Relock sent, as an
 	// interface: a Manager's locks mostly share one TTL, so reusing it
 	// spares an allocation per call. A different TTL just replaces it.
@@ -232,9 +233,11 @@ func New(client redis.UniversalClient, opts ...Option) *Backend {
 	}
 	b.inbox = o.prefix + inboxPrefix + randomID()
 	b.keepArg, b.inboxArg = o.waiterKeep.Milliseconds(), b.inbox
+	b.suffixes = &keySuffixes
 	if o.hintWindow > 0 {
 		ms, _ := ttlMillis(o.hintWindow)
 		b.hintArgs = []any{ms}
+		b.suffixes = &hintKeySuffixes
 	}
 	b.hub = newHub(client, b.inbox, pattern, o.healthEvery, o.subscribeWait)
 	b.batch = newBatcher(client)
@@ -271,9 +274,14 @@ const (
 	wantedSuffix   = ":wanted" // set while another owner waits for the key
 	queueSuffix    = ":q"      // waiter ids in arrival order
 	deadlineSuffix = ":qd"     // waiter id -> when it loses its place (ms)
-	expiredPattern = "__keyevent@*__:expired"
-	inboxPrefix    = "ctxlock:inbox:" // + a random id per Backend
-	metaSeparator  = "\x00"
+	// With WithWaiterHints the queue has keys of its own, so that Backends
+	// with and without hints (say, two versions of a redlock deployment
+	// during an upgrade) never read each other's queues.
+	hintQueueSuffix    = ":hq"
+	hintDeadlineSuffix = ":hqd"
+	expiredPattern     = "__keyevent@*__:expired"
+	inboxPrefix        = "ctxlock:inbox:" // + a random id per Backend
+	metaSeparator      = "\x00"
 )
 
 func (b *Backend) lockKey(key string) string { return "{" + b.opts.prefix + key + "}" }
@@ -282,16 +290,21 @@ func (b *Backend) lockKey(key string) string { return "{" + b.opts.prefix + key 
 // take them (lock, fence, wanted, queue, deadline), then its channel.
 type scriptKeys [6]string
 
-// keySuffixes follow the lock key in scriptKeys.
-var keySuffixes = scriptKeys{"", fenceSuffix, wantedSuffix, queueSuffix, deadlineSuffix, channelSuffix}
+// keySuffixes follow the lock key in scriptKeys; hintKeySuffixes with
+// WithWaiterHints.
+var (
+	keySuffixes     = scriptKeys{"", fenceSuffix, wantedSuffix, queueSuffix, deadlineSuffix, channelSuffix}
+	hintKeySuffixes = scriptKeys{"", fenceSuffix, wantedSuffix, hintQueueSuffix, hintDeadlineSuffix, channelSuffix}
+)
 
 // scriptKeys returns key's scriptKeys, cut from one string: one allocation
 // instead of six. (Each is the same string lockKey and its suffixes give.)
 func (b *Backend) scriptKeys(key string) (ks scriptKeys) {
 	n := len("{") + len(b.opts.prefix) + len(key) + len("}")
 	var sb strings.Builder
-	sb.Grow(len(ks)*n + len(fenceSuffix) + len(wantedSuffix) + len(queueSuffix) + len(deadlineSuffix) + len(channelSuffix))
-	for _, suffix := range keySuffixes {
+	suffixes := b.suffixes
+	sb.Grow(len(ks)*n + len(suffixes[1]) + len(suffixes[2]) + len(suffixes[3]) + len(suffixes[4]) + len(suffixes[5]))
+	for _, suffix := range suffixes {
 		sb.WriteString("{")
 		sb.WriteString(b.opts.prefix)
 		sb.WriteString(key)
@@ -299,7 +312,7 @@ func (b *Backend) scriptKeys(key string) (ks scriptKeys) {
 		sb.WriteString(suffix)
 	}
 	all := sb.String()
-	for i, suffix := range keySuffixes {
+	for i, suffix := range suffixes {
 		ks[i], all = all[:n+len(suffix)], all[n+len(suffix):]
 	}
 	return ks
@@ -344,7 +357,7 @@ func (b *Backend) WatchWaiter(key, waiter string) (turns <-chan ctxlock.Handoff,
 // tells the next waiter instead).
 func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 	lk := b.lockKey(key)
-	err := leaveScript.Run(ctx, b.client, []string{lk, lk + queueSuffix, lk + deadlineSuffix, lk + fenceSuffix}, append([]any{waiter, lk + channelSuffix}, b.hintArgs...)...).Err()
+	err := leaveScript.Run(ctx, b.client, []string{lk, lk + b.suffixes[3], lk + b.suffixes[4], lk + fenceSuffix}, append([]any{waiter, lk + channelSuffix}, b.hintArgs...)...).Err()
 	if err != nil {
 		return wrap("leave", key, err)
 	}
@@ -357,7 +370,7 @@ func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 // was queued after all, by an attempt that answered late.
 func (b *Backend) Dequeue(ctx context.Context, key, waiter string) error {
 	lk := b.lockKey(key)
-	err := leaveScript.Run(ctx, b.client, []string{lk, lk + queueSuffix, lk + deadlineSuffix, lk + fenceSuffix}, waiter, "", "", "1").Err()
+	err := leaveScript.Run(ctx, b.client, []string{lk, lk + b.suffixes[3], lk + b.suffixes[4], lk + fenceSuffix}, waiter, "", "", "1").Err()
 	if err != nil {
 		return wrap("dequeue", key, err)
 	}
@@ -387,7 +400,7 @@ func (b *Backend) Requeue(ctx context.Context, lease ctxlock.Lease, waiter strin
 		return fmt.Errorf("goredis: requeue %q: %w", lease.Key, err)
 	}
 	lk := b.lockKey(lease.Key)
-	keys := []string{lk, lk + wantedSuffix, lk + queueSuffix, lk + deadlineSuffix}
+	keys := []string{lk, lk + wantedSuffix, lk + b.suffixes[3], lk + b.suffixes[4]}
 	res, err := requeueScript.Run(ctx, b.client, keys, lease.Owner, lk+channelSuffix, b.hintArgs[0], waiter, b.keepArg, ms, b.inboxArg).Result()
 	if err != nil {
 		return wrap("requeue", lease.Key, err)
@@ -596,7 +609,7 @@ func (b *Backend) runBatch(ctx context.Context, s *redis.Script, leases []ctxloc
 	keys := func(l ctxlock.Lease) []string {
 		lk := b.lockKey(l.Key)
 		if withWanted {
-			return []string{lk, lk + wantedSuffix, lk + queueSuffix, lk + deadlineSuffix, lk + fenceSuffix}
+			return []string{lk, lk + wantedSuffix, lk + b.suffixes[3], lk + b.suffixes[4], lk + fenceSuffix}
 		}
 		return []string{lk}
 	}

@@ -30,7 +30,7 @@ func hinted(t *testing.T, ch <-chan ctxlock.Handoff, what string) {
 func queue(t *testing.T, s *redistest.Server, b *goredis.Backend, key string) string {
 	t.Helper()
 	lk, _, _ := b.Keys(key)
-	ids, err := s.Client(t).LRange(context.Background(), lk+":q", 0, -1).Result()
+	ids, err := s.Client(t).LRange(context.Background(), lk+":hq", 0, -1).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,12 +157,23 @@ func TestWaiterHintsOrderAndRequeue(t *testing.T) {
 	if got := queue(t, s, b, "q"); got != "[w1 w2 w3 w4]" {
 		t.Fatalf("queue after w2's Requeue: %s; want [w1 w2 w3 w4]", got)
 	}
-	// A Requeue of a lease that is not held changes nothing but the queue.
+	// w1 takes the key. A Requeue of a lease that is gone (a late one)
+	// changes nothing: the holder's lease stays, and the queue too.
+	l1, err = b.Acquire(ctx, req1)
+	if err != nil {
+		t.Fatalf("w1 after its hint: %v", err)
+	}
+	if err := b.Requeue(ctx, l2, "w2", req2.TTL); err != nil {
+		t.Fatal(err)
+	}
 	if err := b.Requeue(ctx, l2, "w5", req2.TTL); err != nil {
 		t.Fatal(err)
 	}
-	if got := queue(t, s, b, "q"); got != "[w1 w2 w3 w4 w5]" {
-		t.Fatalf("queue after a Requeue of a gone lease: %s; want [w1 w2 w3 w4 w5]", got)
+	if got := lockValue(t, s, b, "q"); got != l1.Owner {
+		t.Fatalf("key after a Requeue of another owner's gone lease holds %q; want w1's %q", got, l1.Owner)
+	}
+	if got := queue(t, s, b, "q"); got != "[w2 w3 w4]" {
+		t.Fatalf("queue after Requeues of a gone lease: %s; want [w2 w3 w4]", got)
 	}
 }
 
@@ -246,12 +257,12 @@ func endHintWindow(t *testing.T, s *redistest.Server, b *goredis.Backend, key st
 	t.Helper()
 	lk, _, _ := b.Keys(key)
 	ctx := context.Background()
-	h, err := s.Client(t).HGet(ctx, lk+":qd", "\x00hint").Result()
+	h, err := s.Client(t).HGet(ctx, lk+":hqd", "\x00hint").Result()
 	waiter, _, ok := strings.Cut(h, " ")
 	if err != nil || !ok {
 		t.Fatalf("hint record of %q: %q, %v; want \"<waiter> <until ms>\"", key, h, err)
 	}
-	if err := s.Client(t).HSet(ctx, lk+":qd", "\x00hint", waiter+" 0").Err(); err != nil {
+	if err := s.Client(t).HSet(ctx, lk+":hqd", "\x00hint", waiter+" 0").Err(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -268,4 +279,57 @@ func flushInbox(t *testing.T, s *redistest.Server, b *goredis.Backend) {
 		t.Fatal(err)
 	}
 	hinted(t, ch, "a hint of the test's own")
+}
+
+// Dequeue takes a waiter out quietly, even with the key free.
+func TestWaiterHintsDequeue(t *testing.T) {
+	s := redistest.StartServer(t)
+	b := newBackend(t, s.Client(t), goredis.WithWaiterHints(time.Minute))
+	ctx := context.Background()
+	acquire(t, b, "q", 10*time.Second)
+	ch1, ch2 := queueTwo(t, b)
+	lk, _, _ := b.Keys("q")
+	if err := s.Client(t).Del(ctx, lk).Err(); err != nil { // the holder's lease lapses
+		t.Fatal(err)
+	}
+	if err := b.Dequeue(ctx, "q", "w1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := queue(t, s, b, "q"); got != "[w2]" {
+		t.Fatalf("queue after w1's Dequeue: %s; want [w2]", got)
+	}
+	flushInbox(t, s, b)
+	notReceived(t, ch1, "w1 after its Dequeue")
+	notReceived(t, ch2, "w2 after w1's Dequeue")
+}
+
+// A relock by a waiter that is first in line takes the key (there is no one
+// to yield to), and one by a waiter further back takes a free key nobody
+// was told of; either leaves the queue.
+func TestWaiterHintsRelockTakesItsTurn(t *testing.T) {
+	s := redistest.StartServer(t)
+	b := newBackend(t, s.Client(t), goredis.WithWaiterHints(time.Minute))
+	ctx := context.Background()
+	holder := acquire(t, b, "q", 10*time.Second)
+	mustRefuse(t, b, "w1")
+	l1, wanted, err := b.Relock(ctx, holder, waitReq("w1"))
+	if err != nil || wanted {
+		t.Fatalf("Relock by the first waiter: wanted %v, %v; want the key", wanted, err)
+	}
+	if got := queue(t, s, b, "q"); got != "[]" {
+		t.Fatalf("queue after the first waiter's relock: %s; want []", got)
+	}
+
+	mustRefuse(t, b, "w2")
+	mustRefuse(t, b, "w3")
+	lk, _, _ := b.Keys("q")
+	if err := s.Client(t).Del(ctx, lk).Err(); err != nil { // l1 lapses
+		t.Fatal(err)
+	}
+	if _, wanted, err := b.Relock(ctx, l1, waitReq("w3")); err != nil || wanted {
+		t.Fatalf("Relock by w3 of a free key nobody was told of: wanted %v, %v; want the key", wanted, err)
+	}
+	if got := queue(t, s, b, "q"); got != "[w2]" {
+		t.Fatalf("queue after w3's relock: %s; want [w2]", got)
+	}
 }

@@ -24,9 +24,12 @@ if v and (v == ARGV[3] or string.sub(v, 1, #ARGV[3] + 1) == ARGV[3] .. '\0')
 end
 --#queue.lua
 local head, entry = first_waiter(KEYS[4], KEYS[5])
+-- With hints, the caller's own waiter first in line is next: no one to
+-- yield to.
+local mine = ARGV[8] and head == ARGV[5]
 if v and owned(v, ARGV[3]) then
   local wanted = redis.call('DEL', KEYS[3])
-  if wanted == 1 or head then
+  if not mine and (wanted == 1 or head) then
     redis.call('DEL', KEYS[1])
     if head then
       if ARGV[8] then

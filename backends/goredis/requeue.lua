@@ -1,7 +1,7 @@
 -- requeue: give back a lease that a quorum backend's attempt took on this
--- server but not on a quorum, and put the attempt's waiter back in its place
--- (WithWaiterHints: the queue is in the order of waiter ids), so that the
--- waiter keeps its turn. If that frees the key, the queue's first live
+-- server but not on a quorum, and put the attempt's waiter back in the place
+-- it left as it took the key (WithWaiterHints: the queue is in the order of
+-- waiter ids), so that the waiter keeps its turn. If that frees the key, the queue's first live
 -- waiter is told (hint), unless it is the caller's waiter, which retries on
 -- its own; with nobody queued the key's channel is.
 -- KEYS[1] lock key; KEYS[2] wanted key; KEYS[3] queue; KEYS[4] entries
@@ -12,13 +12,15 @@
 -- Returns 1 when the lease was released, 0 when it was not owned.
 --#queue.lua
 local v = redis.call('GET', KEYS[1])
-if ARGV[4] ~= '' then
-  enqueue(KEYS[3], KEYS[4], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], '', true)
-end
 if not (v and owned(v, ARGV[1])) then
+  -- The attempt did not take the key here (or its lease is gone): it did
+  -- not take the waiter out of the queue either.
   return 0
 end
 redis.call('DEL', KEYS[1], KEYS[2])
+if ARGV[4] ~= '' then
+  enqueue(KEYS[3], KEYS[4], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], '', true)
+end
 local head, entry = first_waiter(KEYS[3], KEYS[4])
 if not head then
   redis.call('PUBLISH', ARGV[2], KEYS[1])

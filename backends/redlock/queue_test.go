@@ -22,7 +22,7 @@ func queues(t *testing.T, c *cluster, b *redlock.Backend, key string) []string {
 	lk, _, _ := b.Keys(key)
 	out := make([]string, len(c.clients))
 	for i, cl := range c.clients {
-		ids, err := cl.LRange(context.Background(), lk+":q", 0, -1).Result()
+		ids, err := cl.LRange(context.Background(), lk+":hq", 0, -1).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,32 +114,7 @@ func TestManagersServedInOrderOneHintPerRelease(t *testing.T) {
 		t.Cleanup(func() { m.Close(context.Background()) })
 		return m
 	}
-	// Every hint any node publishes, in order per node.
-	hints := make([][]string, len(c.clients))
-	flushed := make([]chan struct{}, len(c.clients)) // closed when a node's hints so far are in
-	var mu sync.Mutex
-	for i, cl := range c.clients {
-		ps := cl.PSubscribe(context.Background(), "ctxlock:inbox:*")
-		t.Cleanup(func() { ps.Close() })
-		if _, err := ps.Receive(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		ch := ps.Channel()
-		flushed[i] = make(chan struct{})
-		go func() {
-			for msg := range ch {
-				w, ok := strings.CutPrefix(msg.Payload, "0 0 ")
-				switch {
-				case w == "flush":
-					close(flushed[i])
-				case ok:
-					mu.Lock()
-					hints[i] = append(hints[i], w)
-					mu.Unlock()
-				}
-			}
-		}()
-	}
+	hints := recordHints(t, c)
 	holder := newManager().NewLock(key)
 	if _, err := holder.Lock(context.Background()); err != nil {
 		t.Fatal(err)
@@ -174,33 +149,154 @@ func TestManagersServedInOrderOneHintPerRelease(t *testing.T) {
 	if fmt.Sprint(got) != "[0 1 2]" {
 		t.Fatalf("waiters served in order %v, want [0 1 2]", got)
 	}
+	// Waiter ids sort by the start of their Lock calls: each node hinted
+	// the waiters in that order, each release only the first in line (a
+	// node where a waiter's attempt timed out may not have it queued), and
+	// each waiter was told.
+	var told []string
+	all := hints.flush(t)
+	for i, hs := range all {
+		if !slices.IsSorted(hs) {
+			t.Errorf("node %d hinted %q; want the first waiter of each release, in queue order", i, hs)
+		}
+		told = append(told, hs...)
+	}
+	slices.Sort(told)
+	if n := len(slices.Compact(told)); n != 3 {
+		t.Errorf("%d waiters were told of a release, want 3: %q", n, all)
+	}
+}
+
+// A release tells the first waiter in the order of waiter ids (not of
+// arrival), and no one else, on every node.
+func TestReleaseHintsFirstWaiterOnly(t *testing.T) {
+	c := startNodes(t, 5)
+	ctx := context.Background()
+	key := uniqueKey("k")
+	holder := acquireSettled(t, c.clients, key)
+	hints := recordHints(t, c)
+	b := newBackend(t, c.clients)
+	for _, w := range []string{"w3", "w2", "w1"} {
+		req := lockReq(key)
+		req.Waiter = w
+		if _, err := b.Acquire(ctx, req); !errors.Is(err, ctxlock.ErrHeld) {
+			t.Fatalf("Acquire by %s: %v; want ErrHeld", w, err)
+		}
+	}
+	if errs := b.Release(ctx, []ctxlock.Lease{holder}); errs != nil {
+		t.Fatalf("Release: %v", errs)
+	}
+	if got := hints.flush(t); fmt.Sprint(got) != fmt.Sprint(repeatSlice([]string{"w1"}, 5)) {
+		t.Fatalf("hints of the holder's release, per node: %q; want w1 alone on every node", got)
+	}
+	req := lockReq(key)
+	req.Waiter = "w1"
+	var l ctxlock.Lease
+	settled(t, c.clients, func(rb *redlock.Backend) {
+		var err error
+		if l, err = rb.Acquire(ctx, req); err != nil {
+			t.Fatalf("w1's Acquire after its hint: %v", err)
+		}
+	})
+	if errs := b.Release(ctx, []ctxlock.Lease{l}); errs != nil {
+		t.Fatalf("Release: %v", errs)
+	}
+	if got := hints.flush(t); fmt.Sprint(got) != fmt.Sprint(repeatSlice([]string{"w1", "w2"}, 5)) {
+		t.Fatalf("hints after w1's release, per node: %q; want w1, then w2 alone, on every node", got)
+	}
+}
+
+// A node that refuses a waiter after its attempt won on a quorum (its answer
+// came late) queues it there: the backend takes it out again.
+func TestLateRefusalDequeued(t *testing.T) {
+	c := startNodes(t, 5)
+	ctx := context.Background()
+	key := uniqueKey("k")
+	b := newBackend(t, c.clients)
+	lk, _, _ := b.Keys(key)
+	if err := c.clients[4].Set(ctx, lk, "someone-else", 10*time.Second).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Node 4 answers after the other four granted.
+	if err := c.clients[4].Do(ctx, "CLIENT", "PAUSE", 300, "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	req := lockReq(key)
+	settled(t, c.clients, func(rb *redlock.Backend) {
+		if _, err := rb.Acquire(ctx, req); err != nil {
+			t.Fatalf("Acquire with four nodes free: %v", err)
+		}
+	})
+	if got := queues(t, c, b, key); !slices.Equal(got, repeat("[]", 5)) {
+		t.Fatalf("queues after the late refusal: %q; want empty everywhere", got)
+	}
+}
+
+func repeatSlice(s []string, n int) [][]string {
+	out := make([][]string, n)
+	for i := range out {
+		out[i] = s
+	}
+	return out
+}
+
+// hintRecorder records every hint each node publishes on any inbox.
+type hintRecorder struct {
+	c       *cluster
+	mu      sync.Mutex
+	hints   [][]string      // per node, in order
+	flushed []chan struct{} // per node: the test's own message came back
+}
+
+func recordHints(t *testing.T, c *cluster) *hintRecorder {
+	t.Helper()
+	r := &hintRecorder{c: c, hints: make([][]string, len(c.clients)), flushed: make([]chan struct{}, len(c.clients))}
 	for i, cl := range c.clients {
-		if err := cl.Publish(context.Background(), "ctxlock:inbox:flush", "0 0 flush").Err(); err != nil {
+		ps := cl.PSubscribe(context.Background(), "ctxlock:inbox:*")
+		t.Cleanup(func() { ps.Close() })
+		if _, err := ps.Receive(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		ch := ps.Channel()
+		r.flushed[i] = make(chan struct{}, 1)
+		go func() {
+			for msg := range ch {
+				w, ok := strings.CutPrefix(msg.Payload, "0 0 ")
+				switch {
+				case w == "~flush":
+					r.flushed[i] <- struct{}{}
+				case ok:
+					r.mu.Lock()
+					r.hints[i] = append(r.hints[i], w)
+					r.mu.Unlock()
+				}
+			}
+		}()
+	}
+	return r
+}
+
+// flush returns the hints recorded so far, per node, once every node's
+// earlier messages have come in.
+func (r *hintRecorder) flush(t *testing.T) [][]string {
+	t.Helper()
+	for i, cl := range r.c.clients {
+		if err := cl.Publish(context.Background(), "ctxlock:inbox:flush", "0 0 ~flush").Err(); err != nil {
 			t.Fatal(err)
 		}
 		select {
-		case <-flushed[i]:
+		case <-r.flushed[i]:
 		case <-time.After(10 * time.Second):
 			t.Fatalf("node %d: the test's own message did not come back", i)
 		}
 	}
-	// Waiter ids sort by the start of their Lock calls: each node hinted
-	// the waiters in that order, each release only the first in line, and
-	// each waiter in turn.
-	mu.Lock()
-	defer mu.Unlock()
-	all := 0
-	for i, hs := range hints {
-		if !slices.IsSorted(hs) {
-			t.Errorf("node %d hinted %q; want the first waiter of each release, in queue order", i, hs)
-		}
-		if len(slices.Compact(slices.Clone(hs))) == 3 {
-			all++
-		}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([][]string, len(r.hints))
+	for i, hs := range r.hints {
+		out[i] = slices.Clone(hs)
 	}
-	if all < redlock.Quorum(len(c.clients)) {
-		t.Errorf("%d nodes hinted each of the 3 waiters, want a quorum: %q", all, hints)
-	}
+	return out
 }
 
 // waitQueued waits until key's queue holds n waiters on a quorum of nodes.
@@ -210,7 +306,7 @@ func waitQueued(t *testing.T, clients []redis.UniversalClient, lockKey string, n
 	for {
 		queued := 0
 		for _, cl := range clients {
-			if l, err := cl.LLen(context.Background(), lockKey+":q").Result(); err == nil && l == int64(n) {
+			if l, err := cl.LLen(context.Background(), lockKey+":hq").Result(); err == nil && l == int64(n) {
 				queued++
 			}
 		}

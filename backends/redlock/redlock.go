@@ -339,10 +339,10 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 // It acquires exactly when Acquire would — a quorum of nodes granted, the
 // validity TTL − elapsed − drift is positive, the token is the largest of
 // the quorum's counters, lagging counters are raised — and, in addition, no
-// node yielded before the quorum was reached. A yielding node tells the
-// first waiter of its queue and queues req.Waiter behind the others. A yielding node released old
+// node yielded before the quorum was reached. A yielding node released old
 // and kept the key free for the owners it had refused, which are waiting
-// for it; once one node yields the hold is given up (released at once on
+// for it (it tells the first waiter of its queue, and queues req.Waiter in
+// its place, see WatchWaiter); once one node yields the hold is given up (released at once on
 // every node that granted it), so a waiting owner elsewhere is not refused
 // again by a quorum that re-took the key: Relock then returns wanted true
 // and a nil error, provided old is known released (or no longer owned) on a
@@ -470,10 +470,11 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 }
 
 // queues reports whether a node's answer err to an acquire (old nil) or a
-// relock of old queued the attempt's waiter there: a refused acquire, or a
-// relock that yielded (a refused relock does not queue).
+// relock of old may have queued the attempt's waiter there: a refused
+// acquire, a relock that yielded (a refused relock does not queue), or an
+// unknown outcome.
 func queues(old *ctxlock.Lease, err error) bool {
-	return err == errYielded || (old == nil && errors.Is(err, ctxlock.ErrHeld))
+	return err == errYielded || (old == nil && errors.Is(err, ctxlock.ErrHeld)) || statusOf(err) == NodeUnreachable
 }
 
 // places tracks where one attempt's waiter was queued (refused, or a
@@ -811,15 +812,16 @@ func (b *Backend) Watch(key string) (released <-chan struct{}, stop func()) {
 // WatchWaiter implements ctxlock.WaiterQueue. Every node keeps a waiter
 // queue of the key that only hints (goredis.WithWaiterHints): a refused
 // Acquire or a yielding Relock with req.Waiter queues it on the nodes that
-// refused it, and a release (or a Leave of the first waiter, with the key
-// free) tells each node's first live waiter, and no one else, that the key
-// is free there. WatchWaiter merges those hints from every node into one
-// channel of zero Handoffs: the backend never grants a key on its own, the
-// waiter takes it with an Acquire that needs a quorum as always. A free key
-// is refused to no one, so nodes whose queues differ never keep it from a
-// quorum; one release wakes the first waiter (or, where the nodes' queues
-// differ, the first few) instead of every waiting process. It returns, and
-// reports a Close, as Watch does.
+// refused it, in the order of waiter ids, and a release (or a Leave of the
+// first waiter, with the key free) tells each node's first live waiter, and
+// no one else, that the key is free there. WatchWaiter merges those hints
+// from every node into one channel of zero Handoffs: the backend never
+// grants a key on its own, the waiter takes it with an Acquire that needs a
+// quorum as always. A node keeps the free key for the waiter it told for a
+// short window only (refusing others with that window as the remaining
+// time), so a waiter that does not come delays the key briefly, and since
+// every node orders its queue alike, one release wakes one waiter instead of
+// every waiting process. It returns, and reports a Close, as Watch does.
 func (b *Backend) WatchWaiter(key, waiter string) (turns <-chan ctxlock.Handoff, stop func()) {
 	return merge(b, ctxlock.Handoff{}, func(node *goredis.Backend) (<-chan ctxlock.Handoff, func()) {
 		return node.WatchWaiter(key, waiter)
