@@ -3,6 +3,7 @@ package goredis
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // Each script's uncontended fast path comes before the queue helpers, whose
@@ -31,4 +32,32 @@ func withoutComments(src string) string {
 		}
 	}
 	return b.String()
+}
+
+// An inbox message is a grant "<token> <TTL ms> <waiter>" or a hint
+// "0 0 <waiter>"; anything else is ignored.
+func TestParseGrant(t *testing.T) {
+	for _, tc := range []struct {
+		payload string
+		waiter  string
+		token   uint64
+		ttl     time.Duration
+		ok      bool
+	}{
+		{"7 3000 w1", "w1", 7, 3 * time.Second, true},
+		{"7 3000 w 1", "w 1", 7, 3 * time.Second, true},
+		{"0 0 w1", "w1", 0, 0, true},
+		{"0 0 ", "", 0, 0, false},
+		{"0 3000 w1", "", 0, 0, false},
+		{"7 0 w1", "", 0, 0, false},
+		{"7 3000 ", "", 0, 0, false},
+		{"x 3000 w1", "", 0, 0, false},
+		{"7 3000", "", 0, 0, false},
+		{"", "", 0, 0, false},
+	} {
+		w, h, ok := parseGrant(tc.payload)
+		if ok != tc.ok || w != tc.waiter || h.Token != tc.token || h.TTL != tc.ttl {
+			t.Errorf("parseGrant(%q) = %q, %+v, %v; want %q, token %d, TTL %v, %v", tc.payload, w, h, ok, tc.waiter, tc.token, tc.ttl, tc.ok)
+		}
+	}
 }
