@@ -5,7 +5,8 @@
 -- KEYS[2] fence key   "{<prefix><key>}:fence"   (same hash slot)
 -- KEYS[3] wanted key  "{<prefix><key>}:wanted"  (same hash slot)
 -- KEYS[4] queue       "{<prefix><key>}:q"       list of waiter ids, arrival order
--- KEYS[5] entries     "{<prefix><key>}:qd"      hash waiter id -> entry
+--                     (":hq", in waiter id order, with WithWaiterHints)
+-- KEYS[5] entries     "{<prefix><key>}:qd"      hash waiter id -> entry (":hqd")
 -- ARGV[1] value: owner, or owner .. "\0" .. metadata
 -- ARGV[2] TTL in milliseconds
 -- ARGV[3] waiter id, "" for a caller that does not wait (TryLock)

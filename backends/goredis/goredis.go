@@ -114,7 +114,10 @@ const DefaultHintWindow = 50 * time.Millisecond
 // leave no one with a quorum. The window bounds that, and ordering by id
 // gives every server the same first waiter. Such a backend gives back a
 // lease its attempt took on too few servers with Requeue, which keeps the
-// waiter's place. Every Backend on the same keys must agree on the option.
+// waiter's place. The hinting queue has keys of its own ("{K}:hq",
+// "{K}:hqd"): Backends on the same keys with and without the option ignore
+// each other's queues (waiters of one are not served in order with the
+// other's), which keeps a rolling upgrade safe.
 func WithWaiterHints(window time.Duration) Option {
 	return func(o *options) {
 		if window <= 0 {
@@ -469,8 +472,9 @@ var errYielded = errors.New("goredis: released for waiting owners")
 
 // Relock implements ctxlock.Relocker: one script (relock.lua) releases old
 // and, unless the key's wanted mark says another owner waits, takes the key
-// again for req.Owner. Leases of different keys fall back to a release and
-// an acquire.
+// again for req.Owner. (With WithWaiterHints, req.Waiter first in the queue
+// takes it anyway: nobody is ahead of it.) Leases of different keys fall
+// back to a release and an acquire.
 func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, error) {
 	if old.Key != req.Key {
 		// Whether old's key was wanted says nothing about req's key.

@@ -1,7 +1,7 @@
 -- queue: helpers for the scripts that touch the waiter queue (the Go code
 -- puts them in place of a script's "--#queue.lua" line, after its fast
 -- path). A queue is a list of waiter ids in arrival
--- order (qkey) and a hash (dkey) of waiter id -> "<deadline ms> <TTL ms>
+-- order (in id order with WithWaiterHints, see place) (qkey) and a hash (dkey) of waiter id -> "<deadline ms> <TTL ms>
 -- <inbox> <metadata>": when the waiter loses its place, the TTL and
 -- metadata of the lease a release grants it, and the channel its process
 -- hears grants on. With WithWaiterHints the hash also has the field

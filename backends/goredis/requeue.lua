@@ -13,8 +13,9 @@
 --#queue.lua
 local v = redis.call('GET', KEYS[1])
 if not (v and owned(v, ARGV[1])) then
-  -- The attempt did not take the key here (or its lease is gone): it did
-  -- not take the waiter out of the queue either.
+  -- The attempt did not take the key here, so the waiter kept its place;
+  -- or its lease lapsed, and the waiter's next refusal puts it back in the
+  -- same place (the queue is in id order).
   return 0
 end
 redis.call('DEL', KEYS[1], KEYS[2])

@@ -89,7 +89,9 @@
 // goredis.Backend.Requeue, which puts its waiter back in its place: a
 // contended hand-off costs one release (or relock) fan-out, one message per
 // node to one process, and that process's acquire fan-out. A waiter leaves
-// a node's queue as it takes the key there, or on every node with Leave; a
+// a node's queue as it takes the key there; once it holds the key on a
+// quorum the backend dequeues it where it was refused (goredis.Backend.Dequeue,
+// in the background); Leave takes it out everywhere. A
 // waiter whose process died keeps its place for at most
 // goredis.WithWaiterKeep after its last retry, and delays the key by at
 // most one window per release meanwhile.

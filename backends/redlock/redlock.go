@@ -471,8 +471,13 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 
 // queues reports whether a node's answer err to an acquire (old nil) or a
 // relock of old may have queued the attempt's waiter there: a refused
-// acquire, a relock that yielded (a refused relock does not queue), or an
-// unknown outcome.
+// acquire, a relock that yielded, or an unknown outcome. A refused relock
+// does not queue; it is not counted, although the waiter may have a place
+// there from an earlier refused acquire (a relock comes first in a Lock
+// call, and after a refusal only when its own release of the key is
+// pending): dequeuing after every refused relock would cost uncontended
+// loops a request whenever a slow node sees a relock before the previous
+// one. Such a place lapses after goredis.WithWaiterKeep.
 func queues(old *ctxlock.Lease, err error) bool {
 	return err == errYielded || (old == nil && errors.Is(err, ctxlock.ErrHeld)) || statusOf(err) == NodeUnreachable
 }
@@ -588,9 +593,10 @@ func (b *Backend) fence(ctx context.Context, op, key string, timeout time.Durati
 // releaseAfterFailure releases (owner-checked) a failed attempt's lease on
 // every node that granted it or whose outcome is unknown, at once, with a
 // context that outlives the caller's cancellation but not the per-node
-// timeout. It uses goredis.Backend.Requeue, which puts req.Waiter back in
-// its place in the node's queue: it stays the first waiter wherever it was,
-// and a node it frees for another first waiter tells that one.
+// timeout. Where the attempt was granted it uses goredis.Backend.Requeue,
+// which puts req.Waiter back in its place in the node's queue: it stays the
+// first waiter wherever it was, and a node it frees for another first
+// waiter tells that one.
 func (b *Backend) releaseAfterFailure(ctx context.Context, req ctxlock.AcquireRequest, errs []error) {
 	var idx []int
 	for i, err := range errs {
@@ -603,6 +609,13 @@ func (b *Backend) releaseAfterFailure(ctx context.Context, req ctxlock.AcquireRe
 	}
 	lease := ctxlock.Lease{Key: req.Key, Owner: req.Owner}
 	fn := startFan(b, context.WithoutCancel(ctx), b.nodeTimeout(req.TTL, req.Timeout), idx, false, func(ctx context.Context, i int) bool {
+		if errs[i] != nil {
+			// Unknown outcome: released in the background, maybe after the
+			// Lock call left the queues, so it must not queue the waiter
+			// again (its next refusal puts it back in its place by id).
+			b.nodes[i].Release(ctx, []ctxlock.Lease{lease})
+			return true
+		}
 		_ = b.nodes[i].Requeue(ctx, lease, req.Waiter, req.TTL)
 		return true
 	})
