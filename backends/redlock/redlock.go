@@ -106,6 +106,12 @@ type Backend struct {
 	addrs    []string
 	quorum   int
 	opts     options
+	// queued holds the waiters (AcquireRequest.Waiter) that a node may
+	// have queued: an attempt of theirs was refused, or yielded. Only their
+	// failed attempts put them back in the queues (Requeue); a Lock call
+	// that was never refused is not queued anywhere. Entries go when the
+	// waiter wins or leaves.
+	queued sync.Map // waiter id → struct{}
 }
 
 var (
@@ -443,10 +449,10 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 		// overtaking an acquire on a node would leave the lease there).
 		fn.all()
 		errs = acquiredErrs(fn.res)
-		b.releaseAfterFailure(ctx, req, errs)
+		b.releaseAfterFailure(ctx, req, errs, b.placed(req.Waiter, old, errs))
 		return ctxlock.Lease{}, false, err
 	}
-	b.releaseAfterFailure(ctx, req, errs)
+	b.releaseAfterFailure(ctx, req, errs, b.placed(req.Waiter, old, errs))
 	// For a relock, the nodes that answered ok, yielded or refused no longer
 	// hold old: there it is released or was gone already.
 	oldGone := old == nil || t.ok+t.taken >= b.quorum
@@ -482,6 +488,21 @@ func queues(old *ctxlock.Lease, err error) bool {
 	return err == errYielded || (old == nil && errors.Is(err, ctxlock.ErrHeld)) || statusOf(err) == NodeUnreachable
 }
 
+// placed reports whether waiter ("" none) may be queued on a node after a
+// failed attempt with answers errs, remembering it when the attempt queued
+// it.
+func (b *Backend) placed(waiter string, old *ctxlock.Lease, errs []error) bool {
+	if waiter == "" {
+		return false
+	}
+	if slices.ContainsFunc(errs, func(err error) bool { return queues(old, err) }) {
+		b.queued.Store(waiter, struct{}{})
+		return true
+	}
+	_, ok := b.queued.Load(waiter)
+	return ok
+}
+
 // places tracks where one attempt's waiter was queued (refused, or a
 // yielding relock), while the nodes answer and after the attempt won.
 type places struct {
@@ -511,6 +532,7 @@ func (p *places) win() []int {
 // the queues of the nodes that queued it in this attempt (a minority), in
 // the background: elsewhere it left the queue as it took the key.
 func (b *Backend) dequeueWinner(ctx context.Context, key, waiter string, pl *places) {
+	b.queued.Delete(waiter)
 	if on := pl.win(); len(on) > 0 {
 		b.dequeueOn(ctx, key, waiter, on)
 	}
@@ -593,11 +615,11 @@ func (b *Backend) fence(ctx context.Context, op, key string, timeout time.Durati
 // releaseAfterFailure releases (owner-checked) a failed attempt's lease on
 // every node that granted it or whose outcome is unknown, at once, with a
 // context that outlives the caller's cancellation but not the per-node
-// timeout. Where the attempt was granted it uses goredis.Backend.Requeue,
-// which puts req.Waiter back in its place in the node's queue: it stays the
-// first waiter wherever it was, and a node it frees for another first
-// waiter tells that one.
-func (b *Backend) releaseAfterFailure(ctx context.Context, req ctxlock.AcquireRequest, errs []error) {
+// timeout. Where the attempt was granted and its waiter is queued
+// (requeue), it uses goredis.Backend.Requeue, which puts req.Waiter back in
+// its place in the node's queue: it stays the first waiter wherever it was,
+// and a node it frees for another first waiter tells that one.
+func (b *Backend) releaseAfterFailure(ctx context.Context, req ctxlock.AcquireRequest, errs []error, requeue bool) {
 	var idx []int
 	for i, err := range errs {
 		if s := statusOf(err); s == NodeOK || s == NodeUnreachable {
@@ -609,10 +631,11 @@ func (b *Backend) releaseAfterFailure(ctx context.Context, req ctxlock.AcquireRe
 	}
 	lease := ctxlock.Lease{Key: req.Key, Owner: req.Owner}
 	fn := startFan(b, context.WithoutCancel(ctx), b.nodeTimeout(req.TTL, req.Timeout), idx, false, func(ctx context.Context, i int) bool {
-		if errs[i] != nil {
-			// Unknown outcome: released in the background, maybe after the
-			// Lock call left the queues, so it must not queue the waiter
-			// again (its next refusal puts it back in its place by id).
+		if errs[i] != nil || !requeue {
+			// Not queued; or an unknown outcome, released in the background,
+			// maybe after the Lock call left the queues, so it must not queue
+			// the waiter again (its next refusal puts it back in its place
+			// by id).
 			b.nodes[i].Release(ctx, []ctxlock.Lease{lease})
 			return true
 		}
@@ -887,6 +910,7 @@ func merge[T any](b *Backend, signal T, watch func(node *goredis.Backend) (<-cha
 // when fewer than a quorum of nodes succeeded; a place left behind on a
 // node lapses after goredis.WithWaiterKeep anyway.
 func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
+	b.queued.Delete(waiter)
 	fn := startFan(b, context.WithoutCancel(ctx), min(DefaultReleaseTimeout, untilDeadline(ctx)), nil, errNoAnswer, func(ctx context.Context, i int) error {
 		return b.nodes[i].Leave(ctx, key, waiter)
 	})
