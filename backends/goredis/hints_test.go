@@ -41,8 +41,7 @@ func queue(t *testing.T, s *redistest.Server, b *goredis.Backend, key string) st
 // nothing (the key stays free, and whoever asks first takes it), and the
 // waiter keeps its place until it takes the key itself.
 func TestWaiterHintsTellTheFirstWaiter(t *testing.T) {
-	s := redistest.StartServer(t)
-	b := newBackend(t, s.Client(t), goredis.WithWaiterHints(time.Minute))
+	s, b := hintsBackend(t)
 	ctx := context.Background()
 	holder := acquire(t, b, "q", 10*time.Second)
 	ch1, ch2 := queueTwo(t, b)
@@ -101,8 +100,7 @@ func TestWaiterHintsTellTheFirstWaiter(t *testing.T) {
 // Requeue gives back a lease and puts its waiter back in its place, and
 // tells the first waiter only when that is someone else.
 func TestWaiterHintsOrderAndRequeue(t *testing.T) {
-	s := redistest.StartServer(t)
-	b := newBackend(t, s.Client(t), goredis.WithWaiterHints(time.Minute))
+	s, b := hintsBackend(t)
 	ctx := context.Background()
 	acquire(t, b, "q", 10*time.Second)
 	for _, w := range []string{"w3", "w1", "w4", "w2"} {
@@ -116,10 +114,7 @@ func TestWaiterHintsOrderAndRequeue(t *testing.T) {
 	ch2, stop2 := b.WatchWaiter("q", "w2")
 	defer stop2()
 	drain(ch1, ch2)
-	lk, _, _ := b.Keys("q")
-	if err := s.Client(t).Del(ctx, lk).Err(); err != nil { // the holder's lease lapses
-		t.Fatal(err)
-	}
+	lapse(t, s, b, "q") // the holder's lease
 
 	// w1 takes the free key here, but (say) not on a quorum of servers: it
 	// gives it back and is first again; nobody is told (w1 retries itself).
@@ -182,15 +177,11 @@ func TestWaiterHintsOrderAndRequeue(t *testing.T) {
 // the caller; Leave of the first hints the next when the key is free; a
 // free key kept for a waiter is refused to a relock too.
 func TestWaiterHintsRelockAndLeave(t *testing.T) {
-	s := redistest.StartServer(t)
-	b := newBackend(t, s.Client(t), goredis.WithWaiterHints(time.Minute))
+	s, b := hintsBackend(t)
 	ctx := context.Background()
 	acquire(t, b, "q", 10*time.Second)
 	ch1, ch2 := queueTwo(t, b)
-	lk, _, _ := b.Keys("q")
-	if err := s.Client(t).Del(ctx, lk).Err(); err != nil { // the holder's lease lapses
-		t.Fatal(err)
-	}
+	lapse(t, s, b, "q") // the holder's lease
 	// Dequeue tells no one, even of a free key.
 	if err := b.Dequeue(ctx, "q", "nobody"); err != nil {
 		t.Fatal(err)
@@ -283,15 +274,11 @@ func flushInbox(t *testing.T, s *redistest.Server, b *goredis.Backend) {
 
 // Dequeue takes a waiter out quietly, even with the key free.
 func TestWaiterHintsDequeue(t *testing.T) {
-	s := redistest.StartServer(t)
-	b := newBackend(t, s.Client(t), goredis.WithWaiterHints(time.Minute))
+	s, b := hintsBackend(t)
 	ctx := context.Background()
 	acquire(t, b, "q", 10*time.Second)
 	ch1, ch2 := queueTwo(t, b)
-	lk, _, _ := b.Keys("q")
-	if err := s.Client(t).Del(ctx, lk).Err(); err != nil { // the holder's lease lapses
-		t.Fatal(err)
-	}
+	lapse(t, s, b, "q") // the holder's lease
 	if err := b.Dequeue(ctx, "q", "w1"); err != nil {
 		t.Fatal(err)
 	}
@@ -307,8 +294,7 @@ func TestWaiterHintsDequeue(t *testing.T) {
 // to yield to), and one by a waiter further back takes a free key nobody
 // was told of; either leaves the queue.
 func TestWaiterHintsRelockTakesItsTurn(t *testing.T) {
-	s := redistest.StartServer(t)
-	b := newBackend(t, s.Client(t), goredis.WithWaiterHints(time.Minute))
+	s, b := hintsBackend(t)
 	ctx := context.Background()
 	holder := acquire(t, b, "q", 10*time.Second)
 	mustRefuse(t, b, "w1")
@@ -322,14 +308,28 @@ func TestWaiterHintsRelockTakesItsTurn(t *testing.T) {
 
 	mustRefuse(t, b, "w2")
 	mustRefuse(t, b, "w3")
-	lk, _, _ := b.Keys("q")
-	if err := s.Client(t).Del(ctx, lk).Err(); err != nil { // l1 lapses
-		t.Fatal(err)
-	}
+	lapse(t, s, b, "q") // l1
 	if _, wanted, err := b.Relock(ctx, l1, waitReq("w3")); err != nil || wanted {
 		t.Fatalf("Relock by w3 of a free key nobody was told of: wanted %v, %v; want the key", wanted, err)
 	}
 	if got := queue(t, s, b, "q"); got != "[w2]" {
 		t.Fatalf("queue after w3's relock: %s; want [w2]", got)
+	}
+}
+
+// hintsBackend starts a server and a Backend on it whose hints keep the key
+// for a minute (no test waits for a window to end).
+func hintsBackend(t *testing.T) (*redistest.Server, *goredis.Backend) {
+	t.Helper()
+	s := redistest.StartServer(t)
+	return s, newBackend(t, s.Client(t), goredis.WithWaiterHints(time.Minute))
+}
+
+// lapse deletes key's lease on s, as its TTL ending would.
+func lapse(t *testing.T, s *redistest.Server, b *goredis.Backend, key string) {
+	t.Helper()
+	lk, _, _ := b.Keys(key)
+	if err := s.Client(t).Del(context.Background(), lk).Err(); err != nil {
+		t.Fatal(err)
 	}
 }
