@@ -73,7 +73,11 @@ type AcquireRequest struct {
 
 // Lease is a granted hold on a key, as the backend issued it.
 type Lease struct {
-	Key   string
+	// Key is the backend key (with the Manager's namespace prefix).
+	Key string
+	// Owner is the unique id of this hold (AcquireRequest.Owner, or
+	// GrantOwner for a key a WaiterQueue backend granted to a waiter);
+	// extend and release are checked against it.
 	Owner string
 	// Token is the fencing token: strictly increasing per key.
 	Token uint64
@@ -198,6 +202,7 @@ type Handoff struct {
 // BackendNamer is implemented by backends that have a short name ("memory",
 // "redis", "redlock") for telemetry attributes and health reports.
 type BackendNamer interface {
+	// BackendName returns the name; it is constant for a backend.
 	BackendName() string
 }
 

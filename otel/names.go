@@ -88,7 +88,7 @@ var (
 	// spans and on the per-key metrics. See "Cardinality" in the package doc.
 	AttrKey = attribute.Key("ctxlock.key")
 	// AttrBackend is the backend name given to [New] (e.g. "memory",
-	// "goredis", "redlock"). It is on every span and every metric.
+	// "redis", "redlock"; see ctxlock.BackendNamer). It is on every span and every metric.
 	AttrBackend = attribute.Key("ctxlock.backend")
 	// AttrOperation is "lock" or "try_lock" on acquire metrics, "refresh" or
 	// "release" on batch spans and metrics.

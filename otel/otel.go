@@ -109,7 +109,7 @@ type meterCache struct {
 }
 
 // New returns instrumentation for a Manager whose backend is named backend
-// (the value of the ctxlock.backend attribute, e.g. "memory" or "goredis").
+// (the value of the ctxlock.backend attribute, e.g. "memory", "redis" or "redlock").
 //
 // Nil providers mean the otel globals, read at each call: until the
 // application calls otel.SetTracerProvider / otel.SetMeterProvider, nothing

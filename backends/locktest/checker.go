@@ -12,11 +12,14 @@ import (
 // the moment the holder stopped relying on it (End): just before it called
 // Unlock, or when it saw the expiry channel closed.
 type Hold struct {
-	Key   string
+	Key   string // the lock's key, as the test names it
 	Owner string // who held it, for messages
-	Token uint64
+	Token uint64 // the hold's fencing token
+	// Start is when Lock (or TryLock) returned the hold.
 	Start time.Time
-	End   time.Time
+	// End is when the holder stopped relying on it: just before it called
+	// Unlock, or when it saw the expiry channel closed.
+	End time.Time
 }
 
 // Checker records holds from any number of goroutines and checks mutual

@@ -54,11 +54,17 @@ func WithTTL(d time.Duration) Option { return func(c *config) { c.ttl = d } }
 
 // Faulty is a Backend that tests can make unavailable.
 type Faulty interface {
+	// SetUnavailable makes every call fail with an error matching
+	// ctxlock.ErrUnavailable (down true) or work again (false); leases keep
+	// lapsing meanwhile.
 	SetUnavailable(down bool)
 }
 
 // Evicter is a Backend that tests can make forget a key.
 type Evicter interface {
+	// Evict makes the backend forget key's lease (its fencing counter
+	// survives), as data loss on a server would; the holder finds out at
+	// its next refresh.
 	Evict(key string)
 }
 
