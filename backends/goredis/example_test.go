@@ -1,0 +1,67 @@
+package goredis_test
+
+import (
+	"context"
+	"log"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ctxlock/ctxlock"
+	"github.com/ctxlock/ctxlock/backends/goredis"
+)
+
+// Example shows a Manager over one Redis server (a Sentinel setup is the
+// same with redis.NewFailoverClient). It needs the server, so it is
+// compiled but not run.
+func Example() {
+	client := redis.NewClient(&redis.Options{
+		Addr:                  "localhost:6379",
+		ContextTimeoutEnabled: true, // so that WithAcquireTimeout bounds each attempt's I/O
+	})
+	defer client.Close()
+	backend := goredis.New(client)
+	defer backend.Close() // after the Manager: the Manager does not own its backend
+
+	m := ctxlock.NewManager(backend, ctxlock.WithNamespace("myapp:"))
+	defer m.Close(context.Background())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	lock := m.NewLock("invoice/1234", ctxlock.WithTTL(10*time.Second))
+	expired, err := lock.Lock(ctx) // waits in the key's queue on the server while held
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer lock.Unlock()
+
+	select {
+	case <-expired:
+		log.Printf("lost the lock: %v", lock.Err())
+	case <-time.After(time.Second): // the work, holding the lock
+		// Pass lock.Token() to the resource with every write.
+	}
+}
+
+// With Redis Cluster the backend keeps each key's lease, fencing counter and
+// queue in one hash slot, and batches per master.
+func Example_cluster() {
+	client := redis.NewClusterClient(&redis.ClusterOptions{
+		Addrs:                 []string{"redis-1:6379", "redis-2:6379", "redis-3:6379"},
+		ContextTimeoutEnabled: true,
+	})
+	defer client.Close()
+	backend := goredis.New(client)
+	defer backend.Close()
+
+	m := ctxlock.NewManager(backend)
+	defer m.Close(context.Background())
+
+	leader := m.NewLock("scheduler-leader")
+	ok, expired, err := leader.TryLock(context.Background())
+	if err != nil || !ok {
+		return // a follower (or Redis is unreachable): try again later
+	}
+	defer leader.Unlock()
+	<-expired // lead until the hold ends
+}
