@@ -52,7 +52,12 @@
 // talks to the backend: it retries when the backend reports a release
 // (Backend.Watch), when a local holder lets go, or after a jittered backoff
 // that starts at the retry delay, doubles up to MaxRetryDelay and never
-// sleeps past the holder's remaining TTL. A Lock that finds its own
+// sleeps past the holder's remaining TTL. It listens for releases only once
+// it has found the key held: while attempts fail (the backend unreachable)
+// it simply retries on the backoff, which failing releases of its own do
+// not cut short. A Lock returns when its context ends; giving up its place
+// in a WaiterQueue backend's queue then goes on in the background, and
+// Close waits for it as for releases. A Lock that finds its own
 // Manager's release of the key still pending performs it in line first
 // (with a Relocker backend, in the same round trip as the new acquire).
 // An Unlock wakes the scheduler to send its release, except while a

@@ -73,6 +73,9 @@ type Manager struct {
 	releases  deadlineHeap[*release]
 	maxWindow time.Duration // the widest refresh batching window of any hold
 	pending   int           // releases not yet confirmed, queued or in flight
+	leaving   int           // leaveLater goroutines running
+	left      chan struct{} // while Close waits: closed when leaving reaches 0
+	finished  bool          // Close has stopped the Manager's goroutines
 	timerAt   time.Time     // when the scheduler wakes by itself; zero: never
 	drained   chan struct{} // while Close waits: closed when pending reaches 0
 	// endedHolds are hold ends to record once the mutex is released (unlock).
@@ -95,6 +98,11 @@ type keyState struct {
 // waiter is a blocked Lock call's place in its key's queue.
 type waiter struct {
 	wake chan struct{} // cap 1; nil until the waiter first blocks
+	// turnWait is set while the waiter waits for its turn (head of the
+	// queue, no local holder, none of our releases of the key in flight),
+	// rather than for a retry: only then does a release that failed, and
+	// waits for its own retry, concern it.
+	turnWait bool
 }
 
 // releasing reports whether a worker is releasing one of the Manager's leases
@@ -371,9 +379,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			// Give our place (or a key granted to us) up, or the key would
 			// wait for us until the backend drops a waiter that stopped
 			// retrying (or the grant's TTL ends).
-			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.opts.AcquireTimeout)
-			_ = m.queue.Leave(lctx, l.fullKey, waiter)
-			cancel()
+			m.leaveLater(ctx, l.fullKey, waiter, l.opts.AcquireTimeout)
 		}
 	}()
 	fail := func(outcome string, err error) (*hold, string, error) {
@@ -412,17 +418,21 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		for !try && (ks.waiters[0] != w || ks.holder != nil || ks.releasing()) {
 			rec.Queued()
 			w.ensureWake()
+			w.turnWait = true
 			m.mu.Unlock()
 			select {
 			case <-w.wake:
 			case <-ctx.Done():
 				m.mu.Lock()
+				w.turnWait = false
 				return canceled()
 			case <-m.done:
 				m.mu.Lock()
+				w.turnWait = false
 				return closed()
 			}
 			m.mu.Lock()
+			w.turnWait = false
 		}
 		if m.closed {
 			return closed()
@@ -567,7 +577,11 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		w.ensureWake()
 		m.mu.Unlock()
 
-		if stopWatch == nil {
+		// Listen for releases once the key was found held (or we yield to
+		// others), not after a failed attempt: subscribing to a backend that
+		// cannot be reached may take a while, and polling is all we can do
+		// then anyway.
+		if stopWatch == nil && (contended || yield) {
 			if waiter != "" {
 				turns, stopWatch = m.queue.WatchWaiter(l.fullKey, waiter)
 			} else {
@@ -902,7 +916,8 @@ func (m *Manager) completeReleaseLocked(r *release, err error, wanted bool) {
 		r.lock.contended = true
 	}
 	ks := r.keyst
-	if err != nil && isTransient(err) && time.Now().Before(r.lapseAt) {
+	retry := err != nil && isTransient(err) && time.Now().Before(r.lapseAt)
+	if retry {
 		now := time.Now()
 		r.attempts++
 		r.retryAt = now.Add(min(jitter(DefaultRetryDelay<<min(r.attempts, 7)), r.lapseAt.Sub(now)))
@@ -916,14 +931,17 @@ func (m *Manager) completeReleaseLocked(r *release, err error, wanted bool) {
 		ks.removePending(r)
 		m.pending--
 		m.obs.PendingReleases(-1)
-		if m.pending == 0 && m.drained != nil {
-			close(m.drained)
-			m.drained = nil
-		}
+		m.settleLocked()
 	}
 	// Calls waiting for the key's releases to settle go on: a Lock at the
-	// head of the queue, TryLocks.
-	ks.wakeHead()
+	// head of the queue, TryLocks. A release that failed and waits for its
+	// retry frees nothing: a head sleeping on its backoff sleeps on (else a
+	// backend that fails fast would have it retry at once, again and again);
+	// a head waiting for its turn goes on, the release being no longer in
+	// flight.
+	if !retry || (len(ks.waiters) > 0 && ks.waiters[0].turnWait) {
+		ks.wakeHead()
+	}
 	if len(ks.settled) > 0 && !ks.releasing() {
 		for _, ch := range ks.settled {
 			close(ch)
@@ -931,6 +949,49 @@ func (m *Manager) completeReleaseLocked(r *release, err error, wanted bool) {
 		ks.settled = nil
 	}
 	m.releaseKeyLocked(ks)
+}
+
+// settleLocked tells a Close waiting for releases and leaves that none is
+// left.
+func (m *Manager) settleLocked() {
+	if m.pending == 0 && m.leaving == 0 && m.drained != nil {
+		close(m.drained)
+		m.drained = nil
+	}
+}
+
+// leaveLater takes waiter, a Lock call that gave up, out of key's queue on
+// the backend (WaiterQueue.Leave), in a goroutine of its own bounded by
+// timeout: the call returns when its context says, not a round trip later
+// (or a timeout later, when the backend is unreachable). Close waits for it
+// as for releases, and cuts it short as it stops.
+func (m *Manager) leaveLater(ctx context.Context, key, waiter string, timeout time.Duration) {
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	m.mu.Lock()
+	if m.finished {
+		// A call that Close woke, returning after Close did: no goroutine
+		// may outlive Close, so it leaves in line.
+		m.mu.Unlock()
+		_ = m.queue.Leave(lctx, key, waiter)
+		cancel()
+		return
+	}
+	m.leaving++
+	m.mu.Unlock()
+	go func() {
+		stop := context.AfterFunc(m.bg, cancel) // Close cuts it short as it stops
+		_ = m.queue.Leave(lctx, key, waiter)
+		stop()
+		cancel()
+		m.mu.Lock()
+		m.leaving--
+		m.settleLocked()
+		if m.leaving == 0 && m.left != nil {
+			close(m.left)
+			m.left = nil
+		}
+		m.mu.Unlock()
+	}()
 }
 
 // nudgeLocked makes sure the scheduler wakes by at.
@@ -993,7 +1054,8 @@ func (m *Manager) Health(ctx context.Context) ([]string, error) {
 
 // Close ends every hold (their expiry channels close with ErrClosed), makes
 // blocked and later Lock calls return ErrClosed, waits until every pending
-// release is confirmed or ctx is done, and stops the scheduler and its
+// release is confirmed (and every Lock call that gave up has left the
+// backend's waiter queue) or ctx is done, and stops the scheduler and its
 // workers. Releases still pending when ctx ends are abandoned: those leases
 // lapse at their TTL, and Close returns an error saying how many. Calling
 // Close again waits for the first Close and returns nil.
@@ -1020,7 +1082,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		}
 	}
 	var drained chan struct{}
-	if m.pending > 0 {
+	if m.pending > 0 || m.leaving > 0 {
 		drained = make(chan struct{})
 		m.drained = drained
 	}
@@ -1048,5 +1110,16 @@ func (m *Manager) Close(ctx context.Context) error {
 	}
 	m.cancelBg()
 	_ = m.workers.Wait()
+	m.mu.Lock()
+	m.finished = true
+	var left chan struct{}
+	if m.leaving > 0 {
+		left = make(chan struct{})
+		m.left = left
+	}
+	m.mu.Unlock()
+	if left != nil {
+		<-left // at once: their contexts ended with cancelBg
+	}
 	return err
 }

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -285,6 +286,131 @@ func TestCloseAbandonsWhenBackendHangs(t *testing.T) {
 		}
 		if !errors.Is(l.Err(), ctxlock.ErrClosed) {
 			t.Fatalf("Err: %v", l.Err())
+		}
+	})
+}
+
+// attemptCounter is a memory backend that counts acquire attempts (Acquire
+// and Relock) and, past limit, fails them for good, so that a Lock that
+// spins ends instead of keeping fake time from moving.
+type attemptCounter struct {
+	*memory.Backend
+	limit    int
+	attempts atomic.Int64
+}
+
+var errTooManyAttempts = errors.New("test: too many acquire attempts")
+
+func (b *attemptCounter) count() error {
+	if n := b.attempts.Add(1); n > int64(b.limit) {
+		return fmt.Errorf("%w (%d)", errTooManyAttempts, n)
+	}
+	return nil
+}
+
+func (b *attemptCounter) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	if err := b.count(); err != nil {
+		return ctxlock.Lease{}, err
+	}
+	return b.Backend.Acquire(ctx, req)
+}
+
+func (b *attemptCounter) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, error) {
+	if err := b.count(); err != nil {
+		return ctxlock.Lease{}, false, err
+	}
+	return b.Backend.Relock(ctx, old, req)
+}
+
+// A Lock that waits through an outage of a backend that fails at once
+// retries on its backoff (10ms, doubling up to MaxRetryDelay): the releases
+// of its failed attempts, which fail too, neither wake it early nor get
+// retried by it ahead of their own backoff. It ends at its deadline with the
+// fault joined in, having made a handful of attempts, not thousands.
+func TestLockBacksOffDuringOutage(t *testing.T) {
+	for _, held := range []bool{false, true} {
+		t.Run(fmt.Sprintf("held=%v", held), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := &attemptCounter{Backend: memory.New(), limit: 100}
+				m := ctxlock.NewManager(b)
+				defer closeManager(t, m)
+				if held {
+					// Our own hold, unlocked as the outage begins: its release
+					// fails too, and the Lock below waits for it first.
+					h := m.NewLock("k")
+					if _, err := h.Lock(context.Background()); err != nil {
+						t.Fatal(err)
+					}
+					b.SetUnavailable(true)
+					h.Unlock()
+				}
+				b.SetUnavailable(true)
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				start := time.Now()
+				_, err := m.NewLock("k").Lock(ctx)
+				if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ctxlock.ErrUnavailable) {
+					t.Fatalf("Lock during the outage: %v; want DeadlineExceeded with the backend fault", err)
+				}
+				if el := time.Since(start); el != 5*time.Second {
+					t.Fatalf("Lock returned after %v; want at its deadline, 5s", el)
+				}
+				// 10+20+40+…ms then 1s apiece (jittered): about a dozen in 5s.
+				if n := b.attempts.Load(); n < 5 || n > 20 {
+					t.Fatalf("%d acquire attempts in 5s of outage; want a dozen or so", n)
+				}
+				b.SetUnavailable(false)
+			})
+		})
+	}
+}
+
+// slowLeaver is a memory backend with a WaiterQueue whose Leave answers only
+// when its context ends (an unreachable server).
+type slowLeaver struct {
+	*memory.Backend
+	leaves atomic.Int32
+}
+
+func (b *slowLeaver) WatchWaiter(key, waiter string) (<-chan ctxlock.Handoff, func()) {
+	return nil, func() {} // no notifications: the waiter polls
+}
+
+func (b *slowLeaver) Leave(ctx context.Context, key, waiter string) error {
+	<-ctx.Done()
+	b.leaves.Add(1)
+	return ctx.Err()
+}
+
+// A Lock that gives up returns when its context ends: it leaves the
+// backend's queue in the background (bounded by its AcquireTimeout), and
+// Close waits for that.
+func TestLockGivesUpAtDeadlineLeavingInBackground(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := memory.New()
+		holder := ctxlock.NewManager(store)
+		defer closeManager(t, holder)
+		if _, err := holder.NewLock("k").Lock(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		b := &slowLeaver{Backend: store}
+		m := ctxlock.NewManager(b)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		start := time.Now()
+		_, err := m.NewLock("k", ctxlock.WithAcquireTimeout(5*time.Second)).Lock(ctx)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Lock of a held key: %v; want DeadlineExceeded", err)
+		}
+		if el := time.Since(start); el != time.Second {
+			t.Fatalf("Lock returned after %v; want at its deadline, 1s", el)
+		}
+		if n := b.leaves.Load(); n != 0 {
+			t.Fatalf("%d Leave calls ended with the Lock call; want it still trying", n)
+		}
+		closeManager(t, m)
+		if el, n := time.Since(start), b.leaves.Load(); el != 6*time.Second || n != 1 {
+			t.Fatalf("Close returned at %v with %d Leave calls done; want at 6s (the Leave's 5s timeout), after it", el, n)
 		}
 	})
 }

@@ -492,6 +492,87 @@ func TestKillRestart(t *testing.T) {
 	}
 }
 
+// attemptCounter counts a Backend's acquire attempts (Acquire, Relock).
+type attemptCounter struct {
+	*goredis.Backend
+	attempts atomic.Int64
+}
+
+func (b *attemptCounter) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	b.attempts.Add(1)
+	return b.Backend.Acquire(ctx, req)
+}
+
+func (b *attemptCounter) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, error) {
+	b.attempts.Add(1)
+	return b.Backend.Relock(ctx, old, req)
+}
+
+// A Lock that waits while the server is down retries on its backoff
+// (10ms, doubling): a handful of attempts in 500ms, not thousands, however
+// fast each one fails, and not just one either (its subscription, which
+// cannot be confirmed, must not hold it up); it ends at its deadline with
+// the fault joined in.
+func TestLockBacksOffWhileServerDown(t *testing.T) {
+	s := redistest.StartServer(t)
+	b := &attemptCounter{Backend: newBackend(t, s.Client(t))}
+	m := ctxlock.NewManager(b)
+	defer m.Close(context.Background())
+	acquire(t, b, "warm", time.Second)
+	s.Kill()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	_, err := m.NewLock("down").Lock(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ctxlock.ErrUnavailable) {
+		t.Fatalf("Lock while the server is down: %v; want DeadlineExceeded with the fault", err)
+	}
+	if n := b.attempts.Load() - 1; n < 3 || n > 40 {
+		t.Fatalf("%d acquire attempts in 500ms while the server was down; want about six", n)
+	}
+	s.Restart() // so that the client's background redials end
+}
+
+// A Lock returns when its context ends even with the server frozen: it
+// neither waits for the Leave of its place in the queue (which takes until
+// the 3s AcquireTimeout here) nor, after attempts that failed, for a
+// subscription the server cannot confirm (the 3s SubscribeWait).
+func TestLockReturnsAtDeadlineWhenServerFrozen(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		deadline, each time.Duration // the Lock's context, WithAcquireTimeout
+	}{
+		{"within the first attempt", 300 * time.Millisecond, 3 * time.Second},
+		{"after failed attempts", time.Second, 100 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := redistest.StartServer(t)
+			c := s.Client(t, func(o *redis.Options) {
+				o.DialTimeout, o.ReadTimeout, o.WriteTimeout = 5*time.Second, 5*time.Second, 5*time.Second
+			})
+			b := newBackend(t, c, goredis.WithSubscribeWait(3*time.Second))
+			m := ctxlock.NewManager(b)
+			acquire(t, b, "warm", time.Second)
+			s.Stop()
+			defer s.Cont()
+			ctx, cancel := context.WithTimeout(context.Background(), tc.deadline)
+			defer cancel()
+			start := time.Now()
+			_, err := m.NewLock("frozen", ctxlock.WithAcquireTimeout(tc.each)).Lock(ctx)
+			el := time.Since(start)
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Lock with the server frozen: %v; want DeadlineExceeded", err)
+			}
+			if el > tc.deadline+time.Second {
+				t.Fatalf("Lock with a %v deadline returned after %v", tc.deadline, el)
+			}
+			s.Cont()
+			if err := m.Close(context.Background()); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+		})
+	}
+}
+
 func TestFrozenServerAcquireTimeout(t *testing.T) {
 	s := redistest.StartServer(t)
 	b := newBackend(t, s.Client(t))

@@ -442,10 +442,14 @@ func (h *hub) setDown(err error) {
 	}
 	h.lastErr = err
 	for _, e := range h.entries {
-		if e.confirmed {
-			e.confirmed = false
-			e.ready = make(chan struct{})
+		if !e.confirmed {
+			// Watches waiting for the server to confirm stop waiting: no
+			// confirmation comes while the link is down, and their callers
+			// poll meanwhile.
+			close(e.ready)
 		}
+		e.confirmed = false
+		e.ready = make(chan struct{})
 	}
 }
 

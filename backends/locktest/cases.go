@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ctxlock/ctxlock"
@@ -31,6 +32,7 @@ var cases = []testCase{
 	{"ExpiryOnLoss", testExpiryOnLoss},
 	{"LivenessB_ExpiryWhenUnavailable", testExpiryWhenUnavailable},
 	{"AtomicityB_UnlockDuringOutage", testUnlockDuringOutage},
+	{"LockBacksOffDuringOutage", testLockBacksOffDuringOutage},
 	{"ExpiryOnClose", testExpiryOnClose},
 	{"CloseWakesWaiters", testCloseWakesWaiters},
 	{"UnlockWithoutHold", testUnlockWithoutHold},
@@ -550,6 +552,52 @@ func testUnlockDuringOutage(e *env) {
 		e.t.Fatalf("released %v after the outage ended; want soon, not at the TTL", el)
 	}
 	e.mustUnlock(other)
+}
+
+// attemptLimit is a Backend that counts Acquire calls and, past limit, fails
+// them for good: a Lock that spins ends with that error (with fake time, a
+// spin would keep the clock from ever reaching the Lock's deadline).
+type attemptLimit struct {
+	ctxlock.Backend
+	limit    int64
+	attempts atomic.Int64
+}
+
+var errTooManyAttempts = errors.New("locktest: too many acquire attempts")
+
+func (b *attemptLimit) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	if n := b.attempts.Add(1); n > b.limit {
+		return ctxlock.Lease{}, fmt.Errorf("%w (%d)", errTooManyAttempts, n)
+	}
+	return b.Backend.Acquire(ctx, req)
+}
+
+// A Lock that waits through an outage of a backend that fails at once
+// retries on its backoff, which starts at the retry delay and doubles
+// (§3): the releases of its failed attempts, which fail too, must not wake
+// it early. It ends at its deadline with the fault joined in.
+func testLockBacksOffDuringOutage(e *env) {
+	f := e.faulty()
+	b := &attemptLimit{Backend: e.b, limit: 40} // a dozen or so are due
+	l := e.managerOn(b).NewLock(e.key("k"), e.opts()...)
+	f.SetUnavailable(true)
+	defer f.SetUnavailable(false)
+	wait := e.cfg.ttl / 2
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	start := time.Now()
+	_, err := l.Lock(ctx)
+	el := time.Since(start)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ctxlock.ErrUnavailable) {
+		e.t.Fatalf("Lock during the outage: %v; want DeadlineExceeded with the backend fault", err)
+	}
+	if el < wait || (e.cfg.fake && el != wait) {
+		e.t.Fatalf("Lock returned after %v; want at its deadline, %v", el, wait)
+	}
+	if n := b.attempts.Load(); n < 3 {
+		e.t.Fatalf("%d acquire attempts in %v of outage; want retries on the backoff", n, wait)
+	}
+	e.t.Logf("%d acquire attempts in %v of outage", b.attempts.Load(), wait)
 }
 
 func testExpiryOnClose(e *env) {

@@ -119,7 +119,12 @@ func (e *env) key(name string) string { return e.prefix + name }
 
 // manager returns a new Manager on the test's backend, closed at cleanup.
 func (e *env) manager(opts ...ctxlock.ManagerOption) *ctxlock.Manager {
-	m := ctxlock.NewManager(e.b, opts...)
+	return e.managerOn(e.b, opts...)
+}
+
+// managerOn returns a new Manager on b, closed at cleanup.
+func (e *env) managerOn(b ctxlock.Backend, opts ...ctxlock.ManagerOption) *ctxlock.Manager {
+	m := ctxlock.NewManager(b, opts...)
 	e.t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*e.cfg.ttl)
 		defer cancel()
