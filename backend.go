@@ -15,8 +15,10 @@ import (
 // ErrUnavailable (see Unavailable); any other error is treated as permanent.
 //
 // Batch calls exist so that one round trip (a pipeline) refreshes or releases
-// many leases; their result slices have one entry per lease, in order, or are
-// nil when every lease succeeded.
+// many leases; their result slices have one entry per lease, in order (nil
+// for a lease that succeeded). The Manager also takes a nil slice as every
+// lease succeeding, but the backends of this module always return a full
+// one.
 type Backend interface {
 	// Acquire takes req.Key for req.Owner for req.TTL if nobody owns it, and
 	// returns the lease with a fencing token strictly greater than every token

@@ -42,7 +42,7 @@ func TestCluster(t *testing.T) {
 	if !errors.Is(err, ctxlock.ErrHeld) {
 		t.Fatalf("Acquire of a held key: %v", err)
 	}
-	if errs := b.Extend(ctx, leases, 10*time.Second); errs != nil { // warm the script caches
+	if errs := b.Extend(ctx, leases, 10*time.Second); errors.Join(errs...) != nil { // warm the script caches
 		t.Fatal(errs)
 	}
 	mu.Lock()
@@ -50,7 +50,7 @@ func TestCluster(t *testing.T) {
 		pc.reset()
 	}
 	mu.Unlock()
-	if errs := b.Extend(ctx, leases, 20*time.Second); errs != nil {
+	if errs := b.Extend(ctx, leases, 20*time.Second); errors.Join(errs...) != nil {
 		t.Fatalf("Extend: %v", errs)
 	}
 	mu.Lock()
@@ -72,13 +72,13 @@ func TestCluster(t *testing.T) {
 	// A release on one node wakes a watcher of another Backend, whatever the slot.
 	for _, l := range leases[:10] {
 		ch, stop := waiter.Watch(l.Key)
-		if errs := b.Release(ctx, []ctxlock.Lease{l}); errs != nil {
+		if errs := b.Release(ctx, []ctxlock.Lease{l}); errors.Join(errs...) != nil {
 			t.Fatal(errs)
 		}
 		received(t, ch, "release of "+l.Key)
 		stop()
 	}
-	if errs := b.Release(ctx, leases[10:]); errs != nil {
+	if errs := b.Release(ctx, leases[10:]); errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
 	if conds, err := b.Health(ctx); err != nil || len(conds) != 0 {

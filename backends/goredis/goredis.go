@@ -543,7 +543,7 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 			}
 		}
 	}
-	return nilIfAllNil(errs)
+	return errs
 }
 
 // Release implements ctxlock.Backend: one pipeline of owner-checked DELs
@@ -592,18 +592,7 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 			b.hub.wake(b.lockKey(l.Key) + channelSuffix)
 		}
 	}
-	return nilIfAllNil(errs), contended
-}
-
-// nilIfAllNil returns nil when every lease succeeded, as the Backend
-// contract allows, sparing the caller a scan.
-func nilIfAllNil(errs []error) []error {
-	for _, err := range errs {
-		if err != nil {
-			return errs
-		}
-	}
-	return nil
+	return errs, contended
 }
 
 // runBatch runs script once per lease in one pipeline (EVALSHA), then

@@ -132,7 +132,7 @@ func TestMetadataAndSameOwnerRetry(t *testing.T) {
 	if errs := b.Extend(ctx, []ctxlock.Lease{short}, 5*time.Second); errs == nil || !errors.Is(errs[0], ctxlock.ErrLost) {
 		t.Fatalf("Extend with owner prefix: %v, want ErrLost", errs)
 	}
-	if errs := b.Release(ctx, []ctxlock.Lease{l1}); errs != nil {
+	if errs := b.Release(ctx, []ctxlock.Lease{l1}); errors.Join(errs...) != nil {
 		t.Fatalf("Release: %v", errs)
 	}
 	if n, _ := c.Exists(ctx, lk).Result(); n != 0 {
@@ -155,7 +155,7 @@ func TestTokensIncrease(t *testing.T) {
 			t.Fatalf("token %d after %d", l.Token, last)
 		}
 		last = l.Token
-		if errs := bb.Release(context.Background(), []ctxlock.Lease{l}); errs != nil {
+		if errs := bb.Release(context.Background(), []ctxlock.Lease{l}); errors.Join(errs...) != nil {
 			t.Fatal(errs)
 		}
 	}
@@ -181,14 +181,14 @@ func TestExtendOwnerChecked(t *testing.T) {
 		t.Fatalf("PTTL after extend = %v", pttl)
 	}
 	// Release by the wrong owner is a no-op reported as nil.
-	if errs := b.Release(ctx, []ctxlock.Lease{wrong}); errs != nil {
+	if errs := b.Release(ctx, []ctxlock.Lease{wrong}); errors.Join(errs...) != nil {
 		t.Fatalf("Release(wrong) = %v", errs)
 	}
 	if n, _ := c.Exists(ctx, lk).Result(); n != 1 {
 		t.Fatal("wrong owner released the lock")
 	}
 	// A lease that is gone: ErrLost on extend.
-	if errs := b.Release(ctx, []ctxlock.Lease{l}); errs != nil {
+	if errs := b.Release(ctx, []ctxlock.Lease{l}); errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
 	if errs := b.Extend(ctx, []ctxlock.Lease{l}, time.Second); errs == nil || !errors.Is(errs[0], ctxlock.ErrLost) {
@@ -209,7 +209,7 @@ func TestReleaseWakesWatcherOfOtherBackend(t *testing.T) {
 	if ch == nil {
 		t.Fatal("Watch returned a nil channel")
 	}
-	if errs := holder.Release(context.Background(), []ctxlock.Lease{l}); errs != nil {
+	if errs := holder.Release(context.Background(), []ctxlock.Lease{l}); errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
 	received(t, ch, "release")
@@ -241,7 +241,7 @@ func TestWatchSharedAndStop(t *testing.T) {
 		stop() // idempotent
 	}
 	l := acquire(t, holder, "shared", time.Second)
-	if errs := holder.Release(context.Background(), []ctxlock.Lease{l}); errs != nil {
+	if errs := holder.Release(context.Background(), []ctxlock.Lease{l}); errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
 	for _, ch := range chans[5:] {
@@ -254,7 +254,7 @@ func TestWatchSharedAndStop(t *testing.T) {
 	ch, stop := waiter.Watch("shared")
 	defer stop()
 	l = acquire(t, holder, "shared", time.Second)
-	if errs := holder.Release(context.Background(), []ctxlock.Lease{l}); errs != nil {
+	if errs := holder.Release(context.Background(), []ctxlock.Lease{l}); errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
 	received(t, ch, "release after resubscribe")
@@ -323,21 +323,21 @@ func TestBatchOneRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	leases := acquireMany(t, b, 1000, 10*time.Second)
 	// Warm the script cache (the first batch may need the EVAL fallback).
-	if errs := b.Extend(ctx, leases[:1], 10*time.Second); errs != nil {
+	if errs := b.Extend(ctx, leases[:1], 10*time.Second); errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
-	if errs := b.Release(ctx, []ctxlock.Lease{{Key: "warm", Owner: "x"}}); errs != nil {
+	if errs := b.Release(ctx, []ctxlock.Lease{{Key: "warm", Owner: "x"}}); errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
 	counter.reset()
-	if errs := b.Extend(ctx, leases, 20*time.Second); errs != nil {
+	if errs := b.Extend(ctx, leases, 20*time.Second); errors.Join(errs...) != nil {
 		t.Fatalf("Extend: %v", errs)
 	}
 	if p, n, one := counter.pipelines.Load(), counter.cmds.Load(), counter.single.Load(); p != 1 || n != 1000 || one != 0 {
 		t.Fatalf("Extend of 1000 leases: %d pipelines, %d commands, %d single calls; want 1, 1000, 0", p, n, one)
 	}
 	counter.reset()
-	if errs := b.Release(ctx, leases); errs != nil {
+	if errs := b.Release(ctx, leases); errors.Join(errs...) != nil {
 		t.Fatalf("Release: %v", errs)
 	}
 	if p := counter.pipelines.Load(); p != 1 {
@@ -357,13 +357,13 @@ func TestNoScriptFallback(t *testing.T) {
 	if err := c.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if errs := b.Extend(ctx, []ctxlock.Lease{l}, time.Second); errs != nil {
+	if errs := b.Extend(ctx, []ctxlock.Lease{l}, time.Second); errors.Join(errs...) != nil {
 		t.Fatalf("Extend after SCRIPT FLUSH: %v", errs)
 	}
 	if err := c.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if errs := b.Release(ctx, []ctxlock.Lease{l}); errs != nil {
+	if errs := b.Release(ctx, []ctxlock.Lease{l}); errors.Join(errs...) != nil {
 		t.Fatalf("Release after SCRIPT FLUSH: %v", errs)
 	}
 	if err := c.ScriptFlush(ctx).Err(); err != nil {

@@ -46,7 +46,7 @@ func TestWaiterHintsTellTheFirstWaiter(t *testing.T) {
 	holder := acquire(t, b, "q", 10*time.Second)
 	ch1, ch2 := queueTwo(t, b)
 
-	if errs := b.Release(ctx, []ctxlock.Lease{holder}); errs != nil {
+	if errs := b.Release(ctx, []ctxlock.Lease{holder}); errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
 	hinted(t, ch1, "the release (w1 is first)")
@@ -73,7 +73,7 @@ func TestWaiterHintsTellTheFirstWaiter(t *testing.T) {
 	if got := queue(t, s, b, "q"); got != "[w1 w2 w3]" {
 		t.Fatalf("queue after another owner took the key: %s; want [w1 w2 w3]", got)
 	}
-	if errs := b.Release(ctx, []ctxlock.Lease{other}); errs != nil {
+	if errs := b.Release(ctx, []ctxlock.Lease{other}); errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
 	hinted(t, ch1, "the second release (w1 is still first)")
@@ -89,7 +89,7 @@ func TestWaiterHintsTellTheFirstWaiter(t *testing.T) {
 	if got := queue(t, s, b, "q"); got != "[w2 w3]" {
 		t.Fatalf("queue after w1 took the key: %s; want [w2 w3]", got)
 	}
-	if errs := b.Release(ctx, []ctxlock.Lease{l1}); errs != nil {
+	if errs := b.Release(ctx, []ctxlock.Lease{l1}); errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
 	hinted(t, ch2, "w1's release (w2 is first now)")

@@ -69,7 +69,7 @@ func TestWaiterQueueHandsOffInOrder(t *testing.T) {
 	holder := acquire(t, b, "q", 10*time.Second)
 	ch1, ch2 := queueTwo(t, b)
 
-	if errs := b.Release(ctx, []ctxlock.Lease{holder}); errs != nil {
+	if errs := b.Release(ctx, []ctxlock.Lease{holder}); errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
 	h1 := granted(t, ch1, "the release (w1 is first)")
@@ -87,7 +87,7 @@ func TestWaiterQueueHandsOffInOrder(t *testing.T) {
 	if err != nil || l1.Owner != ctxlock.GrantOwner("w1", h1.Token) || l1.Token != h1.Token {
 		t.Fatalf("w1's Acquire after its grant = %+v, %v; want owner w1, token %d", l1, err, h1.Token)
 	}
-	if errs := b.Release(ctx, []ctxlock.Lease{l1}); errs != nil {
+	if errs := b.Release(ctx, []ctxlock.Lease{l1}); errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
 	h2 := granted(t, ch2, "the second release (w2 is first now)")
@@ -125,7 +125,7 @@ func TestWaiterQueueLeave(t *testing.T) {
 	ctx := context.Background()
 	holder := acquire(t, o, "q", 10*time.Second)
 	ch1, ch2 := queueTwo(t, b)
-	if errs := o.Release(ctx, []ctxlock.Lease{holder}); errs != nil {
+	if errs := o.Release(ctx, []ctxlock.Lease{holder}); errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
 	granted(t, ch1, "the release")
@@ -151,7 +151,7 @@ func TestWaiterQueueDeadWaiterLapses(t *testing.T) {
 	holder := acquire(t, b, "q", 10*time.Second)
 	mustRefuse(t, b, "dead")
 	mustRefuse(t, b, "alive")
-	if errs := b.Release(ctx, []ctxlock.Lease{holder}); errs != nil {
+	if errs := b.Release(ctx, []ctxlock.Lease{holder}); errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
 	released := time.Now()                                           // the grant was made before: it ends before released+keep
@@ -235,14 +235,14 @@ func TestWaiterQueueGrantOwnersDiffer(t *testing.T) {
 		holder := acquire(t, b, "q", 10*time.Second)
 		mustRefuse(t, b, "w1")
 		drain(ch)
-		if errs := b.Release(ctx, []ctxlock.Lease{holder}); errs != nil {
+		if errs := b.Release(ctx, []ctxlock.Lease{holder}); errors.Join(errs...) != nil {
 			t.Fatal(errs)
 		}
 		return granted(t, ch, "a release with w1 queued")
 	}
 	first := grantTo()
 	firstLease := ctxlock.Lease{Key: "q", Owner: ctxlock.GrantOwner("w1", first.Token), Token: first.Token}
-	if errs := b.Release(ctx, []ctxlock.Lease{firstLease}); errs != nil {
+	if errs := b.Release(ctx, []ctxlock.Lease{firstLease}); errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
 	second := grantTo()
@@ -250,7 +250,7 @@ func TestWaiterQueueGrantOwnersDiffer(t *testing.T) {
 		t.Fatalf("second grant token %d, first %d", second.Token, first.Token)
 	}
 	// A retry of the first release, arriving late.
-	if errs := b.Release(ctx, []ctxlock.Lease{firstLease}); errs != nil {
+	if errs := b.Release(ctx, []ctxlock.Lease{firstLease}); errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
 	want := ctxlock.GrantOwner("w1", second.Token)

@@ -74,7 +74,7 @@ func TestUncontendedScriptsSkipTheQueue(t *testing.T) {
 		return next
 	}
 	// Load the scripts.
-	if errs := b.Release(ctx, []ctxlock.Lease{relock(acquire(t, b, "f", 10*time.Second), "first")}); errs != nil {
+	if errs := b.Release(ctx, []ctxlock.Lease{relock(acquire(t, b, "f", 10*time.Second), "first")}); errors.Join(errs...) != nil {
 		t.Fatalf("Release: %v", errs)
 	}
 	if err := c.ConfigResetStat(ctx).Err(); err != nil {
@@ -82,7 +82,7 @@ func TestUncontendedScriptsSkipTheQueue(t *testing.T) {
 	}
 
 	l := acquire(t, b, "f", 10*time.Second)
-	if errs := b.Release(ctx, []ctxlock.Lease{relock(l, "second")}); errs != nil {
+	if errs := b.Release(ctx, []ctxlock.Lease{relock(l, "second")}); errors.Join(errs...) != nil {
 		t.Fatalf("Release: %v", errs)
 	}
 	calls := commandCalls(t, c)

@@ -40,6 +40,7 @@ var cases = []testCase{
 	{"DoRunsAndUnlocks", testDo},
 	{"DoCancelsOnLoss", testDoLoss},
 	{"Health", testHealth},
+	{"BackendBatchResultsOnePerLease", testBatchResults},
 }
 
 func testLockUnlockRelock(e *env) {
@@ -791,4 +792,33 @@ func testHealth(e *env) {
 	if _, err := m.Health(e.ctx()); !errors.Is(err, ctxlock.ErrClosed) {
 		e.t.Fatalf("Health after Close: %v; want ErrClosed", err)
 	}
+}
+
+// The Backend's batch calls answer one result per lease, in order, also
+// when every lease succeeded.
+func testBatchResults(e *env) {
+	ctx := e.ctx()
+	var leases []ctxlock.Lease
+	for _, k := range []string{"a", "b", "c"} {
+		l, err := e.b.Acquire(ctx, ctxlock.AcquireRequest{Key: e.key(k), Owner: "batch-" + k, TTL: e.cfg.ttl, Timeout: e.cfg.ttl})
+		if err != nil {
+			e.t.Fatalf("Acquire(%q): %v", k, err)
+		}
+		leases = append(leases, l)
+	}
+	check := func(op string, errs []error, want ...error) {
+		e.t.Helper()
+		if len(errs) != len(want) {
+			e.t.Fatalf("%s of %d leases: %d results %v; want one per lease", op, len(want), len(errs), errs)
+		}
+		for i, err := range errs {
+			if !errors.Is(err, want[i]) {
+				e.t.Fatalf("%s: result %d is %v; want %v", op, i, err, want[i])
+			}
+		}
+	}
+	check("Extend", e.b.Extend(ctx, leases, e.cfg.ttl), nil, nil, nil)
+	check("Release", e.b.Release(ctx, leases[1:2]), nil)
+	check("Extend", e.b.Extend(ctx, leases, e.cfg.ttl), nil, ctxlock.ErrLost, nil)
+	check("Release", e.b.Release(ctx, leases), nil, nil, nil)
 }

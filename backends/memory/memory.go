@@ -231,7 +231,6 @@ func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.Acq
 
 // Extend implements ctxlock.Backend.
 func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.Duration) []error {
-	var errs []error // nil: all extended
 	if err := b.delay(ctx, 0); err != nil {
 		return fill(len(leases), err)
 	}
@@ -243,12 +242,10 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 	}
 	b.stats.ExtendCalls++
 	b.stats.ExtendedLeases += len(leases)
+	errs := make([]error, len(leases))
 	for i, l := range leases {
 		e := b.liveLocked(l.Key, now)
 		if e == nil || e.owner != l.Owner || ttl <= 0 {
-			if errs == nil {
-				errs = make([]error, len(leases))
-			}
 			errs[i] = fmt.Errorf("memory: extend %q: %w", l.Key, ctxlock.ErrLost)
 			continue
 		}
@@ -294,7 +291,7 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 			notifyLocked(e)
 		}
 	}
-	return nil, contended
+	return make([]error, len(leases)), contended
 }
 
 func fill(n int, err error) []error {

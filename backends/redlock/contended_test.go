@@ -31,7 +31,7 @@ func TestReleaseContended(t *testing.T) {
 
 	l := acquireSettled()
 	errs, contended := b.ReleaseContended(ctx, []ctxlock.Lease{l})
-	if errs != nil || slices.Contains(contended, true) {
+	if errors.Join(errs...) != nil || slices.Contains(contended, true) {
 		t.Fatalf("uncontended ReleaseContended: %v, %v; want no errors, no contention", errs, contended)
 	}
 
@@ -41,7 +41,7 @@ func TestReleaseContended(t *testing.T) {
 	}
 	none := ctxlock.Lease{Key: uniqueKey("none"), Owner: owner()}
 	errs, contended = b.ReleaseContended(ctx, []ctxlock.Lease{l, none})
-	if errs != nil || !slices.Equal(contended, []bool{true, false}) {
+	if errors.Join(errs...) != nil || !slices.Equal(contended, []bool{true, false}) {
 		t.Fatalf("ReleaseContended after a refusal: %v, %v; want no errors, [true false]", errs, contended)
 	}
 }

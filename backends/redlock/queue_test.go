@@ -63,7 +63,7 @@ func TestWaiterQueuedEverywhereThenServed(t *testing.T) {
 			t.Fatalf("the failed attempt's leases on the free nodes: %q; want them given back", got[3:])
 		}
 
-		if errs := newBackend(t, c.clients).Release(ctx, []ctxlock.Lease{holder}); errs != nil {
+		if errs := newBackend(t, c.clients).Release(ctx, []ctxlock.Lease{holder}); errors.Join(errs...) != nil {
 			t.Fatalf("Release: %v", errs)
 		}
 		select {
@@ -193,7 +193,7 @@ func TestReleaseHintsFirstWaiterOnly(t *testing.T) {
 			t.Fatalf("Acquire by %s: %v; want ErrHeld", w, err)
 		}
 	}
-	if errs := b.Release(ctx, []ctxlock.Lease{holder}); errs != nil {
+	if errs := b.Release(ctx, []ctxlock.Lease{holder}); errors.Join(errs...) != nil {
 		t.Fatalf("Release: %v", errs)
 	}
 	if got := hints.flush(t); fmt.Sprint(got) != fmt.Sprint(repeatSlice([]string{"w1"}, 5)) {
@@ -208,7 +208,7 @@ func TestReleaseHintsFirstWaiterOnly(t *testing.T) {
 			t.Fatalf("w1's Acquire after its hint: %v", err)
 		}
 	})
-	if errs := b.Release(ctx, []ctxlock.Lease{l}); errs != nil {
+	if errs := b.Release(ctx, []ctxlock.Lease{l}); errors.Join(errs...) != nil {
 		t.Fatalf("Release: %v", errs)
 	}
 	if got := hints.flush(t); fmt.Sprint(got) != fmt.Sprint(repeatSlice([]string{"w1", "w2"}, 5)) {

@@ -733,7 +733,7 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 	res, _ := b.batch(ctx, timeout, leases, func(ctx context.Context, node *goredis.Backend) ([]error, []bool) {
 		return node.Extend(ctx, leases, ttl), nil
 	})
-	var out []error
+	out := make([]error, len(leases))
 	var lost []ctxlock.Lease
 	var lostOn [][]int
 	for j, errs := range res {
@@ -755,9 +755,6 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 				lost = append(lost, leases[j])
 				lostOn = append(lostOn, on)
 			}
-		}
-		if out == nil {
-			out = make([]error, len(leases))
 		}
 		out[j] = err
 	}
@@ -815,13 +812,11 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 	res, contended := b.batch(context.WithoutCancel(ctx), min(DefaultReleaseTimeout, untilDeadline(ctx)), leases, func(ctx context.Context, node *goredis.Backend) ([]error, []bool) {
 		return node.ReleaseContended(ctx, leases)
 	})
+	errs = make([]error, len(leases))
 	for j, nerrs := range res {
 		t := tallyOf(nerrs)
 		if t.verdict() == reached {
 			continue
-		}
-		if errs == nil {
-			errs = make([]error, len(leases))
 		}
 		errs[j] = b.quorumError("release", leases[j].Key, nerrs, t.n-t.failed >= t.quorum)
 		if contended != nil {

@@ -89,7 +89,7 @@ func TestAcquireHeldEverywhere(t *testing.T) {
 			t.Errorf("node failure %v: want an address and ErrHeld", f)
 		}
 	}
-	if errs := b.Release(context.Background(), []ctxlock.Lease{first}); errs != nil {
+	if errs := b.Release(context.Background(), []ctxlock.Lease{first}); errors.Join(errs...) != nil {
 		t.Fatalf("Release: %v", errs)
 	}
 }
@@ -153,7 +153,7 @@ func TestFencingTokensSurviveDivergentCounters(t *testing.T) {
 			t.Errorf("node %d counter %d (%v); want raised to 101", i, n, err)
 		}
 	}
-	if errs := b.Release(ctx, []ctxlock.Lease{first}); errs != nil {
+	if errs := b.Release(ctx, []ctxlock.Lease{first}); errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
 	// Nodes 3 and 4 come back empty; node 0, which had the largest
@@ -206,7 +206,7 @@ func TestExtendLostReleasesRemainder(t *testing.T) {
 			t.Errorf("node %d still has the lost lease", i)
 		}
 	}
-	if errs := b.Release(ctx, []ctxlock.Lease{lk}); errs != nil {
+	if errs := b.Release(ctx, []ctxlock.Lease{lk}); errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
 }

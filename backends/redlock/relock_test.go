@@ -128,7 +128,7 @@ func TestRelockOneFanOut(t *testing.T) {
 		if got := holders(t, c, b, key); !slices.Equal(got, repeat(req.Owner, 5)) {
 			t.Errorf("holders: %q; want the new owner on every node", got)
 		}
-		if errs := b.Release(ctx, []ctxlock.Lease{third}); errs != nil {
+		if errs := b.Release(ctx, []ctxlock.Lease{third}); errors.Join(errs...) != nil {
 			t.Fatalf("Release: %v", errs)
 		}
 	})
@@ -168,7 +168,7 @@ func TestRelockYieldsToWaitingOwner(t *testing.T) {
 	if err != nil || l.Token <= first.Token {
 		t.Fatalf("the waiting owner's Acquire: %+v, %v; want the key with a token > %d", l, err, first.Token)
 	}
-	if errs := other.Release(ctx, []ctxlock.Lease{l}); errs != nil {
+	if errs := other.Release(ctx, []ctxlock.Lease{l}); errors.Join(errs...) != nil {
 		t.Fatalf("Release: %v", errs)
 	}
 }
