@@ -186,7 +186,7 @@ func NewManager(b Backend, opts ...ManagerOption) *Manager {
 		m.roundTrips, _ = b.(RoundTripNotifier)
 		m.afterRoundTripFunc = m.afterRoundTrip
 	}
-	m.obs = ctxlockotel.New(o.tracerProvider, o.meterProvider, m.backendName)
+	m.obs = ctxlockotel.New(m.backendName, ctxlockotel.WithTracerProvider(o.tracerProvider), ctxlockotel.WithMeterProvider(o.meterProvider))
 	return m
 }
 

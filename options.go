@@ -179,16 +179,27 @@ func WithNamespace(ns string) ManagerOption { return func(o *managerOptions) { o
 // retries). Nil, the default, discards them.
 func WithLogger(l *slog.Logger) ManagerOption { return func(o *managerOptions) { o.logger = l } }
 
-// WithTracerProvider sets the OpenTelemetry tracer provider. Nil, the default,
-// means the global provider (otel.GetTracerProvider) at the time of each span.
+// WithTracerProvider sets the OpenTelemetry tracer provider. Without it the
+// Manager uses the global provider (otel.GetTracerProvider) at the time of
+// each span. A nil provider is ignored, as in the contrib instrumentation
+// libraries.
 func WithTracerProvider(tp trace.TracerProvider) ManagerOption {
-	return func(o *managerOptions) { o.tracerProvider = tp }
+	return func(o *managerOptions) {
+		if tp != nil {
+			o.tracerProvider = tp
+		}
+	}
 }
 
-// WithMeterProvider sets the OpenTelemetry meter provider. Nil, the default,
-// means the global provider (otel.GetMeterProvider).
+// WithMeterProvider sets the OpenTelemetry meter provider. Without it the
+// Manager uses the global provider (otel.GetMeterProvider). A nil provider
+// is ignored.
 func WithMeterProvider(mp metric.MeterProvider) ManagerOption {
-	return func(o *managerOptions) { o.meterProvider = mp }
+	return func(o *managerOptions) {
+		if mp != nil {
+			o.meterProvider = mp
+		}
+	}
 }
 
 // WithDefaultLockOptions sets options applied to every Lock of the Manager

@@ -918,3 +918,19 @@ func (otelDropSpans) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
 func (otelDropSpans) OnEnd(sdktrace.ReadOnlySpan)                     {}
 func (otelDropSpans) Shutdown(context.Context) error                  { return nil }
 func (otelDropSpans) ForceFlush(context.Context) error                { return nil }
+
+// A nil provider option is ignored, as in contrib: it does not undo an
+// earlier one.
+func TestOtelNilProviderOptionIgnored(t *testing.T) {
+	sr := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr))
+	defer tp.Shutdown(context.Background())
+	m := ctxlock.NewManager(memory.New(), ctxlock.WithTracerProvider(tp), ctxlock.WithTracerProvider(nil), ctxlock.WithMeterProvider(nil))
+	defer m.Close(context.Background())
+	if ok, _, err := m.NewLock("k").TryLock(context.Background()); !ok || err != nil {
+		t.Fatalf("TryLock: %v, %v", ok, err)
+	}
+	if n := len(sr.Ended()); n != 1 {
+		t.Fatalf("%d spans recorded by the provider given before WithTracerProvider(nil); want the TryLock span", n)
+	}
+}

@@ -11,7 +11,8 @@
 //		ctxlock.WithTracerProvider(tp), // nil or absent: otel.GetTracerProvider()
 //		ctxlock.WithMeterProvider(mp),  // nil or absent: otel.GetMeterProvider()
 //	)
-//	// inside NewManager: ctxlockotel.New(tp, mp, backendName)
+//	// inside NewManager: ctxlockotel.New(backendName,
+//	//	ctxlockotel.WithTracerProvider(tp), ctxlockotel.WithMeterProvider(mp))
 //
 // A per-lock ctxlock.WithTracer(t) makes that lock's Lock and TryLock spans,
 // and its "ctxlock.hold" span, come from t instead of the provider's tracer.

@@ -48,7 +48,7 @@ func requireDefaultGlobals(t *testing.T) {
 
 func TestZeroAllocsWhenUnconfigured(t *testing.T) {
 	requireDefaultGlobals(t)
-	inst := New(nil, nil, "memory")
+	inst := New("memory")
 	ctx := context.Background()
 
 	// The core acquire cycle the issue names, on its own.
@@ -71,8 +71,8 @@ func TestZeroAllocsWhenUnconfigured(t *testing.T) {
 func TestZeroAllocsWithNoopProviders(t *testing.T) {
 	ctx := context.Background()
 	for name, inst := range map[string]*Instrumentation{
-		"value":   New(tracenoop.NewTracerProvider(), metricnoop.NewMeterProvider(), "memory"),
-		"pointer": New(&tracenoop.TracerProvider{}, &metricnoop.MeterProvider{}, "memory"),
+		"value":   New("memory", WithTracerProvider(tracenoop.NewTracerProvider()), WithMeterProvider(metricnoop.NewMeterProvider())),
+		"pointer": New("memory", WithTracerProvider(&tracenoop.TracerProvider{}), WithMeterProvider(&metricnoop.MeterProvider{})),
 	} {
 		if allocs := testing.AllocsPerRun(1000, func() { fullCycle(inst, ctx) }); allocs != 0 {
 			t.Errorf("%s noop providers: %v allocs per run, want 0", name, allocs)
@@ -83,7 +83,7 @@ func TestZeroAllocsWithNoopProviders(t *testing.T) {
 func TestGlobalProvidersAreUsedOnceSet(t *testing.T) {
 	requireDefaultGlobals(t)
 	ctx := context.Background()
-	inst := New(nil, nil, "memory") // built before the application sets the globals
+	inst := New("memory") // built before the application sets the globals
 
 	sr := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr))
@@ -143,7 +143,7 @@ func TestGlobalProvidersAreUsedOnceSet(t *testing.T) {
 }
 
 func BenchmarkAcquireUnconfigured(b *testing.B) {
-	inst := New(nil, nil, "memory")
+	inst := New("memory")
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -159,7 +159,7 @@ func BenchmarkAcquireRecording(b *testing.B) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 	defer tp.Shutdown(context.Background())
 	defer mp.Shutdown(context.Background())
-	inst := New(tp, mp, "memory")
+	inst := New("memory", WithTracerProvider(tp), WithMeterProvider(mp))
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {

@@ -40,7 +40,7 @@ func newHarness(t *testing.T) *harness {
 			t.Error(err)
 		}
 	})
-	h.inst = New(h.tp, h.mp, "memory")
+	h.inst = New("memory", WithTracerProvider(h.tp), WithMeterProvider(h.mp))
 	return h
 }
 

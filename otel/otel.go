@@ -108,15 +108,48 @@ type meterCache struct {
 	ins *instruments
 }
 
+// Option configures New.
+type Option func(*config)
+
+type config struct {
+	tp trace.TracerProvider
+	mp metric.MeterProvider
+}
+
+// WithTracerProvider sets the tracer provider. A nil provider is ignored:
+// without one, the otel global provider is used.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(c *config) {
+		if !isNil(tp) {
+			c.tp = tp
+		}
+	}
+}
+
+// WithMeterProvider sets the meter provider. A nil provider is ignored:
+// without one, the otel global provider is used.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return func(c *config) {
+		if !isNil(mp) {
+			c.mp = mp
+		}
+	}
+}
+
 // New returns instrumentation for a Manager whose backend is named backend
 // (the value of the ctxlock.backend attribute, e.g. "memory", "redis" or "redlock").
 //
-// Nil providers mean the otel globals, read at each call: until the
-// application calls otel.SetTracerProvider / otel.SetMeterProvider, nothing
-// is recorded and the recording methods do not allocate. The no-op providers
-// of go.opentelemetry.io/otel/trace/noop and .../metric/noop also turn the
-// corresponding signal off at no cost.
-func New(tp trace.TracerProvider, mp metric.MeterProvider, backend string) *Instrumentation {
+// Without WithTracerProvider / WithMeterProvider it uses the otel globals,
+// read at each call: until the application calls otel.SetTracerProvider /
+// otel.SetMeterProvider, nothing is recorded and the recording methods do
+// not allocate. The no-op providers of go.opentelemetry.io/otel/trace/noop
+// and .../metric/noop also turn the corresponding signal off at no cost.
+func New(backend string, opts ...Option) *Instrumentation {
+	var c config
+	for _, o := range opts {
+		o(&c)
+	}
+	tp, mp := c.tp, c.mp
 	i := &Instrumentation{backendAttr: AttrBackend.String(backend)}
 	i.backendAddOpts = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(i.backendAttr))}
 	switch {

@@ -444,7 +444,7 @@ func TestPendingReleases(t *testing.T) {
 
 func TestWithTracerOverride(t *testing.T) {
 	h := newHarness(t)
-	inst := New(nil, nil, "memory") // unconfigured: globals still default
+	inst := New("memory") // unconfigured: globals still default
 	_, a := inst.StartAcquire(context.Background(), h.tp.Tracer("user"), true, "k")
 	a.End(OutcomeAcquired, 3, nil)
 	s := h.span(t, SpanTryLock)
@@ -489,9 +489,19 @@ func TestTypedNilProvidersMeanGlobals(t *testing.T) {
 	if !isNil(tp) {
 		t.Fatal("typed nil not detected")
 	}
-	inst := New(tp, nil, "memory")
+	inst := New("memory", WithTracerProvider(tp), WithMeterProvider(nil))
 	if !inst.globalTP || inst.fixedTracer != nil {
 		t.Error("a typed-nil tracer provider should mean the global one")
+	}
+}
+
+// As in contrib: a nil provider option is ignored, it does not undo an
+// earlier one.
+func TestNilProviderOptionsIgnored(t *testing.T) {
+	h := newHarness(t)
+	inst := New("memory", WithTracerProvider(h.tp), WithMeterProvider(h.mp), WithTracerProvider(nil), WithMeterProvider(nil))
+	if inst.globalTP || inst.fixedTracer == nil || inst.globalMP || inst.fixedMetrics == nil {
+		t.Fatalf("nil options after real providers: global tracer %v, global meter %v; want the given providers kept", inst.globalTP, inst.globalMP)
 	}
 }
 
