@@ -1,6 +1,7 @@
 package redlock_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -16,4 +17,21 @@ func TestConformance(t *testing.T) {
 		b := newBackend(t, c.clients)
 		return &faultyBackend{RelockingOutage: locktest.NewRelockingOutage(b), rb: b, clients: c.clients}
 	}, locktest.WithTTL(time.Second))
+}
+
+// TestConformanceNodeCounts runs the suite on one node (quorum 1) and on an
+// even number of nodes (4, quorum 3).
+func TestConformanceNodeCounts(t *testing.T) {
+	for _, n := range []int{1, 4} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			c := startNodes(t, n)
+			locktest.Run(t, func(t *testing.T) ctxlock.Backend {
+				b := newBackend(t, c.clients)
+				if b.Quorum() != n/2+1 {
+					t.Fatalf("Quorum of %d nodes: %d", n, b.Quorum())
+				}
+				return &faultyBackend{RelockingOutage: locktest.NewRelockingOutage(b), rb: b, clients: c.clients}
+			}, locktest.WithTTL(time.Second))
+		})
+	}
 }

@@ -14,7 +14,7 @@
 //			WriteTimeout:          time.Second,
 //		}))
 //	}
-//	backend, err := redlock.New(clients) // N odd, ≥ 3
+//	backend, err := redlock.New(clients) // N ≥ 1; odd N ≥ 3 to survive failures
 //	if err != nil { ... }
 //	defer backend.Close() // after the Managers; does not close the clients
 //

@@ -123,9 +123,12 @@ var (
 )
 
 // New returns a Backend over clients, one per independent Redis master (not
-// replicas of each other, not one cluster). Their number must be odd and at
-// least 3; otherwise, or when a client is nil or an option is invalid, New
-// returns an error matching ctxlock.ErrInvalidOption.
+// replicas of each other, not one cluster). Any number N ≥ 1 works, with a
+// quorum of N/2+1, but only an odd N ≥ 3 survives node failures: N nodes
+// tolerate (N−1)/2 of them down, so 4 tolerate no more than 3 do, and 1 or 2
+// none (one node is a plain single-server lock, handy in tests). With no
+// clients, a nil client or an invalid option, New returns an error matching
+// ctxlock.ErrInvalidOption.
 //
 // The backend does not own the clients: Close stops the backend's
 // subscriptions, and the caller closes the clients afterwards. Create them
@@ -143,8 +146,8 @@ func New(clients []redis.UniversalClient, opts ...Option) (*Backend, error) {
 		return nil, o.err
 	}
 	n := len(clients)
-	if n < 3 || n%2 == 0 {
-		return nil, fmt.Errorf("%w: redlock needs an odd number of at least 3 independent nodes, got %d", ctxlock.ErrInvalidOption, n)
+	if n < 1 {
+		return nil, fmt.Errorf("%w: redlock needs at least one node", ctxlock.ErrInvalidOption)
 	}
 	b := &Backend{
 		nodes:   make([]*goredis.Backend, n),

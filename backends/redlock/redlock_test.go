@@ -23,10 +23,16 @@ func TestNewValidates(t *testing.T) {
 		}
 		return cs
 	}
-	for _, n := range []int{0, 1, 2, 4, 6} {
-		if _, err := redlock.New(mk(n)); !errors.Is(err, ctxlock.ErrInvalidOption) {
-			t.Errorf("New with %d nodes: %v; want ErrInvalidOption", n, err)
+	if _, err := redlock.New(mk(0)); !errors.Is(err, ctxlock.ErrInvalidOption) {
+		t.Errorf("New with no nodes: %v; want ErrInvalidOption", err)
+	}
+	for n, quorum := range map[int]int{1: 1, 2: 2, 3: 2, 4: 3, 5: 3, 6: 4} {
+		b, err := redlock.New(mk(n))
+		if err != nil || b.Quorum() != quorum {
+			t.Errorf("New with %d nodes: %v; want quorum %d", n, err, quorum)
+			continue
 		}
+		b.Close()
 	}
 	withNil := mk(3)
 	withNil[1] = nil
