@@ -222,8 +222,10 @@ func (l *lockValue) Err() error {
 // Do acquires l, runs fn with a context that is cancelled (with cause) when the
 // lock is lost, then unlocks. It returns fn's error, or an error wrapping
 // ErrLost (and the reason from l.Err) when the hold ended before fn returned;
-// both, joined, when both happened. If the lock cannot be acquired, fn does not
-// run and Do returns Lock's error.
+// both, joined, when both happened. A hold that fn (or another goroutine)
+// ended with l.Unlock was not lost: fn's context is then cancelled with
+// l.Err (ErrUnlocked) as its cause, and Do returns fn's error alone. If the
+// lock cannot be acquired, fn does not run and Do returns Lock's error.
 func Do(ctx context.Context, l Lock, fn func(ctx context.Context) error) (err error) {
 	if l == nil || fn == nil {
 		return fmt.Errorf("ctxlock: Do needs a Lock and a function: %w", ErrInvalidOption)
@@ -239,7 +241,7 @@ func Do(ctx context.Context, l Lock, fn func(ctx context.Context) error) (err er
 		defer close(watcherDone)
 		select {
 		case <-expired:
-			cancel(lostError(l))
+			cancel(endError(l))
 		case <-stop:
 		}
 	}()
@@ -250,7 +252,9 @@ func Do(ctx context.Context, l Lock, fn func(ctx context.Context) error) (err er
 		cancel(nil)
 		select {
 		case <-expired:
-			err = errors.Join(err, lostError(l))
+			if end := endError(l); !errors.Is(end, ErrUnlocked) {
+				err = errors.Join(err, end)
+			}
 		default:
 			_ = l.Unlock() // ErrNotHeld only if the hold ended just now
 		}
@@ -258,9 +262,11 @@ func Do(ctx context.Context, l Lock, fn func(ctx context.Context) error) (err er
 	return fn(fctx)
 }
 
-func lostError(l Lock) error {
+// endError says why l's hold ended: l.Err itself when it was unlocked or
+// lost, else (expired, closed) an error wrapping ErrLost and that reason.
+func endError(l Lock) error {
 	reason := l.Err()
-	if errors.Is(reason, ErrLost) {
+	if errors.Is(reason, ErrLost) || errors.Is(reason, ErrUnlocked) {
 		return reason
 	}
 	return fmt.Errorf("ctxlock: hold of %q ended early: %w: %w", l.Key(), ErrLost, reason)

@@ -760,6 +760,19 @@ func testDo(e *env) {
 	if err := l.Unlock(); !errors.Is(err, ctxlock.ErrNotHeld) {
 		e.t.Fatalf("Do left the lock held: %v", err)
 	}
+	// fn may end the hold itself: that is not a loss.
+	var cause error
+	err = ctxlock.Do(e.ctx(), l, func(ctx context.Context) error {
+		if err := l.Unlock(); err != nil {
+			return err
+		}
+		<-ctx.Done()
+		cause = context.Cause(ctx)
+		return nil
+	})
+	if err != nil || !errors.Is(cause, ctxlock.ErrUnlocked) || errors.Is(cause, ctxlock.ErrLost) {
+		e.t.Fatalf("Do whose fn unlocked: %v, fn's context cause %v; want nil, ErrUnlocked", err, cause)
+	}
 }
 
 func testDoLoss(e *env) {
