@@ -85,6 +85,10 @@
 //   - Err returns nil before the first hold and while held.
 //   - TryLock returns a transient backend fault as an error instead of
 //     retrying; Lock retries such faults until ctx ends.
+//   - Lock and TryLock with a context that is already done return its error
+//     (matching context.Canceled or DeadlineExceeded) without an attempt, as
+//     net/http and database/sql calls do: "at least one attempt" holds for
+//     a live context.
 //   - An expired hold (ErrExpired) is still released on the backend, so a
 //     backend that was merely slow frees the key before the TTL.
 //   - The Manager does not own the Backend: close Managers first, then the
