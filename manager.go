@@ -62,6 +62,7 @@ type Manager struct {
 	done      chan struct{} // closed when Close starts
 	stop      chan struct{} // closed to stop the scheduler
 	stopped   chan struct{} // closed when the scheduler has returned (or never ran)
+	closeDone chan struct{} // closed when the first Close returns
 	wake      chan struct{} // cap 1: nudges the scheduler
 	closeOnce sync.Once
 
@@ -74,10 +75,11 @@ type Manager struct {
 	maxWindow time.Duration // the widest refresh batching window of any hold
 	pending   int           // releases not yet confirmed, queued or in flight
 	leaving   int           // leaveLater goroutines running
-	left      chan struct{} // while Close waits: closed when leaving reaches 0
-	finished  bool          // Close has stopped the Manager's goroutines
-	timerAt   time.Time     // when the scheduler wakes by itself; zero: never
-	drained   chan struct{} // while Close waits: closed when pending reaches 0
+	// leaveCancels cancels the running leaveLater goroutines' calls.
+	leaveCancels map[uint64]context.CancelFunc
+	nextLeave    uint64
+	timerAt      time.Time     // when the scheduler wakes by itself; zero: never
+	drained      chan struct{} // while Close waits: closed when pending reaches 0
 	// endedHolds are hold ends to record once the mutex is released (unlock).
 	endedHolds []endedHold
 }
@@ -170,6 +172,7 @@ func NewManager(b Backend, opts ...ManagerOption) *Manager {
 		done:        make(chan struct{}),
 		stop:        make(chan struct{}),
 		stopped:     make(chan struct{}),
+		closeDone:   make(chan struct{}),
 		wake:        make(chan struct{}, 1),
 		keys:        make(map[string]*keyState),
 	}
@@ -960,36 +963,42 @@ func (m *Manager) settleLocked() {
 	}
 }
 
+// maxLeavesInFlight bounds leaveLater's goroutines; past it, Lock calls
+// that give up leave in line.
+const maxLeavesInFlight = 64
+
 // leaveLater takes waiter, a Lock call that gave up, out of key's queue on
-// the backend (WaiterQueue.Leave), in a goroutine of its own bounded by
-// timeout: the call returns when its context says, not a round trip later
-// (or a timeout later, when the backend is unreachable). Close waits for it
-// as for releases, and cuts it short as it stops.
+// the backend (WaiterQueue.Leave), bounded by timeout, in a goroutine of its
+// own: the call returns when its context says, not a round trip later (or a
+// timeout later, when the backend is unreachable). Close waits for these
+// goroutines as for releases (and cancels those still running when its
+// context ends). Once Close has begun, or with maxLeavesInFlight running,
+// the caller leaves in line: a call that Close woke returns ErrClosed, and
+// no goroutine may start that Close would not wait for.
 func (m *Manager) leaveLater(ctx context.Context, key, waiter string, timeout time.Duration) {
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	m.mu.Lock()
-	if m.finished {
-		// A call that Close woke, returning after Close did: no goroutine
-		// may outlive Close, so it leaves in line.
+	if m.closed || m.leaving >= maxLeavesInFlight {
 		m.mu.Unlock()
 		_ = m.queue.Leave(lctx, key, waiter)
 		cancel()
 		return
 	}
 	m.leaving++
+	id := m.nextLeave
+	m.nextLeave++
+	if m.leaveCancels == nil {
+		m.leaveCancels = make(map[uint64]context.CancelFunc)
+	}
+	m.leaveCancels[id] = cancel
 	m.mu.Unlock()
 	go func() {
-		stop := context.AfterFunc(m.bg, cancel) // Close cuts it short as it stops
 		_ = m.queue.Leave(lctx, key, waiter)
-		stop()
 		cancel()
 		m.mu.Lock()
+		delete(m.leaveCancels, id)
 		m.leaving--
 		m.settleLocked()
-		if m.leaving == 0 && m.left != nil {
-			close(m.left)
-			m.left = nil
-		}
 		m.mu.Unlock()
 	}()
 }
@@ -1057,7 +1066,10 @@ func (m *Manager) Health(ctx context.Context) ([]string, error) {
 // release is confirmed (and every Lock call that gave up has left the
 // backend's waiter queue) or ctx is done, and stops the scheduler and its
 // workers. Releases still pending when ctx ends are abandoned: those leases
-// lapse at their TTL, and Close returns an error saying how many. Calling
+// lapse at their TTL, and Close returns an error saying how many. Leaves
+// still running then are cancelled (and end as the backend honours that,
+// within the Lock's AcquireTimeout); the places they leave lapse on the
+// backend. Calling
 // Close again waits for the first Close and returns nil.
 func (m *Manager) Close(ctx context.Context) error {
 	if ctx == nil {
@@ -1067,7 +1079,7 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.closeOnce.Do(func() { first = true })
 	if !first {
 		select {
-		case <-m.stopped:
+		case <-m.closeDone:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
@@ -1094,9 +1106,14 @@ func (m *Manager) Close(ctx context.Context) error {
 		case <-drained:
 		case <-ctx.Done():
 			m.mu.Lock()
-			n := m.pending
+			n, l := m.pending, m.leaving
+			// Leaves still running are cut short; they end as their backend
+			// call honours the cancellation (within their timeout anyway).
+			for _, cancel := range m.leaveCancels {
+				cancel()
+			}
 			m.mu.Unlock()
-			err = fmt.Errorf("ctxlock: close: %d releases abandoned, their leases lapse at their TTL: %w", n, ctx.Err())
+			err = fmt.Errorf("ctxlock: close: %d releases abandoned, their leases lapse at their TTL; %d waiter-queue leaves cut short: %w", n, l, ctx.Err())
 		}
 	}
 	m.mu.Lock()
@@ -1110,16 +1127,6 @@ func (m *Manager) Close(ctx context.Context) error {
 	}
 	m.cancelBg()
 	_ = m.workers.Wait()
-	m.mu.Lock()
-	m.finished = true
-	var left chan struct{}
-	if m.leaving > 0 {
-		left = make(chan struct{})
-		m.left = left
-	}
-	m.mu.Unlock()
-	if left != nil {
-		<-left // at once: their contexts ended with cancelBg
-	}
+	close(m.closeDone)
 	return err
 }

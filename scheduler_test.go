@@ -414,3 +414,145 @@ func TestLockGivesUpAtDeadlineLeavingInBackground(t *testing.T) {
 		}
 	})
 }
+
+// A Lock at the head of the queue, waiting for our own release of the key
+// in flight, goes on when that release fails (and waits for its retry):
+// it does not sleep through the outage.
+func TestHeadWaitingForReleaseInFlightGoesOnWhenItFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &gatedRelease{attemptCounter: &attemptCounter{Backend: memory.New(), limit: 1000}, entered: make(chan struct{}, 1), gate: make(chan struct{})}
+		m := ctxlock.NewManager(b)
+		defer closeManager(t, m)
+		h := m.NewLock("k")
+		if _, err := h.Lock(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		h.Unlock()
+		<-b.entered // the release is in flight on a worker
+		before := b.attempts.Load()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { _, err := m.NewLock("k").Lock(ctx); done <- err }()
+		synctest.Wait() // the Lock waits for its turn
+		b.SetUnavailable(true)
+		close(b.gate) // the release fails, to be retried
+		err := <-done
+		if n := b.attempts.Load() - before; n == 0 {
+			t.Fatalf("Lock made no attempt in 3s (%v): it slept through the failed release", err)
+		}
+		b.SetUnavailable(false)
+	})
+}
+
+// gatedRelease is an attemptCounter whose releases wait for gate, then fail
+// as in an outage.
+type gatedRelease struct {
+	*attemptCounter
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (b *gatedRelease) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) ([]error, []bool) {
+	return b.Release(ctx, leases), nil
+}
+
+func (b *gatedRelease) Release(ctx context.Context, leases []ctxlock.Lease) []error {
+	select {
+	case b.entered <- struct{}{}:
+	default:
+	}
+	<-b.gate
+	errs := make([]error, len(leases))
+	for i := range errs {
+		errs[i] = ctxlock.Unavailable(errors.New("down"))
+	}
+	return errs
+}
+
+// gatedLeaver is a memory backend with a WaiterQueue whose Leave completes
+// when the test opens gate, unless its context ends first.
+type gatedLeaver struct {
+	*memory.Backend
+	gate      chan struct{}
+	done, cut atomic.Int32
+}
+
+func (b *gatedLeaver) WatchWaiter(key, waiter string) (<-chan ctxlock.Handoff, func()) {
+	return nil, func() {}
+}
+
+func (b *gatedLeaver) Leave(ctx context.Context, key, waiter string) error {
+	select {
+	case <-b.gate:
+		b.done.Add(1)
+		return nil
+	case <-ctx.Done():
+		b.cut.Add(1)
+		return ctx.Err()
+	}
+}
+
+// A Lock call that Close wakes still leaves the backend's queue, whenever it
+// gets to it: Close does not cut that Leave short.
+func TestLockWokenByCloseLeavesQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := memory.New()
+		holder := ctxlock.NewManager(store)
+		defer closeManager(t, holder)
+		if _, err := holder.NewLock("k").Lock(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		b := &gatedLeaver{Backend: store, gate: make(chan struct{})}
+		m := ctxlock.NewManager(b)
+		done := make(chan error, 1)
+		go func() { _, err := m.NewLock("k").Lock(context.Background()); done <- err }()
+		synctest.Wait()
+		closeManager(t, m)
+		synctest.Wait()
+		select {
+		case err := <-done:
+			// It would have left the queue in a goroutine that outlives Close.
+			t.Fatalf("Lock returned (%v) before its Leave was answered", err)
+		default:
+		}
+		close(b.gate)
+		if err := <-done; !errors.Is(err, ctxlock.ErrClosed) {
+			t.Fatalf("Lock when its Manager closed: %v; want ErrClosed", err)
+		}
+		if d, c := b.done.Load(), b.cut.Load(); d != 1 || c != 0 {
+			t.Fatalf("Leave calls: %d done, %d cut short; want the one done", d, c)
+		}
+	})
+}
+
+// Close returns when its context ends even while a Lock that gave up is
+// still leaving the queue; it says so, and cancels that Leave.
+func TestCloseHonoursContextWithLeaveRunning(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := memory.New()
+		holder := ctxlock.NewManager(store)
+		defer closeManager(t, holder)
+		if _, err := holder.NewLock("k").Lock(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		b := &gatedLeaver{Backend: store, gate: make(chan struct{})}
+		m := ctxlock.NewManager(b)
+		lctx, lcancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer lcancel()
+		if _, err := m.NewLock("k", ctxlock.WithAcquireTimeout(time.Hour)).Lock(lctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Lock of a held key: %v; want DeadlineExceeded", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		err := m.Close(ctx)
+		if el := time.Since(start); el != 100*time.Millisecond || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "1 waiter-queue leaves cut short") {
+			t.Fatalf("Close with a Leave running: %v after %v; want DeadlineExceeded naming the leave, at 100ms", err, el)
+		}
+		synctest.Wait()
+		if d, c := b.done.Load(), b.cut.Load(); d != 0 || c != 1 {
+			t.Fatalf("Leave calls: %d done, %d cut short; want the one cut short", d, c)
+		}
+	})
+}

@@ -223,6 +223,26 @@ func TestReleaseWakesWatcherOfOtherBackend(t *testing.T) {
 	}
 }
 
+// A Watch waiting for the server to confirm its subscription stops waiting
+// when the subscription goes down (here: the server is gone before the
+// first Watch), rather than for the whole WithSubscribeWait.
+func TestWatchDoesNotWaitForDeadServer(t *testing.T) {
+	s := redistest.StartServer(t)
+	b := newBackend(t, s.Client(t), goredis.WithSubscribeWait(5*time.Second))
+	s.Kill()
+	start := time.Now()
+	_, stop := b.Watch("k")
+	defer stop()
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("Watch with the server gone returned after %v; want as soon as the subscription failed", el)
+	}
+	conds, _ := b.Health(context.Background())
+	if !strings.Contains(strings.Join(conds, "; "), "subscription down") {
+		t.Fatalf("Health: %q; want the subscription reported down", conds)
+	}
+	s.Restart() // so that the client's background redials end
+}
+
 func TestWatchSharedAndStop(t *testing.T) {
 	s := redistest.StartServer(t)
 	holder := newBackend(t, s.Client(t))
