@@ -234,6 +234,10 @@ func Do(ctx context.Context, l Lock, fn func(ctx context.Context) error) (err er
 	if err != nil {
 		return err
 	}
+	reason := l.Err // why the hold ended; l's current hold, unless we can tell ours
+	if lv, ok := l.(*lockValue); ok {
+		reason = lv.holdReason()
+	}
 	fctx, cancel := context.WithCancelCause(ctx)
 	stop := make(chan struct{})
 	watcherDone := make(chan struct{})
@@ -241,7 +245,7 @@ func Do(ctx context.Context, l Lock, fn func(ctx context.Context) error) (err er
 		defer close(watcherDone)
 		select {
 		case <-expired:
-			cancel(endError(l))
+			cancel(endError(l.Key(), reason()))
 		case <-stop:
 		}
 	}()
@@ -252,7 +256,7 @@ func Do(ctx context.Context, l Lock, fn func(ctx context.Context) error) (err er
 		cancel(nil)
 		select {
 		case <-expired:
-			if end := endError(l); !errors.Is(end, ErrUnlocked) {
+			if end := endError(l.Key(), reason()); !errors.Is(end, ErrUnlocked) {
 				err = errors.Join(err, end)
 			}
 		default:
@@ -262,12 +266,28 @@ func Do(ctx context.Context, l Lock, fn func(ctx context.Context) error) (err er
 	return fn(fctx)
 }
 
-// endError says why l's hold ended: l.Err itself when it was unlocked or
-// lost, else (expired, closed) an error wrapping ErrLost and that reason.
-func endError(l Lock) error {
-	reason := l.Err()
+// endError says why a hold of key ended, given its reason (see Lock.Err):
+// the reason itself when the hold was unlocked or lost, else (expired,
+// closed) an error wrapping ErrLost and the reason.
+func endError(key string, reason error) error {
 	if errors.Is(reason, ErrLost) || errors.Is(reason, ErrUnlocked) {
 		return reason
 	}
-	return fmt.Errorf("ctxlock: hold of %q ended early: %w: %w", l.Key(), ErrLost, reason)
+	return fmt.Errorf("ctxlock: hold of %q ended early: %w: %w", key, ErrLost, reason)
+}
+
+// holdReason returns Err for l's current hold alone: nil while it lasts, why
+// it ended afterwards, even once l holds the key again.
+func (l *lockValue) holdReason() func() error {
+	l.m.mu.Lock()
+	h := l.cur
+	l.m.mu.Unlock()
+	return func() error {
+		l.m.mu.Lock()
+		defer l.m.mu.Unlock()
+		if h != nil && h.ended {
+			return h.errLocked()
+		}
+		return nil
+	}
 }

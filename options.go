@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"reflect"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -185,7 +186,7 @@ func WithLogger(l *slog.Logger) ManagerOption { return func(o *managerOptions) {
 // libraries.
 func WithTracerProvider(tp trace.TracerProvider) ManagerOption {
 	return func(o *managerOptions) {
-		if tp != nil {
+		if !isNilProvider(tp) {
 			o.tracerProvider = tp
 		}
 	}
@@ -196,10 +197,20 @@ func WithTracerProvider(tp trace.TracerProvider) ManagerOption {
 // is ignored.
 func WithMeterProvider(mp metric.MeterProvider) ManagerOption {
 	return func(o *managerOptions) {
-		if mp != nil {
+		if !isNilProvider(mp) {
 			o.meterProvider = mp
 		}
 	}
+}
+
+// isNilProvider reports whether p is nil or a typed nil pointer (a provider
+// variable left unset), which the provider options ignore.
+func isNilProvider(p any) bool {
+	if p == nil {
+		return true
+	}
+	v := reflect.ValueOf(p)
+	return v.Kind() == reflect.Pointer && v.IsNil()
 }
 
 // WithDefaultLockOptions sets options applied to every Lock of the Manager

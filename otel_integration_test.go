@@ -925,7 +925,8 @@ func TestOtelNilProviderOptionIgnored(t *testing.T) {
 	sr := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr))
 	defer tp.Shutdown(context.Background())
-	m := ctxlock.NewManager(memory.New(), ctxlock.WithTracerProvider(tp), ctxlock.WithTracerProvider(nil), ctxlock.WithMeterProvider(nil))
+	var unset *sdktrace.TracerProvider // a typed nil counts as nil too
+	m := ctxlock.NewManager(memory.New(), ctxlock.WithTracerProvider(tp), ctxlock.WithTracerProvider(nil), ctxlock.WithTracerProvider(unset), ctxlock.WithMeterProvider(nil))
 	defer m.Close(context.Background())
 	if ok, _, err := m.NewLock("k").TryLock(context.Background()); !ok || err != nil {
 		t.Fatalf("TryLock: %v, %v", ok, err)

@@ -147,7 +147,9 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 func New(backend string, opts ...Option) *Instrumentation {
 	var c config
 	for _, o := range opts {
-		o(&c)
+		if o != nil {
+			o(&c)
+		}
 	}
 	tp, mp := c.tp, c.mp
 	i := &Instrumentation{backendAttr: AttrBackend.String(backend)}

@@ -499,7 +499,7 @@ func TestTypedNilProvidersMeanGlobals(t *testing.T) {
 // earlier one.
 func TestNilProviderOptionsIgnored(t *testing.T) {
 	h := newHarness(t)
-	inst := New("memory", WithTracerProvider(h.tp), WithMeterProvider(h.mp), WithTracerProvider(nil), WithMeterProvider(nil))
+	inst := New("memory", WithTracerProvider(h.tp), WithMeterProvider(h.mp), WithTracerProvider(nil), WithMeterProvider(nil), nil)
 	if inst.globalTP || inst.fixedTracer == nil || inst.globalMP || inst.fixedMetrics == nil {
 		t.Fatalf("nil options after real providers: global tracer %v, global meter %v; want the given providers kept", inst.globalTP, inst.globalMP)
 	}

@@ -773,6 +773,18 @@ func testDo(e *env) {
 	if err != nil || !errors.Is(cause, ctxlock.ErrUnlocked) || errors.Is(cause, ctxlock.ErrLost) {
 		e.t.Fatalf("Do whose fn unlocked: %v, fn's context cause %v; want nil, ErrUnlocked", err, cause)
 	}
+	// Even when fn then takes the lock again: that hold is fn's, Do leaves it.
+	err = ctxlock.Do(e.ctx(), l, func(ctx context.Context) error {
+		if err := l.Unlock(); err != nil {
+			return err
+		}
+		_, err := l.Lock(e.ctx())
+		return err
+	})
+	if err != nil || l.Token() == 0 {
+		e.t.Fatalf("Do whose fn unlocked and locked again: %v, Token %d; want nil and the new hold kept", err, l.Token())
+	}
+	e.mustUnlock(l)
 }
 
 func testDoLoss(e *env) {
