@@ -365,35 +365,13 @@ func TestLockBacksOffDuringOutage(t *testing.T) {
 	}
 }
 
-// slowLeaver is a memory backend with a WaiterQueue whose Leave answers only
-// when its context ends (an unreachable server).
-type slowLeaver struct {
-	*memory.Backend
-	leaves atomic.Int32
-}
-
-func (b *slowLeaver) WatchWaiter(key, waiter string) (<-chan ctxlock.Handoff, func()) {
-	return nil, func() {} // no notifications: the waiter polls
-}
-
-func (b *slowLeaver) Leave(ctx context.Context, key, waiter string) error {
-	<-ctx.Done()
-	b.leaves.Add(1)
-	return ctx.Err()
-}
-
 // A Lock that gives up returns when its context ends: it leaves the
 // backend's queue in the background (bounded by its AcquireTimeout), and
 // Close waits for that.
 func TestLockGivesUpAtDeadlineLeavingInBackground(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		store := memory.New()
-		holder := ctxlock.NewManager(store)
-		defer closeManager(t, holder)
-		if _, err := holder.NewLock("k").Lock(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		b := &slowLeaver{Backend: store}
+		store := heldElsewhere(t, "k")
+		b := &gatedLeaver{Backend: store} // its gate never opens: Leave lasts its timeout
 		m := ctxlock.NewManager(b)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -405,11 +383,11 @@ func TestLockGivesUpAtDeadlineLeavingInBackground(t *testing.T) {
 		if el := time.Since(start); el != time.Second {
 			t.Fatalf("Lock returned after %v; want at its deadline, 1s", el)
 		}
-		if n := b.leaves.Load(); n != 0 {
+		if n := b.cut.Load(); n != 0 {
 			t.Fatalf("%d Leave calls ended with the Lock call; want it still trying", n)
 		}
 		closeManager(t, m)
-		if el, n := time.Since(start), b.leaves.Load(); el != 6*time.Second || n != 1 {
+		if el, n := time.Since(start), b.cut.Load(); el != 6*time.Second || n != 1 {
 			t.Fatalf("Close returned at %v with %d Leave calls done; want at 6s (the Leave's 5s timeout), after it", el, n)
 		}
 	})
@@ -445,6 +423,18 @@ func TestHeadWaitingForReleaseInFlightGoesOnWhenItFails(t *testing.T) {
 	})
 }
 
+// heldElsewhere returns a memory store whose key is held by a Manager of
+// its own (closed at the end of the test), for the test's Manager to wait on.
+func heldElsewhere(t *testing.T, key string) *memory.Backend {
+	store := memory.New()
+	holder := ctxlock.NewManager(store)
+	t.Cleanup(func() { closeManager(t, holder) })
+	if _, err := holder.NewLock(key).Lock(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return store
+}
+
 // gatedRelease is an attemptCounter whose releases wait for gate, then fail
 // as in an outage.
 type gatedRelease struct {
@@ -471,7 +461,8 @@ func (b *gatedRelease) Release(ctx context.Context, leases []ctxlock.Lease) []er
 }
 
 // gatedLeaver is a memory backend with a WaiterQueue whose Leave completes
-// when the test opens gate, unless its context ends first.
+// when the test opens gate, unless its context ends first (an unreachable
+// server).
 type gatedLeaver struct {
 	*memory.Backend
 	gate      chan struct{}
@@ -497,12 +488,7 @@ func (b *gatedLeaver) Leave(ctx context.Context, key, waiter string) error {
 // gets to it: Close does not cut that Leave short.
 func TestLockWokenByCloseLeavesQueue(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		store := memory.New()
-		holder := ctxlock.NewManager(store)
-		defer closeManager(t, holder)
-		if _, err := holder.NewLock("k").Lock(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		store := heldElsewhere(t, "k")
 		b := &gatedLeaver{Backend: store, gate: make(chan struct{})}
 		m := ctxlock.NewManager(b)
 		done := make(chan error, 1)
@@ -530,12 +516,7 @@ func TestLockWokenByCloseLeavesQueue(t *testing.T) {
 // still leaving the queue; it says so, and cancels that Leave.
 func TestCloseHonoursContextWithLeaveRunning(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		store := memory.New()
-		holder := ctxlock.NewManager(store)
-		defer closeManager(t, holder)
-		if _, err := holder.NewLock("k").Lock(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		store := heldElsewhere(t, "k")
 		b := &gatedLeaver{Backend: store, gate: make(chan struct{})}
 		m := ctxlock.NewManager(b)
 		lctx, lcancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
