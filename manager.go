@@ -74,12 +74,11 @@ type Manager struct {
 	releases  deadlineHeap[*release]
 	maxWindow time.Duration // the widest refresh batching window of any hold
 	pending   int           // releases not yet confirmed, queued or in flight
-	leaving   int           // leaveLater goroutines running
-	// leaveCancels cancels the running leaveLater goroutines' calls.
-	leaveCancels map[uint64]context.CancelFunc
-	nextLeave    uint64
-	timerAt      time.Time     // when the scheduler wakes by itself; zero: never
-	drained      chan struct{} // while Close waits: closed when pending reaches 0
+	// leaves has the cancel function of each leaveLater goroutine running.
+	leaves    map[uint64]context.CancelFunc
+	nextLeave uint64
+	timerAt   time.Time     // when the scheduler wakes by itself; zero: never
+	drained   chan struct{} // while Close waits: closed when no release or leave is left
 	// endedHolds are hold ends to record once the mutex is released (unlock).
 	endedHolds []endedHold
 }
@@ -957,7 +956,7 @@ func (m *Manager) completeReleaseLocked(r *release, err error, wanted bool) {
 // settleLocked tells a Close waiting for releases and leaves that none is
 // left.
 func (m *Manager) settleLocked() {
-	if m.pending == 0 && m.leaving == 0 && m.drained != nil {
+	if m.pending == 0 && len(m.leaves) == 0 && m.drained != nil {
 		close(m.drained)
 		m.drained = nil
 	}
@@ -978,26 +977,24 @@ const maxLeavesInFlight = 64
 func (m *Manager) leaveLater(ctx context.Context, key, waiter string, timeout time.Duration) {
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	m.mu.Lock()
-	if m.closed || m.leaving >= maxLeavesInFlight {
+	if m.closed || len(m.leaves) >= maxLeavesInFlight {
 		m.mu.Unlock()
 		_ = m.queue.Leave(lctx, key, waiter)
 		cancel()
 		return
 	}
-	m.leaving++
 	id := m.nextLeave
 	m.nextLeave++
-	if m.leaveCancels == nil {
-		m.leaveCancels = make(map[uint64]context.CancelFunc)
+	if m.leaves == nil {
+		m.leaves = make(map[uint64]context.CancelFunc)
 	}
-	m.leaveCancels[id] = cancel
+	m.leaves[id] = cancel
 	m.mu.Unlock()
 	go func() {
 		_ = m.queue.Leave(lctx, key, waiter)
 		cancel()
 		m.mu.Lock()
-		delete(m.leaveCancels, id)
-		m.leaving--
+		delete(m.leaves, id)
 		m.settleLocked()
 		m.mu.Unlock()
 	}()
@@ -1069,8 +1066,7 @@ func (m *Manager) Health(ctx context.Context) ([]string, error) {
 // lapse at their TTL, and Close returns an error saying how many. Leaves
 // still running then are cancelled (and end as the backend honours that,
 // within the Lock's AcquireTimeout); the places they leave lapse on the
-// backend. Calling
-// Close again waits for the first Close and returns nil.
+// backend. Calling Close again waits for the first Close and returns nil.
 func (m *Manager) Close(ctx context.Context) error {
 	if ctx == nil {
 		return ErrNilContext
@@ -1094,7 +1090,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		}
 	}
 	var drained chan struct{}
-	if m.pending > 0 || m.leaving > 0 {
+	if m.pending > 0 || len(m.leaves) > 0 {
 		drained = make(chan struct{})
 		m.drained = drained
 	}
@@ -1106,10 +1102,10 @@ func (m *Manager) Close(ctx context.Context) error {
 		case <-drained:
 		case <-ctx.Done():
 			m.mu.Lock()
-			n, l := m.pending, m.leaving
+			n, l := m.pending, len(m.leaves)
 			// Leaves still running are cut short; they end as their backend
 			// call honours the cancellation (within their timeout anyway).
-			for _, cancel := range m.leaveCancels {
+			for _, cancel := range m.leaves {
 				cancel()
 			}
 			m.mu.Unlock()
