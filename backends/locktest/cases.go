@@ -31,6 +31,7 @@ var cases = []testCase{
 	{"ExpiryOnUnlock", testExpiryOnUnlock},
 	{"ExpiryOnLoss", testExpiryOnLoss},
 	{"LivenessB_ExpiryWhenUnavailable", testExpiryWhenUnavailable},
+	{"LivenessB_WaiterThroughOutage", testWaiterThroughOutage},
 	{"AtomicityB_UnlockDuringOutage", testUnlockDuringOutage},
 	{"LockBacksOffDuringOutage", testLockBacksOffDuringOutage},
 	{"ExpiryOnClose", testExpiryOnClose},
@@ -535,6 +536,42 @@ func testExpiryWhenUnavailable(e *env) {
 	other := e.manager().NewLock(e.key("k"), e.opts()...)
 	e.mustLock(other)
 	e.mustUnlock(other)
+}
+
+// Another Manager's Lock that waits through the outage gets the key once the
+// backend is back, and never before the holder's expiry channel closed.
+func testWaiterThroughOutage(e *env) {
+	f := e.faulty()
+	holder := e.manager().NewLock(e.key("k"), e.opts()...)
+	exp := e.mustLock(holder)
+	f.SetUnavailable(true)
+	type result struct {
+		at  time.Time
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		_, err := e.manager().NewLock(e.key("k"), e.opts()...).Lock(e.ctx())
+		got <- result{time.Now(), err}
+	}()
+	<-exp
+	expiredAt := time.Now()
+	if !errors.Is(holder.Err(), ctxlock.ErrExpired) {
+		e.t.Fatalf("holder's Err during the outage: %v; want ErrExpired", holder.Err())
+	}
+	select {
+	case r := <-got:
+		e.t.Fatalf("waiter returned during the outage: %v", r.err)
+	default:
+	}
+	f.SetUnavailable(false)
+	r := <-got
+	if r.err != nil {
+		e.t.Fatalf("waiter after the outage: %v", r.err)
+	}
+	if r.at.Before(expiredAt) {
+		e.t.Fatalf("waiter acquired %v before the holder's channel closed", expiredAt.Sub(r.at))
+	}
 }
 
 func testUnlockDuringOutage(e *env) {
