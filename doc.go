@@ -57,7 +57,9 @@
 // it simply retries on the backoff, which failing releases of its own do
 // not cut short. A Lock returns when its context ends; giving up its place
 // in a WaiterQueue backend's queue then goes on in the background, and
-// Close waits for it as for releases. A Lock that finds its own
+// Close waits for it as for releases. (With 64 such leaves already running
+// in the Manager, or once Close has begun, a Lock that gives up leaves in
+// line, and returns up to its AcquireTimeout late.) A Lock that finds its own
 // Manager's release of the key still pending performs it in line first
 // (with a Relocker backend, in the same round trip as the new acquire).
 // An Unlock wakes the scheduler to send its release, except while a

@@ -236,7 +236,7 @@ func Do(ctx context.Context, l Lock, fn func(ctx context.Context) error) (err er
 	}
 	reason := l.Err // why the hold ended; l's current hold, unless we can tell ours
 	if lv, ok := l.(*lockValue); ok {
-		reason = lv.holdReason()
+		reason = lv.holdReason(expired)
 	}
 	fctx, cancel := context.WithCancelCause(ctx)
 	stop := make(chan struct{})
@@ -276,16 +276,21 @@ func endError(key string, reason error) error {
 	return fmt.Errorf("ctxlock: hold of %q ended early: %w: %w", key, ErrLost, reason)
 }
 
-// holdReason returns Err for l's current hold alone: nil while it lasts, why
-// it ended afterwards, even once l holds the key again.
-func (l *lockValue) holdReason() func() error {
+// holdReason returns Err for the hold of l whose expiry channel is expired
+// alone: nil while it lasts, why it ended afterwards, even once l holds the
+// key again. When that hold is no longer l's current one (it ended, and
+// another goroutine locked l again, before this call), it returns l.Err.
+func (l *lockValue) holdReason(expired <-chan struct{}) func() error {
 	l.m.mu.Lock()
 	h := l.cur
 	l.m.mu.Unlock()
+	if h == nil || h.expired != expired {
+		return l.Err
+	}
 	return func() error {
 		l.m.mu.Lock()
 		defer l.m.mu.Unlock()
-		if h != nil && h.ended {
+		if h.ended {
 			return h.errLocked()
 		}
 		return nil
