@@ -423,14 +423,16 @@ func TestHeadWaitingForReleaseInFlightGoesOnWhenItFails(t *testing.T) {
 	})
 }
 
-// heldElsewhere returns a memory store whose key is held by a Manager of
+// heldElsewhere returns a memory store whose keys are held by a Manager of
 // its own (closed at the end of the test), for the test's Manager to wait on.
-func heldElsewhere(t *testing.T, key string) *memory.Backend {
+func heldElsewhere(t *testing.T, keys ...string) *memory.Backend {
 	store := memory.New()
 	holder := ctxlock.NewManager(store)
 	t.Cleanup(func() { closeManager(t, holder) })
-	if _, err := holder.NewLock(key).Lock(context.Background()); err != nil {
-		t.Fatal(err)
+	for _, key := range keys {
+		if _, err := holder.NewLock(key).Lock(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return store
 }
@@ -535,5 +537,38 @@ func TestCloseHonoursContextWithLeaveRunning(t *testing.T) {
 		if d, c := b.done.Load(), b.cut.Load(); d != 0 || c != 1 {
 			t.Fatalf("Leave calls: %d done, %d cut short; want the one cut short", d, c)
 		}
+	})
+}
+
+// At most 64 Lock calls that gave up leave the queue in the background at
+// once; past that, a call leaves in line and returns that much later.
+func TestBackgroundLeavesBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		keys := make([]string, 65) // one Lock call per key: each is its key's head
+		for i := range keys {
+			keys[i] = fmt.Sprint("k", i)
+		}
+		store := heldElsewhere(t, keys...)
+		b := &gatedLeaver{Backend: store} // Leave lasts its timeout
+		m := ctxlock.NewManager(b)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		start := time.Now()
+		var mu sync.Mutex
+		returned := map[time.Duration]int{}
+		var wg sync.WaitGroup
+		for _, k := range keys {
+			wg.Go(func() {
+				m.NewLock(k, ctxlock.WithAcquireTimeout(5*time.Second)).Lock(ctx)
+				mu.Lock()
+				returned[time.Since(start)]++
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		if len(returned) != 2 || returned[time.Second] != 64 || returned[6*time.Second] != 1 {
+			t.Fatalf("Lock calls returned at %v; want 64 at their 1s deadline and one 5s (its Leave) later", returned)
+		}
+		closeManager(t, m)
 	})
 }
