@@ -217,3 +217,23 @@ func TestFrozenNodeNoTwoHolders(t *testing.T) {
 	n := chk.Check(t)
 	t.Logf("%d holds, %d while node %s was frozen for %v", n, during, frozen.Addr(), thawedAt.Sub(frozeAt))
 }
+
+// Leave returns when its context ends even when no quorum can answer (two of
+// three nodes frozen): a Manager's Close cuts the leaves of Lock calls that
+// gave up short so. The nodes' calls go on in the background, bounded.
+func TestLeaveReturnsWhenContextEnds(t *testing.T) {
+	c := startNodes(t, 3)
+	b := newBackend(t, c.clients)
+	c.servers[1].Stop()
+	c.servers[2].Stop()
+	defer c.servers[1].Cont()
+	defer c.servers[2].Cont()
+	ctx, cancel := context.WithCancel(context.Background()) // no deadline: the nodes get the 1s release timeout
+	defer cancel()
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	err := b.Leave(ctx, "k", "waiter")
+	if el := time.Since(start); !errors.Is(err, context.Canceled) || el > 600*time.Millisecond {
+		t.Fatalf("Leave with 2 of 3 nodes frozen, cancelled after 100ms: %v after %v; want Canceled at about 100ms", err, el)
+	}
+}

@@ -264,6 +264,24 @@ func (f *fan[R]) until(enough func([]R) bool) {
 // all collects every result.
 func (f *fan[R]) all() { f.until(nil) }
 
+// untilDone is until, but it stops waiting (and returns ctx.Err()) when ctx
+// is done; the nodes' calls go on in the background.
+func (f *fan[R]) untilDone(ctx context.Context, enough func([]R) bool) error {
+	for f.left > 0 {
+		select {
+		case r := <-f.ch:
+			f.res[r.i] = r.r
+			f.left--
+			if enough(f.res) {
+				return nil
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
 // errNoAnswer stands for a node that has not answered (yet) when an
 // operation's outcome was decided without it.
 var errNoAnswer = ctxlock.Unavailable(errors.New("redlock: no answer yet"))
@@ -903,16 +921,21 @@ func merge[T any](b *Backend, signal T, watch func(node *goredis.Backend) (<-cha
 // Leave implements ctxlock.WaiterQueue: it takes waiter out of key's queue
 // on every node at once, each bounded by the caller's deadline and at most
 // DefaultReleaseTimeout, and returns once a quorum of nodes answered
-// (slower ones finish in the background). Where the key is free, the
-// node's next waiter is told (see WatchWaiter). It reports a *QuorumError
-// when fewer than a quorum of nodes succeeded; a place left behind on a
-// node lapses after goredis.WithWaiterKeep anyway.
+// (slower ones finish in the background), or with ctx's error once ctx is
+// done (the nodes' calls go on in the background). Where the key is free,
+// the node's next waiter is told (see WatchWaiter). It reports a
+// *QuorumError when fewer than a quorum of nodes succeeded; a place left
+// behind on a node lapses after goredis.WithWaiterKeep anyway.
 func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 	b.queued.Delete(waiter)
 	fn := startFan(b, context.WithoutCancel(ctx), min(DefaultReleaseTimeout, untilDeadline(ctx)), nil, errNoAnswer, func(ctx context.Context, i int) error {
 		return b.nodes[i].Leave(ctx, key, waiter)
 	})
-	fn.until(func(errs []error) bool { return tallyOf(errs).ok >= b.quorum })
+	// The caller stops waiting when its ctx ends (a Manager's Close cuts
+	// leaves short so); the nodes' leaves go on, bounded by the timeout.
+	if err := fn.untilDone(ctx, func(errs []error) bool { return tallyOf(errs).ok >= b.quorum }); err != nil {
+		return fmt.Errorf("redlock: leave %q: %w", key, err)
+	}
 	if t := tallyOf(fn.res); t.ok < b.quorum {
 		return b.quorumError("leave", key, fn.res, t.n-t.failed >= t.quorum)
 	}
