@@ -1,5 +1,6 @@
 // Package redistest starts throwaway redis-server processes for tests: a
-// single server, a Redis Cluster, or N independent servers (for Redlock).
+// single server, a Redis Cluster, N independent servers (for Redlock), or a
+// master with replicas watched by Sentinel.
 //
 // Every server listens on a free loopback port (never 6379), keeps nothing on
 // disk (--save "" --appendonly no) and runs in its own temporary directory.
@@ -44,6 +45,16 @@ type Option func(*config)
 
 type config struct {
 	args []string
+	// monitor: the process is a Sentinel (redis-server --sentinel)
+	// watching this master.
+	monitor *monitored
+}
+
+// monitored is the master a Sentinel process watches.
+type monitored struct {
+	name   string
+	addr   string
+	quorum int
 }
 
 // WithArgs passes extra command-line arguments to redis-server, for instance
@@ -121,7 +132,14 @@ func startServer(t testing.TB, cluster bool, opts []Option) *Server {
 				t.Fatalf("redistest: no free port: %v", err)
 			}
 		}
-		s.args = s.buildArgs(cluster, cfg.args)
+		if cfg.monitor != nil {
+			s.args, err = s.sentinelArgs(cfg.monitor, cfg.args)
+			if err != nil {
+				t.Fatalf("redistest: sentinel config: %v", err)
+			}
+		} else {
+			s.args = s.buildArgs(cluster, cfg.args)
+		}
 		lastErr = s.start()
 		if lastErr == nil {
 			return s

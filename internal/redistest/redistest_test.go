@@ -88,3 +88,44 @@ func TestStopCont(t *testing.T) {
 		t.Fatalf("ping after Cont: %v", err)
 	}
 }
+
+func TestSentinelFailover(t *testing.T) {
+	s := redistest.StartSentinel(t, 1, 1)
+	first := s.Master(t)
+	if first != s.Servers()[0] {
+		t.Fatalf("master at start is %s, want %s", first.Addr(), s.Servers()[0].Addr())
+	}
+	c := s.Client(t)
+	ctx := context.Background()
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The write reaches the replica before the failover.
+	if n, err := first.Client(t).Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n != 1 {
+		t.Fatalf("WAIT = %d, %v; want 1 replica", n, err)
+	}
+	next := s.Failover(t)
+	if next == first {
+		t.Fatal("Failover kept the master")
+	}
+	if got := s.Master(t); got != next {
+		t.Fatalf("Master = %s after failover, want %s", got.Addr(), next.Addr())
+	}
+	// The failover client follows when its sentinel tells it of the switch;
+	// until then it may still write to the old master.
+	nc := next.Client(t)
+	var got string
+	for i := 0; got != "v2" && i < 250; i++ {
+		if i > 0 {
+			time.Sleep(20 * time.Millisecond) // polling external processes
+		}
+		_ = c.Set(ctx, "k2", "v2", 0).Err()
+		got, _ = nc.Get(ctx, "k2").Result()
+	}
+	if got != "v2" {
+		t.Fatal("the failover client never wrote to the new master")
+	}
+	if v, err := c.Get(ctx, "k").Result(); err != nil || v != "v" {
+		t.Fatalf("k after failover = %q, %v", v, err)
+	}
+}
