@@ -138,6 +138,34 @@
 // cluster-bus broadcast is the simpler trade. Health PINGs every master and
 // checks cluster_state.
 //
+// # Redis Sentinel
+//
+// Pass a failover client (redis.NewFailoverClient): it asks Sentinel for
+// the master and moves to the new one when Sentinel announces a failover.
+// The conformance suite and failovers run against real Sentinel in this
+// package's tests, which show:
+//
+//   - A hold whose lease had reached a replica outlives the death of its
+//     master: its refreshes fail until Sentinel promotes the replica, then
+//     go on there. Keep the TTL longer than a failover takes (Sentinel's
+//     down-after-milliseconds plus the promotion) or the hold expires
+//     first, with ErrExpired.
+//   - A planned failover (SENTINEL FAILOVER), or a partition, leaves the old
+//     master running and taking writes until Sentinel turns it into a
+//     replica, up to about 10s later, and each client switches only when
+//     its Sentinel tells it. A Lock in that window can take a lease on the
+//     old master that then vanishes: the hold ends with ErrLost at its next
+//     refresh, and someone else may have taken the key on the new master
+//     meanwhile. Configure the servers with min-replicas-to-write 1 and run
+//     at least two replicas (so that the new master keeps one): the old
+//     master then refuses writes as soon as its replicas have left it
+//     (NOREPLICAS, which the Manager retries), and the Lock lands on the
+//     new master.
+//   - The subscription stays on the server it connected to. A demoted
+//     master passes on the new master's releases once it replicates it
+//     (Redis replicates PUBLISH); until then waiters retry on their backoff
+//     (at the holder's remaining TTL, or within ctxlock.MaxRetryDelay).
+//
 // The locks are as safe as a single Redis master: with asynchronous
 // replication a failover can lose a lease that was just acquired, and the
 // fencing counter can go back if the promoted replica had not yet received

@@ -1,0 +1,192 @@
+package goredis_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ctxlock/ctxlock"
+	"github.com/ctxlock/ctxlock/backends/locktest"
+	"github.com/ctxlock/ctxlock/internal/redistest"
+)
+
+// The whole contract through a go-redis failover client: the Manager finds
+// the master through Sentinel.
+func TestConformanceSentinel(t *testing.T) {
+	sen := redistest.StartSentinel(t, 1, 1)
+	c := sen.Client(t)
+	locktest.Run(t, func(t *testing.T) ctxlock.Backend { return faulty(t, c) }, locktest.WithTTL(conformanceTTL))
+}
+
+// When the master dies and Sentinel promotes its replica, a hold whose
+// lease had reached the replica lives on: it is refreshed on the new
+// master, others find the key held there, its release hands the key to a
+// waiter of another Manager, and fencing tokens go on increasing.
+func TestSentinelFailoverKeepsReplicatedHold(t *testing.T) {
+	sen := redistest.StartSentinel(t, 1, 1)
+	old := sen.Master(t)
+	const ttl = 4 * time.Second // outlasts the failover: 1s to find the master down, then the promotion
+	m1 := ctxlock.NewManager(newBackend(t, sen.Client(t)))
+	m2 := ctxlock.NewManager(newBackend(t, sen.Client(t)))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	l := m1.NewLock("held", ctxlock.WithTTL(ttl))
+	expired, err := l.Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := l.Token()
+	if n, err := old.Client(t).Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n != 1 {
+		t.Fatalf("WAIT = %d, %v; want the lease on 1 replica", n, err)
+	}
+
+	old.Kill()
+	next, err := sen.WaitFailover(ctx, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The last refresh before the kill set the lease's TTL at least 1s (the
+	// time to find the master down) ago; a remaining TTL within 500ms of the
+	// full TTL can only come from a refresh on the new master.
+	lk, _, _ := newBackend(t, next.Client(t)).Keys("held")
+	nc := next.Client(t)
+	for {
+		pttl, err := nc.PTTL(ctx, lk).Result()
+		if err != nil {
+			t.Fatalf("PTTL on the new master: %v", err)
+		}
+		if pttl <= 0 {
+			t.Fatalf("the lease is gone from the new master (PTTL %v); the hold says %v", pttl, l.Err())
+		}
+		if pttl > ttl-500*time.Millisecond {
+			break
+		}
+		select {
+		case <-expired:
+			t.Fatalf("the hold ended during the failover: %v", l.Err())
+		case <-ctx.Done():
+			t.Fatalf("the lease was never refreshed on the new master (PTTL %v)", pttl)
+		case <-time.After(50 * time.Millisecond): // polling the server
+		}
+	}
+	if err := l.Err(); err != nil || l.Token() != token {
+		t.Fatalf("after the failover: Err %v, Token %d (was %d)", err, l.Token(), token)
+	}
+
+	other := m2.NewLock("held")
+	if ok, _, err := other.TryLock(ctx); ok || err != nil {
+		t.Fatalf("another Manager's TryLock of the held key after the failover = %v, %v; want false, nil", ok, err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		_, err := other.Lock(ctx)
+		got <- err
+	}()
+	waitQueued(ctx, t, nc, lk)
+	if err := l.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("the waiter's Lock after the holder's Unlock: %v", err)
+	}
+	if other.Token() <= token {
+		t.Fatalf("token after the failover %d, not above %d", other.Token(), token)
+	}
+	if err := other.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []*ctxlock.Manager{m1, m2} {
+		if err := m.Close(ctx); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	}
+}
+
+// waitQueued waits until a waiter is queued for the lock key lk on the
+// server c talks to.
+func waitQueued(ctx context.Context, t *testing.T, c *redis.Client, lk string) {
+	t.Helper()
+	for {
+		n, err := c.LLen(ctx, lk+":q").Result()
+		if err != nil {
+			t.Fatalf("LLEN of the queue: %v", err)
+		}
+		if n > 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the waiter never queued")
+		case <-time.After(time.Millisecond): // polling the server's state
+		}
+	}
+}
+
+// A planned failover (SENTINEL FAILOVER) leaves the old master running and
+// taking writes until Sentinel turns it into a replica, seconds later, while
+// clients learn of the switch one by one: a lease taken there vanishes. The
+// hold must then end with ErrLost (at its next refresh on the new master),
+// never live on without a lease. With min-replicas-to-write the old master
+// refuses writes once its replicas have left it (NOREPLICAS, which the
+// Backend reports as unavailable), so the Lock retries until it reaches the
+// new master.
+func TestSentinelPlannedFailover(t *testing.T) {
+	for _, minReplicas := range []bool{false, true} {
+		t.Run(fmt.Sprintf("min-replicas-to-write=%v", minReplicas), func(t *testing.T) {
+			var opts []redistest.Option
+			if minReplicas {
+				opts = append(opts, redistest.WithArgs("--min-replicas-to-write", "1"))
+			}
+			sen := redistest.StartSentinel(t, 2, 1, opts...)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			m := ctxlock.NewManager(newBackend(t, sen.Client(t)))
+			// The client is connected, to the old master, before the failover.
+			warm := m.NewLock("warm")
+			if _, err := warm.Lock(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := warm.Unlock(); err != nil {
+				t.Fatal(err)
+			}
+
+			next := sen.Failover(t)
+			l := m.NewLock("fresh", ctxlock.WithTTL(1500*time.Millisecond))
+			expired, err := l.Lock(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lk, _, _ := newBackend(t, next.Client(t)).Keys("fresh")
+			n, err := next.Client(t).Exists(ctx, lk).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case n == 1:
+				if err := l.Unlock(); err != nil {
+					t.Fatal(err)
+				}
+			case minReplicas:
+				t.Fatal("the lease taken after the failover is not on the new master")
+			default:
+				t.Log("the lease went to the old master")
+				select {
+				case <-expired:
+					if !errors.Is(l.Err(), ctxlock.ErrLost) {
+						t.Fatalf("a hold whose lease vanished ended with %v; want ErrLost", l.Err())
+					}
+				case <-ctx.Done():
+					t.Fatal("a hold whose lease vanished never ended")
+				}
+			}
+			if err := m.Close(ctx); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+		})
+	}
+}
