@@ -11,10 +11,13 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Cluster is a Redis Cluster of masters only (no replicas), each node a
-// Server on its own loopback port with its own cluster bus port.
+// Cluster is a Redis Cluster, each node a Server on its own loopback port
+// with its own cluster bus port: masters only (StartCluster), or masters
+// with replicas (StartClusterWithReplicas).
 type Cluster struct {
-	nodes []*Server
+	nodes    []*Server // masters at start first, then their replicas
+	masters  int
+	replicas int // per master
 }
 
 // StartCluster starts masters cluster-enabled servers, assigns the 16384
@@ -24,34 +27,51 @@ type Cluster struct {
 // the cluster fail quickly.
 func StartCluster(t testing.TB, masters int, opts ...Option) *Cluster {
 	t.Helper()
-	if masters < 1 {
-		t.Fatalf("redistest: StartCluster needs at least 1 master, got %d", masters)
+	return StartClusterWithReplicas(t, masters, 0, opts...)
+}
+
+// StartClusterWithReplicas starts a cluster as StartCluster does, with
+// replicas replicas of each master (CLUSTER REPLICATE), and also waits
+// until every replica is in sync. With the short cluster-node-timeout (1s)
+// a killed master's replica takes over within a few seconds (see
+// WaitFailover).
+func StartClusterWithReplicas(t testing.TB, masters, replicas int, opts ...Option) *Cluster {
+	t.Helper()
+	if masters < 1 || replicas < 0 {
+		t.Fatalf("redistest: a cluster needs at least 1 master and no negative replicas, got %d and %d", masters, replicas)
 	}
-	c := &Cluster{nodes: make([]*Server, masters)}
+	// Replicas sync at once, not after the 5s a diskless sync waits by
+	// default for more replicas to join.
+	opts = append([]Option{WithArgs("--repl-diskless-sync-delay", "0")}, opts...)
+	c := &Cluster{nodes: make([]*Server, masters*(1+replicas)), masters: masters, replicas: replicas}
 	for i := range c.nodes {
 		c.nodes[i] = startServer(t, true, opts)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	clients := make([]*redis.Client, masters)
+	clients := make([]*redis.Client, len(c.nodes))
 	for i, n := range c.nodes {
 		clients[i] = redis.NewClient(ClientOptions(n.Addr()))
 		defer clients[i].Close()
 	}
 	const slots = 16384
-	for i, cl := range clients {
+	for i, cl := range clients[:masters] {
 		lo := i * slots / masters
 		hi := (i+1)*slots/masters - 1
 		if err := cl.ClusterAddSlotsRange(ctx, lo, hi).Err(); err != nil {
 			t.Fatalf("redistest: CLUSTER ADDSLOTSRANGE %d %d on %s: %v", lo, hi, c.nodes[i].Addr(), err)
 		}
 	}
-	for i := 1; i < masters; i++ {
-		n := c.nodes[i]
+	for _, n := range c.nodes[1:] {
 		err := clients[0].Do(ctx, "CLUSTER", "MEET", "127.0.0.1", n.Port(), n.BusPort()).Err()
 		if err != nil {
 			t.Fatalf("redistest: CLUSTER MEET %s: %v", n.Addr(), err)
+		}
+	}
+	if replicas > 0 {
+		if err := c.replicate(ctx, clients); err != nil {
+			t.Fatalf("redistest: %v", err)
 		}
 	}
 	if err := c.waitReady(ctx, clients); err != nil {
@@ -60,13 +80,59 @@ func StartCluster(t testing.TB, masters int, opts ...Option) *Cluster {
 	return c
 }
 
-// waitReady polls CLUSTER INFO on every node until the cluster is formed.
+// replicate makes node masters+k*masters+i a replica of master i, once it
+// knows that master, and waits until each replica is in sync.
+func (c *Cluster) replicate(ctx context.Context, clients []*redis.Client) error {
+	ids := make([]string, c.masters)
+	for i, cl := range clients[:c.masters] {
+		id, err := cl.Do(ctx, "CLUSTER", "MYID").Text()
+		if err != nil {
+			return fmt.Errorf("CLUSTER MYID on %s: %w", c.nodes[i].Addr(), err)
+		}
+		ids[i] = id
+	}
+	for j := c.masters; j < len(c.nodes); j++ {
+		master := (j - c.masters) % c.masters
+		var err error
+		for {
+			// A node refuses to replicate a node it has not heard of yet.
+			if err = clients[j].Do(ctx, "CLUSTER", "REPLICATE", ids[master]).Err(); err == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("CLUSTER REPLICATE on %s: %w (last: %v)", c.nodes[j].Addr(), ctx.Err(), err)
+			case <-time.After(10 * time.Millisecond): // polling external processes
+			}
+		}
+	}
+	for j := c.masters; j < len(c.nodes); j++ {
+		for {
+			info, err := clients[j].Info(ctx, "replication").Result()
+			if err == nil && parseInfo(info)["master_link_status"] == "up" {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("replica %s not in sync: %w (last: %v)", c.nodes[j].Addr(), ctx.Err(), err)
+			case <-time.After(10 * time.Millisecond): // polling external processes
+			}
+		}
+	}
+	return nil
+}
+
+// waitReady polls CLUSTER INFO on every node that runs until the cluster
+// is formed.
 func (c *Cluster) waitReady(ctx context.Context, clients []*redis.Client) error {
 	var last error
 	for {
 		last = nil
 		for i, cl := range clients {
-			if err := nodeReady(ctx, cl, len(clients)); err != nil {
+			if !c.nodes[i].running() {
+				continue
+			}
+			if err := c.nodeReady(ctx, cl); err != nil {
 				last = fmt.Errorf("%s: %w", c.nodes[i].Addr(), err)
 				break
 			}
@@ -82,7 +148,10 @@ func (c *Cluster) waitReady(ctx context.Context, clients []*redis.Client) error 
 	}
 }
 
-func nodeReady(ctx context.Context, cl *redis.Client, n int) error {
+// nodeReady checks that cl's node sees a healthy cluster: every slot
+// served, the masters and replicas it should know (nodes that do not run
+// are known as failed), and every node that runs connected.
+func (c *Cluster) nodeReady(ctx context.Context, cl *redis.Client) error {
 	info, err := cl.ClusterInfo(ctx).Result()
 	if err != nil {
 		return err
@@ -92,27 +161,47 @@ func nodeReady(ctx context.Context, cl *redis.Client, n int) error {
 		"cluster_state":          "ok",
 		"cluster_slots_assigned": "16384",
 		"cluster_slots_ok":       "16384",
-		"cluster_known_nodes":    strconv.Itoa(n),
-		"cluster_size":           strconv.Itoa(n),
+		"cluster_known_nodes":    strconv.Itoa(len(c.nodes)),
+		"cluster_size":           strconv.Itoa(c.masters),
 	}
 	for k, v := range want {
 		if fields[k] != v {
 			return fmt.Errorf("%s=%q, want %q", k, fields[k], v)
 		}
 	}
-	// Every node must see every other node connected, agreeing on the slots.
 	nodes, err := cl.ClusterNodes(ctx).Result()
 	if err != nil {
 		return err
 	}
 	lines := strings.Split(strings.TrimSpace(nodes), "\n")
-	if len(lines) != n {
-		return fmt.Errorf("CLUSTER NODES lists %d nodes, want %d", len(lines), n)
+	if len(lines) != len(c.nodes) {
+		return fmt.Errorf("CLUSTER NODES lists %d nodes, want %d", len(lines), len(c.nodes))
 	}
 	for _, l := range lines {
 		f := strings.Fields(l)
-		if len(f) < 9 || f[7] != "connected" || strings.Contains(f[2], "handshake") || strings.Contains(f[2], "fail") {
+		if len(f) < 8 {
+			return fmt.Errorf("odd CLUSTER NODES line %q", l)
+		}
+		if srv := c.byAddr(f[1]); srv != nil && !srv.running() {
+			if !strings.Contains(f[2], "fail") || strings.Contains(f[2], "fail?") {
+				return fmt.Errorf("stopped node not yet failed: %q", l)
+			}
+			continue
+		}
+		if f[7] != "connected" || strings.Contains(f[2], "handshake") || strings.Contains(f[2], "fail") {
 			return fmt.Errorf("node not settled: %q", l)
+		}
+	}
+	return nil
+}
+
+// byAddr returns the node whose address CLUSTER NODES gives as
+// "ip:port@busport", or nil.
+func (c *Cluster) byAddr(field string) *Server {
+	addr, _, _ := strings.Cut(field, "@")
+	for _, n := range c.nodes {
+		if n.Addr() == addr {
+			return n
 		}
 	}
 	return nil
@@ -171,16 +260,49 @@ func (c *Cluster) Client(t testing.TB, opts ...func(*redis.ClusterOptions)) *red
 	return cl
 }
 
-// FlushAll empties every node.
+// FlushAll empties every master that runs (replicas follow).
 func (c *Cluster) FlushAll(t testing.TB) {
 	t.Helper()
 	for _, n := range c.nodes {
+		if !n.running() {
+			continue
+		}
+		if c.replicas > 0 {
+			r, err := role(context.Background(), n)
+			if err != nil {
+				t.Fatalf("redistest: role of %s: %v", n.Addr(), err)
+			}
+			if r != "master" {
+				continue
+			}
+		}
 		n.FlushAll(t)
 	}
 }
 
-// WaitReady waits (up to 30s) until every node reports a healthy cluster
-// again, for instance after Restart of a killed node.
+// MasterFor returns the node that is master of key's slot now, as a fresh
+// cluster client finds it.
+func (c *Cluster) MasterFor(t testing.TB, key string) *Server {
+	t.Helper()
+	cl := redis.NewClusterClient(c.ClusterOptions())
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	node, err := cl.MasterForKey(ctx, key)
+	if err != nil {
+		t.Fatalf("redistest: master of %q: %v", key, err)
+	}
+	srv := c.byAddr(node.Options().Addr)
+	if srv == nil {
+		t.Fatalf("redistest: master of %q is an unknown node %s", key, node.Options().Addr)
+	}
+	return srv
+}
+
+// WaitReady waits (up to 30s) until every node that runs reports a healthy
+// cluster again: after Restart of a killed node, or after a master was
+// killed, until its replica has taken over (and the others know the killed
+// one failed).
 func (c *Cluster) WaitReady(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -129,3 +129,29 @@ func TestSentinelFailover(t *testing.T) {
 		t.Fatalf("k after failover = %q, %v", v, err)
 	}
 }
+
+func TestClusterWithReplicasFailover(t *testing.T) {
+	cl := redistest.StartClusterWithReplicas(t, 3, 1)
+	if n := len(cl.Nodes()); n != 6 {
+		t.Fatalf("%d nodes, want 6", n)
+	}
+	c := cl.Client(t)
+	ctx := context.Background()
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	old := cl.MasterFor(t, "k")
+	if n, err := old.Client(t).Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n != 1 {
+		t.Fatalf("WAIT = %d, %v; want 1 replica", n, err)
+	}
+	old.Kill()
+	cl.WaitReady(t)
+	next := cl.MasterFor(t, "k")
+	if next == old {
+		t.Fatal("the killed node is still the key's master")
+	}
+	if v, err := next.Client(t).Get(ctx, "k").Result(); err != nil || v != "v" {
+		t.Fatalf("k on the promoted replica = %q, %v", v, err)
+	}
+	cl.FlushAll(t)
+}
