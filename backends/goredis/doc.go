@@ -138,6 +138,17 @@
 // cluster-bus broadcast is the simpler trade. Health PINGs every master and
 // checks cluster_state.
 //
+// When a master dies and its replica takes over, the Backend has the client
+// reload its slot map on every transient fault (go-redis does it in the
+// background, at most every 200ms), and so does the subscription when it
+// loses its connection. go-redis alone reloads it only on MOVED or READONLY
+// replies or every ClusterStateReloadInterval (60s by default), and nothing
+// sent to a dead master comes back MOVED: the keys of its slots could be
+// neither locked nor refreshed for up to a minute. A hold whose lease had
+// reached the replica is refreshed on it once it is promoted, if that
+// happens within the hold's validity (cluster-node-timeout plus the
+// election: a few seconds).
+//
 // # Redis Sentinel
 //
 // Pass a failover client (redis.NewFailoverClient): it asks Sentinel for

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,35 +51,27 @@ func TestSentinelFailoverKeepsReplicatedHold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The last refresh before the kill set the lease's TTL at least 1s (the
-	// time to find the master down) ago; a remaining TTL within 500ms of the
-	// full TTL can only come from a refresh on the new master.
 	lk, _, _ := newBackend(t, next.Client(t)).Keys("held")
 	nc := next.Client(t)
-	for {
-		pttl, err := nc.PTTL(ctx, lk).Result()
-		if err != nil {
-			t.Fatalf("PTTL on the new master: %v", err)
-		}
-		if pttl <= 0 {
-			t.Fatalf("the lease is gone from the new master (PTTL %v); the hold says %v", pttl, l.Err())
-		}
-		if pttl > ttl-500*time.Millisecond {
-			break
-		}
-		select {
-		case <-expired:
-			t.Fatalf("the hold ended during the failover: %v", l.Err())
-		case <-ctx.Done():
-			t.Fatalf("the lease was never refreshed on the new master (PTTL %v)", pttl)
-		case <-time.After(50 * time.Millisecond): // polling the server
-		}
-	}
+	waitRefreshed(ctx, t, nc, lk, ttl, l, expired)
 	if err := l.Err(); err != nil || l.Token() != token {
 		t.Fatalf("after the failover: Err %v, Token %d (was %d)", err, l.Token(), token)
 	}
 
-	other := m2.NewLock("held")
+	handOffAfterFailover(ctx, t, l, token, m2.NewLock("held"), nc, lk)
+	for _, m := range []*ctxlock.Manager{m1, m2} {
+		if err := m.Close(ctx); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	}
+}
+
+// handOffAfterFailover checks a hold that survived a failover: other, of
+// another Manager, finds its key held, waits (queued on the new master,
+// which c talks to), and gets the key when holder unlocks, with a fencing
+// token above the holder's.
+func handOffAfterFailover(ctx context.Context, t *testing.T, holder ctxlock.Lock, token uint64, other ctxlock.Lock, c *redis.Client, lk string) {
+	t.Helper()
 	if ok, _, err := other.TryLock(ctx); ok || err != nil {
 		t.Fatalf("another Manager's TryLock of the held key after the failover = %v, %v; want false, nil", ok, err)
 	}
@@ -87,8 +80,8 @@ func TestSentinelFailoverKeepsReplicatedHold(t *testing.T) {
 		_, err := other.Lock(ctx)
 		got <- err
 	}()
-	waitQueued(ctx, t, nc, lk)
-	if err := l.Unlock(); err != nil {
+	waitQueued(ctx, t, c, lk)
+	if err := holder.Unlock(); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-got; err != nil {
@@ -100,9 +93,33 @@ func TestSentinelFailoverKeepsReplicatedHold(t *testing.T) {
 	if err := other.Unlock(); err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range []*ctxlock.Manager{m1, m2} {
-		if err := m.Close(ctx); err != nil {
-			t.Fatalf("Close: %v", err)
+}
+
+// waitRefreshed waits until the lease of l, whose lock key is lk, has been
+// refreshed on the server c talks to, a new master after a failover. The
+// last refresh before the failover set the lease's TTL at least 1s (the
+// time to find the old master down) earlier, so a remaining TTL within
+// 500ms of the full ttl can only come from a refresh on the new master. It
+// fails the test if the hold ends first or the lease is missing.
+func waitRefreshed(ctx context.Context, t *testing.T, c *redis.Client, lk string, ttl time.Duration, l ctxlock.Lock, expired <-chan struct{}) {
+	t.Helper()
+	for {
+		pttl, err := c.PTTL(ctx, lk).Result()
+		if err != nil {
+			t.Fatalf("PTTL on the new master: %v", err)
+		}
+		if pttl <= 0 {
+			t.Fatalf("the lease is not on the new master (PTTL %v); the hold says %v", pttl, l.Err())
+		}
+		if pttl > ttl-500*time.Millisecond {
+			return
+		}
+		select {
+		case <-expired:
+			t.Fatalf("the hold ended during the failover: %v", l.Err())
+		case <-ctx.Done():
+			t.Fatalf("the lease was never refreshed on the new master (PTTL %v)", pttl)
+		case <-time.After(50 * time.Millisecond): // polling the server
 		}
 	}
 }
@@ -188,5 +205,98 @@ func TestSentinelPlannedFailover(t *testing.T) {
 				t.Fatalf("Close: %v", err)
 			}
 		})
+	}
+}
+
+// As TestSentinelFailoverKeepsReplicatedHold, in a Redis Cluster: the
+// master of the key's slot dies and its replica takes over the slot.
+func TestClusterFailoverKeepsReplicatedHold(t *testing.T) {
+	cl := redistest.StartClusterWithReplicas(t, 3, 1)
+	const ttl = 6 * time.Second // outlasts the failover: cluster-node-timeout 1s, then the election
+	m1 := ctxlock.NewManager(newBackend(t, cl.Client(t)))
+	m2 := ctxlock.NewManager(newBackend(t, cl.Client(t)))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	l := m1.NewLock("held", ctxlock.WithTTL(ttl))
+	expired, err := l.Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := l.Token()
+	lk, _, _ := newBackend(t, cl.Client(t)).Keys("held")
+	old := cl.MasterFor(t, lk)
+	if n, err := old.Client(t).Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n != 1 {
+		t.Fatalf("WAIT = %d, %v; want the lease on 1 replica", n, err)
+	}
+
+	old.Kill()
+	cl.WaitReady(t)
+	next := cl.MasterFor(t, lk)
+	if next == old {
+		t.Fatal("the killed node is still the master of the key's slot")
+	}
+	nc := next.Client(t)
+	waitRefreshed(ctx, t, nc, lk, ttl, l, expired)
+	if err := l.Err(); err != nil || l.Token() != token {
+		t.Fatalf("after the failover: Err %v, Token %d (was %d)", err, l.Token(), token)
+	}
+	handOffAfterFailover(ctx, t, l, token, m2.NewLock("held"), nc, lk)
+	for _, m := range []*ctxlock.Manager{m1, m2} {
+		if err := m.Close(ctx); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	}
+}
+
+// The subscription of a Backend on a Redis Cluster comes back after the
+// master it was connected to dies and a replica takes over: reconnecting
+// has the client reload its slot map, which go-redis would otherwise keep,
+// naming the dead master, for a minute.
+func TestClusterFailoverSubscriptionRecovers(t *testing.T) {
+	cl := redistest.StartClusterWithReplicas(t, 3, 1)
+	b := newBackend(t, cl.Client(t))
+	released, stop := b.Watch("k")
+	defer stop()
+	_, _, channel := b.Keys("k")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	var subNode *redistest.Server
+	for subNode == nil {
+		for _, n := range cl.Nodes() {
+			list, err := n.Client(t).Do(ctx, "CLIENT", "LIST", "TYPE", "pubsub").Text()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(list, "sub=1") {
+				subNode = n
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the subscription never reached a node")
+		case <-time.After(10 * time.Millisecond): // polling the servers
+		}
+	}
+	select { // the wake-up of the first connection
+	case <-released:
+	default:
+	}
+	subNode.Kill()
+	cl.WaitReady(t)
+
+	pub := cl.Client(t)
+	for {
+		if err := pub.Publish(ctx, channel, "k").Err(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-released:
+			return // woken by the reconnect, or by the message
+		case <-ctx.Done():
+			t.Fatal("the subscription never came back after the failover")
+		case <-time.After(100 * time.Millisecond): // publish again: the subscriber may not be back yet
+		}
 	}
 }

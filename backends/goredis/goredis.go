@@ -362,7 +362,7 @@ func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 	lk := b.lockKey(key)
 	err := leaveScript.Run(ctx, b.client, []string{lk, lk + b.suffixes[3], lk + b.suffixes[4], lk + fenceSuffix}, append([]any{waiter, lk + channelSuffix}, b.hintArgs...)...).Err()
 	if err != nil {
-		return wrap("leave", key, err)
+		return b.wrap("leave", key, err)
 	}
 	return nil
 }
@@ -375,7 +375,7 @@ func (b *Backend) Dequeue(ctx context.Context, key, waiter string) error {
 	lk := b.lockKey(key)
 	err := leaveScript.Run(ctx, b.client, []string{lk, lk + b.suffixes[3], lk + b.suffixes[4], lk + fenceSuffix}, waiter, "", "", "1").Err()
 	if err != nil {
-		return wrap("dequeue", key, err)
+		return b.wrap("dequeue", key, err)
 	}
 	return nil
 }
@@ -406,7 +406,7 @@ func (b *Backend) Requeue(ctx context.Context, lease ctxlock.Lease, waiter strin
 	keys := []string{lk, lk + wantedSuffix, lk + b.suffixes[3], lk + b.suffixes[4]}
 	res, err := requeueScript.Run(ctx, b.client, keys, lease.Owner, lk+channelSuffix, b.hintArgs[0], waiter, b.keepArg, ms, b.inboxArg).Result()
 	if err != nil {
-		return wrap("requeue", lease.Key, err)
+		return b.wrap("requeue", lease.Key, err)
 	}
 	n, ok := res.(int64)
 	if !ok || n < 0 || n > 1 {
@@ -436,7 +436,7 @@ func (b *Backend) take(ctx context.Context, op string, script *redis.Script, sha
 	c := newCall(script, sha, keys[:5], append(append(args[:0], value, b.ttlArgOf(ms)), extra...)...)
 	res, err := b.batch.do(ctx, req.Timeout, c)
 	if err != nil {
-		return ctxlock.Lease{}, wrap(op, req.Key, err)
+		return ctxlock.Lease{}, b.wrap(op, req.Key, err)
 	}
 	r, perr := parseReply(res)
 	if perr != nil {
@@ -532,7 +532,7 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 		res, err := cmd.Result()
 		switch {
 		case err != nil:
-			errs[i] = wrap("extend", l.Key, err)
+			errs[i] = b.wrap("extend", l.Key, err)
 		default:
 			n, ok := res.(int64)
 			switch {
@@ -573,7 +573,7 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 		}
 		res, err := cmd.Result()
 		if err != nil {
-			errs[i] = wrap("release", l.Key, err)
+			errs[i] = b.wrap("release", l.Key, err)
 			continue
 		}
 		n, ok := res.(int64)
@@ -776,13 +776,25 @@ func parseReply(res any) (scriptReply, error) {
 	return r, nil
 }
 
-// wrap adds context to err and marks transient faults with ctxlock.Unavailable.
-func wrap(op, key string, err error) error {
+// wrap adds context to err and marks transient faults with
+// ctxlock.Unavailable.
+//
+// In Cluster mode a transient fault also has the client reload its slot
+// map (go-redis does it in the background, at most every 200ms). go-redis
+// reloads it on its own only on MOVED or READONLY replies, or every
+// ClusterStateReloadInterval (60s by default): after a master died, the
+// commands for its slots would go on failing against it, as none comes
+// back MOVED, and its keys could be neither locked nor refreshed for up to
+// a minute after its replica had taken over.
+func (b *Backend) wrap(op, key string, err error) error {
 	e := fmt.Errorf("goredis: %s %q: %w", op, key, err)
-	if isTransient(err) {
-		return ctxlock.Unavailable(e)
+	if !isTransient(err) {
+		return e
 	}
-	return e
+	if b.cluster != nil {
+		b.cluster.ReloadState(context.Background())
+	}
+	return ctxlock.Unavailable(e)
 }
 
 // isTransient reports whether err is worth retrying: transport faults

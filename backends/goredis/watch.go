@@ -434,6 +434,12 @@ func (h *hub) handle(msg any) {
 }
 
 func (h *hub) setDown(err error) {
+	if cc, ok := h.client.(*redis.ClusterClient); ok {
+		// The subscription reconnects to the master of its first channel's
+		// slot in the client's slot map, which go-redis would not reload
+		// for a minute after that master died (see Backend.wrap).
+		cc.ReloadState(context.Background())
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.state != subDown {
