@@ -316,3 +316,187 @@ func (c *Cluster) WaitReady(t testing.TB) {
 		t.Fatalf("redistest: cluster not ready: %v", err)
 	}
 }
+
+// slotOwner returns the master that cl's node names in CLUSTER SLOTS as
+// the owner of slot.
+func (c *Cluster) slotOwner(ctx context.Context, cl *redis.Client, slot int) (*Server, error) {
+	slots, err := cl.ClusterSlots(ctx).Result()
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range slots {
+		if s.Start <= slot && slot <= s.End && len(s.Nodes) > 0 {
+			if srv := c.byAddr(s.Nodes[0].Addr); srv != nil {
+				return srv, nil
+			}
+			return nil, fmt.Errorf("slot %d is on an unknown node %s", slot, s.Nodes[0].Addr)
+		}
+	}
+	return nil, fmt.Errorf("slot %d is not served", slot)
+}
+
+// MoveSlot moves slot and its keys to the master to, as redis-cli --cluster
+// reshard does: CLUSTER SETSLOT IMPORTING on to and MIGRATING on the
+// slot's master, MIGRATE of the keys ten at a time until none is left, then
+// SETSLOT NODE on both and on the other masters. It returns once every
+// running master names to as the slot's owner. Clients working on the slot
+// meanwhile meet ASK redirections and TRYAGAIN replies (a multi-key command
+// whose keys are split between the two nodes, or not all there). pause
+// stretches the migration as a slot with many keys would: it is waited
+// after the slot is marked and after each MIGRATE.
+func (c *Cluster) MoveSlot(t testing.TB, slot int, to *Server, pause time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.moveSlot(ctx, slot, to, pause); err != nil {
+		t.Fatalf("redistest: move slot %d to %s: %v", slot, to.Addr(), err)
+	}
+}
+
+func (c *Cluster) moveSlot(ctx context.Context, slot int, to *Server, pause time.Duration) error {
+	clients := map[*Server]*redis.Client{}
+	client := func(s *Server) *redis.Client {
+		if clients[s] == nil {
+			clients[s] = redis.NewClient(ClientOptions(s.Addr()))
+		}
+		return clients[s]
+	}
+	defer func() {
+		for _, cl := range clients {
+			cl.Close()
+		}
+	}()
+	// A node's claim to a slot beats another's by its config epoch, and
+	// each learns the others' epochs by gossip (a ping a second or so):
+	// moved again before that, a slot could go back to a node that has let
+	// go of it.
+	if err := c.waitEpochsKnown(ctx, client); err != nil {
+		return err
+	}
+	from, err := c.slotOwner(ctx, client(to), slot)
+	if err != nil {
+		return err
+	}
+	if from == to {
+		return nil
+	}
+	fromID, err := client(from).Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		return err
+	}
+	toID, err := client(to).Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		return err
+	}
+	if err := client(to).Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", fromID).Err(); err != nil {
+		return fmt.Errorf("SETSLOT IMPORTING: %w", err)
+	}
+	if err := client(from).Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", toID).Err(); err != nil {
+		return fmt.Errorf("SETSLOT MIGRATING: %w", err)
+	}
+	for {
+		time.Sleep(pause) // the migration's own pace (a fault injected), not synchronisation
+		keys, err := client(from).ClusterGetKeysInSlot(ctx, slot, 10).Result()
+		if err != nil {
+			return fmt.Errorf("GETKEYSINSLOT: %w", err)
+		}
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"MIGRATE", "127.0.0.1", to.Port(), "", 0, 5000, "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		if err := client(from).Do(ctx, args...).Err(); err != nil && err != redis.Nil {
+			return fmt.Errorf("MIGRATE: %w", err)
+		}
+	}
+	masters := []*Server{to, from}
+	for _, n := range c.nodes {
+		if n != to && n != from && n.running() {
+			if r, err := role(ctx, n); err == nil && r == "master" {
+				masters = append(masters, n)
+			}
+		}
+	}
+	for i, n := range masters {
+		if err := client(n).Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID).Err(); err != nil {
+			return fmt.Errorf("SETSLOT NODE on %s: %w", n.Addr(), err)
+		}
+		if i == 0 {
+			// SETSLOT NODE gives to a new config epoch only when its epoch
+			// is not the greatest already; a tie, or gossip from the old
+			// owner sent before it let go, could then win the slot back.
+			if err := client(to).Do(ctx, "CLUSTER", "BUMPEPOCH").Err(); err != nil {
+				return fmt.Errorf("BUMPEPOCH on %s: %w", to.Addr(), err)
+			}
+		}
+	}
+	if err := c.waitEpochsKnown(ctx, client); err != nil {
+		return err
+	}
+	for _, n := range masters {
+		for {
+			owner, err := c.slotOwner(ctx, client(n), slot)
+			if err == nil && owner == to {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%s does not name the new owner: %w (last: %v, %v)", n.Addr(), ctx.Err(), owner, err)
+			case <-time.After(5 * time.Millisecond): // polling external processes
+			}
+		}
+	}
+	return nil
+}
+
+// waitEpochsKnown polls until every running node knows every other's
+// current config epoch (CLUSTER NODES).
+func (c *Cluster) waitEpochsKnown(ctx context.Context, client func(*Server) *redis.Client) error {
+	for {
+		err := c.epochsKnown(ctx, client)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("config epochs not known everywhere: %w (last: %v)", ctx.Err(), err)
+		case <-time.After(10 * time.Millisecond): // polling external processes
+		}
+	}
+}
+
+func (c *Cluster) epochsKnown(ctx context.Context, client func(*Server) *redis.Client) error {
+	own := map[string]string{}     // node id -> its own config epoch
+	views := []map[string]string{} // each node's view: node id -> epoch
+	for _, n := range c.nodes {
+		if !n.running() {
+			continue
+		}
+		out, err := client(n).ClusterNodes(ctx).Result()
+		if err != nil {
+			return err
+		}
+		view := map[string]string{}
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			f := strings.Fields(l)
+			if len(f) < 8 {
+				return fmt.Errorf("odd CLUSTER NODES line %q", l)
+			}
+			view[f[0]] = f[6]
+			if strings.Contains(f[2], "myself") {
+				own[f[0]] = f[6]
+			}
+		}
+		views = append(views, view)
+	}
+	for _, view := range views {
+		for id, epoch := range own {
+			if view[id] != epoch {
+				return fmt.Errorf("node %s has config epoch %s, known as %q", id, epoch, view[id])
+			}
+		}
+	}
+	return nil
+}

@@ -155,3 +155,31 @@ func TestClusterWithReplicasFailover(t *testing.T) {
 	}
 	cl.FlushAll(t)
 }
+
+func TestClusterMoveSlot(t *testing.T) {
+	cl := redistest.StartCluster(t, 2)
+	c := cl.Client(t)
+	ctx := context.Background()
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	slot, err := c.ClusterKeySlot(ctx, "k").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := cl.MasterFor(t, "k")
+	to := cl.Node(0)
+	if to == from {
+		to = cl.Node(1)
+	}
+	cl.MoveSlot(t, int(slot), to, 0)
+	if got := cl.MasterFor(t, "k"); got != to {
+		t.Fatalf("after MoveSlot the key's master is %s, want %s", got.Addr(), to.Addr())
+	}
+	if v, err := to.Client(t).Get(ctx, "k").Result(); err != nil || v != "v" {
+		t.Fatalf("k on the new owner = %q, %v", v, err)
+	}
+	if v, err := c.Get(ctx, "k").Result(); err != nil || v != "v" {
+		t.Fatalf("k through the cluster client = %q, %v", v, err)
+	}
+}
