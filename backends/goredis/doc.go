@@ -138,6 +138,15 @@
 // cluster-bus broadcast is the simpler trade. Health PINGs every master and
 // checks cluster_state.
 //
+// While a slot migrates to another master (resharding), acquires and
+// releases of its keys are refused with TRYAGAIN until the migration ends:
+// their scripts name five keys of the slot, some of which do not exist, and
+// Redis refuses a multi-key command on a migrating slot unless all its
+// keys are on one side. The Manager retries them (a release until it is
+// confirmed or its lease lapsed). Refreshes name one key and go on, going
+// where the key is (ASK). TestClusterReshardingUnderContention moves a
+// contended key's slot back and forth six times, slowly, with no overlap.
+//
 // When a master dies and its replica takes over, the Backend has the client
 // reload its slot map on every transient fault (go-redis does it in the
 // background, at most every 200ms), and so does the subscription when it
