@@ -791,7 +791,7 @@ func (b *Backend) wrap(op, key string, err error) error {
 	if !isTransient(err) {
 		return e
 	}
-	if b.cluster != nil {
+	if b.cluster != nil && !errors.Is(err, context.Canceled) { // a caller's choice, not a fault
 		b.cluster.ReloadState(context.Background())
 	}
 	return ctxlock.Unavailable(e)
