@@ -65,3 +65,32 @@ func Example_cluster() {
 	defer leader.Unlock()
 	<-expired // lead until the hold ends
 }
+
+// With Redis Sentinel, a failover client finds the master through the
+// sentinels and follows it when they fail it over. Leases reach the
+// replicas asynchronously: run at least two replicas with
+// min-replicas-to-write 1 so that a demoted master stops taking leases (see
+// the package doc, Redis Sentinel).
+func Example_sentinel() {
+	client := redis.NewFailoverClient(&redis.FailoverOptions{
+		MasterName:            "mymaster",
+		SentinelAddrs:         []string{"sentinel-1:26379", "sentinel-2:26379", "sentinel-3:26379"},
+		ContextTimeoutEnabled: true,
+	})
+	defer client.Close()
+	backend := goredis.New(client)
+	defer backend.Close()
+
+	m := ctxlock.NewManager(backend)
+	defer m.Close(context.Background())
+
+	// A TTL longer than a failover takes (down-after-milliseconds plus the
+	// promotion) lets a hold live through one.
+	lock := m.NewLock("nightly-report", ctxlock.WithTTL(30*time.Second))
+	expired, err := lock.Lock(context.Background())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer lock.Unlock()
+	<-expired
+}
