@@ -3,6 +3,7 @@ package redistest
 import (
 	"context"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -317,19 +318,27 @@ func (c *Cluster) WaitReady(t testing.TB) {
 	}
 }
 
-// slotOwner returns the master that cl's node names in CLUSTER SLOTS as
+// slotOwner returns the master that cl's node names in CLUSTER SHARDS as
 // the owner of slot.
 func (c *Cluster) slotOwner(ctx context.Context, cl *redis.Client, slot int) (*Server, error) {
-	slots, err := cl.ClusterSlots(ctx).Result()
+	shards, err := cl.ClusterShards(ctx).Result()
 	if err != nil {
 		return nil, err
 	}
-	for _, s := range slots {
-		if s.Start <= slot && slot <= s.End && len(s.Nodes) > 0 {
-			if srv := c.byAddr(s.Nodes[0].Addr); srv != nil {
-				return srv, nil
+	for _, sh := range shards {
+		for _, r := range sh.Slots {
+			if int(r.Start) > slot || slot > int(r.End) {
+				continue
 			}
-			return nil, fmt.Errorf("slot %d is on an unknown node %s", slot, s.Nodes[0].Addr)
+			for _, n := range sh.Nodes {
+				if n.Role != "master" {
+					continue
+				}
+				if srv := c.byAddr(net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10))); srv != nil {
+					return srv, nil
+				}
+				return nil, fmt.Errorf("slot %d is on an unknown node %s:%d", slot, n.IP, n.Port)
+			}
 		}
 	}
 	return nil, fmt.Errorf("slot %d is not served", slot)
