@@ -139,13 +139,20 @@
 // checks cluster_state.
 //
 // While a slot migrates to another master (resharding), acquires and
-// releases of its keys are refused with TRYAGAIN until the migration ends:
-// their scripts name five keys of the slot, some of which do not exist, and
-// Redis refuses a multi-key command on a migrating slot unless all its
-// keys are on one side. The Manager retries them (a release until it is
-// confirmed or its lease lapsed). Refreshes name one key and go on, going
-// where the key is (ASK). TestClusterReshardingUnderContention moves a
-// contended key's slot back and forth six times, slowly, with no overlap.
+// releases of its keys are mostly refused with TRYAGAIN until the migration
+// ends: their scripts name five keys of the slot, some of which do not
+// exist, and Redis runs a multi-key command on a migrating slot only if all
+// its keys are on one side. A script that does run there is stopped by any
+// command of it on a key that is no longer on the node ("non local key"),
+// after the commands before it took effect; the scripts never delete a key
+// and write it again, so a release still hands the key to the next waiter,
+// and what remains (a waiter dropped as dead emptying the queue) only costs
+// a waiter its place. The Manager retries all of these (a release until it
+// is confirmed or its lease lapsed). Refreshes name one key and go on,
+// following the key (ASK). TestClusterReshardingUnderContention moves a
+// contended key's slot back and forth six times, slowly, with no overlap
+// and no failed Lock; TestScriptsOnMigratingSlot runs the hand-overs on a
+// migrating slot.
 //
 // When a master dies and its replica takes over, the Backend has the client
 // reload its slot map on every transient fault (go-redis does it in the
@@ -154,9 +161,9 @@
 // replies or every ClusterStateReloadInterval (60s by default), and nothing
 // sent to a dead master comes back MOVED: the keys of its slots could be
 // neither locked nor refreshed for up to a minute. A hold whose lease had
-// reached the replica is refreshed on it once it is promoted, if that
-// happens within the hold's validity (cluster-node-timeout plus the
-// election: a few seconds).
+// reached the replica is refreshed on it once it is promoted, if the
+// failover (cluster-node-timeout plus the election: a few seconds) fits in
+// the two thirds of the TTL left after the hold's last refresh.
 //
 // # Redis Sentinel
 //
@@ -167,9 +174,11 @@
 //
 //   - A hold whose lease had reached a replica outlives the death of its
 //     master: its refreshes fail until Sentinel promotes the replica, then
-//     go on there. Keep the TTL longer than a failover takes (Sentinel's
-//     down-after-milliseconds plus the promotion) or the hold expires
-//     first, with ErrExpired.
+//     go on there. The failover (Sentinel's down-after-milliseconds, a
+//     random delay of up to a second, the promotion, the client's switch)
+//     must fit in what is left of the lease after its last refresh, two
+//     thirds of the TTL at the least, or the hold expires first, with
+//     ErrExpired.
 //   - A planned failover (SENTINEL FAILOVER), or a partition, leaves the old
 //     master running and taking writes until Sentinel turns it into a
 //     replica, up to about 10s later, and each client switches only when
@@ -181,10 +190,12 @@
 //     master then refuses writes as soon as its replicas have left it
 //     (NOREPLICAS, which the Manager retries), and the Lock lands on the
 //     new master.
-//   - The subscription stays on the server it connected to. A demoted
-//     master passes on the new master's releases once it replicates it
-//     (Redis replicates PUBLISH); until then waiters retry on their backoff
-//     (at the holder's remaining TTL, or within ctxlock.MaxRetryDelay).
+//
+// Not covered by a test: after a planned failover the subscription stays
+// on the server it connected to. A demoted master passes on the new
+// master's releases once it replicates it (Redis replicates PUBLISH); until
+// then waiters retry on their backoff (at the holder's remaining TTL, or
+// within ctxlock.MaxRetryDelay).
 //
 // The locks are as safe as a single Redis master: with asynchronous
 // replication a failover can lose a lease that was just acquired, and the

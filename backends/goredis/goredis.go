@@ -801,7 +801,7 @@ func (b *Backend) wrap(op, key string, err error) error {
 // (timeouts, refused or reset connections, EOF, pool timeouts, context
 // deadlines) and the server replies that mean "not now" (LOADING, READONLY,
 // MOVED, ASK, CLUSTERDOWN, TRYAGAIN, MASTERDOWN, BUSY, NOREPLICAS, max
-// clients). Other server replies (WRONGTYPE, NOPERM, script errors) and use
+// clients, and a script stopped by a migrating slot or a cluster down). Other server replies (WRONGTYPE, NOPERM, script errors) and use
 // of a closed client are permanent.
 func isTransient(err error) bool {
 	if err == nil || errors.Is(err, redis.ErrClosed) {
@@ -820,7 +820,19 @@ func isTransient(err error) bool {
 	return redis.IsLoadingError(err) || redis.IsReadOnlyError(err) ||
 		redis.IsClusterDownError(err) || redis.IsTryAgainError(err) ||
 		redis.IsMasterDownError(err) || redis.IsMaxClientsError(err) ||
-		redis.IsNoReplicasError(err) || redis.HasErrorPrefix(err, "BUSY")
+		redis.IsNoReplicasError(err) || redis.HasErrorPrefix(err, "BUSY") ||
+		isScriptRedirect(err)
+}
+
+// isScriptRedirect reports a script stopped by a command the node would
+// have redirected (a key of a slot migrating away that no longer exists
+// there) or refused (the cluster down): MOVED, ASK or CLUSTERDOWN, seen
+// from inside a script.
+func isScriptRedirect(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "Script attempted to access a non local key") ||
+		strings.Contains(msg, "Script attempted to execute a command while the cluster is down") ||
+		strings.Contains(msg, "Script attempted to execute a write command while the cluster is down")
 }
 
 func infoField(info, name string) string {

@@ -13,18 +13,21 @@ if ARGV[4] == '1' then
   return 1
 end
 local v = redis.call('GET', KEYS[1])
-if v and grant_token(v, ARGV[1]) then
-  redis.call('DEL', KEYS[1])
-  v = false
-end
-if not v then
+local granted = v and grant_token(v, ARGV[1])
+if not v or granted then
   local head, entry = first_waiter(KEYS[2], KEYS[3])
+  if head and not ARGV[3] then
+    -- hand_over overwrites a lease granted to the leaving waiter: a key
+    -- deleted here could not be written again while its slot migrates
+    -- (see queue.lua).
+    hand_over(KEYS[1], KEYS[4], KEYS[2], KEYS[3], ARGV[2], head, entry)
+    return 1
+  end
+  if granted then
+    redis.call('DEL', KEYS[1])
+  end
   if head then
-    if ARGV[3] then
-      hint(KEYS[3], ARGV[2], head, entry, tonumber(ARGV[3]))
-    else
-      hand_over(KEYS[1], KEYS[4], KEYS[2], KEYS[3], ARGV[2], head, entry)
-    end
+    hint(KEYS[3], ARGV[2], head, entry, tonumber(ARGV[3]))
   else
     redis.call('PUBLISH', ARGV[2], KEYS[1])
   end

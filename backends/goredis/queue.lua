@@ -9,6 +9,13 @@
 -- The granted TTL is at most the keep time, so a waiter that
 -- died while queued delays the key no longer than its place would; the
 -- waiter's Manager renews a short grant to the TTL it asked for.
+--
+-- While a key's slot migrates between Cluster nodes, the old node runs a
+-- script only if every key it names exists there, and fails any command of
+-- it on a key that no longer does ("non local key"), after the commands
+-- before it took effect. So the scripts never delete a key and write it
+-- again: hand_over overwrites the lease, and a relock queues its caller
+-- before the head leaves the queue.
 
 local now -- the server's clock in ms, read only when a queue is involved
 local function clock()

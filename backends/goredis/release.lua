@@ -20,15 +20,17 @@ if v and (v == ARGV[1] or string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. '\0')
 end
 --#queue.lua
 if v and owned(v, ARGV[1]) then
-  redis.call('DEL', KEYS[1])
   local wanted = redis.call('DEL', KEYS[2])
   local head, entry = first_waiter(KEYS[3], KEYS[4])
+  if head and not ARGV[3] then
+    -- hand_over overwrites the lease: a key deleted here could not be
+    -- written again while its slot migrates (see queue.lua).
+    hand_over(KEYS[1], KEYS[5], KEYS[3], KEYS[4], ARGV[2], head, entry)
+    return 2
+  end
+  redis.call('DEL', KEYS[1])
   if head then
-    if ARGV[3] then
-      hint(KEYS[4], ARGV[2], head, entry, tonumber(ARGV[3]))
-    else
-      hand_over(KEYS[1], KEYS[5], KEYS[3], KEYS[4], ARGV[2], head, entry)
-    end
+    hint(KEYS[4], ARGV[2], head, entry, tonumber(ARGV[3]))
     return 2
   end
   redis.call('PUBLISH', ARGV[2], KEYS[1])

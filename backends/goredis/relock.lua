@@ -32,19 +32,24 @@ local mine = ARGV[8] and head == ARGV[5]
 if v and owned(v, ARGV[3]) then
   local wanted = redis.call('DEL', KEYS[3])
   if not mine and (wanted == 1 or head) then
-    redis.call('DEL', KEYS[1])
     if head then
+      -- The caller queues before the head leaves the queue, and
+      -- hand_over overwrites the lease: a key emptied or deleted here
+      -- could not be written again while its slot migrates (see
+      -- queue.lua).
+      if ARGV[5] ~= '' then
+        enqueue(KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[2]), ARGV[7], metadata(ARGV[1]), ARGV[8])
+      end
       if ARGV[8] then
+        redis.call('DEL', KEYS[1])
         hint(KEYS[5], ARGV[4], head, entry, tonumber(ARGV[8]))
       else
         hand_over(KEYS[1], KEYS[2], KEYS[4], KEYS[5], ARGV[4], head, entry)
       end
-      if ARGV[5] ~= '' then
-        enqueue(KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[2]), ARGV[7], metadata(ARGV[1]), ARGV[8])
-      end
     else
       -- Only wanted (by callers that do not queue): free it for them,
       -- without getting ahead of them.
+      redis.call('DEL', KEYS[1])
       redis.call('PUBLISH', ARGV[4], KEYS[1])
     end
     return {2, 0}

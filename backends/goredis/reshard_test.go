@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -135,5 +136,77 @@ func TestClusterReshardingUnderContention(t *testing.T) {
 		if err := m.Close(context.Background()); err != nil {
 			t.Errorf("Close: %v", err)
 		}
+	}
+}
+
+// While a slot migrates, the old owner runs a script only if every key it
+// names is there, and fails any command of it on a key that no longer is
+// (after the commands before it took effect). A release, a relock and a
+// leave that hand the key to the next waiter on such a slot must not delete
+// the lock key and write it again: each succeeds and the waiter holds the
+// key.
+func TestScriptsOnMigratingSlot(t *testing.T) {
+	cl := redistest.StartCluster(t, 2)
+	c := cl.Client(t)
+	b := newBackend(t, c)
+	ctx := context.Background()
+	const ttl = 10 * time.Second
+	for _, op := range []string{"release", "relock", "leave"} {
+		t.Run(op, func(t *testing.T) {
+			key := "migrating-" + op
+			holder := acquire(t, b, key, ttl)
+			for _, w := range []string{"w1", "w2"} {
+				_, err := b.Acquire(ctx, ctxlock.AcquireRequest{Key: key, Owner: owner(), TTL: ttl, Timeout: time.Second, Waiter: w})
+				if !errors.Is(err, ctxlock.ErrHeld) {
+					t.Fatalf("the acquire that queues %s: %v; want ErrHeld", w, err)
+				}
+			}
+			lk, fk, _ := b.Keys(key)
+			from := cl.MasterFor(t, lk)
+			fc := from.Client(t)
+			for _, k := range []string{lk, fk, lk + ":wanted", lk + ":q", lk + ":qd"} {
+				if n, err := fc.Exists(ctx, k).Result(); err != nil || n != 1 {
+					t.Fatalf("precondition: %s exists = %d, %v; the scripts would get TRYAGAIN instead of running", k, n, err)
+				}
+			}
+			slot, err := c.ClusterKeySlot(ctx, lk).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			to := cl.Node(0)
+			if to == from {
+				to = cl.Node(1)
+			}
+			move := cl.BeginMove(t, int(slot), to)
+
+			next := "w1"
+			switch op {
+			case "release":
+				if errs := b.Release(ctx, []ctxlock.Lease{holder}); errs[0] != nil {
+					t.Fatalf("Release on a migrating slot: %v", errs[0])
+				}
+			case "relock":
+				_, wanted, err := b.Relock(ctx, holder, ctxlock.AcquireRequest{Key: key, Owner: owner(), TTL: ttl, Timeout: time.Second, Waiter: "w3"})
+				if err != nil || !wanted {
+					t.Fatalf("Relock on a migrating slot = wanted %v, %v; want true, nil", wanted, err)
+				}
+				q, err := fc.LRange(ctx, lk+":q", 0, -1).Result()
+				if err != nil || !slices.Equal(q, []string{"w2", "w3"}) {
+					t.Fatalf("queue after the relock = %v, %v; want [w2 w3]", q, err)
+				}
+			case "leave":
+				if errs := b.Release(ctx, []ctxlock.Lease{holder}); errs[0] != nil {
+					t.Fatalf("Release on a migrating slot: %v", errs[0])
+				}
+				if err := b.Leave(ctx, key, "w1"); err != nil {
+					t.Fatalf("Leave of the waiter granted the key, on a migrating slot: %v", err)
+				}
+				next = "w2"
+			}
+			if v, err := fc.Get(ctx, lk).Result(); err != nil || !strings.HasPrefix(v, next+":") {
+				t.Fatalf("the lock key after the %s = %q, %v; want a lease granted to %s", op, v, err, next)
+			}
+			move.Finish(t, 0)
+		})
 	}
 }

@@ -345,9 +345,7 @@ func (c *Cluster) slotOwner(ctx context.Context, cl *redis.Client, slot int) (*S
 }
 
 // MoveSlot moves slot and its keys to the master to, as redis-cli --cluster
-// reshard does: CLUSTER SETSLOT IMPORTING on to and MIGRATING on the
-// slot's master, MIGRATE of the keys ten at a time until none is left, then
-// SETSLOT NODE on both and on the other masters. It returns once every
+// reshard does (see BeginMove and SlotMove.Finish). It returns once every
 // running master names to as the slot's owner. Clients working on the slot
 // meanwhile meet ASK redirections and TRYAGAIN replies (a multi-key command
 // whose keys are split between the two nodes, or not all there). pause
@@ -355,54 +353,86 @@ func (c *Cluster) slotOwner(ctx context.Context, cl *redis.Client, slot int) (*S
 // after the slot is marked and after each MIGRATE.
 func (c *Cluster) MoveSlot(t testing.TB, slot int, to *Server, pause time.Duration) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := c.moveSlot(ctx, slot, to, pause); err != nil {
-		t.Fatalf("redistest: move slot %d to %s: %v", slot, to.Addr(), err)
+	if m := c.BeginMove(t, slot, to); m != nil {
+		m.Finish(t, pause)
 	}
 }
 
-func (c *Cluster) moveSlot(ctx context.Context, slot int, to *Server, pause time.Duration) error {
-	clients := map[*Server]*redis.Client{}
-	client := func(s *Server) *redis.Client {
-		if clients[s] == nil {
-			clients[s] = redis.NewClient(ClientOptions(s.Addr()))
-		}
-		return clients[s]
+// SlotMove is a slot marked as migrating (BeginMove), until Finish.
+type SlotMove struct {
+	c        *Cluster
+	slot     int
+	from, to *Server
+	toID     string
+}
+
+// BeginMove marks slot as migrating from its master to the master to:
+// CLUSTER SETSLOT IMPORTING on to, MIGRATING on the owner, and moves no key.
+// Until Finish, a command on the slot's keys runs on the old owner only if
+// all its keys are still there. It returns nil when to owns the slot
+// already.
+func (c *Cluster) BeginMove(t testing.TB, slot int, to *Server) *SlotMove {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := c.beginMove(ctx, slot, to)
+	if err != nil {
+		t.Fatalf("redistest: move slot %d to %s: %v", slot, to.Addr(), err)
 	}
-	defer func() {
-		for _, cl := range clients {
-			cl.Close()
-		}
-	}()
+	return m
+}
+
+func (c *Cluster) beginMove(ctx context.Context, slot int, to *Server) (*SlotMove, error) {
+	client, done := c.nodeClients()
+	defer done()
 	// A node's claim to a slot beats another's by its config epoch, and
 	// each learns the others' epochs by gossip (a ping a second or so):
 	// moved again before that, a slot could go back to a node that has let
 	// go of it.
 	if err := c.waitEpochsKnown(ctx, client); err != nil {
-		return err
+		return nil, err
 	}
 	from, err := c.slotOwner(ctx, client(to), slot)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if from == to {
-		return nil
+		return nil, nil
 	}
 	fromID, err := client(from).Do(ctx, "CLUSTER", "MYID").Text()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	toID, err := client(to).Do(ctx, "CLUSTER", "MYID").Text()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := client(to).Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", fromID).Err(); err != nil {
-		return fmt.Errorf("SETSLOT IMPORTING: %w", err)
+		return nil, fmt.Errorf("SETSLOT IMPORTING: %w", err)
 	}
 	if err := client(from).Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", toID).Err(); err != nil {
-		return fmt.Errorf("SETSLOT MIGRATING: %w", err)
+		return nil, fmt.Errorf("SETSLOT MIGRATING: %w", err)
 	}
+	return &SlotMove{c: c, slot: slot, from: from, to: to, toID: toID}, nil
+}
+
+// Finish completes the move: MIGRATE of the slot's keys ten at a time
+// (waiting pause before each) until none is left, then SETSLOT NODE on the
+// new owner, the old one and the other masters. It returns once every
+// running master names the new owner.
+func (m *SlotMove) Finish(t testing.TB, pause time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.finish(ctx, pause); err != nil {
+		t.Fatalf("redistest: move slot %d to %s: %v", m.slot, m.to.Addr(), err)
+	}
+}
+
+func (m *SlotMove) finish(ctx context.Context, pause time.Duration) error {
+	c, slot, from, to := m.c, m.slot, m.from, m.to
+	client, done := c.nodeClients()
+	defer done()
 	for {
 		time.Sleep(pause) // the migration's own pace (a fault injected), not synchronisation
 		keys, err := client(from).ClusterGetKeysInSlot(ctx, slot, 10).Result()
@@ -428,17 +458,9 @@ func (c *Cluster) moveSlot(ctx context.Context, slot int, to *Server, pause time
 			}
 		}
 	}
-	for i, n := range masters {
-		if err := client(n).Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID).Err(); err != nil {
+	for _, n := range masters {
+		if err := client(n).Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", m.toID).Err(); err != nil {
 			return fmt.Errorf("SETSLOT NODE on %s: %w", n.Addr(), err)
-		}
-		if i == 0 {
-			// SETSLOT NODE gives to a new config epoch only when its epoch
-			// is not the greatest already; a tie, or gossip from the old
-			// owner sent before it let go, could then win the slot back.
-			if err := client(to).Do(ctx, "CLUSTER", "BUMPEPOCH").Err(); err != nil {
-				return fmt.Errorf("BUMPEPOCH on %s: %w", to.Addr(), err)
-			}
 		}
 	}
 	if err := c.waitEpochsKnown(ctx, client); err != nil {
@@ -458,6 +480,23 @@ func (c *Cluster) moveSlot(ctx context.Context, slot int, to *Server, pause time
 		}
 	}
 	return nil
+}
+
+// nodeClients returns a function giving a client per node, made on first
+// use, and one closing them all.
+func (c *Cluster) nodeClients() (client func(*Server) *redis.Client, done func()) {
+	clients := map[*Server]*redis.Client{}
+	client = func(s *Server) *redis.Client {
+		if clients[s] == nil {
+			clients[s] = redis.NewClient(ClientOptions(s.Addr()))
+		}
+		return clients[s]
+	}
+	return client, func() {
+		for _, cl := range clients {
+			cl.Close()
+		}
+	}
 }
 
 // waitEpochsKnown polls until every running node knows every other's
