@@ -320,6 +320,19 @@ func (s *Sentinel) sentinelsReady(ctx context.Context, master *Server) error {
 		if err != nil {
 			return fmt.Errorf("SENTINEL REPLICAS on %s: %w", sn.Addr(), err)
 		}
+		if len(s.sentinels) > 1 {
+			// Sentinels find each other through the master's hello channel
+			// (every 2s): until then a failover needs longer.
+			sc := redis.NewSentinelClient(ClientOptions(sn.Addr()))
+			m, err := sc.Master(ctx, SentinelMaster).Result()
+			sc.Close()
+			if err != nil {
+				return fmt.Errorf("SENTINEL MASTER on %s: %w", sn.Addr(), err)
+			}
+			if m["num-other-sentinels"] != strconv.Itoa(len(s.sentinels)-1) {
+				return fmt.Errorf("sentinel %s knows %s other sentinels, want %d", sn.Addr(), m["num-other-sentinels"], len(s.sentinels)-1)
+			}
+		}
 		healthy := 0
 		for _, r := range reps {
 			if r["flags"] == "slave" && r["master-link-status"] == "ok" {
