@@ -828,11 +828,12 @@ func isTransient(err error) bool {
 // have redirected (a key of a slot migrating away that no longer exists
 // there) or refused (the cluster down): MOVED, ASK or CLUSTERDOWN, seen
 // from inside a script.
+// (Redis 7 says "Script attempted to ...", Redis 6 "Lua script attempted
+// to ...".)
 func isScriptRedirect(err error) bool {
 	msg := err.Error()
-	return strings.Contains(msg, "Script attempted to access a non local key") ||
-		strings.Contains(msg, "Script attempted to execute a command while the cluster is down") ||
-		strings.Contains(msg, "Script attempted to execute a write command while the cluster is down")
+	return strings.Contains(msg, "cript attempted to access a non local key") ||
+		(strings.Contains(msg, "cript attempted to execute a") && strings.Contains(msg, "while the cluster is down"))
 }
 
 func infoField(info, name string) string {

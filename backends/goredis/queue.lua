@@ -111,17 +111,20 @@ local function enqueue(qkey, dkey, waiter, keep, ttl, inbox, meta, sorted)
   redis.call('PEXPIRE', dkey, 2 * keep)
 end
 
--- hand_over gives the free key to head, the first live waiter (with its
+-- hand_over gives the key, free or still holding the lease being
+-- released (which it overwrites), to head, the first live waiter (with its
 -- entry, from first_waiter): a lease owned by "<waiter>:<token>" with a new
 -- fencing token, announced as "<token> <TTL ms> <waiter>" on the waiter's
 -- inbox, a channel only its process listens to. An entry without a lease
--- (written by an older version) only has the key's channel told the
--- waiter's id.
+-- (written by an older version) only has the key freed and its channel
+-- told the waiter's id.
 local function hand_over(lockkey, fencekey, qkey, dkey, channel, head, entry)
   redis.call('LPOP', qkey)
   redis.call('HDEL', dkey, head)
   local ttl, inbox, meta = string.match(entry, '^%d+ (%d+) (%S+) (.*)$')
   if not ttl then
+    -- Callers leave the lease for hand_over to overwrite: free it here.
+    redis.call('DEL', lockkey)
     redis.call('PUBLISH', channel, head)
     return
   end

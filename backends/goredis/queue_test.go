@@ -285,3 +285,45 @@ func TestFreeKeyKeptForTheQueue(t *testing.T) {
 		t.Fatalf("Acquire by w1, the queue's head: %v; want the key", err)
 	}
 }
+
+// A queue entry written by an older version ("<deadline ms>", without the
+// grant's TTL and inbox) gets no grant: a release, or a relock, frees the
+// key and names the waiter on the key's channel.
+func TestHandOverToOldEntryFreesKey(t *testing.T) {
+	s := redistest.StartServer(t)
+	c := s.Client(t)
+	b := newBackend(t, c)
+	ctx := context.Background()
+	for _, op := range []string{"release", "relock"} {
+		t.Run(op, func(t *testing.T) {
+			key := "old-entry-" + op
+			holder := acquire(t, b, key, 10*time.Second)
+			lk, _, _ := b.Keys(key)
+			now, err := c.Time(ctx).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			deadline := now.Add(10*time.Second).UnixMilli()
+			if err := c.HSet(ctx, lk+":qd", "old", deadline).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.RPush(ctx, lk+":q", "old").Err(); err != nil {
+				t.Fatal(err)
+			}
+			switch op {
+			case "release":
+				if errs := b.Release(ctx, []ctxlock.Lease{holder}); errs[0] != nil {
+					t.Fatal(errs[0])
+				}
+			case "relock":
+				_, wanted, err := b.Relock(ctx, holder, ctxlock.AcquireRequest{Key: key, Owner: owner(), TTL: 10 * time.Second, Timeout: time.Second, Waiter: "new"})
+				if err != nil || !wanted {
+					t.Fatalf("Relock = wanted %v, %v; want true, nil", wanted, err)
+				}
+			}
+			if n, err := c.Exists(ctx, lk).Result(); err != nil || n != 0 {
+				t.Fatalf("the lock key after the %s to an old entry: EXISTS = %d, %v; want it freed", op, n, err)
+			}
+		})
+	}
+}

@@ -9,7 +9,8 @@
 -- place without retrying (ms); ARGV[7] the channel the waiter's process
 -- hears grants on; ARGV[8] the hint window in ms when the queue only hints
 -- (WithWaiterHints, see acquire.lua). A relock that hands the key to the
--- first queued waiter queues the waiter behind the others. With hints, a
+-- first queued waiter queues the waiter behind the others (if the waiter is
+-- that first one, the key is handed to it). With hints, a
 -- relock by the queue's first waiter takes the key: its turn comes before a
 -- wanted mark (which it clears).
 -- Returns {1, token} when acquired, {2, 0} when released for the owners

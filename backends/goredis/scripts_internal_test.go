@@ -61,3 +61,31 @@ func TestParseGrant(t *testing.T) {
 		}
 	}
 }
+
+// Scripts stopped by a migrating slot or a cluster that is down are
+// retried, in the words of Redis 7 and of Redis 6; other script errors are
+// not.
+func TestScriptRedirectIsTransient(t *testing.T) {
+	for _, tc := range []struct {
+		reply string
+		want  bool
+	}{
+		{"ERR Script attempted to access a non local key in a cluster node script: 1a2b, on @user_script:148.", true},
+		{"ERR Error running script (call to f_1a2b): @user_script:148: @user_script: 148: Lua script attempted to access a non local key in a cluster node", true},
+		{"ERR Script attempted to execute a command while the cluster is down script: 1a2b", true},
+		{"ERR Script attempted to execute a write command while the cluster is down and readonly", true},
+		{"ERR Error running script (call to f_1a2b): @user_script:3: Script attempted to access nonexistent global variable 'x'", false},
+		{"WRONGTYPE Operation against a key holding the wrong kind of value", false},
+	} {
+		if got := isTransient(serverError(tc.reply)); got != tc.want {
+			t.Errorf("isTransient(%q) = %v, want %v", tc.reply, got, tc.want)
+		}
+	}
+}
+
+// serverError is an error reply from the server, as go-redis returns them
+// (a redis.Error).
+type serverError string
+
+func (e serverError) Error() string { return string(e) }
+func (serverError) RedisError()     {}
