@@ -191,11 +191,13 @@
 //     (NOREPLICAS, which the Manager retries), and the Lock lands on the
 //     new master.
 //
-// Not covered by a test: after a planned failover the subscription stays
-// on the server it connected to. A demoted master passes on the new
-// master's releases once it replicates it (Redis replicates PUBLISH); until
-// then waiters retry on their backoff (at the holder's remaining TTL, or
-// within ctxlock.MaxRetryDelay).
+// After a planned failover the subscription stays on the server it
+// connected to. A demoted master passes on the new master's releases once
+// it replicates it (Redis replicates PUBLISH); until then waiters miss
+// their hand-off messages and find the key granted to them when they retry
+// on their backoff (within ctxlock.MaxRetryDelay once their client has
+// switched): in TestSentinelPlannedFailoverWaiterGetsKey, 1-2s after the
+// release instead of about a millisecond.
 //
 // The locks are as safe as a single Redis master: with asynchronous
 // replication a failover can lose a lease that was just acquired, and the

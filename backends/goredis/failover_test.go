@@ -309,3 +309,71 @@ func TestClusterFailoverSubscriptionRecovers(t *testing.T) {
 		t.Fatal("a release published after the failover never woke the watcher")
 	}
 }
+
+// After a planned failover a waiter whose subscription is still on the
+// demoted master, which does not replicate the new master yet, misses the
+// hand-off message; its retries (on its backoff, within MaxRetryDelay once
+// its client has switched) find the key granted to it on the new master.
+func TestSentinelPlannedFailoverWaiterGetsKey(t *testing.T) {
+	sen := redistest.StartSentinel(t, 2, 1)
+	old := sen.Master(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	holderClient := sen.Client(t)
+	m1 := ctxlock.NewManager(newBackend(t, holderClient))
+	m2 := ctxlock.NewManager(newBackend(t, sen.Client(t)))
+
+	holder := m1.NewLock("k")
+	if _, err := holder.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waiter := m2.NewLock("k")
+	got := make(chan error, 1)
+	go func() {
+		_, err := waiter.Lock(ctx)
+		got <- err
+	}()
+	lk, _, _ := newBackend(t, holderClient).Keys("k")
+	oc := old.Client(t)
+	waitQueued(ctx, t, oc, lk)
+	if n, err := oc.Do(ctx, "WAIT", 2, 5000).Int(); err != nil || n != 2 {
+		t.Fatalf("WAIT = %d, %v; want the lease and the queue on 2 replicas", n, err)
+	}
+
+	next := sen.Failover(t)
+	// The holder's client has switched once its writes reach the new master.
+	nc := next.Client(t)
+	for {
+		if err := holderClient.Set(ctx, "switched", "1", 0).Err(); err == nil {
+			if n, _ := nc.Exists(ctx, "switched").Result(); n == 1 {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the holder's client never switched to the new master")
+		case <-time.After(20 * time.Millisecond): // polling the servers
+		}
+	}
+	start := time.Now()
+	if err := holder.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("the waiter's Lock after the failover: %v", err)
+		}
+		t.Logf("the waiter got the key %v after the Unlock", time.Since(start))
+	case <-ctx.Done():
+		t.Fatal("the waiter never got the key released on the new master")
+	}
+	if err := waiter.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []*ctxlock.Manager{m1, m2} {
+		if err := m.Close(ctx); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	}
+}
