@@ -303,7 +303,7 @@ func TestHandOverToOldEntryFreesKey(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			deadline := now.Add(10*time.Second).UnixMilli()
+			deadline := now.Add(10 * time.Second).UnixMilli()
 			if err := c.HSet(ctx, lk+":qd", "old", deadline).Err(); err != nil {
 				t.Fatal(err)
 			}
