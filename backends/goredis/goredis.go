@@ -801,8 +801,9 @@ func (b *Backend) wrap(op, key string, err error) error {
 // (timeouts, refused or reset connections, EOF, pool timeouts, context
 // deadlines) and the server replies that mean "not now" (LOADING, READONLY,
 // MOVED, ASK, CLUSTERDOWN, TRYAGAIN, MASTERDOWN, BUSY, NOREPLICAS, max
-// clients, and a script stopped by a migrating slot or a cluster down). Other server replies (WRONGTYPE, NOPERM, script errors) and use
-// of a closed client are permanent.
+// clients, a script stopped by a migrating slot or a cluster down). Other
+// server replies (WRONGTYPE, NOPERM, other script errors) and use of a
+// closed client are permanent.
 func isTransient(err error) bool {
 	if err == nil || errors.Is(err, redis.ErrClosed) {
 		return false
@@ -826,10 +827,9 @@ func isTransient(err error) bool {
 
 // isScriptRedirect reports a script stopped by a command the node would
 // have redirected (a key of a slot migrating away that no longer exists
-// there) or refused (the cluster down): MOVED, ASK or CLUSTERDOWN, seen
-// from inside a script.
-// (Redis 7 says "Script attempted to ...", Redis 6 "Lua script attempted
-// to ...".)
+// there) or refused (the cluster down): ASK, MOVED or CLUSTERDOWN, seen
+// from inside a script. Redis 7 words it "Script attempted to ...", Redis 6
+// "Lua script attempted to ...".
 func isScriptRedirect(err error) bool {
 	msg := err.Error()
 	return strings.Contains(msg, "cript attempted to access a non local key") ||
