@@ -200,8 +200,10 @@
 // release instead of about a millisecond.
 //
 // The locks are as safe as a single Redis master: with asynchronous
-// replication a failover can lose a lease that was just acquired, and the
-// fencing counter can go back if the promoted replica had not yet received
-// its latest value. Use fencing tokens against a store that checks them, or
-// the redlock backend, when that matters.
+// replication a failover can lose a lease that was just acquired, or its
+// last refresh, so that the lease lapses on the new master before its
+// holder's expiry channel closes, and the fencing counter can go back if
+// the promoted replica had not yet received its latest value. Use fencing
+// tokens against a store that checks them, or the redlock backend, when
+// that matters.
 package goredis
