@@ -116,10 +116,12 @@
 // watchers, the Backend's inbox while it has waiters (channels linger 30s
 // after their last watcher), and one goroutine reads messages and signals
 // the watchers' channels without blocking; a hand-off replaces a pending
-// hint, so it is never lost behind one. The
-// subscription pings the server when it has been silent for
-// WithHealthCheckInterval; after a reconnect every watcher is woken, since
-// a release may have been missed. Watchers of a lease that lapses (TTL
+// hint, so it is never lost behind one. When the subscription has been
+// silent for WithHealthCheckInterval it pings the server or, while waiters
+// listen on the inbox, publishes a probe to the inbox through the client,
+// which proves that it hears what is published where the client writes;
+// with no answer by the next interval it reconnects. After a reconnect
+// every watcher is woken, since a release may have been missed. Watchers of a lease that lapses (TTL
 // expiry rather than release) are woken only with WithExpiryNotifications
 // and notify-keyspace-events configured on the server; otherwise the
 // Manager retries at the holder's remaining TTL. Queued waiters are woken by
@@ -191,13 +193,15 @@
 //     (NOREPLICAS, which the Manager retries), and the Lock lands on the
 //     new master.
 //
-// After a planned failover the subscription stays on the server it
-// connected to. A demoted master passes on the new master's releases once
-// it replicates it (Redis replicates PUBLISH); until then waiters miss
-// their hand-off messages and find the key granted to them when they retry
-// on their backoff (within ctxlock.MaxRetryDelay once their client has
-// switched): in TestSentinelPlannedFailoverWaiterGetsKey, 1-2s after the
-// release instead of about a millisecond.
+// After a planned failover the subscription is still on the demoted
+// master, alive but deaf to the new master's releases until Sentinel makes
+// it a replica. Meanwhile waiters miss their hand-off messages and find the
+// key granted to them when they retry on their backoff (within
+// ctxlock.MaxRetryDelay once their client has switched): in
+// TestSentinelPlannedFailoverWaiterGetsKey, 1-2s after the release instead
+// of about a millisecond. The subscription's health check (see Wake-ups)
+// notices within two health-check intervals and reconnects, to the new
+// master (TestSubscriptionFollowsPlannedFailover).
 //
 // The locks are as safe as a single Redis master: with asynchronous
 // replication a failover can lose a lease that was just acquired, or its

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ctxlock/ctxlock"
+	"github.com/ctxlock/ctxlock/backends/goredis"
 	"github.com/ctxlock/ctxlock/backends/locktest"
 	"github.com/ctxlock/ctxlock/internal/redistest"
 )
@@ -370,6 +371,83 @@ func TestSentinelPlannedFailoverWaiterGetsKey(t *testing.T) {
 		t.Logf("the waiter got the key %v after the Unlock", time.Since(start))
 	case <-ctx.Done():
 		t.Fatal("the waiter never got the key released on the new master")
+	}
+	if err := waiter.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []*ctxlock.Manager{m1, m2} {
+		if err := m.Close(ctx); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	}
+}
+
+// After a planned failover the subscription of a Backend with waiters
+// leaves the demoted master, which stays alive but does not hear the new
+// master's releases: its health check publishes a probe on its inbox
+// through the client, which has switched, and the probe never comes back,
+// so it reconnects, to the new master.
+func TestSubscriptionFollowsPlannedFailover(t *testing.T) {
+	sen := redistest.StartSentinel(t, 1, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m1 := ctxlock.NewManager(newBackend(t, sen.Client(t)))
+	wb := newBackend(t, sen.Client(t), goredis.WithHealthCheckInterval(200*time.Millisecond))
+	m2 := ctxlock.NewManager(wb)
+	holder := m1.NewLock("k")
+	if _, err := holder.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waiter := m2.NewLock("k")
+	got := make(chan error, 1)
+	go func() {
+		_, err := waiter.Lock(ctx)
+		got <- err
+	}()
+	old := sen.Master(t)
+	lk, _, _ := newBackend(t, sen.Client(t)).Keys("k")
+	waitQueued(ctx, t, old.Client(t), lk)
+	inboxSubscribers := func(c *redis.Client) int64 {
+		subs, err := c.PubSubNumSub(ctx, wb.Inbox()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return subs[wb.Inbox()]
+	}
+	oc := old.Client(t)
+	for inboxSubscribers(oc) != 1 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the waiter's process never subscribed to its inbox")
+		case <-time.After(5 * time.Millisecond): // polling the server
+		}
+	}
+	// The new master has the lease and the queue: the waiter waits there too.
+	if n, err := oc.Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n != 1 {
+		t.Fatalf("WAIT = %d, %v; want the lease and the queue on the replica", n, err)
+	}
+
+	next := sen.Failover(t)
+	nc := next.Client(t)
+	// Sentinel itself disconnects the demoted master's subscribers when it
+	// turns it into a replica, 8-10s later; the probe moves the
+	// subscription within a few health checks of the client's switch.
+	moved := time.After(5 * time.Second)
+	for {
+		if inboxSubscribers(nc) == 1 {
+			break
+		}
+		select {
+		case <-moved:
+			t.Fatal("the waiter's subscription did not move to the new master within 5s")
+		case <-time.After(20 * time.Millisecond): // polling the server
+		}
+	}
+	if err := holder.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("the waiter's Lock: %v", err)
 	}
 	if err := waiter.Unlock(); err != nil {
 		t.Fatal(err)

@@ -67,7 +67,8 @@ func withQueue(src string) string {
 const Name = "redis"
 
 // DefaultHealthCheckInterval is how long the release subscription may stay
-// silent before it is pinged; an unanswered ping makes it reconnect.
+// silent before it is checked (a ping, or a probe published to the inbox);
+// no answer makes it reconnect.
 const DefaultHealthCheckInterval = 3 * time.Second
 
 // DefaultSubscribeWait bounds how long Watch waits for the server to confirm
@@ -149,9 +150,11 @@ func WithWaiterKeep(d time.Duration) Option {
 func WithKeyPrefix(prefix string) Option { return func(o *options) { o.prefix = prefix } }
 
 // WithHealthCheckInterval sets how long the release subscription may stay
-// silent before the backend pings it (default DefaultHealthCheckInterval).
-// A ping unanswered for another interval makes the backend drop the
-// connection and subscribe again. Values ≤ 0 keep the default.
+// silent before the backend checks it (default DefaultHealthCheckInterval):
+// it pings it or, while waiters listen on the inbox, publishes a probe to
+// the inbox through the client. A ping or probe unanswered for another
+// interval makes the backend drop the connection and subscribe again.
+// Values ≤ 0 keep the default.
 func WithHealthCheckInterval(d time.Duration) Option {
 	return func(o *options) {
 		if d > 0 {

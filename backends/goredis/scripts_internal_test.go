@@ -54,6 +54,7 @@ func TestParseGrant(t *testing.T) {
 		{"x 3000 w1", "", 0, 0, false},
 		{"7 3000", "", 0, 0, false},
 		{"", "", 0, 0, false},
+		{inboxProbe, "", 0, 0, false},
 	} {
 		w, h, ok := parseGrant(tc.payload)
 		if ok != tc.ok || w != tc.waiter || h.Token != tc.token || h.TTL != tc.ttl {

@@ -359,13 +359,24 @@ func (h *hub) readLoop() {
 			if errors.As(err, &ne) && ne.Timeout() {
 				if !pingPending {
 					// Silent for a while: ask for a pong to prove the link.
+					// While waiters listen on the inbox, publish to it
+					// through the client instead, which proves the route
+					// too: a subscription can be alive but on a server that
+					// no longer hears the releases, as a master demoted by
+					// a planned Sentinel failover, until it replicates the
+					// new one, or forever if it never does.
 					pingPending = true
 					ctx, cancel := context.WithTimeout(context.Background(), h.healthEvery)
-					_ = ps.Ping(ctx)
+					if h.inboxConfirmed() {
+						_ = h.client.Publish(ctx, h.inbox, inboxProbe).Err()
+					} else {
+						_ = ps.Ping(ctx)
+					}
 					cancel()
 					continue
 				}
-				// The ping went unanswered: drop the connection, start over.
+				// The ping or probe went unanswered: drop the connection,
+				// start over.
 				h.setDown(fmt.Errorf("no reply to ping within %v", h.healthEvery))
 				h.reset()
 				pingPending = false
@@ -387,6 +398,19 @@ func (h *hub) readLoop() {
 		pingPending = false
 		h.handle(msg)
 	}
+}
+
+// inboxProbe is what the hub publishes on its own inbox to check that the
+// subscription hears what the client publishes (parseGrant ignores it).
+const inboxProbe = "probe"
+
+// inboxConfirmed reports whether the inbox channel is subscribed and
+// confirmed.
+func (h *hub) inboxConfirmed() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e := h.entries[h.inbox]
+	return e != nil && e.confirmed
 }
 
 // handle processes one received value; any value proves the link is up.
