@@ -64,7 +64,11 @@ type hub struct {
 
 	kick chan struct{} // wakes the subscriber, cap 1
 	done chan struct{} // closed by close
-	wg   sync.WaitGroup
+	// ctx ends with close: for the calls through the client (the probe),
+	// which closing the PubSub does not cut short.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // entry is one subscribed (or to-be-subscribed) channel.
@@ -123,7 +127,10 @@ func (w *watcher) hint() {
 }
 
 func newHub(client redis.UniversalClient, inbox, pattern string, healthEvery, wait time.Duration) *hub {
+	ctx, cancel := context.WithCancel(context.Background())
 	return &hub{
+		ctx:         ctx,
+		cancel:      cancel,
 		client:      client,
 		inbox:       inbox,
 		waiters:     make(map[string]*watcher),
@@ -366,7 +373,7 @@ func (h *hub) readLoop() {
 					// a planned Sentinel failover, until it replicates the
 					// new one, or forever if it never does.
 					pingPending = true
-					ctx, cancel := context.WithTimeout(context.Background(), h.healthEvery)
+					ctx, cancel := context.WithTimeout(h.ctx, h.healthEvery)
 					if h.inboxConfirmed() {
 						_ = h.client.Publish(ctx, h.inbox, inboxProbe).Err()
 					} else {
@@ -524,6 +531,7 @@ func (h *hub) close() {
 	}
 	h.closed = true
 	close(h.done)
+	h.cancel()
 	ps := h.ps
 	h.wakeAllLocked()
 	h.mu.Unlock()
