@@ -30,13 +30,32 @@ func TestConformanceSentinel(t *testing.T) {
 // waiter of another Manager, and fencing tokens go on increasing.
 func TestSentinelFailoverKeepsReplicatedHold(t *testing.T) {
 	sen := redistest.StartSentinel(t, 1, 1)
-	old := sen.Master(t)
 	// The failover (1s to find the master down, up to 1s before it starts,
 	// the promotion, and the client's switch: 2-3.7s under load) must fit in
 	// the two thirds of the TTL left after a refresh.
-	const ttl = 8 * time.Second
-	m1 := ctxlock.NewManager(newBackend(t, sen.Client(t)))
-	m2 := ctxlock.NewManager(newBackend(t, sen.Client(t)))
+	replicatedHoldSurvives(t, 8*time.Second,
+		func() redis.UniversalClient { return sen.Client(t) },
+		func(string) *redistest.Server { return sen.Master(t) },
+		func(ctx context.Context, old *redistest.Server, _ string) *redistest.Server {
+			next, err := sen.WaitFailover(ctx, old)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return next
+		})
+}
+
+// replicatedHoldSurvives takes a hold with ttl through a client from
+// newClient, waits until its lease is on a replica, kills the master
+// (masterOf the lock key), waits for failover to return the new master of
+// the key,
+// and checks that the hold lives on there (waitRefreshed,
+// handOffAfterFailover).
+func replicatedHoldSurvives(t *testing.T, ttl time.Duration, newClient func() redis.UniversalClient,
+	masterOf func(lockKey string) *redistest.Server, failover func(ctx context.Context, old *redistest.Server, lockKey string) *redistest.Server) {
+	t.Helper()
+	m1 := ctxlock.NewManager(newBackend(t, newClient()))
+	m2 := ctxlock.NewManager(newBackend(t, newClient()))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -46,16 +65,17 @@ func TestSentinelFailoverKeepsReplicatedHold(t *testing.T) {
 		t.Fatal(err)
 	}
 	token := l.Token()
+	lk, _, _ := newBackend(t, newClient()).Keys("held")
+	old := masterOf(lk)
 	if n, err := old.Client(t).Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n != 1 {
 		t.Fatalf("WAIT = %d, %v; want the lease on 1 replica", n, err)
 	}
 
 	old.Kill()
-	next, err := sen.WaitFailover(ctx, old)
-	if err != nil {
-		t.Fatal(err)
+	next := failover(ctx, old, lk)
+	if next == old {
+		t.Fatal("the killed node is still the key's master")
 	}
-	lk, _, _ := newBackend(t, next.Client(t)).Keys("held")
 	nc := next.Client(t)
 	waitRefreshed(ctx, t, nc, lk, ttl, l, expired)
 	if err := l.Err(); err != nil || l.Token() != token {
@@ -219,41 +239,13 @@ func TestClusterFailoverKeepsReplicatedHold(t *testing.T) {
 	// The failover (cluster-node-timeout 1s, the election, the slot map
 	// reloaded: 2-3s under load) must fit in the two thirds of the TTL left
 	// after a refresh.
-	const ttl = 9 * time.Second
-	m1 := ctxlock.NewManager(newBackend(t, cl.Client(t)))
-	m2 := ctxlock.NewManager(newBackend(t, cl.Client(t)))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-
-	l := m1.NewLock("held", ctxlock.WithTTL(ttl))
-	expired, err := l.Lock(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := l.Token()
-	lk, _, _ := newBackend(t, cl.Client(t)).Keys("held")
-	old := cl.MasterFor(t, lk)
-	if n, err := old.Client(t).Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n != 1 {
-		t.Fatalf("WAIT = %d, %v; want the lease on 1 replica", n, err)
-	}
-
-	old.Kill()
-	cl.WaitReady(t)
-	next := cl.MasterFor(t, lk)
-	if next == old {
-		t.Fatal("the killed node is still the master of the key's slot")
-	}
-	nc := next.Client(t)
-	waitRefreshed(ctx, t, nc, lk, ttl, l, expired)
-	if err := l.Err(); err != nil || l.Token() != token {
-		t.Fatalf("after the failover: Err %v, Token %d (was %d)", err, l.Token(), token)
-	}
-	handOffAfterFailover(ctx, t, l, token, m2.NewLock("held"), nc, lk)
-	for _, m := range []*ctxlock.Manager{m1, m2} {
-		if err := m.Close(ctx); err != nil {
-			t.Fatalf("Close: %v", err)
-		}
-	}
+	replicatedHoldSurvives(t, 9*time.Second,
+		func() redis.UniversalClient { return cl.Client(t) },
+		func(lk string) *redistest.Server { return cl.MasterFor(t, lk) },
+		func(_ context.Context, _ *redistest.Server, lk string) *redistest.Server {
+			cl.WaitReady(t)
+			return cl.MasterFor(t, lk)
+		})
 }
 
 // The subscription of a Backend on a Redis Cluster comes back after the

@@ -153,12 +153,9 @@ func (s *Sentinel) Master(t testing.TB) *Server {
 // down) and waits as WaitFailover does. It returns the new master.
 func (s *Sentinel) Failover(t testing.TB) *Server {
 	t.Helper()
+	old := s.Master(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	old, err := s.master(ctx, s.sentinels[0])
-	if err != nil {
-		t.Fatalf("redistest: %v", err)
-	}
 	sc := redis.NewSentinelClient(ClientOptions(s.sentinels[0].Addr()))
 	defer sc.Close()
 	if err := sc.Failover(ctx, SentinelMaster).Err(); err != nil {
