@@ -41,6 +41,7 @@ import (
 type batcher struct {
 	client  redis.UniversalClient
 	cluster *redis.ClusterClient // non-nil: one lane per master
+	acks    replicaAcks          // WithReplicaAcks: every pipeline ends with WAIT
 
 	mu     sync.Mutex
 	lone   lane             // every call, outside Cluster mode
@@ -80,9 +81,10 @@ type call struct {
 	state    atomic.Int32
 	cmd      *redis.Cmd // the flusher's, once sent (no slice of them per batch)
 
-	res  any
-	err  error
-	done chan struct{} // closed when res and err are set
+	res     any
+	err     error
+	unacked error         // with WithReplicaAcks: the WAIT after it fell short
+	done    chan struct{} // closed when res, err and unacked are set
 
 	// Room for keys and the EVALSHA arguments, so that a call of
 	// Backend.take is one allocation: EVALSHA, SHA1, 5 keys, and 7
@@ -142,6 +144,12 @@ func (bt *batcher) do(ctx context.Context, timeout time.Duration, c *call) (any,
 		cancel()
 	}
 	bt.mu.Lock()
+	if bt.closed && bt.acks.n > 0 {
+		// Alone, but still with its WAIT, bounded by its timeout.
+		bt.mu.Unlock()
+		bt.exec([]*call{c})
+		return c.res, c.err
+	}
 	if bt.closed {
 		bt.mu.Unlock()
 		rctx, cancel := c.bounded(ctx)
@@ -393,18 +401,27 @@ func (bt *batcher) exec(batch []*call) int {
 		c.cmd.SetFirstKeyPos(3) // the first key, for Cluster routing
 		_ = pipe.Process(c.ctx, c.cmd)
 	}
+	acked := bt.acks.wait(ctx, pipe)
 	_, _ = pipe.Exec(ctx) // errors are per command
-	retry := false
+	unacked := bt.acks.check(acked)
+	var retried []*call
 	for _, c := range sent {
+		c.unacked = unacked
 		if isNoScript(c.cmd.Err()) {
-			if !retry {
-				pipe, retry = bt.client.Pipeline(), true
+			if retried == nil {
+				pipe = bt.client.Pipeline()
 			}
+			retried = append(retried, c)
 			c.cmd = c.s.Eval(c.ctx, pipe, c.keys, c.args...)
 		}
 	}
-	if retry {
+	if retried != nil {
+		acked = bt.acks.wait(ctx, pipe)
 		_, _ = pipe.Exec(ctx)
+		unacked = bt.acks.check(acked)
+		for _, c := range retried {
+			c.unacked = unacked
+		}
 	}
 	for _, c := range sent {
 		c.res, c.err = c.cmd.Result()

@@ -104,7 +104,8 @@
 // Transport faults (timeouts, refused or reset connections, EOF, pool
 // timeouts) and server replies that mean "not now" (LOADING, READONLY,
 // MOVED, ASK, CLUSTERDOWN, TRYAGAIN, MASTERDOWN, BUSY, NOREPLICAS) are
-// returned wrapped with ctxlock.Unavailable, so the Manager retries them.
+// returned wrapped with ctxlock.Unavailable, so the Manager retries them,
+// as is ErrNotReplicated (WithReplicaAcks).
 // Everything else — WRONGTYPE (a lock key that holds something else), ACL
 // errors, unexpected replies, a closed client — is a permanent error naming
 // the key.
@@ -207,7 +208,11 @@
 // replication a failover can lose a lease that was just acquired, or its
 // last refresh, so that the lease lapses on the new master before its
 // holder's expiry channel closes, and the fencing counter can go back if
-// the promoted replica had not yet received its latest value. Use fencing
-// tokens against a store that checks them, or the redlock backend, when
-// that matters.
+// the promoted replica had not yet received its latest value.
+// WithReplicaAcks closes most of that gap: a lease counts as taken or
+// refreshed only once replicas have acknowledged it (WAIT), at the price of
+// a replica round trip per acquire and refresh batch, and of no locking
+// while too few replicas answer (TestReplicaAcks, TestReplicaAcksManager).
+// Use fencing tokens against a store that checks them, or the redlock
+// backend, when the rest matters.
 package goredis

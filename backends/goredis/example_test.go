@@ -78,10 +78,14 @@ func Example_sentinel() {
 		ContextTimeoutEnabled: true,
 	})
 	defer client.Close()
-	backend := goredis.New(client)
+	// A lease counts as taken or refreshed once one replica has it, so that
+	// a failover right after the acquire does not lose it.
+	backend := goredis.New(client, goredis.WithReplicaAcks(1, 50*time.Millisecond))
 	defer backend.Close()
 
-	m := ctxlock.NewManager(backend)
+	// Redis times a WAIT out on its 100ms timer: give each attempt the time
+	// to hear that the replicas fell short.
+	m := ctxlock.NewManager(backend, ctxlock.WithDefaultLockOptions(ctxlock.WithAcquireTimeout(250*time.Millisecond)))
 	defer m.Close(context.Background())
 
 	// A TTL longer than a failover takes (down-after-milliseconds plus the

@@ -91,6 +91,7 @@ type options struct {
 	expiryEvents  bool
 	waiterKeep    time.Duration
 	hintWindow    time.Duration // WithWaiterHints, when > 0
+	acks          replicaAcks   // WithReplicaAcks
 }
 
 // DefaultHintWindow is how long, with WithWaiterHints, a free key is kept
@@ -247,6 +248,8 @@ func New(client redis.UniversalClient, opts ...Option) *Backend {
 	}
 	b.hub = newHub(client, b.inbox, pattern, o.healthEvery, o.subscribeWait)
 	b.batch = newBatcher(client)
+	b.hub.grantsAsHints = o.acks.n > 0
+	b.batch.acks = o.acks
 	return b
 }
 
@@ -430,6 +433,9 @@ func (b *Backend) take(ctx context.Context, op string, script *redis.Script, sha
 	if err != nil {
 		return ctxlock.Lease{}, fmt.Errorf("goredis: %s %q: %w", op, req.Key, err)
 	}
+	if err := b.acksUnsupported(); err != nil {
+		return ctxlock.Lease{}, err
+	}
 	// The batcher bounds the call by req.Timeout.
 	value := req.Owner
 	if req.Metadata != "" {
@@ -466,7 +472,27 @@ func (b *Backend) take(ctx context.Context, op string, script *redis.Script, sha
 	if r.n <= 0 {
 		return ctxlock.Lease{}, fmt.Errorf("goredis: %s %q: %w: fencing token %d", op, req.Key, errGarbage, r.n)
 	}
-	return ctxlock.Lease{Key: req.Key, Owner: owner, Token: uint64(r.n)}, nil
+	lease := ctxlock.Lease{Key: req.Key, Owner: owner, Token: uint64(r.n)}
+	if c.unacked != nil {
+		b.giveBack(ctx, lease, req.Timeout)
+		return ctxlock.Lease{}, ctxlock.Unavailable(fmt.Errorf("goredis: %s %q: %w", op, req.Key, c.unacked))
+	}
+	return lease, nil
+}
+
+// giveBack releases lease, which too few replicas acknowledged (see
+// WithReplicaAcks), before its attempt reports the fault: the Manager
+// releases a failed attempt's lease too, but it knows the owner it asked
+// for, not a waiter's grant. It waits for at most timeout
+// (ctxlock.DefaultAcquireTimeout when 0) and ignores errors: the lease
+// lapses at its TTL at worst.
+func (b *Backend) giveBack(ctx context.Context, lease ctxlock.Lease, timeout time.Duration) {
+	if timeout <= 0 {
+		timeout = ctxlock.DefaultAcquireTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	b.Release(ctx, []ctxlock.Lease{lease})
 }
 
 // errYielded is take's report that relock.lua released the key for the
@@ -525,7 +551,13 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 		}
 		return errs
 	}
-	cmds := b.runBatch(ctx, extendScript, leases, false, func(l ctxlock.Lease) []any { return []any{l.Owner, ms} })
+	if err := b.acksUnsupported(); err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	cmds, unacked := b.runBatch(ctx, extendScript, leases, false, b.opts.acks, func(l ctxlock.Lease) []any { return []any{l.Owner, ms} })
 	for i, cmd := range cmds {
 		l := leases[i]
 		if cmd == nil {
@@ -543,6 +575,8 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 				errs[i] = fmt.Errorf("goredis: extend %q: %w: %T %v", l.Key, errGarbage, res, res)
 			case n == 0:
 				errs[i] = fmt.Errorf("goredis: extend %q: %w", l.Key, ctxlock.ErrLost)
+			case unacked != nil:
+				errs[i] = ctxlock.Unavailable(fmt.Errorf("goredis: extend %q: %w", l.Key, unacked))
 			}
 		}
 	}
@@ -565,7 +599,7 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 		return nil, nil
 	}
 	errs := make([]error, len(leases))
-	cmds := b.runBatch(ctx, releaseScript, leases, true, func(l ctxlock.Lease) []any {
+	cmds, _ := b.runBatch(ctx, releaseScript, leases, true, replicaAcks{}, func(l ctxlock.Lease) []any {
 		return append([]any{l.Owner, b.lockKey(l.Key) + channelSuffix}, b.hintArgs...)
 	})
 	for i, cmd := range cmds {
@@ -600,8 +634,9 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 
 // runBatch runs script once per lease in one pipeline (EVALSHA), then
 // re-runs the ones that failed with NOSCRIPT with EVAL in a second pipeline.
-// Invalid leases get a nil command.
-func (b *Backend) runBatch(ctx context.Context, s *redis.Script, leases []ctxlock.Lease, withWanted bool, args func(ctxlock.Lease) []any) []*redis.Cmd {
+// Invalid leases get a nil command. Each pipeline ends with acks's WAIT;
+// unacked wraps ErrNotReplicated when one fell short.
+func (b *Backend) runBatch(ctx context.Context, s *redis.Script, leases []ctxlock.Lease, withWanted bool, acks replicaAcks, args func(ctxlock.Lease) []any) (cmds []*redis.Cmd, unacked error) {
 	keys := func(l ctxlock.Lease) []string {
 		lk := b.lockKey(l.Key)
 		if withWanted {
@@ -609,7 +644,7 @@ func (b *Backend) runBatch(ctx context.Context, s *redis.Script, leases []ctxloc
 		}
 		return []string{lk}
 	}
-	cmds := make([]*redis.Cmd, len(leases))
+	cmds = make([]*redis.Cmd, len(leases))
 	pipe := b.client.Pipeline()
 	for i, l := range leases {
 		if validate(l.Key, l.Owner) != nil {
@@ -618,9 +653,11 @@ func (b *Backend) runBatch(ctx context.Context, s *redis.Script, leases []ctxloc
 		cmds[i] = s.EvalSha(ctx, pipe, keys(l), args(l)...)
 	}
 	if pipe.Len() == 0 {
-		return cmds
+		return cmds, nil
 	}
+	acked := acks.wait(ctx, pipe)
 	_, _ = pipe.Exec(ctx) // errors are per command
+	unacked = acks.check(acked)
 	var retry []int
 	for i, cmd := range cmds {
 		if cmd != nil && isNoScript(cmd.Err()) {
@@ -632,9 +669,11 @@ func (b *Backend) runBatch(ctx context.Context, s *redis.Script, leases []ctxloc
 		for _, i := range retry {
 			cmds[i] = s.Eval(ctx, pipe, keys(leases[i]), args(leases[i])...)
 		}
+		acked = acks.wait(ctx, pipe)
 		_, _ = pipe.Exec(ctx)
+		unacked = errors.Join(unacked, acks.check(acked))
 	}
-	return cmds
+	return cmds, unacked
 }
 
 func isNoScript(err error) bool {

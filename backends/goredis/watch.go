@@ -50,6 +50,10 @@ type hub struct {
 	pattern     string // keyevent pattern, "" when off
 	healthEvery time.Duration
 	wait        time.Duration
+	// grantsAsHints passes grants on as hints, so that the waiter takes
+	// the key up with an Acquire (WithReplicaAcks: a grant's write was not
+	// acknowledged by replicas when it was published).
+	grantsAsHints bool
 
 	mu          sync.Mutex
 	entries     map[string]*entry
@@ -447,7 +451,7 @@ func (h *hub) handle(msg any) {
 		case channel == h.inbox:
 			if waiter, g, ok := parseGrant(m.Payload); ok {
 				if w := h.waiters[waiter]; w != nil {
-					if g.Token == 0 {
+					if g.Token == 0 || h.grantsAsHints {
 						w.hint()
 					} else {
 						w.grant(g)

@@ -285,6 +285,42 @@ func (s *Sentinel) waitReplicasOnce(ctx context.Context, master, skip *Server) e
 	return nil
 }
 
+// WaitAcks waits until every running replica acknowledges the master's
+// writes (WAIT), and fails the test if that takes over 10s. A replica in
+// sync (as StartSentinel and WaitFailover leave it) may not be yet: after a
+// diskless sync the master streams writes to it only once it has sent its
+// first acknowledgement, up to a second later.
+func (s *Sentinel) WaitAcks(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	master := s.Master(t)
+	replicas := 0
+	for _, srv := range s.servers {
+		if srv != master && srv.running() {
+			replicas++
+		}
+	}
+	c := redis.NewClient(ClientOptions(master.Addr()))
+	defer c.Close()
+	for {
+		// WAIT counts the replicas that have this connection's last write:
+		// a PUBLISH, which is replicated and leaves no key behind.
+		var acked *redis.IntCmd
+		_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Publish(ctx, "redistest:acks", "")
+			acked = redis.NewIntCmd(ctx, "wait", replicas, 100)
+			return p.Process(ctx, acked)
+		})
+		if err == nil && acked.Val() >= int64(replicas) {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("redistest: %d replicas not acknowledging after 10s (last: %d, %v)", replicas, acked.Val(), err)
+		}
+	}
+}
+
 // waitSentinels polls until every sentinel names master and lists every
 // replica as a healthy one.
 func (s *Sentinel) waitSentinels(ctx context.Context, master *Server) error {
