@@ -342,7 +342,8 @@ func (b *Backend) nodeTimeout(ttl, attempt time.Duration) time.Duration {
 // and the lease stands when the validity left, TTL − elapsed − drift, is
 // positive. Its token is the largest of the granting quorum's counters;
 // granting nodes whose counter lagged are raised to it (one more round trip,
-// only when the counters differ), and a quorum of nodes must carry the
+// only when the counters differ, in what is left of req.Timeout: the whole
+// attempt gives up after req.Timeout), and a quorum of nodes must carry the
 // token.
 //
 // Otherwise Acquire waits for every node, releases the attempt at once on
@@ -351,7 +352,12 @@ func (b *Backend) nodeTimeout(ttl, attempt time.Duration) time.Duration {
 // on too many nodes (Remaining is when enough of them expire for a quorum to
 // be free: the k-th soonest holder expiry, k = taken − (N − quorum)); a
 // *QuorumError matching ctxlock.ErrUnavailable when unreachable nodes or
-// slowness kept it from a quorum; a permanent *QuorumError otherwise.
+// slowness kept it from a quorum; a permanent *QuorumError otherwise. When
+// the release fails on a node that granted the attempt (or does not answer
+// within req.Timeout), the refusal is reported as a fault, matching
+// ctxlock.ErrUnavailable and not ctxlock.ErrHeld: the Manager then releases
+// the lease until that is confirmed, where after a refusal it would leave
+// the lease to keep the key on that node for a whole TTL.
 func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
 	lease, _, err := b.take(ctx, "acquire", req, nil)
 	return lease, err
@@ -452,8 +458,11 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 		leases[i] = r.lease
 	}
 	t := tallyOf(errs)
+	// The attempt gives up at t0 + timeout (see Acquire): what follows the
+	// fan-out gets the time left.
+	deadline := t0.Add(timeout)
 	if granted(errs) {
-		token, err := b.fence(ctx, op, req.Key, timeout, leases, errs)
+		token, err := b.fence(ctx, op, req.Key, timeLeft(deadline), leases, errs)
 		if err == nil {
 			v := Validity(req.TTL, time.Since(t0), b.opts.drift)
 			if v > 0 {
@@ -470,10 +479,18 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 		// overtaking an acquire on a node would leave the lease there).
 		fn.all()
 		errs = acquiredErrs(fn.res)
-		b.releaseAfterFailure(ctx, req, errs, b.placed(req.Waiter, old, errs))
+		// The error is transient: the Manager releases the lease again
+		// where this fails.
+		_ = b.releaseAfterFailure(ctx, req, errs, b.placed(req.Waiter, old, errs), deadline)
 		return ctxlock.Lease{}, false, err
 	}
-	b.releaseAfterFailure(ctx, req, errs, b.placed(req.Waiter, old, errs))
+	if err := b.releaseAfterFailure(ctx, req, errs, b.placed(req.Waiter, old, errs), deadline); err != nil {
+		// A node that granted the key may keep it for a whole TTL: not a
+		// refusal (the Manager would leave it there), a fault, after which
+		// the Manager releases the lease until that is confirmed.
+		return ctxlock.Lease{}, false, ctxlock.Unavailable(fmt.Errorf("redlock: %s %q: %w; giving back the lease the attempt took on %w",
+			op, req.Key, b.quorumError(op, req.Key, errs, false), err))
+	}
 	// For a relock, the nodes that answered ok, yielded or refused no longer
 	// hold old: there it is released or was gone already.
 	oldGone := old == nil || t.ok+t.taken >= b.quorum
@@ -640,7 +657,12 @@ func (b *Backend) fence(ctx context.Context, op, key string, timeout time.Durati
 // (requeue), it uses goredis.Backend.Requeue, which puts req.Waiter back in
 // its place in the node's queue: it stays the first waiter wherever it was,
 // and a node it frees for another first waiter tells that one.
-func (b *Backend) releaseAfterFailure(ctx context.Context, req ctxlock.AcquireRequest, errs []error, requeue bool) {
+//
+// It waits for the nodes known to have granted, until deadline at most,
+// and returns an error naming those where the release failed or had not
+// answered by then; the release on nodes that did not answer the acquire
+// goes on in the background.
+func (b *Backend) releaseAfterFailure(ctx context.Context, req ctxlock.AcquireRequest, errs []error, requeue bool, deadline time.Time) error {
 	var idx []int
 	for i, err := range errs {
 		if s := statusOf(err); s == NodeOK || s == NodeUnreachable {
@@ -648,31 +670,42 @@ func (b *Backend) releaseAfterFailure(ctx context.Context, req ctxlock.AcquireRe
 		}
 	}
 	if len(idx) == 0 {
-		return
+		return nil
 	}
 	lease := ctxlock.Lease{Key: req.Key, Owner: req.Owner}
-	fn := startFan(b, context.WithoutCancel(ctx), b.nodeTimeout(req.TTL, req.Timeout), idx, false, func(ctx context.Context, i int) bool {
+	fn := startFan(b, context.WithoutCancel(ctx), b.nodeTimeout(req.TTL, req.Timeout), idx, errNoAnswer, func(ctx context.Context, i int) error {
 		if errs[i] != nil || !requeue {
 			// Not queued; or an unknown outcome, released in the background,
 			// maybe after the Lock call left the queues, so it must not queue
 			// the waiter again (its next refusal puts it back in its place
 			// by id).
-			b.nodes[i].Release(ctx, []ctxlock.Lease{lease})
-			return true
+			return errors.Join(b.nodes[i].Release(ctx, []ctxlock.Lease{lease})...)
 		}
-		_ = b.nodes[i].Requeue(ctx, lease, req.Waiter, req.TTL)
-		return true
+		return b.nodes[i].Requeue(ctx, lease, req.Waiter, req.TTL)
 	})
-	// Wait for the nodes known to have granted; the release on nodes that
-	// did not answer the acquire goes on in the background.
-	fn.until(func(done []bool) bool {
+	wctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+	defer cancel()
+	_ = fn.untilDone(wctx, func(done []error) bool {
 		for i, err := range errs {
-			if err == nil && !done[i] {
+			if err == nil && done[i] == errNoAnswer {
 				return false
 			}
 		}
 		return true
 	})
+	var failed []error
+	for i, err := range errs {
+		if err == nil && fn.res[i] != nil {
+			failed = append(failed, fmt.Errorf("node %d: %w", i, fn.res[i]))
+		}
+	}
+	return errors.Join(failed...)
+}
+
+// timeLeft returns the time until deadline, at least a millisecond (a
+// per-node timeout of 0 would mean none).
+func timeLeft(deadline time.Time) time.Duration {
+	return max(time.Until(deadline), time.Millisecond)
 }
 
 // batch runs op (one pipeline per node for all leases) on every node in
