@@ -74,6 +74,9 @@ type Manager struct {
 	releases  deadlineHeap[*release]
 	maxWindow time.Duration // the widest refresh batching window of any hold
 	pending   int           // releases not yet confirmed, queued or in flight
+	// releasesAbandoned is set once Close has stopped the scheduler:
+	// pending stays 0 from then on.
+	releasesAbandoned bool
 	// leaves has the cancel function of each leaveLater goroutine running.
 	leaves    map[uint64]context.CancelFunc
 	nextLeave uint64
@@ -795,8 +798,10 @@ func (m *Manager) queueReleaseLocked(ks *keyState, r *release, now time.Time) {
 	ks.pending = append(ks.pending, r)
 	m.releases.push(r)
 	r.queued = true
-	m.pending++
-	m.obs.PendingReleases(1)
+	if !m.releasesAbandoned {
+		m.pending++
+		m.obs.PendingReleases(1)
+	}
 	m.nudgeReleaseLocked(r.retryAt)
 }
 
@@ -931,8 +936,10 @@ func (m *Manager) completeReleaseLocked(r *release, err error, wanted bool) {
 			m.log.Warn("ctxlock: release abandoned; the lease lapses at its TTL", "key", r.lease.Key, "error", err)
 		}
 		ks.removePending(r)
-		m.pending--
-		m.obs.PendingReleases(-1)
+		if !m.releasesAbandoned {
+			m.pending--
+			m.obs.PendingReleases(-1)
+		}
 		m.settleLocked()
 	}
 	// Calls waiting for the key's releases to settle go on: a Lock at the
@@ -1123,6 +1130,15 @@ func (m *Manager) Close(ctx context.Context) error {
 	}
 	m.cancelBg()
 	_ = m.workers.Wait()
+	m.mu.Lock()
+	// Releases still pending are abandoned (see err): with the scheduler
+	// stopped nothing retries them, so they no longer count as pending
+	// (Health, and the pending-releases metric), nor do releases that Lock
+	// calls still running queue or complete.
+	m.obs.PendingReleases(-m.pending)
+	m.pending = 0
+	m.releasesAbandoned = true
+	m.mu.Unlock()
 	close(m.closeDone)
 	return err
 }

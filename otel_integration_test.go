@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -610,6 +611,36 @@ func TestOtelExpiredHoldAndPendingReleases(t *testing.T) {
 		}
 		if failed == 0 || ok != 1 {
 			t.Errorf("release spans: %d failed, %d succeeded; want >= 1 failed while down, then 1 success", failed, ok)
+		}
+	})
+}
+
+// Releases that Close abandons (its context ended with the store down) no
+// longer count as pending once Close has returned: nothing retries them.
+func TestOtelPendingReleasesZeroAfterCloseAbandons(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newOtelRig(t, 1)
+		defer r.close()
+		m := r.ms[0]
+		l := m.NewLock("k")
+		if _, err := l.Lock(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		r.be.SetUnavailable(true)
+		if err := l.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := m.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Close with the store down = %v; want the releases abandoned at its deadline", err)
+		}
+		if got := otelSum(t, r.collect(), ctxlockotel.MetricReleasePending, otelMemory); got != 0 {
+			t.Errorf("%s = %d after Close abandoned the release, want 0", ctxlockotel.MetricReleasePending, got)
+		}
+		conds, _ := m.Health(context.Background())
+		if slices.ContainsFunc(conds, func(c string) bool { return strings.HasPrefix(c, "pending releases") }) {
+			t.Errorf("Health after Close = %q; no release is pending any more", conds)
 		}
 	})
 }
