@@ -114,13 +114,16 @@ func (l *lockValue) TryLock(ctx context.Context) (bool, <-chan struct{}, error) 
 }
 
 func (l *lockValue) acquire(ctx context.Context, try bool) (bool, <-chan struct{}, error) {
-	if ctx == nil {
-		return false, nil, fmt.Errorf("ctxlock: lock %q: %w", l.key, ErrNilContext)
-	}
+	// Recorded like every call, even one rejected at once (StartAcquire
+	// takes a nil ctx).
+	nilCtx := ctx == nil
 	ctx, rec := l.m.obs.StartAcquire(ctx, l.opts.Tracer, try, l.key)
 	fail := func(outcome string, err error) (bool, <-chan struct{}, error) {
 		rec.End(outcome, 0, err)
 		return false, nil, err
+	}
+	if nilCtx {
+		return fail(ctxlockotel.OutcomeError, fmt.Errorf("ctxlock: lock %q: %w", l.key, ErrNilContext))
 	}
 	if l.invalid != nil {
 		return fail(ctxlockotel.OutcomeError, l.invalid)

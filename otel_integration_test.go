@@ -615,6 +615,78 @@ func TestOtelExpiredHoldAndPendingReleases(t *testing.T) {
 	})
 }
 
+// A hold whose refreshes time out (the store hangs rather than refusing)
+// expires like one whose store is down: its span's error.type says
+// ctxlock.lock_expired, not the timeout behind it.
+func TestOtelExpiredHoldErrorTypeWhenStoreHangs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newOtelRig(t, 1)
+		defer r.close()
+		opts := []ctxlock.LockOption{ctxlock.WithTTL(3 * time.Second), ctxlock.WithRefreshInterval(time.Second)}
+		if _, err := r.ms[0].NewLock("a", opts...).Lock(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		// b's refreshes share a's batches, which time out at a's deadline,
+		// 200ms before b's validity ends: b expires with the timeout as the
+		// cause (a, with its refresh unanswered).
+		time.Sleep(200 * time.Millisecond)
+		l := r.ms[0].NewLock("b", opts...)
+		expired, err := l.Lock(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.be.SetLatency(time.Hour)
+		defer r.be.SetLatency(0)
+		<-expired
+		synctest.Wait()
+		if !errors.Is(l.Err(), context.DeadlineExceeded) {
+			t.Fatalf("Err = %v; want the refresh's timeout behind the expiry (the case under test)", l.Err())
+		}
+		found := false
+		for _, s := range r.spans(ctxlockotel.SpanHold) {
+			if a := otelAttrs(s); a[ctxlockotel.AttrKey].AsString() == "b" {
+				found = true
+				if got := a[ctxlockotel.AttrErrorType].AsString(); got != "ctxlock.lock_expired" {
+					t.Errorf("expired hold span: error.type %q, want ctxlock.lock_expired", got)
+				}
+			}
+		}
+		if !found {
+			t.Error("no hold span for b")
+		}
+	})
+}
+
+// Lock and TryLock with a nil context are recorded like every other call
+// rejected at once: a span and an acquire.duration sample, outcome error.
+func TestOtelNilContextRecorded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newOtelRig(t, 1)
+		defer r.close()
+		l := r.ms[0].NewLock("k")
+		//lint:ignore SA1012 a nil context is the input under test
+		if _, err := l.Lock(nil); !errors.Is(err, ctxlock.ErrNilContext) {
+			t.Fatalf("Lock(nil) = %v, want ErrNilContext", err)
+		}
+		//lint:ignore SA1012 a nil context is the input under test
+		if _, _, err := l.TryLock(nil); !errors.Is(err, ctxlock.ErrNilContext) {
+			t.Fatalf("TryLock(nil) = %v, want ErrNilContext", err)
+		}
+		for _, name := range []string{ctxlockotel.SpanLock, ctxlockotel.SpanTryLock} {
+			spans := r.spans(name)
+			if len(spans) != 1 {
+				t.Fatalf("%d %s spans, want 1", len(spans), name)
+			}
+			if a := otelAttrs(spans[0]); a[ctxlockotel.AttrOutcome].AsString() != ctxlockotel.OutcomeError || spans[0].Status().Code != codes.Error {
+				t.Errorf("%s span of a nil context: %v, status %v", name, spans[0].Attributes(), spans[0].Status())
+			}
+		}
+		if n, _ := otelHist(t, r.collect(), ctxlockotel.MetricAcquireDuration); n != 2 {
+			t.Errorf("%s count %d after Lock(nil) and TryLock(nil), want 2", ctxlockotel.MetricAcquireDuration, n)
+		}
+	})
+}
+
 // Releases that Close abandons (its context ended with the store down) no
 // longer count as pending once Close has returned: nothing retries them.
 func TestOtelPendingReleasesZeroAfterCloseAbandons(t *testing.T) {

@@ -61,8 +61,10 @@ const (
 	// operation (refresh|release), error.type.
 	MetricBatchDuration = "ctxlock.batch.duration"
 	// MetricReleasePending is an Int64UpDownCounter ({release}) of releases
-	// queued after Unlock and not yet confirmed by the backend. Attributes:
-	// backend.
+	// not yet confirmed by the backend: queued by Unlock, for holds that
+	// ended otherwise (lost, expired, closed), and for acquire attempts whose
+	// outcome is unknown. Releases that Manager.Close abandons stop counting
+	// when it returns. Attributes: backend.
 	MetricReleasePending = "ctxlock.release.pending"
 )
 
@@ -84,8 +86,8 @@ func MetricNames() []string {
 
 // Attribute keys on spans and metrics.
 var (
-	// AttrKey is the lock key (after the Manager's namespace prefix), on
-	// spans and on the per-key metrics. See "Cardinality" in the package doc.
+	// AttrKey is the lock key as given to NewLock (without the Manager's
+	// namespace, ctxlock.WithNamespace), on spans and on the per-key metrics. See "Cardinality" in the package doc.
 	AttrKey = attribute.Key("ctxlock.key")
 	// AttrBackend is the backend name given to [New] (e.g. "memory",
 	// "redis", "redlock"; see ctxlock.BackendNamer). It is on every span and every metric.
@@ -95,7 +97,9 @@ var (
 	AttrOperation = attribute.Key("ctxlock.operation")
 	// AttrOutcome is one of the Outcome* values.
 	AttrOutcome = attribute.Key("ctxlock.outcome")
-	// AttrAttempts is the number of backend attempts an acquire call made (int).
+	// AttrAttempts is the number of attempts an acquire call made (int):
+	// backend attempts, or 1 for a TryLock refused at once because another
+	// goroutine holds the same Lock value (no backend call).
 	AttrAttempts = attribute.Key("ctxlock.attempts")
 	// AttrContended reports whether an acquire call found the key held at
 	// least once (bool).

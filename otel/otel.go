@@ -644,7 +644,13 @@ func (i *Instrumentation) HoldEndedWithTracer(tracer trace.Tracer, acquired trac
 		ctx = trace.ContextWithSpanContext(ctx, acquired)
 	}
 	if tracer != nil && abnormal {
-		etype := ErrorType(err)
+		// Why the hold ended (the ctxlock sentinel err starts with), not
+		// the fault behind it: a refresh that timed out must not make an
+		// expiry read "context.DeadlineExceeded".
+		etype := findSentinel(err, 0)
+		if etype == "" {
+			etype = errorType(err, true)
+		}
 		if etype == "" {
 			etype = ErrorTypeOther
 		}
