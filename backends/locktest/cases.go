@@ -42,6 +42,7 @@ var cases = []testCase{
 	{"DoCancelsOnLoss", testDoLoss},
 	{"Health", testHealth},
 	{"BackendBatchResultsOnePerLease", testBatchResults},
+	{"BackendExtendBadTTL", testExtendBadTTL},
 }
 
 func testLockUnlockRelock(e *env) {
@@ -883,4 +884,27 @@ func testBatchResults(e *env) {
 	check("Release", e.b.Release(ctx, leases[1:2]), nil)
 	check("Extend", e.b.Extend(ctx, leases, e.cfg.ttl), nil, ctxlock.ErrLost, nil)
 	check("Release", e.b.Release(ctx, leases), nil, nil, nil)
+}
+
+// testExtendBadTTL: an Extend with a TTL ≤ 0 is bad input
+// (ctxlock.ErrInvalidOption), not a lost lease: a Manager would end a hold
+// on ErrLost while its lease stayed on the store. The lease stays owned.
+func testExtendBadTTL(e *env) {
+	ctx := e.ctx()
+	l, err := e.b.Acquire(ctx, ctxlock.AcquireRequest{Key: e.key("k"), Owner: "bad-ttl", TTL: e.cfg.ttl, Timeout: e.cfg.ttl})
+	if err != nil {
+		e.t.Fatalf("Acquire: %v", err)
+	}
+	for _, ttl := range []time.Duration{0, -time.Second} {
+		errs := e.b.Extend(ctx, []ctxlock.Lease{l}, ttl)
+		if len(errs) != 1 || !errors.Is(errs[0], ctxlock.ErrInvalidOption) || errors.Is(errs[0], ctxlock.ErrLost) {
+			e.t.Fatalf("Extend with TTL %v = %v; want one ErrInvalidOption, not ErrLost", ttl, errs)
+		}
+	}
+	if errs := e.b.Extend(ctx, []ctxlock.Lease{l}, e.cfg.ttl); len(errs) != 1 || errs[0] != nil {
+		e.t.Fatalf("Extend after the bad ones = %v; want the lease still owned", errs)
+	}
+	if errs := e.b.Release(ctx, []ctxlock.Lease{l}); len(errs) != 1 || errs[0] != nil {
+		e.t.Fatalf("Release = %v", errs)
+	}
 }

@@ -240,12 +240,16 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 	if b.closed {
 		return fill(len(leases), ErrClosed)
 	}
+	if ttl <= 0 {
+		// Bad input, not a lost lease: the leases stay as they are.
+		return fill(len(leases), fmt.Errorf("memory: extend: %w: TTL %v", ctxlock.ErrInvalidOption, ttl))
+	}
 	b.stats.ExtendCalls++
 	b.stats.ExtendedLeases += len(leases)
 	errs := make([]error, len(leases))
 	for i, l := range leases {
 		e := b.liveLocked(l.Key, now)
-		if e == nil || e.owner != l.Owner || ttl <= 0 {
+		if e == nil || e.owner != l.Owner {
 			errs[i] = fmt.Errorf("memory: extend %q: %w", l.Key, ctxlock.ErrLost)
 			continue
 		}

@@ -783,6 +783,15 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 	if len(leases) == 0 {
 		return nil
 	}
+	if ttl <= 0 {
+		// Bad input, not lost leases (every node would refuse it, and a
+		// refusal by a quorum reads as a loss).
+		errs := make([]error, len(leases))
+		for i, l := range leases {
+			errs[i] = fmt.Errorf("redlock: extend %q: %w: TTL %v", l.Key, ctxlock.ErrInvalidOption, ttl)
+		}
+		return errs
+	}
 	timeout := b.nodeTimeout(ttl, 0)
 	res, _ := b.batch(ctx, timeout, leases, func(ctx context.Context, node *goredis.Backend) ([]error, []bool) {
 		return node.Extend(ctx, leases, ttl), nil
