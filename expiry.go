@@ -93,8 +93,8 @@ func (r *release) index() *int32 { return &r.heapIdx }
 
 // endHoldLocked ends h for reason (one of ErrUnlocked, ErrLost, ErrExpired,
 // ErrClosed), with an optional cause for detail: closes its expiry channel, frees its Lock
-// value and its key for local waiters, and queues the release of the lease
-// unless the backend already said it is gone.
+// value and its key for local waiters, and queues the (owner-checked)
+// release of the lease, even when the backend said it is lost.
 func (m *Manager) endHoldLocked(h *hold, reason, cause error) {
 	if h.ended {
 		return
@@ -123,12 +123,13 @@ func (m *Manager) endHoldLocked(h *hold, reason, cause error) {
 		// must not stall the Manager.
 		m.endedHolds = append(m.endedHolds, h.endedLocked(now))
 	}
-	if reason != ErrLost {
-		// After an expiry the lease may still be on the server (the backend was
-		// slow, not gone): releasing it frees the key for others before its TTL.
-		h.rel = release{lease: h.lease, lock: h.lock, lapseAt: h.lapse(now)}
-		m.queueReleaseLocked(ks, &h.rel, now)
-	}
+	// After an expiry the lease may still be on the server (the backend was
+	// slow, not gone): releasing it frees the key for others before its TTL.
+	// After a loss too: a backend over several stores reports a lease lost
+	// once too few of them have it, while some may (redlock), and the
+	// release is owner-checked, so it cannot free another owner's lease.
+	h.rel = release{lease: h.lease, lock: h.lock, lapseAt: h.lapse(now)}
+	m.queueReleaseLocked(ks, &h.rel, now)
 	m.releaseKeyLocked(ks)
 }
 

@@ -572,3 +572,41 @@ func TestBackgroundLeavesBounded(t *testing.T) {
 		closeManager(t, m)
 	})
 }
+
+// quorumLoser is a memory backend whose Extend reports every lease lost
+// while the store keeps it, as a backend over several stores does when too
+// few of them still have a lease (redlock): the rest may hold it.
+type quorumLoser struct{ *memory.Backend }
+
+func (b quorumLoser) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.Duration) []error {
+	errs := make([]error, len(leases))
+	for i := range errs {
+		errs[i] = fmt.Errorf("test: %w", ctxlock.ErrLost)
+	}
+	return errs
+}
+
+// A hold that a refresh reports lost ends with ErrLost, and its lease is
+// still released (owner-checked), so that no store left holding it keeps
+// the key until its TTL.
+func TestLostHoldIsReleased(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		be := quorumLoser{memory.New()}
+		defer be.Close()
+		m := ctxlock.NewManager(be)
+		defer closeManager(t, m)
+		l := m.NewLock("k", ctxlock.WithTTL(time.Hour))
+		expired, err := l.Lock(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-expired
+		if !errors.Is(l.Err(), ctxlock.ErrLost) {
+			t.Fatalf("Err = %v, want ErrLost", l.Err())
+		}
+		synctest.Wait()
+		if owner, _, _, _, held := be.Holder("k"); held {
+			t.Fatalf("the store still holds the lost hold's lease (owner %q) after the hold ended", owner)
+		}
+	})
+}
