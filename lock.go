@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	ctxlockotel "github.com/ctxlock/ctxlock/otel"
@@ -94,8 +95,9 @@ type lockValue struct {
 	gateQueue []chan struct{} // Lock calls waiting for busy to clear, FIFO
 
 	// queuedLast: this value's last Lock call had to queue for the key (a
-	// WaiterQueue backend). Owned by the call in progress (busy).
-	queuedLast bool
+	// WaiterQueue backend). Atomic: the call sets it as it returns, after
+	// an Unlock may have let the next call on the value read it.
+	queuedLast atomic.Bool
 
 	// contended: another owner wanted the key during this value's last hold,
 	// so its next Lock yields once before attempting. Guarded by m.mu.
@@ -198,9 +200,7 @@ func (l *lockValue) Unlock() error {
 		}
 		return fmt.Errorf("ctxlock: unlock %q: %w", l.key, ErrNotHeld)
 	}
-	h.unlocked = true
-	m.endHoldLocked(h, ErrUnlocked, nil)
-	m.unlock()
+	m.unlockLocked(h)
 	return nil
 }
 
@@ -228,7 +228,10 @@ func (l *lockValue) Err() error {
 // both, joined, when both happened. A hold that fn (or another goroutine)
 // ended with l.Unlock was not lost: fn's context is then cancelled with
 // l.Err (ErrUnlocked) as its cause, and Do returns fn's error alone. If the
-// lock cannot be acquired, fn does not run and Do returns Lock's error.
+// lock cannot be acquired, fn does not run and Do returns Lock's error. Do
+// unlocks only the hold it acquired, never a later hold of l made by
+// another goroutine (for a Lock of this package; another implementation
+// gets a plain Unlock).
 func Do(ctx context.Context, l Lock, fn func(ctx context.Context) error) (err error) {
 	if l == nil || fn == nil {
 		return fmt.Errorf("ctxlock: Do needs a Lock and a function: %w", ErrInvalidOption)
@@ -263,10 +266,37 @@ func Do(ctx context.Context, l Lock, fn func(ctx context.Context) error) (err er
 				err = errors.Join(err, end)
 			}
 		default:
-			_ = l.Unlock() // ErrNotHeld only if the hold ended just now
+			if lv, ok := l.(*lockValue); ok {
+				// Our hold only: it may end just now, and another
+				// goroutine lock l again, before an Unlock would run.
+				lv.unlockHold(expired)
+			} else {
+				_ = l.Unlock() // ErrNotHeld only if the hold ended just now
+			}
 		}
 	}()
 	return fn(fctx)
+}
+
+// unlockLocked ends h as unlocked and releases m.mu.
+func (m *Manager) unlockLocked(h *hold) {
+	h.unlocked = true
+	m.endHoldLocked(h, ErrUnlocked, nil)
+	m.unlock()
+}
+
+// unlockHold unlocks the hold of l whose expiry channel is expired, if it is
+// still l's current hold and has not ended, and reports whether it did.
+func (l *lockValue) unlockHold(expired <-chan struct{}) bool {
+	m := l.m
+	m.mu.Lock()
+	h := l.cur
+	if h == nil || h.ended || h.expired != expired {
+		m.mu.Unlock()
+		return false
+	}
+	m.unlockLocked(h)
+	return true
 }
 
 // endError says why a hold of key ended, given its reason (see Lock.Err):

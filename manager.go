@@ -313,7 +313,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 	)
 	if !try && m.queue != nil {
 		waiter = m.newWaiter()
-		if l.queuedLast {
+		if l.queuedLast.Load() {
 			// This value had to queue for the key last time: listen before
 			// the first attempt, so that no hand-off can slip past.
 			turns, stopWatch = m.queue.WatchWaiter(l.fullKey, waiter)
@@ -375,7 +375,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 	)
 	defer func() {
 		if waiter != "" {
-			l.queuedLast = queued
+			l.queuedLast.Store(queued)
 		}
 		if stopWatch != nil {
 			stopWatch()
@@ -624,7 +624,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		select {
 		case <-timer.C:
 			if !yield {
-				backoff = min(2*backoff, max(MaxRetryDelay, l.opts.RetryDelay))
+				backoff = doubled(backoff, max(MaxRetryDelay, l.opts.RetryDelay))
 			}
 		case _, ok := <-watch:
 			if !ok { // a backend that closed its channel: poll instead of spinning
@@ -735,6 +735,15 @@ func (m *Manager) yieldDelay(retry time.Duration) time.Duration {
 }
 
 // jitter returns a duration in [d/2, d].
+// doubled returns 2d, or limit when that is more (without overflowing: a
+// huge retry delay must not wrap around to none).
+func doubled(d, limit time.Duration) time.Duration {
+	if d > limit/2 {
+		return limit
+	}
+	return 2 * d
+}
+
 func jitter(d time.Duration) time.Duration {
 	if d < 2 {
 		return d
@@ -769,8 +778,11 @@ func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0, now
 	}
 	h.validUntil = h.validity(t0)
 	h.refreshAt = t0.Add(l.interval)
-	if short := l.opts.TTL - ttl; short > 0 {
-		h.validUntil = h.validUntil.Add(-short)
+	if ttl < l.opts.TTL {
+		// The grant's own validity (its drift allowance from its own TTL,
+		// as §3 of the design has it: the lock's, from a TTL far longer,
+		// could exceed the grant), and a first refresh well within it.
+		h.validUntil = t0.Add(ttl - (time.Duration(float64(ttl)*l.opts.DriftFactor) + validityMargin))
 		h.refreshAt = t0.Add(min(l.interval, ttl/3))
 	}
 	if !h.validUntil.After(now) {

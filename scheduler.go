@@ -225,8 +225,11 @@ func (m *Manager) applyRefreshLocked(h *hold, err error, t0, now time.Time) {
 	default:
 		h.failures++
 		h.refreshErr = err
-		retry := jitter(h.lock.opts.RetryDelay << min(h.failures, int32(10)))
-		h.refreshAt = now.Add(min(retry, h.lock.interval/2))
+		retry := h.lock.opts.RetryDelay
+		for range min(h.failures, 10) {
+			retry = doubled(retry, h.lock.interval/2)
+		}
+		h.refreshAt = now.Add(min(jitter(retry), h.lock.interval/2))
 		if h.refreshAt.After(h.validUntil) {
 			h.refreshAt = h.validUntil
 		}

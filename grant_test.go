@@ -1,0 +1,169 @@
+package ctxlock_test
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/ctxlock/ctxlock"
+	"github.com/ctxlock/ctxlock/backends/memory"
+)
+
+// queueStub is a memory store with a minimal WaiterQueue: the test
+// grants the key to the last waiter that was refused, as goredis does on a
+// release (a lease owned by GrantOwner(waiter, token), TTL at most 3s).
+type queueStub struct {
+	*memory.Backend
+	mu      sync.Mutex
+	waiter  string
+	turns   map[string]chan ctxlock.Handoff
+	extends atomic.Int64
+	// stopGate, when set, makes the WatchWaiter stop functions block until
+	// it is closed (a slow unsubscribe).
+	stopGate chan struct{}
+}
+
+func (b *queueStub) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	lease, err := b.Backend.Acquire(ctx, req)
+	if errors.Is(err, ctxlock.ErrHeld) && req.Waiter != "" {
+		b.mu.Lock()
+		b.waiter = req.Waiter
+		b.mu.Unlock()
+	}
+	return lease, err
+}
+
+func (b *queueStub) Extend(ctx context.Context, ls []ctxlock.Lease, ttl time.Duration) []error {
+	b.extends.Add(1)
+	return b.Backend.Extend(ctx, ls, ttl)
+}
+
+func (b *queueStub) WatchWaiter(key, waiter string) (<-chan ctxlock.Handoff, func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.turns == nil {
+		b.turns = map[string]chan ctxlock.Handoff{}
+	}
+	ch := make(chan ctxlock.Handoff, 1)
+	b.turns[waiter] = ch
+	gate := b.stopGate
+	return ch, func() {
+		if gate != nil {
+			<-gate
+		}
+	}
+}
+
+func (b *queueStub) Leave(ctx context.Context, key, waiter string) error { return nil }
+
+// grant releases holder's lease and grants key to the queued waiter for ttl.
+func (b *queueStub) grant(t *testing.T, key string, holder ctxlock.Lease, ttl time.Duration) {
+	b.Backend.Release(context.Background(), []ctxlock.Lease{holder})
+	b.mu.Lock()
+	w, ch := b.waiter, b.turns[b.waiter]
+	b.mu.Unlock()
+	tok := holder.Token + 1
+	l, err := b.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
+		Key: key, Owner: ctxlock.GrantOwner(w, tok), TTL: ttl, Timeout: time.Second})
+	if err != nil || l.Token != tok {
+		t.Fatalf("grant: %v %+v", err, l)
+	}
+	ch <- ctxlock.Handoff{Token: tok, TTL: ttl}
+}
+
+// A hold granted a short lease (a WaiterQueue hand-off, 3s as goredis's
+// DefaultWaiterKeep) by a healthy backend is refreshed before the grant's
+// validity ends. Its validity must come from the grant's own TTL: the drift
+// allowance of the lock's 250s TTL (2.5s) left the grant 0.5s, past which
+// its first refresh (at ttl/3, 1s) was due, and the hold expired at 1s,
+// after its own deadline, without one Extend sent.
+func TestShortGrantRefreshedBeforeItsValidityEnds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const ttl, grantTTL = 250 * time.Second, 3 * time.Second
+		b := &queueStub{Backend: memory.New()}
+
+		// The holder: a plain lease on the store, owned by someone else.
+		holder, err := b.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
+			Key: "k", Owner: "elsewhere", TTL: time.Hour, Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := ctxlock.NewManager(b)
+		defer m.Close(context.Background())
+		l := m.NewLock("k", ctxlock.WithTTL(ttl), ctxlock.WithRefreshInterval(2*time.Second))
+		type res struct {
+			ch  <-chan struct{}
+			err error
+		}
+		done := make(chan res, 1)
+		go func() { ch, err := l.Lock(context.Background()); done <- res{ch, err} }()
+		synctest.Wait() // refused, queued, listening for its turn
+		b.grant(t, "k", holder, grantTTL)
+		r := <-done
+		if r.err != nil {
+			t.Fatalf("Lock: %v", r.err)
+		}
+		granted := time.Now()
+		// The backend stays healthy: the hold must outlive its 3s grant via a refresh.
+		select {
+		case <-r.ch:
+			t.Fatalf("hold ended %v after the grant on a healthy backend: %v (Extend calls: %d)",
+				time.Since(granted), l.Err(), b.extends.Load())
+		case <-time.After(5 * time.Second):
+		}
+		l.Unlock()
+	})
+}
+
+func (b *queueStub) queuedWaiter() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.turns[b.waiter] == nil {
+		return ""
+	}
+	return b.waiter
+}
+
+// A Lock call records whether it had to queue (lockValue.queuedLast) as it
+// returns, when an Unlock may already have passed the value's gate to the
+// next Lock call on the value, which reads it: -race checks they do not
+// race. A WatchWaiter stop function that takes a while widens the window.
+func TestQueuedLastNoRace(t *testing.T) {
+	b := &queueStub{Backend: memory.New(), stopGate: make(chan struct{})}
+	holder, err := b.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
+		Key: "k", Owner: "elsewhere", TTL: time.Hour, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := ctxlock.NewManager(b)
+	defer m.Close(context.Background())
+	l := m.NewLock("k")
+	errs := make(chan error, 2)
+	go func() { _, err := l.Lock(context.Background()); errs <- err }()
+	for b.queuedWaiter() == "" {
+		runtime.Gosched()
+	}
+	go func() { _, err := l.Lock(context.Background()); errs <- err }() // waits on the value's gate
+	b.grant(t, "k", holder, time.Minute)
+	for l.Token() == 0 { // the first call's hold exists; its cleanup is still running
+		runtime.Gosched()
+	}
+	if err := l.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	for l.Token() == 0 { // the second call holds the key
+		runtime.Gosched()
+	}
+	close(b.stopGate)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Unlock()
+}

@@ -1,0 +1,103 @@
+package ctxlock_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/ctxlock/ctxlock"
+	"github.com/ctxlock/ctxlock/backends/memory"
+)
+
+// spinCounter counts backend calls per fake-time instant and fails them
+// for good past a limit, so that a spinning loop ends instead of keeping
+// fake time from moving.
+type spinCounter struct {
+	*memory.Backend
+	mu      sync.Mutex
+	at      time.Time
+	sameNow int
+	maxSame int
+}
+
+var errSpin = errors.New("test: backend called in a hot loop")
+
+func (b *spinCounter) count() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if now := time.Now(); now.Equal(b.at) {
+		b.sameNow++
+	} else {
+		b.at, b.sameNow = now, 1
+	}
+	b.maxSame = max(b.maxSame, b.sameNow)
+	if b.sameNow > 1000 {
+		return errSpin
+	}
+	return nil
+}
+
+func (b *spinCounter) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	if err := b.count(); err != nil {
+		return ctxlock.Lease{}, err
+	}
+	return b.Backend.Acquire(ctx, req)
+}
+
+func (b *spinCounter) Extend(ctx context.Context, ls []ctxlock.Lease, ttl time.Duration) []error {
+	if err := b.count(); err != nil {
+		errs := make([]error, len(ls))
+		for i := range errs {
+			errs[i] = errors.Join(ctxlock.ErrLost, err) // ends the hold, so the spin stops
+		}
+		return errs
+	}
+	return b.Backend.Extend(ctx, ls, ttl)
+}
+
+// WithRetryDelay accepts any positive delay, and a waiting Lock doubles its
+// backoff up to it without overflowing: a 2*d that wrapped around made the
+// waiter retry with no delay at all, hammering the backend.
+func TestHugeRetryDelayDoesNotSpinLock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &spinCounter{Backend: memory.New()}
+		holderM := ctxlock.NewManager(b)
+		defer holderM.Close(context.Background())
+		if _, err := holderM.NewLock("k", ctxlock.WithTTL(time.Second)).Lock(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		m := ctxlock.NewManager(b)
+		defer m.Close(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := m.NewLock("k", ctxlock.WithRetryDelay(1<<62)).Lock(ctx)
+		if errors.Is(err, errSpin) || b.maxSame > 10 {
+			t.Fatalf("waiting Lock made %d acquire attempts at one instant (err %v)", b.maxSame, err)
+		}
+	})
+}
+
+// The refresh backoff (RetryDelay doubled per failure) does not overflow
+// either: a RetryDelay << failures that wrapped around had the scheduler
+// re-send Extend at once, again and again, during an outage.
+func TestHugeRetryDelayDoesNotSpinRefresh(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &spinCounter{Backend: memory.New()}
+		m := ctxlock.NewManager(b)
+		defer m.Close(context.Background())
+		l := m.NewLock("k", ctxlock.WithTTL(3*time.Second), ctxlock.WithRetryDelay(1<<62))
+		exp, err := l.Lock(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.SetUnavailable(true)
+		<-exp
+		b.SetUnavailable(false)
+		if b.maxSame > 10 {
+			t.Fatalf("%d Extend calls at one instant during an outage; want a backoff", b.maxSame)
+		}
+	})
+}
