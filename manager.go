@@ -74,6 +74,10 @@ type Manager struct {
 	releases  deadlineHeap[*release]
 	maxWindow time.Duration // the widest refresh batching window of any hold
 	pending   int           // releases not yet confirmed, queued or in flight
+	// attempts counts Lock and TryLock calls making a backend attempt (from
+	// their last look at closed to their next): Close waits for them, and
+	// for the release of a lease one of them took as Close began.
+	attempts int
 	// releasesAbandoned is set once Close has stopped the scheduler:
 	// pending stays 0 from then on.
 	releasesAbandoned bool
@@ -459,6 +463,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		if n == 1 && !try && !polite && m.relocker != nil {
 			relock, n = stolen[0], 0
 		}
+		m.attempts++
 		m.mu.Unlock()
 		yield := polite
 		if n > 0 && m.releaseInline(ctx, stolen[:n]) && !try {
@@ -514,6 +519,20 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			}
 
 			m.mu.Lock()
+			if m.closed {
+				if !held && !yield {
+					// Taken, or maybe taken, as Close began: give it back
+					// before Close returns (and its caller closes the
+					// backend).
+					m.mu.Unlock()
+					m.releaseAfterClose(Lease{Key: l.fullKey, Owner: owner})
+					m.mu.Lock()
+				}
+				m.attempts--
+				m.settleLocked()
+				return closed()
+			}
+			m.attempts--
 			if drainOwnWake {
 				// Our own release's completion woke us, the key's local head:
 				// that news is ours already.
@@ -530,13 +549,6 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 					m.backendName, lease.Key, lease.Owner, l.fullKey, owner)
 				m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: t0.Add(2 * l.opts.TTL)}, time.Now())
 				return fail(ctxlockotel.OutcomeError, err)
-			case m.closed:
-				if !held {
-					m.mu.Unlock()
-					m.releaseAfterClose(Lease{Key: l.fullKey, Owner: owner})
-					m.mu.Lock()
-				}
-				return closed()
 			case err == nil:
 				if h := m.newHoldLocked(l, ks, lease, t0, t1, l.opts.TTL); h != nil {
 					if !m.reportsContention {
@@ -572,6 +584,8 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			// rather than re-taking it at once, which would starve every other
 			// process: wait a backoff (or a notification) first.
 			m.mu.Lock()
+			m.attempts--
+			m.settleLocked()
 		}
 		if try {
 			if held {
@@ -975,7 +989,7 @@ func (m *Manager) completeReleaseLocked(r *release, err error, wanted bool) {
 // settleLocked tells a Close waiting for releases and leaves that none is
 // left.
 func (m *Manager) settleLocked() {
-	if m.pending == 0 && len(m.leaves) == 0 && m.drained != nil {
+	if m.pending == 0 && len(m.leaves) == 0 && m.attempts == 0 && m.drained != nil {
 		close(m.drained)
 		m.drained = nil
 	}
@@ -1080,8 +1094,11 @@ func (m *Manager) Health(ctx context.Context) ([]string, error) {
 // Close ends every hold (their expiry channels close with ErrClosed), makes
 // blocked and later Lock calls return ErrClosed, waits until every pending
 // release is confirmed (and every Lock call that gave up has left the
-// backend's waiter queue) or ctx is done, and stops the scheduler and its
-// workers. Releases still pending when ctx ends are abandoned: those leases
+// backend's waiter queue, and every backend attempt in flight has ended,
+// releasing what it took) or ctx is done, and stops the scheduler and its
+// workers. When it returns nothing it started still uses the backend, unless
+// ctx ended first (the error says what was left running), so the backend
+// may be closed then. Releases still pending when ctx ends are abandoned: those leases
 // lapse at their TTL, and Close returns an error saying how many. Leaves
 // still running then are cancelled (and end as the backend honours that,
 // within the Lock's AcquireTimeout); the places they leave lapse on the
@@ -1109,7 +1126,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		}
 	}
 	var drained chan struct{}
-	if m.pending > 0 || len(m.leaves) > 0 {
+	if m.pending > 0 || len(m.leaves) > 0 || m.attempts > 0 {
 		drained = make(chan struct{})
 		m.drained = drained
 	}
@@ -1121,14 +1138,14 @@ func (m *Manager) Close(ctx context.Context) error {
 		case <-drained:
 		case <-ctx.Done():
 			m.mu.Lock()
-			n, l := m.pending, len(m.leaves)
+			n, l, a := m.pending, len(m.leaves), m.attempts
 			// Leaves still running are cut short; they end as their backend
 			// call honours the cancellation (within their timeout anyway).
 			for _, cancel := range m.leaves {
 				cancel()
 			}
 			m.mu.Unlock()
-			err = fmt.Errorf("ctxlock: close: %d releases abandoned, their leases lapse at their TTL; %d waiter-queue leaves cut short: %w", n, l, ctx.Err())
+			err = fmt.Errorf("ctxlock: close: %d releases abandoned, their leases lapse at their TTL; %d waiter-queue leaves cut short; %d acquire attempts still running: %w", n, l, a, ctx.Err())
 		}
 	}
 	m.mu.Lock()

@@ -610,3 +610,50 @@ func TestLostHoldIsReleased(t *testing.T) {
 		}
 	})
 }
+
+// gatedAcquire is a memory backend whose Acquire waits for gate before it
+// takes the key.
+type gatedAcquire struct {
+	*memory.Backend
+	gate chan struct{}
+}
+
+func (b gatedAcquire) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	<-b.gate
+	return b.Backend.Acquire(ctx, req)
+}
+
+// Close waits for a backend attempt in flight, and for the release of the
+// lease it took as Close began: when Close returns the backend may be
+// closed, and nothing is left holding the key.
+func TestCloseWaitsForAttemptInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		be := gatedAcquire{memory.New(), make(chan struct{})}
+		defer be.Close()
+		m := ctxlock.NewManager(be)
+		locked := make(chan error, 1)
+		go func() {
+			_, err := m.NewLock("k").Lock(context.Background())
+			locked <- err
+		}()
+		synctest.Wait() // the attempt waits in the backend
+		closed := make(chan error, 1)
+		go func() { closed <- m.Close(context.Background()) }()
+		synctest.Wait()
+		select {
+		case err := <-closed:
+			t.Fatalf("Close returned (%v) while an acquire attempt was in flight", err)
+		default:
+		}
+		close(be.gate)
+		if err := <-closed; err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if owner, _, _, _, held := be.Holder("k"); held {
+			t.Fatalf("the key is held (owner %q) after Close returned: the lease the attempt took was not given back", owner)
+		}
+		if err := <-locked; !errors.Is(err, ctxlock.ErrClosed) {
+			t.Fatalf("Lock = %v, want ErrClosed", err)
+		}
+	})
+}
