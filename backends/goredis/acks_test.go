@@ -3,7 +3,9 @@ package goredis_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,7 +19,7 @@ import (
 // startReplicated starts a master with one replica acknowledging its
 // writes and returns
 // clients of both and the replica (frozen with Stop; Cont runs at cleanup).
-func startReplicated(t *testing.T) (master, replica *redis.Client, rs *redistest.Server) {
+func startReplicated(t testing.TB) (master, replica *redis.Client, rs *redistest.Server) {
 	t.Helper()
 	sen := redistest.StartSentinel(t, 1, 1)
 	sen.WaitAcks(t)
@@ -227,5 +229,46 @@ func TestReplicaAcksClusterUnsupported(t *testing.T) {
 	errs := b.Extend(ctx, []ctxlock.Lease{{Key: "k", Owner: owner(), Token: 1}}, time.Second)
 	if !errors.Is(errs[0], ctxlock.ErrInvalidOption) {
 		t.Fatalf("Extend in Cluster mode with WithReplicaAcks = %v; want ErrInvalidOption", errs[0])
+	}
+}
+
+// BenchmarkReplicaAcks is the price of WithReplicaAcks(1, …) on a master
+// with one replica, all on loopback: an Acquire and a Release of a key per
+// op, from one goroutine (a round trip each, the WAIT on the acquire's) and
+// from 4×GOMAXPROCS goroutines (batched, one WAIT per batch).
+//
+//	go test -run x -bench ReplicaAcks ./backends/goredis
+func BenchmarkReplicaAcks(b *testing.B) {
+	c, _, _ := startReplicated(b)
+	for _, acks := range []bool{false, true} {
+		var opts []goredis.Option
+		if acks {
+			opts = append(opts, goredis.WithReplicaAcks(1, 100*time.Millisecond))
+		}
+		be := newBackend(b, c, opts...)
+		op := func(key string) {
+			l, err := be.Acquire(context.Background(), ctxlock.AcquireRequest{Key: key, Owner: owner(), TTL: 10 * time.Second, Timeout: time.Second})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if errs := be.Release(context.Background(), []ctxlock.Lease{l}); errs[0] != nil {
+				b.Fatal(errs[0])
+			}
+		}
+		b.Run(fmt.Sprintf("acks=%v/serial", acks), func(b *testing.B) {
+			for b.Loop() {
+				op("bench")
+			}
+		})
+		b.Run(fmt.Sprintf("acks=%v/parallel", acks), func(b *testing.B) {
+			var n atomic.Int64
+			b.SetParallelism(4) // 8 goroutines on 2 cores
+			b.RunParallel(func(pb *testing.PB) {
+				key := fmt.Sprint("bench-", n.Add(1))
+				for pb.Next() {
+					op(key)
+				}
+			})
+		})
 	}
 }
