@@ -74,9 +74,10 @@ type Manager struct {
 	releases  deadlineHeap[*release]
 	maxWindow time.Duration // the widest refresh batching window of any hold
 	pending   int           // releases not yet confirmed, queued or in flight
-	// attempts counts Lock and TryLock calls making a backend attempt (from
-	// their last look at closed to their next): Close waits for them, and
-	// for the release of a lease one of them took as Close began.
+	// attempts counts Lock and TryLock calls that have made a backend
+	// attempt and not yet returned: Close waits for them (they return
+	// ErrClosed once it has begun), so that what they took is released and
+	// the waiter queue left before it returns.
 	attempts int
 	// releasesAbandoned is set once Close has stopped the scheduler:
 	// pending stays 0 from then on.
@@ -370,6 +371,10 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		queued    bool // an attempt with waiter was refused: we are in the queue
 		sent      bool // an attempt with waiter reached the backend, or may have
 		acquired  bool
+		// counted: this call is in m.attempts, from its first backend
+		// attempt until it has cleaned up after its last (released what
+		// it took as Close began, left the waiter queue).
+		counted bool
 		// The start of the latest attempt the backend refused (or yielded
 		// in), and the highest fencing counter a refusal reported: a grant
 		// (Handoff) came later, so its lease lasts at least TTL from
@@ -377,6 +382,14 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		refusedAt    time.Time
 		refusedFence uint64
 	)
+	// uncount ends counted (m.mu held); a Close waiting for it goes on.
+	uncount := func() {
+		if counted {
+			counted = false
+			m.attempts--
+			m.settleLocked()
+		}
+	}
 	defer func() {
 		if waiter != "" {
 			l.queuedLast.Store(queued)
@@ -390,9 +403,17 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			// retrying (or the grant's TTL ends).
 			m.leaveLater(ctx, l.fullKey, waiter, l.opts.AcquireTimeout)
 		}
+		if counted {
+			m.mu.Lock()
+			uncount()
+			m.mu.Unlock()
+		}
 	}()
 	fail := func(outcome string, err error) (*hold, string, error) {
 		leave()
+		if !sent {
+			uncount() // else after leaving the waiter queue
+		}
 		m.mu.Unlock()
 		return nil, outcome, err
 	}
@@ -463,7 +484,10 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		if n == 1 && !try && !polite && m.relocker != nil {
 			relock, n = stolen[0], 0
 		}
-		m.attempts++
+		if !counted {
+			counted = true
+			m.attempts++
+		}
 		m.mu.Unlock()
 		yield := polite
 		if n > 0 && m.releaseInline(ctx, stolen[:n]) && !try {
@@ -523,16 +547,18 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				if !held && !yield {
 					// Taken, or maybe taken, as Close began: give it back
 					// before Close returns (and its caller closes the
-					// backend).
+					// backend). A grant to our waiter has an owner of its
+					// own.
+					rel := Lease{Key: l.fullKey, Owner: owner}
+					if err == nil && lease.Key == l.fullKey && waiter != "" && lease.Owner == GrantOwner(waiter, lease.Token) {
+						rel = lease
+					}
 					m.mu.Unlock()
-					m.releaseAfterClose(Lease{Key: l.fullKey, Owner: owner})
+					m.releaseAfterClose(rel)
 					m.mu.Lock()
 				}
-				m.attempts--
-				m.settleLocked()
 				return closed()
 			}
-			m.attempts--
 			if drainOwnWake {
 				// Our own release's completion woke us, the key's local head:
 				// that news is ours already.
@@ -555,6 +581,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 						l.contended = contended
 					}
 					leave()
+					uncount()
 					m.mu.Unlock()
 					acquired = true
 					return h, ctxlockotel.OutcomeAcquired, nil
@@ -584,8 +611,6 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			// rather than re-taking it at once, which would starve every other
 			// process: wait a backoff (or a notification) first.
 			m.mu.Lock()
-			m.attempts--
-			m.settleLocked()
 		}
 		if try {
 			if held {
@@ -690,6 +715,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 					return closed()
 				}
 				leave()
+				uncount()
 				m.mu.Unlock()
 				acquired = true
 				return h, ctxlockotel.OutcomeAcquired, nil

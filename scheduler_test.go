@@ -486,8 +486,9 @@ func (b *gatedLeaver) Leave(ctx context.Context, key, waiter string) error {
 	}
 }
 
-// A Lock call that Close wakes still leaves the backend's queue, whenever it
-// gets to it: Close does not cut that Leave short.
+// A Lock call that Close wakes still leaves the backend's queue, in line,
+// and Close waits for that Leave (not cutting it short): when Close
+// returns, the backend may be closed.
 func TestLockWokenByCloseLeavesQueue(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		store := heldElsewhere(t, "k")
@@ -496,17 +497,23 @@ func TestLockWokenByCloseLeavesQueue(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { _, err := m.NewLock("k").Lock(context.Background()); done <- err }()
 		synctest.Wait()
-		closeManager(t, m)
+		closed := make(chan error, 1)
+		go func() { closed <- m.Close(context.Background()) }()
 		synctest.Wait()
 		select {
 		case err := <-done:
 			// It would have left the queue in a goroutine that outlives Close.
 			t.Fatalf("Lock returned (%v) before its Leave was answered", err)
+		case err := <-closed:
+			t.Fatalf("Close returned (%v) before the Leave of the Lock it woke was answered", err)
 		default:
 		}
 		close(b.gate)
 		if err := <-done; !errors.Is(err, ctxlock.ErrClosed) {
 			t.Fatalf("Lock when its Manager closed: %v; want ErrClosed", err)
+		}
+		if err := <-closed; err != nil {
+			t.Fatalf("Close: %v", err)
 		}
 		if d, c := b.done.Load(), b.cut.Load(); d != 1 || c != 0 {
 			t.Fatalf("Leave calls: %d done, %d cut short; want the one done", d, c)

@@ -1,0 +1,184 @@
+package ctxlock_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/ctxlock/ctxlock"
+	"github.com/ctxlock/ctxlock/backends/memory"
+)
+
+// grantExtendGate is a queueStub whose Extend waits for gate, and which
+// counts the backend calls made after the test marks the Manager closed.
+type grantExtendGate struct {
+	*queueStub
+	gate       chan struct{}
+	closed     atomic.Bool
+	callsAfter atomic.Int32
+}
+
+func (b *grantExtendGate) Extend(ctx context.Context, ls []ctxlock.Lease, ttl time.Duration) []error {
+	<-b.gate
+	if b.closed.Load() {
+		b.callsAfter.Add(1)
+	}
+	return b.queueStub.Extend(ctx, ls, ttl)
+}
+
+func (b *grantExtendGate) Release(ctx context.Context, ls []ctxlock.Lease) []error {
+	if b.closed.Load() {
+		b.callsAfter.Add(1)
+	}
+	return b.queueStub.Release(ctx, ls)
+}
+
+// A Lock call granted a short lease with WithoutRefresh renews it with
+// Extend before adopting it: Close waits for that call too, and for the
+// release of the grant, and nothing touches the backend after Close has
+// returned.
+func TestCloseWaitsForGrantRenewal(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		qs := &queueStub{Backend: memory.New()}
+		b := &grantExtendGate{queueStub: qs, gate: make(chan struct{})}
+		holder, err := qs.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
+			Key: "k", Owner: "elsewhere", TTL: time.Hour, Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := ctxlock.NewManager(b)
+		l := m.NewLock("k", ctxlock.WithTTL(time.Minute), ctxlock.WithoutRefresh())
+		locked := make(chan error, 1)
+		go func() { _, err := l.Lock(context.Background()); locked <- err }()
+		synctest.Wait() // refused, queued, listening for its turn
+		qs.grant(t, "k", holder, 3*time.Second)
+		synctest.Wait() // the Lock call renews the short grant: Extend waits in the backend
+		closed := make(chan error, 1)
+		go func() { closed <- m.Close(context.Background()) }()
+		synctest.Wait()
+		returned := false
+		select {
+		case err := <-closed:
+			returned = true
+			b.closed.Store(true)
+			t.Errorf("Close returned (%v) while the Lock call's Extend of its grant was in flight", err)
+		default:
+		}
+		close(b.gate)
+		if err := <-locked; !errors.Is(err, ctxlock.ErrClosed) {
+			t.Errorf("Lock = %v, want ErrClosed", err)
+		}
+		if n := b.callsAfter.Load(); n > 0 {
+			t.Errorf("%d backend calls (Extend, Release of the grant) after Close returned", n)
+		}
+		if !returned {
+			if err := <-closed; err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+// queueAfterClose is a memory backend with a WaiterQueue whose Acquire
+// waits for gate, and whose Leave waits for leaveGate.
+type queueAfterClose struct {
+	*memory.Backend
+	gate, leaveGate chan struct{}
+	inLeave         atomic.Int32
+}
+
+func (b *queueAfterClose) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	<-b.gate
+	return b.Backend.Acquire(ctx, req)
+}
+
+func (b *queueAfterClose) WatchWaiter(key, waiter string) (<-chan ctxlock.Handoff, func()) {
+	return nil, func() {}
+}
+
+func (b *queueAfterClose) Leave(ctx context.Context, key, waiter string) error {
+	b.inLeave.Add(1)
+	defer b.inLeave.Add(-1)
+	<-b.leaveGate // a Leave that takes a round trip
+	return nil
+}
+
+// A Lock call whose attempt ends, refused, after Close began leaves the
+// waiter queue before Close returns.
+func TestCloseWaitsForLeaveAfterAttempt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := heldElsewhere(t, "k")
+		b := &queueAfterClose{Backend: store, gate: make(chan struct{}), leaveGate: make(chan struct{})}
+		m := ctxlock.NewManager(b)
+		locked := make(chan error, 1)
+		go func() { _, err := m.NewLock("k").Lock(context.Background()); locked <- err }()
+		synctest.Wait() // the attempt (with a waiter id) waits in the backend
+		closed := make(chan error, 1)
+		go func() { closed <- m.Close(context.Background()) }()
+		synctest.Wait()
+		close(b.gate) // the attempt ends, refused: the key is held elsewhere
+		synctest.Wait()
+		select {
+		case err := <-closed:
+			if n := b.inLeave.Load(); n > 0 {
+				t.Errorf("Close returned (%v) while %d WaiterQueue.Leave call(s) of the attempt's Lock call were in flight", err, n)
+			}
+		default:
+		}
+		close(b.leaveGate)
+		if err := <-locked; !errors.Is(err, ctxlock.ErrClosed) {
+			t.Fatalf("Lock = %v, want ErrClosed", err)
+		}
+	})
+}
+
+// grantingAcquire is a memory backend with a WaiterQueue whose Acquire, once
+// gate opens, answers a waiter with a grant: a lease owned by
+// GrantOwner(waiter, token), as a release that handed the key over leaves
+// it (token 1: a fresh key).
+type grantingAcquire struct {
+	*memory.Backend
+	gate chan struct{}
+}
+
+func (b grantingAcquire) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	<-b.gate
+	req.Owner = ctxlock.GrantOwner(req.Waiter, 1)
+	return b.Backend.Acquire(ctx, req)
+}
+
+func (b grantingAcquire) WatchWaiter(key, waiter string) (<-chan ctxlock.Handoff, func()) {
+	return nil, func() {}
+}
+
+func (b grantingAcquire) Leave(ctx context.Context, key, waiter string) error { return nil }
+
+// A grant that an attempt in flight as Close began brings back is given
+// back before Close returns, under the grant's owner (not the owner the
+// attempt asked for, which the backend would not find).
+func TestCloseReleasesGrantOfAttemptInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := grantingAcquire{memory.New(), make(chan struct{})}
+		defer b.Close()
+		m := ctxlock.NewManager(b)
+		locked := make(chan error, 1)
+		go func() { _, err := m.NewLock("k").Lock(context.Background()); locked <- err }()
+		synctest.Wait()
+		closed := make(chan error, 1)
+		go func() { closed <- m.Close(context.Background()) }()
+		synctest.Wait()
+		close(b.gate)
+		if err := <-closed; err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if owner, _, _, _, held := b.Holder("k"); held {
+			t.Fatalf("the grant (owner %q) is still held after Close returned", owner)
+		}
+		if err := <-locked; !errors.Is(err, ctxlock.ErrClosed) {
+			t.Fatalf("Lock = %v, want ErrClosed", err)
+		}
+	})
+}
