@@ -55,9 +55,10 @@ const DefaultReplicaAckTimeout = 50 * time.Millisecond
 // loss of one. Releases do not wait: a release lost in a failover leaves
 // the key held until its TTL, but never gives it to two owners.
 //
-// Cluster mode is not supported (its pipelines span nodes, and WAIT
-// counts the writes of one connection): Acquire, Relock and Extend then
-// fail with ctxlock.ErrInvalidOption.
+// It needs a *redis.Client (standalone, or redis.NewFailoverClient): a
+// Cluster or Ring client splits pipelines across servers, and WAIT counts
+// the writes of one connection. With any other client Acquire, Relock and
+// Extend fail with ctxlock.ErrInvalidOption.
 func WithReplicaAcks(n int, timeout time.Duration) Option {
 	return func(o *options) {
 		if timeout <= 0 {
@@ -104,10 +105,11 @@ func (a replicaAcks) check(cmd *redis.IntCmd) error {
 }
 
 // acksUnsupported returns the error of a write that needs acknowledgements the
-// client cannot give: in Cluster mode.
+// client cannot give: any but a *redis.Client (standalone, or a Sentinel
+// failover client), whose pipelines go to one server on one connection.
 func (b *Backend) acksUnsupported() error {
-	if b.opts.acks.n > 0 && b.cluster != nil {
-		return fmt.Errorf("goredis: %w: WithReplicaAcks needs a standalone or Sentinel client, not a Cluster client", ctxlock.ErrInvalidOption)
+	if _, ok := b.client.(*redis.Client); b.opts.acks.n > 0 && !ok {
+		return fmt.Errorf("goredis: %w: WithReplicaAcks needs a *redis.Client (standalone or Sentinel), not a %T", ctxlock.ErrInvalidOption, b.client)
 	}
 	return nil
 }

@@ -216,19 +216,25 @@ func TestReplicaAcksManager(t *testing.T) {
 	})
 }
 
-// Cluster pipelines span nodes and WAIT counts one connection's writes:
-// WithReplicaAcks is refused there, with a clear error, not ignored.
-func TestReplicaAcksClusterUnsupported(t *testing.T) {
+// Cluster and Ring pipelines span servers, and WAIT counts one connection's
+// writes (a keyless WAIT goes to any server): WithReplicaAcks is refused
+// there, with a clear error, not ignored.
+func TestReplicaAcksNeedsOneServerClient(t *testing.T) {
 	cl := redistest.StartCluster(t, 1)
-	b := newBackend(t, cl.Client(t), goredis.WithReplicaAcks(1, 0))
-	ctx := context.Background()
-	_, err := b.Acquire(ctx, ctxlock.AcquireRequest{Key: "k", Owner: owner(), TTL: time.Second, Timeout: time.Second})
-	if !errors.Is(err, ctxlock.ErrInvalidOption) {
-		t.Fatalf("Acquire in Cluster mode with WithReplicaAcks = %v; want ErrInvalidOption", err)
-	}
-	errs := b.Extend(ctx, []ctxlock.Lease{{Key: "k", Owner: owner(), Token: 1}}, time.Second)
-	if !errors.Is(errs[0], ctxlock.ErrInvalidOption) {
-		t.Fatalf("Extend in Cluster mode with WithReplicaAcks = %v; want ErrInvalidOption", errs[0])
+	s := redistest.StartServer(t)
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": s.Addr()}})
+	t.Cleanup(func() { _ = ring.Close() })
+	for name, c := range map[string]redis.UniversalClient{"cluster": cl.Client(t), "ring": ring} {
+		b := newBackend(t, c, goredis.WithReplicaAcks(1, 0))
+		ctx := context.Background()
+		_, err := b.Acquire(ctx, ctxlock.AcquireRequest{Key: "k", Owner: owner(), TTL: time.Second, Timeout: time.Second})
+		if !errors.Is(err, ctxlock.ErrInvalidOption) {
+			t.Fatalf("Acquire through a %s client with WithReplicaAcks = %v; want ErrInvalidOption", name, err)
+		}
+		errs := b.Extend(ctx, []ctxlock.Lease{{Key: "k", Owner: owner(), Token: 1}}, time.Second)
+		if !errors.Is(errs[0], ctxlock.ErrInvalidOption) {
+			t.Fatalf("Extend through a %s client with WithReplicaAcks = %v; want ErrInvalidOption", name, errs[0])
+		}
 	}
 }
 

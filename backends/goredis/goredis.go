@@ -652,7 +652,8 @@ func (b *Backend) runBatch(ctx context.Context, s *redis.Script, leases []ctxloc
 		}
 		cmds[i] = s.EvalSha(ctx, pipe, keys(l), args(l)...)
 	}
-	if pipe.Len() == 0 {
+	sent := pipe.Len()
+	if sent == 0 {
 		return cmds, nil
 	}
 	acked := acks.wait(ctx, pipe)
@@ -671,7 +672,12 @@ func (b *Backend) runBatch(ctx context.Context, s *redis.Script, leases []ctxloc
 		}
 		acked = acks.wait(ctx, pipe)
 		_, _ = pipe.Exec(ctx)
-		unacked = errors.Join(unacked, acks.check(acked))
+		if len(retry) == sent {
+			// The first WAIT covered none of these writes.
+			unacked = acks.check(acked)
+		} else {
+			unacked = errors.Join(unacked, acks.check(acked))
+		}
 	}
 	return cmds, unacked
 }

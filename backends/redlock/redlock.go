@@ -353,8 +353,9 @@ func (b *Backend) nodeTimeout(ttl, attempt time.Duration) time.Duration {
 // be free: the k-th soonest holder expiry, k = taken − (N − quorum)); a
 // *QuorumError matching ctxlock.ErrUnavailable when unreachable nodes or
 // slowness kept it from a quorum; a permanent *QuorumError otherwise. When
-// the release fails on a node that granted the attempt (or does not answer
-// within req.Timeout), the refusal is reported as a fault, matching
+// the release fails on a node that granted the attempt (waiting for its
+// answer may take up to one more per-node timeout), the refusal is reported
+// as a fault, matching
 // ctxlock.ErrUnavailable and not ctxlock.ErrHeld: the Manager then releases
 // the lease until that is confirmed, where after a refusal it would leave
 // the lease to keep the key on that node for a whole TTL.
@@ -480,16 +481,18 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 		fn.all()
 		errs = acquiredErrs(fn.res)
 		// The error is transient: the Manager releases the lease again
-		// where this fails.
+		// where this fails, so the attempt need not wait past its time.
 		_ = b.releaseAfterFailure(ctx, req, errs, b.placed(req.Waiter, old, errs), deadline)
 		return ctxlock.Lease{}, false, err
 	}
-	if err := b.releaseAfterFailure(ctx, req, errs, b.placed(req.Waiter, old, errs), deadline); err != nil {
+	// A refusal waits for the give-back's answers (each within the per-node
+	// timeout), even past req.Timeout: only a failed one makes it a fault.
+	if err := b.releaseAfterFailure(ctx, req, errs, b.placed(req.Waiter, old, errs), time.Time{}); err != nil {
 		// A node that granted the key may keep it for a whole TTL: not a
 		// refusal (the Manager would leave it there), a fault, after which
 		// the Manager releases the lease until that is confirmed.
-		return ctxlock.Lease{}, false, ctxlock.Unavailable(fmt.Errorf("redlock: %s %q: %w; giving back the lease the attempt took on %w",
-			op, req.Key, b.quorumError(op, req.Key, errs, false), err))
+		return ctxlock.Lease{}, false, ctxlock.Unavailable(fmt.Errorf("%w; giving back the lease it took failed on %w",
+			b.quorumError(op, req.Key, errs, false), err))
 	}
 	// For a relock, the nodes that answered ok, yielded or refused no longer
 	// hold old: there it is released or was gone already.
@@ -658,8 +661,9 @@ func (b *Backend) fence(ctx context.Context, op, key string, timeout time.Durati
 // its place in the node's queue: it stays the first waiter wherever it was,
 // and a node it frees for another first waiter tells that one.
 //
-// It waits for the nodes known to have granted, until deadline at most,
-// and returns an error naming those where the release failed or had not
+// It waits for the nodes known to have granted, until deadline at most (a
+// zero deadline: until they answer, each within the per-node timeout), and
+// returns an error naming those where the release failed or had not
 // answered by then; the release on nodes that did not answer the acquire
 // goes on in the background.
 func (b *Backend) releaseAfterFailure(ctx context.Context, req ctxlock.AcquireRequest, errs []error, requeue bool, deadline time.Time) error {
@@ -683,8 +687,12 @@ func (b *Backend) releaseAfterFailure(ctx context.Context, req ctxlock.AcquireRe
 		}
 		return b.nodes[i].Requeue(ctx, lease, req.Waiter, req.TTL)
 	})
-	wctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
-	defer cancel()
+	wctx := context.WithoutCancel(ctx)
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithDeadline(wctx, deadline)
+		defer cancel()
+	}
 	_ = fn.untilDone(wctx, func(done []error) bool {
 		for i, err := range errs {
 			if err == nil && done[i] == errNoAnswer {
