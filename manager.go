@@ -1118,17 +1118,20 @@ func (m *Manager) Health(ctx context.Context) ([]string, error) {
 }
 
 // Close ends every hold (their expiry channels close with ErrClosed), makes
-// blocked and later Lock calls return ErrClosed, waits until every pending
-// release is confirmed (and every Lock call that gave up has left the
-// backend's waiter queue, and every backend attempt in flight has ended,
-// releasing what it took) or ctx is done, and stops the scheduler and its
-// workers. When it returns nothing it started still uses the backend, unless
-// ctx ended first (the error says what was left running), so the backend
-// may be closed then. Releases still pending when ctx ends are abandoned: those leases
-// lapse at their TTL, and Close returns an error saying how many. Leaves
-// still running then are cancelled (and end as the backend honours that,
-// within the Lock's AcquireTimeout); the places they leave lapse on the
-// backend. Calling Close again waits for the first Close and returns nil.
+// blocked and later Lock calls return ErrClosed, and waits until every
+// pending release is confirmed and every Lock or TryLock call that has made
+// a backend attempt has returned (they return ErrClosed at once, after
+// giving back what an attempt in flight took and leaving the backend's
+// waiter queue), or until ctx is done; then it stops the scheduler and its
+// workers. When it returns, nothing it started still uses the backend,
+// unless ctx ended first, so the backend may be closed then.
+//
+// Releases still pending when ctx ends are abandoned: those leases lapse at
+// their TTL, and Close returns an error saying how many, and what else was
+// left running. Leaves still running then are cancelled (and end as the
+// backend honours that, within the Lock's AcquireTimeout); the places they
+// leave lapse on the backend. Calling Close again waits for the first Close
+// and returns nil.
 func (m *Manager) Close(ctx context.Context) error {
 	if ctx == nil {
 		return ErrNilContext
