@@ -3,6 +3,8 @@ package ctxlock_test
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -179,6 +181,123 @@ func TestCloseReleasesGrantOfAttemptInFlight(t *testing.T) {
 		}
 		if err := <-locked; !errors.Is(err, ctxlock.ErrClosed) {
 			t.Fatalf("Lock = %v, want ErrClosed", err)
+		}
+	})
+}
+
+// hungExtendQueue is a memory backend with a WaiterQueue whose Extend hangs.
+type hungExtendQueue struct {
+	*memory.Backend
+	mu     sync.Mutex
+	waiter string
+	turns  chan ctxlock.Handoff
+	hang   chan struct{}
+}
+
+func (b *hungExtendQueue) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	lease, err := b.Backend.Acquire(ctx, req)
+	if errors.Is(err, ctxlock.ErrHeld) && req.Waiter != "" {
+		b.mu.Lock()
+		b.waiter = req.Waiter
+		b.mu.Unlock()
+	}
+	return lease, err
+}
+
+func (b *hungExtendQueue) Extend(ctx context.Context, ls []ctxlock.Lease, ttl time.Duration) []error {
+	select {
+	case <-b.hang:
+	case <-ctx.Done():
+	}
+	return b.Backend.Extend(ctx, ls, ttl)
+}
+
+func (b *hungExtendQueue) WatchWaiter(key, waiter string) (<-chan ctxlock.Handoff, func()) {
+	return b.turns, func() {}
+}
+
+func (b *hungExtendQueue) Leave(ctx context.Context, key, waiter string) error { return nil }
+
+// A Lock call (ctx without deadline) granted a short lease with
+// WithoutRefresh renews it with an Extend bounded by nothing: not its
+// AcquireTimeout, not Close. Close(context.Background()) then waits as long
+// as the backend hangs, though Close's doc says the calls it waits for
+// "return ErrClosed at once" and every acquire attempt is bounded by its
+// AcquireTimeout.
+// A short grant's renewal (WithoutRefresh) on a backend that hangs is
+// bounded by the Lock's AcquireTimeout: Close, which waits for the Lock
+// call, returns although the Lock's own ctx has no deadline.
+func TestCloseDoesNotWaitOnHungGrantRenewal(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &hungExtendQueue{Backend: memory.New(), turns: make(chan ctxlock.Handoff, 1), hang: make(chan struct{})}
+		holder, err := b.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
+			Key: "k", Owner: "elsewhere", TTL: time.Hour, Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := ctxlock.NewManager(b)
+		l := m.NewLock("k", ctxlock.WithTTL(time.Minute), ctxlock.WithoutRefresh())
+		locked := make(chan error, 1)
+		go func() { _, err := l.Lock(context.Background()); locked <- err }()
+		synctest.Wait() // refused and queued
+		// The holder's release grants the key to the waiter for 3s.
+		b.Backend.Release(context.Background(), []ctxlock.Lease{holder})
+		b.mu.Lock()
+		w := b.waiter
+		b.mu.Unlock()
+		g, err := b.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
+			Key: "k", Owner: ctxlock.GrantOwner(w, holder.Token+1), TTL: 3 * time.Second, Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.turns <- ctxlock.Handoff{Token: g.Token, TTL: 3 * time.Second}
+		synctest.Wait() // the Lock call's renewal Extend hangs in the backend
+
+		closed := make(chan error, 1)
+		start := time.Now()
+		go func() { closed <- m.Close(context.Background()) }()
+		time.Sleep(time.Minute) // fake time: 600 AcquireTimeouts
+		select {
+		case err := <-closed:
+			if err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		default:
+			t.Errorf("Close(context.Background()) still blocked after %v: the renewal of a short grant hangs on the Lock's deadline-less ctx", time.Since(start))
+			close(b.hang)
+			<-closed
+		}
+		if err := <-locked; !errors.Is(err, ctxlock.ErrClosed) {
+			t.Errorf("Lock = %v, want ErrClosed", err)
+		}
+	})
+}
+
+// A Lock call that Close wakes leaves the waiter queue in line; when
+// Close's ctx ends first, Close cancels that Leave too and says so, as it
+// does for the Leaves running in the background.
+func TestCloseContextCutsInlineLeave(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := heldElsewhere(t, "k")
+		b := &gatedLeaver{Backend: store, gate: make(chan struct{})}
+		m := ctxlock.NewManager(b)
+		locked := make(chan error, 1)
+		go func() {
+			_, err := m.NewLock("k", ctxlock.WithAcquireTimeout(time.Hour)).Lock(context.Background())
+			locked <- err
+		}()
+		synctest.Wait() // refused and queued
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		err := m.Close(ctx)
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "1 waiter-queue leaves cut short") {
+			t.Fatalf("Close with the woken Lock's Leave running = %v; want DeadlineExceeded naming the leave", err)
+		}
+		if err := <-locked; !errors.Is(err, ctxlock.ErrClosed) {
+			t.Fatalf("Lock = %v, want ErrClosed", err)
+		}
+		if d, c := b.done.Load(), b.cut.Load(); d != 0 || c != 1 {
+			t.Fatalf("Leave calls: %d done, %d cut short; want the one cut short", d, c)
 		}
 	})
 }

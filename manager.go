@@ -698,9 +698,13 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				ttl = l.opts.TTL
 			}
 			if ttl < l.opts.TTL && l.interval == 0 {
-				// A short grant, and no refreshes to renew it: renew it now.
+				// A short grant, and no refreshes to renew it: renew it now,
+				// within one attempt's time (Close waits for this call).
 				t1 := time.Now()
-				if err := resultAt(m.backend.Extend(ctx, []Lease{lease}, l.opts.TTL), 0, 1, m.backendName); err != nil {
+				ectx, cancel := context.WithTimeout(ctx, l.opts.AcquireTimeout)
+				errs := m.backend.Extend(ectx, []Lease{lease}, l.opts.TTL)
+				cancel()
+				if err := resultAt(errs, 0, 1, m.backendName); err != nil {
 					m.mu.Lock()
 					now := time.Now()
 					m.queueReleaseLocked(ks, &release{lease: lease, lapseAt: now.Add(l.opts.TTL + l.drift)}, now)
@@ -1036,12 +1040,8 @@ const maxLeavesInFlight = 64
 func (m *Manager) leaveLater(ctx context.Context, key, waiter string, timeout time.Duration) {
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	m.mu.Lock()
-	if m.closed || len(m.leaves) >= maxLeavesInFlight {
-		m.mu.Unlock()
-		_ = m.queue.Leave(lctx, key, waiter)
-		cancel()
-		return
-	}
+	inline := m.closed || len(m.leaves) >= maxLeavesInFlight
+	// Registered either way, so that a Close whose ctx ends cancels it.
 	id := m.nextLeave
 	m.nextLeave++
 	if m.leaves == nil {
@@ -1049,14 +1049,19 @@ func (m *Manager) leaveLater(ctx context.Context, key, waiter string, timeout ti
 	}
 	m.leaves[id] = cancel
 	m.mu.Unlock()
-	go func() {
+	leave := func() {
 		_ = m.queue.Leave(lctx, key, waiter)
 		cancel()
 		m.mu.Lock()
 		delete(m.leaves, id)
 		m.settleLocked()
 		m.mu.Unlock()
-	}()
+	}
+	if inline {
+		leave()
+		return
+	}
+	go leave()
 }
 
 // nudgeLocked makes sure the scheduler wakes by at.
@@ -1174,7 +1179,7 @@ func (m *Manager) Close(ctx context.Context) error {
 				cancel()
 			}
 			m.mu.Unlock()
-			err = fmt.Errorf("ctxlock: close: %d releases abandoned, their leases lapse at their TTL; %d waiter-queue leaves cut short; %d acquire attempts still running: %w", n, l, a, ctx.Err())
+			err = fmt.Errorf("ctxlock: close: %d releases abandoned, their leases lapse at their TTL; %d waiter-queue leaves cut short; %d Lock calls not yet returned: %w", n, l, a, ctx.Err())
 		}
 	}
 	m.mu.Lock()
