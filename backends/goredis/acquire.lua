@@ -28,6 +28,9 @@ local v = redis.call('GET', KEYS[1])
 -- nobody queues for.
 if not v and redis.call('EXISTS', KEYS[4]) == 0 then
   local token = redis.call('INCR', KEYS[2])
+  if token >= 9007199254740992 then
+    return redis.error_reply('ctxlock: fencing counter reached 2^53 (Lua numbers are doubles): tokens would repeat')
+  end
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1, token}
 end
@@ -40,6 +43,9 @@ if v == ARGV[1] then
   local token = tonumber(redis.call('GET', KEYS[2]))
   if not token then
     token = redis.call('INCR', KEYS[2])
+    if token >= 9007199254740992 then
+      return redis.error_reply('ctxlock: fencing counter reached 2^53 (Lua numbers are doubles): tokens would repeat')
+    end
   end
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return {1, token}
@@ -60,6 +66,9 @@ if not v and (not head or head == ARGV[3] or (ARGV[6] and not kept)) then
     dequeue(KEYS[4], KEYS[5], ARGV[3])
   end
   local token = redis.call('INCR', KEYS[2])
+  if token >= 9007199254740992 then
+    return redis.error_reply('ctxlock: fencing counter reached 2^53 (Lua numbers are doubles): tokens would repeat')
+  end
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1, token}
 end

@@ -103,12 +103,14 @@
 //
 // Transport faults (timeouts, refused or reset connections, EOF, pool
 // timeouts) and server replies that mean "not now" (LOADING, READONLY,
-// MOVED, ASK, CLUSTERDOWN, TRYAGAIN, MASTERDOWN, BUSY, NOREPLICAS) are
-// returned wrapped with ctxlock.Unavailable, so the Manager retries them,
-// as is ErrNotReplicated (WithReplicaAcks).
+// MOVED, ASK, CLUSTERDOWN, TRYAGAIN, MASTERDOWN, BUSY, NOREPLICAS, and OOM
+// under a noeviction policy) are returned wrapped with ctxlock.Unavailable,
+// so the Manager retries them, as is ErrNotReplicated (WithReplicaAcks).
 // Everything else — WRONGTYPE (a lock key that holds something else), ACL
-// errors, unexpected replies, a closed client — is a permanent error naming
-// the key.
+// errors, unexpected replies, a closed client, a fencing counter at 2^53
+// (the scripts' numbers are doubles: tokens past it would repeat) — is a
+// permanent error naming the key. An acquire whose reply is garbage gives
+// back the lease its script may have stored.
 //
 // # Wake-ups
 //

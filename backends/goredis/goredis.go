@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/redis/go-redis/v9"
 
@@ -238,7 +239,14 @@ func New(client redis.UniversalClient, opts ...Option) *Backend {
 	if o.expiryEvents {
 		pattern = expiredPattern
 	}
-	b.inbox = o.prefix + inboxPrefix + randomID()
+	// The scripts store the inbox in queue entries between spaces: no
+	// white space in it, whatever the prefix.
+	b.inbox = strings.Map(func(r rune) rune {
+		if unicode.IsSpace(r) {
+			return '_'
+		}
+		return r
+	}, o.prefix) + inboxPrefix + randomID()
 	b.keepArg, b.inboxArg = o.waiterKeep.Milliseconds(), b.inbox
 	b.suffixes = &keySuffixes
 	if o.hintWindow > 0 {
@@ -470,6 +478,10 @@ func (b *Backend) take(ctx context.Context, op string, script *redis.Script, sha
 		}
 	}
 	if r.n <= 0 {
+		// The script stored a lease nobody will hold: give it back, or it
+		// would keep the key for its TTL (the error is permanent, and the
+		// Manager releases nothing after one).
+		b.giveBack(ctx, ctxlock.Lease{Key: req.Key, Owner: owner}, req.Timeout)
 		return ctxlock.Lease{}, fmt.Errorf("goredis: %s %q: %w: fencing token %d", op, req.Key, errGarbage, r.n)
 	}
 	lease := ctxlock.Lease{Key: req.Key, Owner: owner, Token: uint64(r.n)}
@@ -849,7 +861,8 @@ func (b *Backend) wrap(op, key string, err error) error {
 // (timeouts, refused or reset connections, EOF, pool timeouts, context
 // deadlines) and the server replies that mean "not now" (LOADING, READONLY,
 // MOVED, ASK, CLUSTERDOWN, TRYAGAIN, MASTERDOWN, BUSY, NOREPLICAS, max
-// clients, a script stopped by a migrating slot or a cluster down). Other
+// clients, OOM under a noeviction policy until keys expire, a script
+// stopped by a migrating slot or a cluster down). Other
 // server replies (WRONGTYPE, NOPERM, other script errors) and use of a
 // closed client are permanent.
 func isTransient(err error) bool {
@@ -870,7 +883,7 @@ func isTransient(err error) bool {
 		redis.IsClusterDownError(err) || redis.IsTryAgainError(err) ||
 		redis.IsMasterDownError(err) || redis.IsMaxClientsError(err) ||
 		redis.IsNoReplicasError(err) || redis.HasErrorPrefix(err, "BUSY") ||
-		isScriptRedirect(err)
+		redis.HasErrorPrefix(err, "OOM") || isScriptRedirect(err)
 }
 
 // isScriptRedirect reports a script stopped by a command the node would

@@ -129,6 +129,15 @@ local function hand_over(lockkey, fencekey, qkey, dkey, channel, head, entry)
     return
   end
   local token = redis.call('INCR', fencekey)
+  if token >= 9007199254740992 then
+    -- Past 2^53 tokens would repeat (Lua numbers are doubles): free the
+    -- key instead of granting it; the acquires then fail (acquire.lua).
+    redis.call('DEL', lockkey)
+    redis.call('PUBLISH', channel, head)
+    return
+  end
+  -- %d: Lua writes numbers of 15 digits or more as "1e+14" otherwise.
+  token = string.format('%d', token)
   redis.call('SET', lockkey, head .. ':' .. token .. meta, 'PX', ttl)
   redis.call('PUBLISH', inbox, token .. ' ' .. ttl .. ' ' .. head)
 end

@@ -22,6 +22,9 @@ local v = redis.call('GET', KEYS[1])
 if v and (v == ARGV[3] or string.sub(v, 1, #ARGV[3] + 1) == ARGV[3] .. '\0')
     and redis.call('EXISTS', KEYS[3], KEYS[4]) == 0 then
   local token = redis.call('INCR', KEYS[2])
+  if token >= 9007199254740992 then
+    return redis.error_reply('ctxlock: fencing counter reached 2^53 (Lua numbers are doubles): tokens would repeat')
+  end
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1, token}
 end
@@ -63,6 +66,9 @@ if not v and (not head or (ARGV[8] and not kept)) then
     dequeue(KEYS[4], KEYS[5], ARGV[5])
   end
   local token = redis.call('INCR', KEYS[2])
+  if token >= 9007199254740992 then
+    return redis.error_reply('ctxlock: fencing counter reached 2^53 (Lua numbers are doubles): tokens would repeat')
+  end
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1, token}
 end
