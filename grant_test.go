@@ -23,12 +23,14 @@ type queueStub struct {
 	waiter  string
 	turns   map[string]chan ctxlock.Handoff
 	extends atomic.Int64
+	tries   atomic.Int64 // Acquire calls
 	// stopGate, when set, makes the WatchWaiter stop functions block until
 	// it is closed (a slow unsubscribe).
 	stopGate chan struct{}
 }
 
 func (b *queueStub) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	b.tries.Add(1)
 	lease, err := b.Backend.Acquire(ctx, req)
 	if errors.Is(err, ctxlock.ErrHeld) && req.Waiter != "" {
 		b.mu.Lock()
@@ -166,4 +168,28 @@ func TestQueuedLastNoRace(t *testing.T) {
 		}
 	}
 	l.Unlock()
+}
+
+// A queued waiter retries every MaxRetryDelay to keep its place, however
+// long its lock's retry delay: a backend drops a waiter silent for longer
+// than its keep (goredis: 3s), and a 5s retry delay let the backoff grow
+// past it.
+func TestQueuedWaiterKeepsItsPlaceWithLongRetryDelay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &queueStub{Backend: memory.New()}
+		if _, err := b.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
+			Key: "k", Owner: "elsewhere", TTL: time.Hour, Timeout: time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		m := ctxlock.NewManager(b)
+		defer m.Close(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := m.NewLock("k", ctxlock.WithRetryDelay(5*time.Second)).Lock(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Lock of a key held for an hour = %v, want DeadlineExceeded", err)
+		}
+		if n := b.tries.Load(); n < 10 {
+			t.Fatalf("%d attempts in 10s while queued; want one per MaxRetryDelay (1s) at least", n)
+		}
+	})
 }

@@ -644,8 +644,10 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		}
 		if queued && turns != nil {
 			// Queued, and told when our turn comes: retry only to keep our
-			// place (and to notice a lease that lapses unreleased).
-			backoff = max(backoff, MaxRetryDelay)
+			// place (and to notice a lease that lapses unreleased), every
+			// MaxRetryDelay, however long the lock's retry delay: the
+			// backend drops a waiter silent for longer than its keep.
+			backoff = MaxRetryDelay
 		}
 		delay := jitter(backoff)
 		if remaining > 0 && remaining < delay {
