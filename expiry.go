@@ -108,6 +108,9 @@ func (m *Manager) endHoldLocked(h *hold, reason, cause error) {
 	if h.heapIdx >= 0 {
 		m.holds.remove(h)
 	}
+	if h.failures > 0 {
+		m.failingHolds--
+	}
 	close(h.expired)
 	ks := h.keyst
 	ks.holder = nil

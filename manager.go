@@ -74,6 +74,8 @@ type Manager struct {
 	releases  deadlineHeap[*release]
 	maxWindow time.Duration // the widest refresh batching window of any hold
 	pending   int           // releases not yet confirmed, queued or in flight
+	// failingHolds counts holds whose latest refresh failed (Health).
+	failingHolds int
 	// attempts counts Lock and TryLock calls that have made a backend
 	// attempt and not yet returned: Close waits for them (they return
 	// ErrClosed once it has begun), so that what they took is released and
@@ -1001,12 +1003,15 @@ func (m *Manager) completeReleaseLocked(r *release, err error, wanted bool) {
 		m.settleLocked()
 	}
 	// Calls waiting for the key's releases to settle go on: a Lock at the
-	// head of the queue, TryLocks. A release that failed and waits for its
-	// retry frees nothing: a head sleeping on its backoff sleeps on (else a
-	// backend that fails fast would have it retry at once, again and again);
-	// a head waiting for its turn goes on, the release being no longer in
-	// flight.
-	if !retry || (len(ks.waiters) > 0 && ks.waiters[0].turnWait) {
+	// head of the queue, TryLocks. A head sleeping on its backoff is cut
+	// short only by the release of a hold, which frees a key we held: a
+	// release that failed and waits for its retry frees nothing, and one
+	// of a failed attempt's lease (r.lock nil), which this head queued
+	// itself, most likely neither — else a backend that fails acquires
+	// fast would have it retry at once, again and again, whether such
+	// releases fail or not. A head waiting for its turn goes on, the
+	// release being no longer in flight.
+	if (!retry && r.lock != nil) || (len(ks.waiters) > 0 && ks.waiters[0].turnWait) {
 		ks.wakeHead()
 	}
 	if len(ks.settled) > 0 && !ks.releasing() {
@@ -1094,8 +1099,9 @@ func (m *Manager) stoppedClosed() bool {
 }
 
 // Health reports the backend's conditions and the scheduler's: pending
-// releases, refresh lag, a closed Manager. err is non-nil when the backend
-// is unusable or the Manager is closed.
+// releases, holds whose latest refresh failed, refresh lag, a closed
+// Manager. err is non-nil when the backend is unusable or the Manager is
+// closed.
 func (m *Manager) Health(ctx context.Context) ([]string, error) {
 	if ctx == nil {
 		return nil, ErrNilContext
@@ -1109,6 +1115,9 @@ func (m *Manager) Health(ctx context.Context) ([]string, error) {
 	defer m.mu.Unlock()
 	if m.pending > 0 {
 		conds = append(conds, fmt.Sprintf("pending releases: %d", m.pending))
+	}
+	if m.failingHolds > 0 {
+		conds = append(conds, fmt.Sprintf("holds whose refresh is failing: %d", m.failingHolds))
 	}
 	if m.holds.len() > 0 {
 		if lag := now.Sub(m.holds.peek().at()); lag > 100*time.Millisecond {

@@ -213,6 +213,9 @@ func (m *Manager) applyRefreshLocked(h *hold, err error, t0, now time.Time) {
 	}
 	switch {
 	case err == nil:
+		if h.failures > 0 {
+			m.failingHolds--
+		}
 		h.failures = 0
 		h.refreshErr = nil
 		if v := h.validity(t0); v.After(h.validUntil) {
@@ -223,6 +226,9 @@ func (m *Manager) applyRefreshLocked(h *hold, err error, t0, now time.Time) {
 		m.endHoldLocked(h, ErrLost, err)
 		return
 	default:
+		if h.failures == 0 {
+			m.failingHolds++
+		}
 		h.failures++
 		h.refreshErr = err
 		retry := h.lock.opts.RetryDelay

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -662,5 +663,101 @@ func TestCloseWaitsForAttemptInFlight(t *testing.T) {
 		if err := <-locked; !errors.Is(err, ctxlock.ErrClosed) {
 			t.Fatalf("Lock = %v, want ErrClosed", err)
 		}
+	})
+}
+
+// failingAcquires is an attemptCounter whose acquires fail with a transient
+// fault after reaching the store (their outcome unknown), while releases
+// work.
+type failingAcquires struct{ *attemptCounter }
+
+func (b failingAcquires) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	if err := b.count(); err != nil {
+		return ctxlock.Lease{}, err
+	}
+	return ctxlock.Lease{}, ctxlock.Unavailable(errors.New("test: acquire failed"))
+}
+
+// A Lock whose attempts fail transiently while releases work still backs
+// off: the (successful) release of each failed attempt's lease does not
+// cut its backoff short. It retried at once instead, tens of thousands of
+// times a second.
+func TestLockBacksOffWhenOnlyAcquiresFail(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := failingAcquires{&attemptCounter{Backend: memory.New(), limit: 100}}
+		m := ctxlock.NewManager(b)
+		defer closeManager(t, m)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := m.NewLock("k").Lock(ctx)
+		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ctxlock.ErrUnavailable) {
+			t.Fatalf("Lock while acquires fail: %v; want DeadlineExceeded with the fault joined", err)
+		}
+		// 10+20+40+…ms then 1s apiece (jittered): about a dozen in 5s.
+		if n := b.attempts.Load(); n < 5 || n > 20 {
+			t.Fatalf("%d acquire attempts in 5s; want a dozen or so", n)
+		}
+	})
+}
+
+// failingExtends is a memory backend whose Extend fails transiently while
+// failing is set (the store itself healthy).
+type failingExtends struct {
+	*memory.Backend
+	failing atomic.Bool
+}
+
+func (b *failingExtends) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.Duration) []error {
+	if b.failing.Load() {
+		errs := make([]error, len(leases))
+		for i := range errs {
+			errs[i] = ctxlock.Unavailable(errors.New("test: extend failed"))
+		}
+		return errs
+	}
+	return b.Backend.Extend(ctx, leases, ttl)
+}
+
+// Health reports holds whose latest refresh failed, while the backend's
+// own health is fine, and stops once a refresh succeeds or the hold ends.
+func TestHealthReportsFailingRefreshes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &failingExtends{Backend: memory.New()}
+		m := ctxlock.NewManager(b)
+		defer closeManager(t, m)
+		failing := func() bool {
+			t.Helper()
+			conds, err := m.Health(context.Background())
+			if err != nil {
+				t.Fatalf("Health: %v", err)
+			}
+			return slices.ContainsFunc(conds, func(c string) bool { return strings.HasPrefix(c, "holds whose refresh is failing") })
+		}
+		l := m.NewLock("k", ctxlock.WithTTL(time.Minute), ctxlock.WithRefreshInterval(20*time.Second))
+		if _, err := l.Lock(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		b.failing.Store(true)
+		time.Sleep(25 * time.Second) // past the first refresh
+		if !failing() {
+			t.Fatal("Health does not report the hold whose refresh fails")
+		}
+		b.failing.Store(false)
+		time.Sleep(15 * time.Second) // a retry succeeds
+		if failing() {
+			t.Fatal("Health still reports a failing refresh after one succeeded")
+		}
+		b.failing.Store(true)
+		time.Sleep(25 * time.Second)
+		if !failing() {
+			t.Fatal("Health does not report the failing refresh again")
+		}
+		if err := l.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+		if failing() {
+			t.Fatal("Health reports a failing refresh of a hold that ended")
+		}
+		b.failing.Store(false)
 	})
 }
