@@ -622,9 +622,11 @@ func testLockBacksOffDuringOutage(e *env) {
 	f.SetUnavailable(true)
 	defer f.SetUnavailable(false)
 	wait := e.cfg.ttl / 2
+	// start before the deadline is set: taken after, it would make a Lock
+	// returned right at the deadline look early.
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	start := time.Now()
 	_, err := l.Lock(ctx)
 	el := time.Since(start)
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ctxlock.ErrUnavailable) {
