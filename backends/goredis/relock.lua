@@ -72,4 +72,14 @@ if not v and (not head or (ARGV[8] and not kept)) then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1, token}
 end
+if v == ARGV[1] then
+  -- A retry of a relock that already succeeded (its reply lost; go-redis
+  -- retries on network errors): the lease is the new owner's, and nobody
+  -- can have acquired since, so the counter is still its token.
+  local token = tonumber(redis.call('GET', KEYS[2]))
+  if token then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return {1, token}
+  end
+end
 return refused(KEYS[1], KEYS[3], KEYS[2], v, kept)

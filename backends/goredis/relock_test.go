@@ -118,3 +118,23 @@ func commandCalls(t testing.TB, c *redis.Client) map[string]int {
 	}
 	return calls
 }
+
+// A relock sent again after its reply was lost (go-redis retries a command
+// on a network error, MaxRetries 3 by default) finds the key held by its
+// own new owner: it gets that lease back, with its token, instead of a
+// refusal that would have the Manager wait for its own lease to lapse.
+func TestRelockRetryAfterSuccess(t *testing.T) {
+	s := redistest.StartServer(t)
+	b := newBackend(t, s.Client(t))
+	ctx := context.Background()
+	first := acquire(t, b, "r", 10*time.Second)
+	req := ctxlock.AcquireRequest{Key: "r", Owner: owner(), TTL: 10 * time.Second, Timeout: time.Second}
+	second, _, err := b.Relock(ctx, first, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, wanted, err := b.Relock(ctx, first, req)
+	if err != nil || wanted || again != second {
+		t.Fatalf("the same Relock again = %+v, wanted %v, %v; want %+v back", again, wanted, err, second)
+	}
+}
