@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -185,23 +184,11 @@ func TestCloseReleasesGrantOfAttemptInFlight(t *testing.T) {
 	})
 }
 
-// hungExtendQueue is a memory backend with a WaiterQueue whose Extend hangs.
+// hungExtendQueue is a queueStub whose Extend hangs until hang is closed
+// or its ctx ends (a hung node that honours ctx).
 type hungExtendQueue struct {
-	*memory.Backend
-	mu     sync.Mutex
-	waiter string
-	turns  chan ctxlock.Handoff
-	hang   chan struct{}
-}
-
-func (b *hungExtendQueue) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
-	lease, err := b.Backend.Acquire(ctx, req)
-	if errors.Is(err, ctxlock.ErrHeld) && req.Waiter != "" {
-		b.mu.Lock()
-		b.waiter = req.Waiter
-		b.mu.Unlock()
-	}
-	return lease, err
+	*queueStub
+	hang chan struct{}
 }
 
 func (b *hungExtendQueue) Extend(ctx context.Context, ls []ctxlock.Lease, ttl time.Duration) []error {
@@ -209,28 +196,17 @@ func (b *hungExtendQueue) Extend(ctx context.Context, ls []ctxlock.Lease, ttl ti
 	case <-b.hang:
 	case <-ctx.Done():
 	}
-	return b.Backend.Extend(ctx, ls, ttl)
+	return b.queueStub.Extend(ctx, ls, ttl)
 }
 
-func (b *hungExtendQueue) WatchWaiter(key, waiter string) (<-chan ctxlock.Handoff, func()) {
-	return b.turns, func() {}
-}
-
-func (b *hungExtendQueue) Leave(ctx context.Context, key, waiter string) error { return nil }
-
-// A Lock call (ctx without deadline) granted a short lease with
-// WithoutRefresh renews it with an Extend bounded by nothing: not its
-// AcquireTimeout, not Close. Close(context.Background()) then waits as long
-// as the backend hangs, though Close's doc says the calls it waits for
-// "return ErrClosed at once" and every acquire attempt is bounded by its
-// AcquireTimeout.
 // A short grant's renewal (WithoutRefresh) on a backend that hangs is
 // bounded by the Lock's AcquireTimeout: Close, which waits for the Lock
 // call, returns although the Lock's own ctx has no deadline.
 func TestCloseDoesNotWaitOnHungGrantRenewal(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := &hungExtendQueue{Backend: memory.New(), turns: make(chan ctxlock.Handoff, 1), hang: make(chan struct{})}
-		holder, err := b.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
+		qs := &queueStub{Backend: memory.New()}
+		b := &hungExtendQueue{queueStub: qs, hang: make(chan struct{})}
+		holder, err := qs.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
 			Key: "k", Owner: "elsewhere", TTL: time.Hour, Timeout: time.Second})
 		if err != nil {
 			t.Fatal(err)
@@ -240,17 +216,7 @@ func TestCloseDoesNotWaitOnHungGrantRenewal(t *testing.T) {
 		locked := make(chan error, 1)
 		go func() { _, err := l.Lock(context.Background()); locked <- err }()
 		synctest.Wait() // refused and queued
-		// The holder's release grants the key to the waiter for 3s.
-		b.Backend.Release(context.Background(), []ctxlock.Lease{holder})
-		b.mu.Lock()
-		w := b.waiter
-		b.mu.Unlock()
-		g, err := b.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
-			Key: "k", Owner: ctxlock.GrantOwner(w, holder.Token+1), TTL: 3 * time.Second, Timeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.turns <- ctxlock.Handoff{Token: g.Token, TTL: 3 * time.Second}
+		qs.grant(t, "k", holder, 3*time.Second)
 		synctest.Wait() // the Lock call's renewal Extend hangs in the backend
 
 		closed := make(chan error, 1)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/ctxlock/ctxlock"
 	"github.com/ctxlock/ctxlock/backends/goredis"
 	"github.com/ctxlock/ctxlock/internal/redistest"
@@ -49,11 +51,19 @@ func TestHandOffWithFifteenDigitToken(t *testing.T) {
 	s := redistest.StartServer(t)
 	c := s.Client(t)
 	b := newBackend(t, c)
-	ctx := context.Background()
-	lk, fence, _ := b.Keys("q")
-	if err := c.Set(ctx, fence, "99999999999998", 0).Err(); err != nil {
+	_, fence, _ := b.Keys("q")
+	if err := c.Set(context.Background(), fence, "99999999999998", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
+	handOffToW1(t, b, c)
+}
+
+// handOffToW1 has a release of key "q" hand it to waiter w1, and checks that
+// w1 is told (with the grant's token) and takes the key up with its
+// Acquire.
+func handOffToW1(t *testing.T, b *goredis.Backend, c *redis.Client) {
+	t.Helper()
+	ctx := context.Background()
 	holder := acquire(t, b, "q", 10*time.Second)
 	mustRefuse(t, b, "w1")
 	ch, stop := b.WatchWaiter("q", "w1")
@@ -62,14 +72,12 @@ func TestHandOffWithFifteenDigitToken(t *testing.T) {
 	if errs := b.Release(ctx, []ctxlock.Lease{holder}); errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
+	h := granted(t, ch, "the release (w1 is first)")
+	lk, _, _ := b.Keys("q")
 	v, _ := c.Get(ctx, lk).Result()
-	t.Logf("lock value after hand-off: %q", v)
 	l, err := b.Acquire(ctx, waitReq("w1"))
-	if err != nil {
-		t.Fatalf("w1's Acquire after the release that granted it the key: %v (lock value %q)", err, v)
-	}
-	if l.Owner != v {
-		t.Fatalf("w1 got lease owner %q, stored %q", l.Owner, v)
+	if err != nil || l.Owner != v || l.Token != h.Token || l.Token != holder.Token+1 {
+		t.Fatalf("w1's Acquire after the release that granted it the key = %+v, %v; want owner %q (stored), token %d (told %d)", l, err, v, holder.Token+1, h.Token)
 	}
 }
 
@@ -99,26 +107,7 @@ func TestOOMIsTransient(t *testing.T) {
 func TestKeyPrefixWithSpaceHandsOff(t *testing.T) {
 	s := redistest.StartServer(t)
 	c := s.Client(t)
-	b := newBackend(t, c, goredis.WithKeyPrefix("my app:"))
-	ctx := context.Background()
-	lk, _, _ := b.Keys("q")
-	holder := acquire(t, b, "q", 10*time.Second)
-	mustRefuse(t, b, "w1")
-	ch, stop := b.WatchWaiter("q", "w1")
-	defer stop()
-	drain(ch)
-	if errs := b.Release(ctx, []ctxlock.Lease{holder}); errors.Join(errs...) != nil {
-		t.Fatal(errs)
-	}
-	v, _ := c.Get(ctx, lk).Result()
-	t.Logf("lock value after hand-off: %q (inbox %q)", v, b.Inbox())
-	l, err := b.Acquire(ctx, waitReq("w1"))
-	if err != nil {
-		t.Fatalf("w1's Acquire after the release that granted it the key: %v", err)
-	}
-	if l.Owner != v {
-		t.Fatalf("w1 got lease owner %q, stored %q", l.Owner, v)
-	}
+	handOffToW1(t, newBackend(t, c, goredis.WithKeyPrefix("my app:")), c)
 }
 
 // A garbage token (a negative counter) fails the acquire permanently, and
