@@ -108,7 +108,10 @@ func (a replicaAcks) check(cmd *redis.IntCmd) error {
 // client cannot give: any but a *redis.Client (standalone, or a Sentinel
 // failover client), whose pipelines go to one server on one connection.
 func (b *Backend) acksUnsupported() error {
-	if _, ok := b.client.(*redis.Client); b.opts.acks.n > 0 && !ok {
+	if b.opts.acks.n == 0 {
+		return nil
+	}
+	if _, ok := b.client.(*redis.Client); !ok {
 		return fmt.Errorf("goredis: %w: WithReplicaAcks needs a *redis.Client (standalone or Sentinel), not a %T", ctxlock.ErrInvalidOption, b.client)
 	}
 	return nil
