@@ -45,17 +45,7 @@ func TestCloseWaitsForGrantRenewal(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		qs := &queueStub{Backend: memory.New()}
 		b := &grantExtendGate{queueStub: qs, gate: make(chan struct{})}
-		holder, err := qs.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
-			Key: "k", Owner: "elsewhere", TTL: time.Hour, Timeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := ctxlock.NewManager(b)
-		l := m.NewLock("k", ctxlock.WithTTL(time.Minute), ctxlock.WithoutRefresh())
-		locked := make(chan error, 1)
-		go func() { _, err := l.Lock(context.Background()); locked <- err }()
-		synctest.Wait() // refused, queued, listening for its turn
-		qs.grant(t, "k", holder, 3*time.Second)
+		m, locked := lockGrantedShort(t, qs, b)
 		synctest.Wait() // the Lock call renews the short grant: Extend waits in the backend
 		closed := make(chan error, 1)
 		go func() { closed <- m.Close(context.Background()) }()
@@ -206,17 +196,7 @@ func TestCloseDoesNotWaitOnHungGrantRenewal(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		qs := &queueStub{Backend: memory.New()}
 		b := &hungExtendQueue{queueStub: qs, hang: make(chan struct{})}
-		holder, err := qs.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
-			Key: "k", Owner: "elsewhere", TTL: time.Hour, Timeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := ctxlock.NewManager(b)
-		l := m.NewLock("k", ctxlock.WithTTL(time.Minute), ctxlock.WithoutRefresh())
-		locked := make(chan error, 1)
-		go func() { _, err := l.Lock(context.Background()); locked <- err }()
-		synctest.Wait() // refused and queued
-		qs.grant(t, "k", holder, 3*time.Second)
+		m, locked := lockGrantedShort(t, qs, b)
 		synctest.Wait() // the Lock call's renewal Extend hangs in the backend
 
 		closed := make(chan error, 1)
@@ -266,4 +246,25 @@ func TestCloseContextCutsInlineLeave(t *testing.T) {
 			t.Fatalf("Leave calls: %d done, %d cut short; want the one cut short", d, c)
 		}
 	})
+}
+
+// lockGrantedShort makes a Manager over b (which wraps qs), starts a Lock of
+// "k" with WithoutRefresh while another owner holds it, and, once the Lock
+// is queued, has the holder's release grant it a 3s lease (shorter than
+// its TTL, so the Lock renews it). It returns the Manager and the Lock's
+// result. Call it inside the bubble.
+func lockGrantedShort(t *testing.T, qs *queueStub, b ctxlock.Backend) (*ctxlock.Manager, <-chan error) {
+	t.Helper()
+	holder, err := qs.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
+		Key: "k", Owner: "elsewhere", TTL: time.Hour, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := ctxlock.NewManager(b)
+	l := m.NewLock("k", ctxlock.WithTTL(time.Minute), ctxlock.WithoutRefresh())
+	locked := make(chan error, 1)
+	go func() { _, err := l.Lock(context.Background()); locked <- err }()
+	synctest.Wait() // refused, queued, listening for its turn
+	qs.grant(t, "k", holder, 3*time.Second)
+	return m, locked
 }
