@@ -111,9 +111,15 @@ type Relocker interface {
 	// the key was wanted it is released but not acquired, so that a waiting
 	// owner gets it: wanted is true and err nil. Otherwise it returns what
 	// Acquire would. If err matches ErrUnavailable, neither step is known to
-	// have happened. A WaiterQueue backend that gives the key up queues
-	// req.Waiter behind the owners it yields to.
-	Relock(ctx context.Context, old Lease, req AcquireRequest) (lease Lease, wanted bool, err error)
+	// have happened.
+	//
+	// A WaiterQueue backend that gives the key up to queued waiters queues
+	// req.Waiter behind them and reports queued true: the Manager then
+	// waits to be told its turn. When the key was only wanted by owners
+	// that do not queue (a refused TryLock), queued is false and the
+	// Manager tries again after a short pause, as it does after a contended
+	// release: nobody would tell it when the key is free.
+	Relock(ctx context.Context, old Lease, req AcquireRequest) (lease Lease, wanted, queued bool, err error)
 }
 
 // RoundTripNotifier is an optional interface of a Backend whose calls from

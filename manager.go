@@ -515,13 +515,17 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				err   error
 			)
 			if relock != nil {
-				var wanted bool
-				lease, wanted, err = m.relocker.Relock(ctx, relock.lease, req)
+				var wanted, behind bool
+				lease, wanted, behind, err = m.relocker.Relock(ctx, relock.lease, req)
 				yield = wanted && err == nil
-				// A waiter queue backend queued us behind the others.
 				if yield && waiter != "" {
-					queued = true
-					refusedAt = t0
+					// A waiter queue backend queued us behind the others
+					// (and will tell us our turn), or gave the key up to
+					// owners that do not queue (and will tell us nothing).
+					queued = behind
+					if behind {
+						refusedAt = t0
+					}
 				}
 				releaseErr := err // the release went through unless the call failed
 				if err == nil || errors.Is(err, ErrHeld) {

@@ -73,7 +73,7 @@ func (b *roundTripBackend) ReleaseContended(ctx context.Context, leases []ctxloc
 	return b.Backend.ReleaseContended(ctx, leases)
 }
 
-func (b *roundTripBackend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, error) {
+func (b *roundTripBackend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, bool, error) {
 	b.mu.Lock()
 	b.relocks++
 	b.mu.Unlock()
@@ -250,6 +250,65 @@ func TestCloseWaitsForReleaseAfterRoundTrip(t *testing.T) {
 		}
 		if held(b, "k") {
 			t.Fatal("lease still held after Close")
+		}
+	})
+}
+
+// queueingRoundTrip is a roundTripBackend with a waiter queue that never
+// tells anyone their turn: only an owner the backend queued can expect to
+// hear from it.
+type queueingRoundTrip struct{ *roundTripBackend }
+
+func (b queueingRoundTrip) WatchWaiter(key, waiter string) (<-chan ctxlock.Handoff, func()) {
+	return make(chan ctxlock.Handoff), func() {}
+}
+
+func (b queueingRoundTrip) Leave(ctx context.Context, key, waiter string) error { return nil }
+
+// A Lock whose relock yields to an owner that does not queue (a TryLock the
+// key refused meanwhile) is queued nowhere, so no turn will come: it takes
+// the key again after a short yield, as after a contended release. It used
+// to take itself for queued: it re-took the key at once, leaving the
+// TryLock no chance (or, subscribed already, waited for a turn up to
+// MaxRetryDelay with the key free).
+func TestRelockYieldingToTryLockRetriesSoon(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt := newRoundTripBackend(false)
+		b := queueingRoundTrip{rt}
+		m, other := ctxlock.NewManager(b), ctxlock.NewManager(b)
+		defer closeManager(t, other)
+		defer closeManager(t, m)
+		defer rt.answer()
+		ctx := context.Background()
+		l := m.NewLock("k")
+		if _, err := l.Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _, err := other.NewLock("k").TryLock(ctx); ok || err != nil {
+			t.Fatalf("TryLock of a held key = %v, %v; want false, nil", ok, err)
+		}
+		// A round trip in flight keeps Unlock's release pending, so that the
+		// next Lock sends it with its acquire: a relock.
+		synctest.Wait() // the scheduler sleeps
+		rt.mu.Lock()
+		rt.inFlight = true
+		rt.mu.Unlock()
+		if err := l.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		start := time.Now()
+		if _, err := l.Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if waited := time.Since(start); waited == 0 || waited > ctxlock.DefaultRetryDelay {
+			t.Errorf("Lock after yielding to a TryLock waited %v; want a pause, at most the retry delay (%v)", waited, ctxlock.DefaultRetryDelay)
+		}
+		if asked, pending, releases, relocks := rt.counts(); relocks != 1 {
+			t.Errorf("%d relocks (%d asked, %d pending, %d releases); want 1 (the test's premise)", relocks, asked, pending, releases)
+		}
+		if err := l.Unlock(); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

@@ -316,9 +316,9 @@ func (b *attemptCounter) Acquire(ctx context.Context, req ctxlock.AcquireRequest
 	return b.Backend.Acquire(ctx, req)
 }
 
-func (b *attemptCounter) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, error) {
+func (b *attemptCounter) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, bool, error) {
 	if err := b.count(); err != nil {
-		return ctxlock.Lease{}, false, err
+		return ctxlock.Lease{}, false, false, err
 	}
 	return b.Backend.Relock(ctx, old, req)
 }

@@ -462,6 +462,9 @@ func (b *Backend) take(ctx context.Context, op string, script *redis.Script, sha
 	owner := req.Owner
 	switch r.kind {
 	case replyYielded:
+		if r.n == 1 {
+			return ctxlock.Lease{}, errYieldedQueued
+		}
 		return ctxlock.Lease{}, errYielded
 	case replyRefused:
 		var remaining time.Duration
@@ -507,41 +510,46 @@ func (b *Backend) giveBack(ctx context.Context, lease ctxlock.Lease, timeout tim
 	b.Release(ctx, []ctxlock.Lease{lease})
 }
 
-// errYielded is take's report that relock.lua released the key for the
-// owners waiting instead of taking it.
-var errYielded = errors.New("goredis: released for waiting owners")
+// errYielded and errYieldedQueued are take's reports that relock.lua
+// released the key for the owners waiting instead of taking it: for owners
+// that do not queue, or for queued waiters, behind whom it queued the
+// caller's waiter.
+var (
+	errYielded       = errors.New("goredis: released for owners that wanted the key")
+	errYieldedQueued = errors.New("goredis: released for the waiters queued")
+)
 
 // Relock implements ctxlock.Relocker: one script (relock.lua) releases old
 // and, unless the key's wanted mark says another owner waits, takes the key
 // again for req.Owner. (With WithWaiterHints, req.Waiter first in the queue
 // takes it anyway: nobody is ahead of it.) Leases of different keys fall
 // back to a release and an acquire.
-func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, error) {
+func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (lease ctxlock.Lease, wanted, queued bool, err error) {
 	if old.Key != req.Key {
 		// Whether old's key was wanted says nothing about req's key.
 		if errs := b.Release(ctx, []ctxlock.Lease{old}); len(errs) > 0 && errs[0] != nil {
-			return ctxlock.Lease{}, false, errs[0]
+			return ctxlock.Lease{}, false, false, errs[0]
 		}
 		lease, err := b.Acquire(ctx, req)
-		return lease, false, err
+		return lease, false, false, err
 	}
 	if err := validate(old.Key, old.Owner); err != nil {
-		return ctxlock.Lease{}, false, err
+		return ctxlock.Lease{}, false, false, err
 	}
 	if err := validate(req.Key, req.Owner); err != nil {
-		return ctxlock.Lease{}, false, err
+		return ctxlock.Lease{}, false, false, err
 	}
 	// relock.lua's arguments: value, ttl (from take), old owner, channel,
 	// waiter, waiter keep, inbox[, hints].
 	keys := b.scriptKeys(req.Key)
 	channel := keys[5]
 	var extra [6]any
-	lease, err := b.take(ctx, "relock", relockScript, relockSHA, req, keys, append(append(extra[:0], old.Owner, channel, req.Waiter, b.keepArg, b.inboxArg), b.hintArgs...)...)
-	if errors.Is(err, errYielded) {
+	lease, err = b.take(ctx, "relock", relockScript, relockSHA, req, keys, append(append(extra[:0], old.Owner, channel, req.Waiter, b.keepArg, b.inboxArg), b.hintArgs...)...)
+	if queued = errors.Is(err, errYieldedQueued); queued || errors.Is(err, errYielded) {
 		b.hub.wake(channel) // this backend's own watchers hear it at once
-		return ctxlock.Lease{}, true, nil
+		return ctxlock.Lease{}, true, queued, nil
 	}
-	return lease, false, err
+	return lease, false, false, err
 }
 
 // AfterRoundTrip implements ctxlock.RoundTripNotifier: f runs once the
@@ -801,7 +809,7 @@ func ttlMillis(d time.Duration) (int64, error) {
 const (
 	replyRefused  = 0 // {0, holder's PTTL, fencing counter}
 	replyAcquired = 1 // {1, token}
-	replyYielded  = 2 // {2, 0}: relock.lua released the key for waiting owners
+	replyYielded  = 2 // {2, queued}: relock.lua released the key for waiting owners
 	replyGranted  = 3 // {3, token}: the key was granted to the caller's waiter
 )
 
@@ -823,7 +831,7 @@ func parseReply(res any) (scriptReply, error) {
 	var ok1, ok2 bool
 	r.kind, ok1 = arr[0].(int64)
 	r.n, ok2 = arr[1].(int64)
-	if !ok1 || !ok2 || r.kind < replyRefused || r.kind > replyGranted {
+	if !ok1 || !ok2 || r.kind < replyRefused || r.kind > replyGranted || (r.kind == replyYielded && r.n != 0 && r.n != 1) {
 		return scriptReply{}, fmt.Errorf("%w: %v", errGarbage, arr)
 	}
 	if len(arr) == 3 {

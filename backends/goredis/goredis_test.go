@@ -523,7 +523,7 @@ func (b *attemptCounter) Acquire(ctx context.Context, req ctxlock.AcquireRequest
 	return b.Backend.Acquire(ctx, req)
 }
 
-func (b *attemptCounter) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, error) {
+func (b *attemptCounter) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, bool, error) {
 	b.attempts.Add(1)
 	return b.Backend.Relock(ctx, old, req)
 }

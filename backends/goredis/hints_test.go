@@ -200,9 +200,9 @@ func TestWaiterHintsRelockAndLeave(t *testing.T) {
 
 	// w2 locks again with w1 queued: the relock gives the key up, tells w1,
 	// and queues w3 (the new Lock call) behind it.
-	_, wanted, err := b.Relock(ctx, l2, waitReq("w3"))
-	if err != nil || !wanted {
-		t.Fatalf("Relock with w1 queued: wanted %v, %v; want released for w1", wanted, err)
+	_, wanted, queued, err := b.Relock(ctx, l2, waitReq("w3"))
+	if err != nil || !wanted || !queued {
+		t.Fatalf("Relock with w1 queued: wanted %v, queued %v, %v; want released for w1, w3 queued", wanted, queued, err)
 	}
 	hinted(t, ch1, "the relock")
 	notReceived(t, ch2, "w2")
@@ -227,7 +227,7 @@ func TestWaiterHintsRelockAndLeave(t *testing.T) {
 
 	// The free key is kept for w3: a relock of a lease that is gone is
 	// refused like an Acquire, and w3 takes the key.
-	if _, _, err := b.Relock(ctx, l2, waitReq("")); !errors.Is(err, ctxlock.ErrHeld) {
+	if _, _, _, err := b.Relock(ctx, l2, waitReq("")); !errors.Is(err, ctxlock.ErrHeld) {
 		t.Fatalf("Relock of a gone lease with the free key kept for w3: %v; want ErrHeld", err)
 	}
 	if _, err := b.Acquire(ctx, waitReq("w3")); err != nil {
@@ -298,7 +298,7 @@ func TestWaiterHintsRelockTakesItsTurn(t *testing.T) {
 	ctx := context.Background()
 	holder := acquire(t, b, "q", 10*time.Second)
 	mustRefuse(t, b, "w1")
-	l1, wanted, err := b.Relock(ctx, holder, waitReq("w1"))
+	l1, wanted, _, err := b.Relock(ctx, holder, waitReq("w1"))
 	if err != nil || wanted {
 		t.Fatalf("Relock by the first waiter: wanted %v, %v; want the key", wanted, err)
 	}
@@ -309,7 +309,7 @@ func TestWaiterHintsRelockTakesItsTurn(t *testing.T) {
 	mustRefuse(t, b, "w2")
 	mustRefuse(t, b, "w3")
 	lapse(t, s, b, "q") // l1
-	if _, wanted, err := b.Relock(ctx, l1, waitReq("w3")); err != nil || wanted {
+	if _, wanted, _, err := b.Relock(ctx, l1, waitReq("w3")); err != nil || wanted {
 		t.Fatalf("Relock by w3 of a free key nobody was told of: wanted %v, %v; want the key", wanted, err)
 	}
 	if got := queue(t, s, b, "q"); got != "[w2]" {

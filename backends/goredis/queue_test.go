@@ -316,9 +316,9 @@ func TestHandOverToOldEntryFreesKey(t *testing.T) {
 					t.Fatal(errs[0])
 				}
 			case "relock":
-				_, wanted, err := b.Relock(ctx, holder, ctxlock.AcquireRequest{Key: key, Owner: owner(), TTL: 10 * time.Second, Timeout: time.Second, Waiter: "new"})
-				if err != nil || !wanted {
-					t.Fatalf("Relock = wanted %v, %v; want true, nil", wanted, err)
+				_, wanted, queued, err := b.Relock(ctx, holder, ctxlock.AcquireRequest{Key: key, Owner: owner(), TTL: 10 * time.Second, Timeout: time.Second, Waiter: "new"})
+				if err != nil || !wanted || !queued {
+					t.Fatalf("Relock = wanted %v, queued %v, %v; want true, true, nil", wanted, queued, err)
 				}
 			}
 			if n, err := c.Exists(ctx, lk).Result(); err != nil || n != 0 {

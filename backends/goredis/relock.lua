@@ -13,8 +13,10 @@
 -- that first one, the key is handed to it). With hints, a
 -- relock by the queue's first waiter takes the key: its turn comes before a
 -- wanted mark (which it clears).
--- Returns {1, token} when acquired, {2, 0} when released for the owners
--- waiting (not acquired), {0, pttl, fence} when refused.
+-- Returns {1, token} when acquired, {2, 1} when released for the queued
+-- waiters (not acquired; the caller's waiter queued behind them), {2, 0}
+-- when released for owners that wanted the key but do not queue (not
+-- acquired, not queued), {0, pttl, fence} when refused.
 local v = redis.call('GET', KEYS[1])
 -- The common case first, before the queue helpers are defined (defining
 -- them costs the server more than this path's four calls): the old owner
@@ -41,8 +43,10 @@ if v and owned(v, ARGV[3]) then
       -- hand_over overwrites the lease: a key emptied or deleted here
       -- could not be written again while its slot migrates (see
       -- queue.lua).
+      local queued = 0
       if ARGV[5] ~= '' then
         enqueue(KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[2]), ARGV[7], metadata(ARGV[1]), ARGV[8])
+        queued = 1
       end
       if ARGV[8] then
         redis.call('DEL', KEYS[1])
@@ -50,6 +54,7 @@ if v and owned(v, ARGV[3]) then
       else
         hand_over(KEYS[1], KEYS[2], KEYS[4], KEYS[5], ARGV[4], head, entry)
       end
+      return {2, queued}
     else
       -- Only wanted (by callers that do not queue): free it for them,
       -- without getting ahead of them.

@@ -25,7 +25,7 @@ func TestRelockAndContention(t *testing.T) {
 	}
 
 	first := acquire(t, b, "r", 10*time.Second)
-	second, wanted, err := b.Relock(ctx, first, req("second"))
+	second, wanted, _, err := b.Relock(ctx, first, req("second"))
 	if err != nil || wanted || second.Token != first.Token+1 || second.Owner != "second" {
 		t.Fatalf("Relock with nobody waiting: %+v, wanted %v, %v; want the next token for the new owner", second, wanted, err)
 	}
@@ -36,9 +36,17 @@ func TestRelockAndContention(t *testing.T) {
 	}
 	ch, stop := other.Watch("r")
 	defer stop()
-	got, wanted, err := b.Relock(ctx, second, req("third"))
-	if err != nil || !wanted || got != (ctxlock.Lease{}) {
-		t.Fatalf("Relock of a wanted key: %+v, wanted %v, %v; want released, not taken", got, wanted, err)
+	// A Lock call's relock (it has a waiter) yields to the owner that does
+	// not queue without queueing either: nobody would tell it its turn.
+	third := req("third")
+	third.Waiter = "w3"
+	got, wanted, queued, err := b.Relock(ctx, second, third)
+	if err != nil || !wanted || queued || got != (ctxlock.Lease{}) {
+		t.Fatalf("Relock of a wanted key: %+v, wanted %v, queued %v, %v; want released, not taken, not queued", got, wanted, queued, err)
+	}
+	lk, _, _ := b.Keys("r")
+	if n, err := s.Client(t).Exists(ctx, lk+":q").Result(); err != nil || n != 0 {
+		t.Fatalf("queue after a relock yielded to a refused TryLock: EXISTS = %d, %v; want none", n, err)
 	}
 	received(t, ch, "a relock that gave the key up")
 	l, err := other.Acquire(ctx, req("other"))
@@ -48,7 +56,7 @@ func TestRelockAndContention(t *testing.T) {
 
 	// A relock of a lease that is gone is an acquire: here refused, and the
 	// refusal marks the key wanted for its holder's release.
-	if _, _, err := b.Relock(ctx, second, req("fourth")); !errors.Is(err, ctxlock.ErrHeld) {
+	if _, _, _, err := b.Relock(ctx, second, req("fourth")); !errors.Is(err, ctxlock.ErrHeld) {
 		t.Fatalf("Relock while another owner holds the key: %v, want ErrHeld", err)
 	}
 	_, contended := other.ReleaseContended(ctx, []ctxlock.Lease{l})
@@ -67,7 +75,7 @@ func TestUncontendedScriptsSkipTheQueue(t *testing.T) {
 	ctx := context.Background()
 	relock := func(l ctxlock.Lease, owner string) ctxlock.Lease {
 		t.Helper()
-		next, wanted, err := b.Relock(ctx, l, ctxlock.AcquireRequest{Key: "f", Owner: owner, TTL: 10 * time.Second, Timeout: time.Second})
+		next, wanted, _, err := b.Relock(ctx, l, ctxlock.AcquireRequest{Key: "f", Owner: owner, TTL: 10 * time.Second, Timeout: time.Second})
 		if err != nil || wanted || next.Token != l.Token+1 {
 			t.Fatalf("Relock: %+v, wanted %v, %v; want the next token", next, wanted, err)
 		}
@@ -129,11 +137,11 @@ func TestRelockRetryAfterSuccess(t *testing.T) {
 	ctx := context.Background()
 	first := acquire(t, b, "r", 10*time.Second)
 	req := ctxlock.AcquireRequest{Key: "r", Owner: owner(), TTL: 10 * time.Second, Timeout: time.Second}
-	second, _, err := b.Relock(ctx, first, req)
+	second, _, _, err := b.Relock(ctx, first, req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, wanted, err := b.Relock(ctx, first, req)
+	again, wanted, _, err := b.Relock(ctx, first, req)
 	if err != nil || wanted || again != second {
 		t.Fatalf("the same Relock again = %+v, wanted %v, %v; want %+v back", again, wanted, err, second)
 	}

@@ -186,7 +186,7 @@ func TestScriptsOnMigratingSlot(t *testing.T) {
 					t.Fatalf("Release on a migrating slot: %v", errs[0])
 				}
 			case "relock":
-				_, wanted, err := b.Relock(ctx, holder, ctxlock.AcquireRequest{Key: key, Owner: owner(), TTL: ttl, Timeout: time.Second, Waiter: "w3"})
+				_, wanted, _, err := b.Relock(ctx, holder, ctxlock.AcquireRequest{Key: key, Owner: owner(), TTL: ttl, Timeout: time.Second, Waiter: "w3"})
 				if err != nil || !wanted {
 					t.Fatalf("Relock on a migrating slot = wanted %v, %v; want true, nil", wanted, err)
 				}

@@ -103,9 +103,9 @@ func (o *RelockingOutage) ReleaseContended(ctx context.Context, leases []ctxlock
 }
 
 // Relock implements ctxlock.Relocker.
-func (o *RelockingOutage) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, error) {
+func (o *RelockingOutage) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (lease ctxlock.Lease, wanted, queued bool, err error) {
 	if o.Down() {
-		return ctxlock.Lease{}, false, ErrOutage
+		return ctxlock.Lease{}, false, false, ErrOutage
 	}
 	return o.b.Relock(ctx, old, req)
 }

@@ -197,18 +197,19 @@ func (b *Backend) acquireLocked(req ctxlock.AcquireRequest, now time.Time) (ctxl
 }
 
 // Relock implements ctxlock.Relocker: it releases old and, unless another
-// owner wanted its key, acquires req, in one step.
-func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, error) {
+// owner wanted its key, acquires req, in one step. It never queues (queued
+// is false): the backend has no waiter queue.
+func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (lease ctxlock.Lease, wanted, queued bool, err error) {
 	if err := b.delay(ctx, req.Timeout); err != nil {
-		return ctxlock.Lease{}, false, err
+		return ctxlock.Lease{}, false, false, err
 	}
 	if err := validRequest(req); err != nil {
-		return ctxlock.Lease{}, false, err
+		return ctxlock.Lease{}, false, false, err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
-		return ctxlock.Lease{}, false, ErrClosed
+		return ctxlock.Lease{}, false, false, ErrClosed
 	}
 	b.stats.ReleaseCalls++
 	b.stats.ReleasedLeases++
@@ -222,11 +223,11 @@ func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.Acq
 			notifyLocked(e)
 		}
 		if wanted {
-			return ctxlock.Lease{}, true, nil
+			return ctxlock.Lease{}, true, false, nil
 		}
 	}
-	lease, err := b.acquireLocked(req, time.Now())
-	return lease, false, err
+	lease, err = b.acquireLocked(req, time.Now())
+	return lease, false, false, err
 }
 
 // Extend implements ctxlock.Backend.

@@ -360,7 +360,7 @@ func (b *Backend) nodeTimeout(ttl, attempt time.Duration) time.Duration {
 // the lease until that is confirmed, where after a refusal it would leave
 // the lease to keep the key on that node for a whole TTL.
 func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
-	lease, _, err := b.take(ctx, "acquire", req, nil)
+	lease, _, _, err := b.take(ctx, "acquire", req, nil)
 	return lease, err
 }
 
@@ -375,12 +375,13 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 // the quorum's counters, lagging counters are raised — and, in addition, no
 // node yielded before the quorum was reached. A yielding node released old
 // and kept the key free for the owners it had refused, which are waiting
-// for it (it tells the first waiter of its queue, and queues req.Waiter in
-// its place, see WatchWaiter); once one node yields the hold is given up (released at once on
-// every node that granted it), so a waiting owner elsewhere is not refused
+// for it (it tells the first waiter of its queue, if any, and queues
+// req.Waiter behind it, see WatchWaiter); once one node yields the hold is
+// given up (released at once on every node that granted it), so a waiting owner elsewhere is not refused
 // again by a quorum that re-took the key: Relock then returns wanted true
 // and a nil error, provided old is known released (or no longer owned) on a
-// quorum of nodes. A node that yields after a quorum granted does not undo
+// quorum of nodes, and queued true if a quorum of nodes queued req.Waiter
+// (else no hint is sure to come, and the Manager tries again soon). A node that yields after a quorum granted does not undo
 // the grant: the waiting owner it woke is refused by the quorum, which marks
 // the key wanted again for the next release.
 //
@@ -393,13 +394,13 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 // right after, in the background and best effort like Release, so that it
 // does not linger on those nodes for its TTL. Leases of different keys fall
 // back to ReleaseContended and Acquire (and never report wanted).
-func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, error) {
+func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (lease ctxlock.Lease, wanted, queued bool, err error) {
 	if old.Key != req.Key {
 		if errs := b.Release(ctx, []ctxlock.Lease{old}); errs != nil && errs[0] != nil {
-			return ctxlock.Lease{}, false, errs[0]
+			return ctxlock.Lease{}, false, false, errs[0]
 		}
 		lease, err := b.Acquire(ctx, req)
-		return lease, false, err
+		return lease, false, false, err
 	}
 	return b.take(ctx, "relock", req, &old)
 }
@@ -411,10 +412,11 @@ var errYielded = errors.New("redlock: released for waiting owners")
 
 // take is Acquire (old nil) and Relock (old non-nil): the fan-out, the
 // quorum decision, the fencing token, the validity check and the cleanup of
-// an attempt that did not get the key. wanted is set only for a relock.
-func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireRequest, old *ctxlock.Lease) (_ ctxlock.Lease, wanted bool, _ error) {
+// an attempt that did not get the key. wanted and queued are set only for
+// a relock (see Relock).
+func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireRequest, old *ctxlock.Lease) (_ ctxlock.Lease, wanted, queued bool, _ error) {
 	if req.TTL <= 0 {
-		return ctxlock.Lease{}, false, fmt.Errorf("redlock: %s %q: %w: TTL %v", op, req.Key, ctxlock.ErrInvalidOption, req.TTL)
+		return ctxlock.Lease{}, false, false, fmt.Errorf("redlock: %s %q: %w: TTL %v", op, req.Key, ctxlock.ErrInvalidOption, req.TTL)
 	}
 	timeout := b.nodeTimeout(req.TTL, req.Timeout)
 	nreq := req
@@ -435,7 +437,7 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 			r.lease, r.err = b.nodes[i].Acquire(ctx, nreq)
 		} else {
 			var yielded bool
-			r.lease, yielded, r.err = b.nodes[i].Relock(ctx, *old, nreq)
+			r.lease, yielded, r.queued, r.err = b.nodes[i].Relock(ctx, *old, nreq)
 			switch {
 			case yielded && r.err == nil:
 				r.err = errYielded
@@ -470,7 +472,7 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 				if req.Waiter != "" {
 					b.dequeueWinner(ctx, req.Key, req.Waiter, &pl)
 				}
-				return ctxlock.Lease{Key: req.Key, Owner: req.Owner, Token: token}, false, nil
+				return ctxlock.Lease{Key: req.Key, Owner: req.Owner, Token: token}, false, false, nil
 			}
 			qe := b.quorumError(op, req.Key, errs, true)
 			qe.Validity = v
@@ -483,7 +485,7 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 		// The error is transient: the Manager releases the lease again
 		// where this fails, so the attempt need not wait past its time.
 		_ = b.releaseAfterFailure(ctx, req, errs, b.placed(req.Waiter, old, errs), deadline)
-		return ctxlock.Lease{}, false, err
+		return ctxlock.Lease{}, false, false, err
 	}
 	// A refusal waits for the give-back's answers (each within the per-node
 	// timeout), even past req.Timeout: only a failed one makes it a fault.
@@ -491,7 +493,7 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 		// A node that granted the key may keep it for a whole TTL: not a
 		// refusal (the Manager would leave it there), a fault, after which
 		// the Manager releases the lease until that is confirmed.
-		return ctxlock.Lease{}, false, ctxlock.Unavailable(fmt.Errorf("%w; giving back the lease it took failed on %w",
+		return ctxlock.Lease{}, false, false, ctxlock.Unavailable(fmt.Errorf("%w; giving back the lease it took failed on %w",
 			b.quorumError(op, req.Key, errs, false), err))
 	}
 	// For a relock, the nodes that answered ok, yielded or refused no longer
@@ -499,7 +501,14 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 	oldGone := old == nil || t.ok+t.taken >= b.quorum
 	switch v := t.verdict(); {
 	case oldGone && old != nil && slices.ContainsFunc(errs, isYield):
-		return ctxlock.Lease{}, true, nil
+		// Told its turn only if queued where it counts: on a quorum.
+		behind := 0
+		for _, r := range fn.res {
+			if r.queued {
+				behind++
+			}
+		}
+		return ctxlock.Lease{}, true, behind >= b.quorum, nil
 	case oldGone && v == byHolders:
 		qe := b.quorumError(op, req.Key, errs, false)
 		var rem []time.Duration
@@ -508,11 +517,11 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 				rem = append(rem, f.Remaining)
 			}
 		}
-		return ctxlock.Lease{}, false, fmt.Errorf("%w: %w", &ctxlock.HeldError{Remaining: heldRemaining(n, rem)}, qe)
+		return ctxlock.Lease{}, false, false, fmt.Errorf("%w: %w", &ctxlock.HeldError{Remaining: heldRemaining(n, rem)}, qe)
 	case v == byFailures:
-		return ctxlock.Lease{}, false, b.quorumError(op, req.Key, errs, false)
+		return ctxlock.Lease{}, false, false, b.quorumError(op, req.Key, errs, false)
 	default:
-		return ctxlock.Lease{}, false, b.quorumError(op, req.Key, errs, true)
+		return ctxlock.Lease{}, false, false, b.quorumError(op, req.Key, errs, true)
 	}
 }
 
@@ -608,8 +617,9 @@ func (b *Backend) releaseLater(ctx context.Context, i int, timeout time.Duration
 
 // acquired is one node's answer to an acquire.
 type acquired struct {
-	lease ctxlock.Lease
-	err   error
+	lease  ctxlock.Lease
+	err    error
+	queued bool // a relock yielded and queued the waiter behind others
 }
 
 func acquiredErrs(rs []acquired) []error {

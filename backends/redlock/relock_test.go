@@ -102,7 +102,7 @@ func TestRelockOneFanOut(t *testing.T) {
 	settled(t, c.clients, func(b *redlock.Backend) {
 		var wanted bool
 		var err error
-		second, wanted, err = b.Relock(ctx, first, lockReq(key))
+		second, wanted, _, err = b.Relock(ctx, first, lockReq(key))
 		if err != nil || wanted || second.Token <= first.Token {
 			t.Fatalf("first Relock: %+v, wanted %v, %v; want a lease with a token > %d", second, wanted, err, first.Token)
 		}
@@ -114,7 +114,7 @@ func TestRelockOneFanOut(t *testing.T) {
 	settled(t, c.clients, func(b *redlock.Backend) {
 		var wanted bool
 		var err error
-		third, wanted, err = b.Relock(ctx, second, req)
+		third, wanted, _, err = b.Relock(ctx, second, req)
 		if err != nil || wanted || third.Token <= second.Token || third.Key != key || third.Owner != req.Owner {
 			t.Fatalf("Relock: %+v, wanted %v, %v; want %q/%q with a token > %d", third, wanted, err, key, req.Owner, second.Token)
 		}
@@ -150,9 +150,9 @@ func TestRelockYieldsToWaitingOwner(t *testing.T) {
 	released, stop := other.Watch(key)
 	defer stop()
 	settled(t, c.clients, func(b *redlock.Backend) {
-		got, wanted, err := b.Relock(ctx, first, lockReq(key))
-		if err != nil || !wanted || got != (ctxlock.Lease{}) {
-			t.Fatalf("Relock of a wanted key: %+v, wanted %v, %v; want released, not taken", got, wanted, err)
+		got, wanted, queued, err := b.Relock(ctx, first, lockReq(key))
+		if err != nil || !wanted || !queued || got != (ctxlock.Lease{}) {
+			t.Fatalf("Relock of a wanted key: %+v, wanted %v, queued %v, %v; want released, not taken, queued behind the waiter", got, wanted, queued, err)
 		}
 		// Every node answered and the key is free on all of them.
 		if got := holders(t, c, b, key); !slices.Equal(got, repeat("", 5)) {
@@ -173,6 +173,31 @@ func TestRelockYieldsToWaitingOwner(t *testing.T) {
 	}
 }
 
+// TestRelockYieldsToTryLock: a relock after a refused TryLock (an owner
+// that does not queue) releases the key without taking it, and does not
+// report its waiter queued: no node queued it, so no hint would come.
+func TestRelockYieldsToTryLock(t *testing.T) {
+	c := startNodes(t, 5)
+	ctx := context.Background()
+	key := uniqueKey("k")
+	first := acquireSettled(t, c.clients, key)
+	other := newBackend(t, c.clients)
+	tryReq := lockReq(key)
+	tryReq.Waiter = ""
+	if _, err := other.Acquire(ctx, tryReq); !errors.Is(err, ctxlock.ErrHeld) {
+		t.Fatalf("other owner's Acquire: %v; want ErrHeld", err)
+	}
+	settled(t, c.clients, func(b *redlock.Backend) {
+		got, wanted, queued, err := b.Relock(ctx, first, lockReq(key))
+		if err != nil || !wanted || queued || got != (ctxlock.Lease{}) {
+			t.Fatalf("Relock of a key a TryLock wanted: %+v, wanted %v, queued %v, %v; want released, not taken, not queued", got, wanted, queued, err)
+		}
+		if got := holders(t, c, b, key); !slices.Equal(got, repeat("", 5)) {
+			t.Errorf("holders after a yielding Relock: %q; want none", got)
+		}
+	})
+}
+
 // TestRelockRefused: a relock of a lease that is gone, with the key held by
 // another owner, is refused like an Acquire, and leaves nothing behind.
 func TestRelockRefused(t *testing.T) {
@@ -188,7 +213,7 @@ func TestRelockRefused(t *testing.T) {
 			t.Fatalf("Acquire: %v", err)
 		}
 	})
-	_, wanted, err := b.Relock(ctx, gone, lockReq(key))
+	_, wanted, _, err := b.Relock(ctx, gone, lockReq(key))
 	var he *ctxlock.HeldError
 	var qe *redlock.QuorumError
 	if wanted || !errors.As(err, &he) || he.Remaining <= 9*time.Second || !errors.As(err, &qe) || qe.Op != "relock" {
@@ -212,7 +237,7 @@ func TestRelockWithNodeDown(t *testing.T) {
 	settled(t, c.clients, func(b *redlock.Backend) {
 		var wanted bool
 		var err error
-		second, wanted, err = b.Relock(ctx, first, req)
+		second, wanted, _, err = b.Relock(ctx, first, req)
 		if err != nil || wanted || second.Token <= first.Token || second.Owner != req.Owner {
 			t.Fatalf("Relock with node 4 down: %+v, wanted %v, %v; want a lease with a token > %d", second, wanted, err, first.Token)
 		}
@@ -226,7 +251,7 @@ func TestRelockWithNodeDown(t *testing.T) {
 	c.servers[3].Kill()
 	c.servers[2].Kill()
 	settled(t, c.clients, func(b *redlock.Backend) {
-		_, wanted, err := b.Relock(ctx, second, lockReq(key))
+		_, wanted, _, err := b.Relock(ctx, second, lockReq(key))
 		var qe *redlock.QuorumError
 		if wanted || !errors.Is(err, ctxlock.ErrUnavailable) || !errors.As(err, &qe) || qe.Op != "relock" || qe.Count(redlock.NodeUnreachable) != 3 {
 			t.Fatalf("Relock with 3 of 5 down: wanted %v, %v; want an unavailable QuorumError", wanted, err)
@@ -246,7 +271,7 @@ func TestRelockReleasesOldWhereItFailed(t *testing.T) {
 	hooks[4].failNextCommand()
 	req := lockReq(key)
 	settled(t, c.clients, func(b *redlock.Backend) {
-		second, wanted, err := b.Relock(ctx, first, req)
+		second, wanted, _, err := b.Relock(ctx, first, req)
 		if err != nil || wanted || second.Token <= first.Token {
 			t.Fatalf("Relock with node 4 failing: %+v, wanted %v, %v; want a lease with a token > %d", second, wanted, err, first.Token)
 		}
