@@ -32,7 +32,10 @@ func TestChaosRedlock(t *testing.T) {
 	for _, n := range nodes {
 		proxies = append(proxies, faultproxy.Start(t, n.Addr()))
 	}
-	var ms []*ctxlock.Manager
+	var (
+		ms []*ctxlock.Manager
+		tr trail
+	)
 	for i := 0; i < *chaosManagers; i++ {
 		var clients []redis.UniversalClient
 		for _, px := range proxies {
@@ -42,7 +45,7 @@ func TestChaosRedlock(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := ctxlock.NewManager(b)
+		m := ctxlock.NewManager(b, tr.option(fmt.Sprintf("m%d", i)))
 		t.Cleanup(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			defer cancel()
@@ -118,7 +121,7 @@ func TestChaosRedlock(t *testing.T) {
 			calm++
 		}
 	}
-	n := checkNoViolations(t, &checker)
+	n := checkNoViolations(t, &checker, &tr)
 	if calm == 0 {
 		t.Errorf("no hold in the calm period after the faults")
 	}

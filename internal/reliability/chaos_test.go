@@ -42,11 +42,12 @@ func TestChaos(t *testing.T) {
 	var (
 		proxies []*faultproxy.Proxy
 		ms      []*redisManager
+		tr      trail
 	)
 	for i := 0; i < *chaosManagers; i++ {
 		px := faultproxy.Start(t, srv.Addr())
 		proxies = append(proxies, px)
-		ms = append(ms, newRedisManager(t, px.Addr()))
+		ms = append(ms, newRedisManager(t, px.Addr(), tr.option(fmt.Sprintf("m%d", i))))
 	}
 	var (
 		checker locktest.Checker
@@ -142,7 +143,7 @@ func TestChaos(t *testing.T) {
 			calm++
 		}
 	}
-	n := checkNoViolations(t, &checker)
+	n := checkNoViolations(t, &checker, &tr)
 	if calm == 0 {
 		t.Errorf("no hold in the calm period after the faults")
 	}

@@ -224,14 +224,15 @@ func reason(err error) string {
 	return "other"
 }
 
-func checkNoViolations(t *testing.T, c *locktest.Checker) int {
+func checkNoViolations(t *testing.T, c *locktest.Checker, tr *trail) int {
 	t.Helper()
 	n := c.Check(t)
 	if v := c.Violations(); len(v) > 0 {
 		t.Errorf("%d violations in %d holds", len(v), n)
 		for _, h := range c.Holds() {
-			t.Logf("hold %s token %d [%v .. %v]", h.Owner, h.Token, h.Start.Format("15:04:05.000000"), h.End.Format("15:04:05.000000"))
+			t.Logf("hold %s on %s token %d [%s .. %s]", h.Owner, h.Key, h.Token, clock(h.Start), clock(h.End))
 		}
+		tr.explain(t, c.Holds())
 	}
 	return n
 }

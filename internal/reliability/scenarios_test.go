@@ -284,7 +284,7 @@ func TestServerFrozen_SIGSTOP(t *testing.T) {
 			after++
 		}
 	}
-	n := checkNoViolations(t, &checker)
+	n := checkNoViolations(t, &checker, nil)
 	if after == 0 {
 		t.Errorf("no hold after SIGCONT (%d before)", before)
 	}
@@ -491,7 +491,7 @@ func TestServerRestartWithWaiters(t *testing.T) {
 				}
 				c.Record(h)
 			}
-			n := checkNoViolations(t, &c)
+			n := checkNoViolations(t, &c, nil)
 			if n != waiters+1 {
 				t.Errorf("%d holds; want %d (everyone acquires)", n, waiters+1)
 			}
