@@ -268,3 +268,62 @@ func lockGrantedShort(t *testing.T, qs *queueStub, b ctxlock.Backend) (*ctxlock.
 	qs.grant(t, "k", holder, 3*time.Second)
 	return m, locked
 }
+
+// Close gives back what an acquire in flight took as it began, like any
+// release: retried until the backend confirms, even when the backend is
+// slower than one acquire attempt. It used to make one attempt bounded by
+// DefaultAcquireTimeout and ignore its failure: Close returned nil with the
+// lease held for its TTL.
+func TestCloseGivesBackSlowAttemptInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New()
+		defer b.Close()
+		m := ctxlock.NewManager(b)
+		b.SetLatency(200 * time.Millisecond) // every backend call takes 200ms
+		errc := make(chan error, 1)
+		go func() {
+			_, err := m.NewLock("k", ctxlock.WithAcquireTimeout(time.Second)).Lock(context.Background())
+			errc <- err
+		}()
+		time.Sleep(50 * time.Millisecond) // the acquire is in flight
+		if err := m.Close(context.Background()); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if err := <-errc; !errors.Is(err, ctxlock.ErrClosed) {
+			t.Fatalf("Lock as Close began: %v; want ErrClosed", err)
+		}
+		if _, _, _, rem, ok := b.Holder("k"); ok {
+			t.Errorf("Close returned nil with the lease its acquire in flight took still held (for %v)", rem)
+		}
+	})
+}
+
+// When Close gives up on draining (its context ends) while an acquire is
+// in flight, it reports that call, and the lease the call took when it
+// returns is still given back (in line: the scheduler has stopped).
+func TestCloseAbandonedStillGivesBackAttemptInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New()
+		defer b.Close()
+		m := ctxlock.NewManager(b)
+		b.SetLatency(200 * time.Millisecond)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := m.NewLock("k", ctxlock.WithAcquireTimeout(time.Second)).Lock(context.Background())
+			errc <- err
+		}()
+		time.Sleep(50 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		if err := m.Close(ctx); err == nil || !strings.Contains(err.Error(), "1 Lock calls not yet returned") {
+			t.Fatalf("Close with an attempt still in flight at its deadline: %v; want it reported", err)
+		}
+		b.SetLatency(0) // the acquire, sent before, still takes its 200ms
+		if err := <-errc; !errors.Is(err, ctxlock.ErrClosed) {
+			t.Fatalf("Lock as Close began: %v; want ErrClosed", err)
+		}
+		if _, _, _, rem, ok := b.Holder("k"); ok {
+			t.Errorf("the lease the attempt took is still held (for %v)", rem)
+		}
+	})
+}

@@ -559,9 +559,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 					if err == nil && lease.Key == l.fullKey && waiter != "" && lease.Owner == GrantOwner(waiter, lease.Token) {
 						rel = lease
 					}
-					m.mu.Unlock()
-					m.releaseAfterClose(rel)
-					m.mu.Lock()
+					m.giveBackAfterCloseLocked(ks, rel, t1.Add(l.opts.TTL+l.opts.driftAllowance()))
 				}
 				return closed()
 			}
@@ -753,15 +751,14 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 // to the waiting Lock call of l at some instant after t0, the hold of l. done is
 // false when the lease's validity has passed already, or l's key is held
 // here (a broken backend), and its release is queued; h is nil with done
-// true when the Manager is closed (the lease is released in line).
+// true when the Manager is closed (the lease is given back, see
+// giveBackAfterCloseLocked).
 func (m *Manager) adoptGrantLocked(l *lockValue, ks *keyState, lease Lease, t0 time.Time, ttl time.Duration) (h *hold, done bool) {
+	now := time.Now()
 	if m.closed {
-		m.mu.Unlock()
-		m.releaseAfterClose(lease)
-		m.mu.Lock()
+		m.giveBackAfterCloseLocked(ks, lease, now.Add(ttl))
 		return nil, true
 	}
-	now := time.Now()
 	if ks.holder != nil {
 		// A broken backend granted a key held here: give it back.
 		m.queueReleaseLocked(ks, &release{lease: lease, lapseAt: now.Add(l.opts.TTL)}, now)
@@ -958,6 +955,21 @@ func (m *Manager) release(ctx context.Context, leases []Lease) (errs []error, wa
 	return m.backend.Release(ctx, leases), nil
 }
 
+// giveBackAfterCloseLocked releases lease, taken by a Lock call as Close
+// began, before Close returns: while Close waits for releases to drain it
+// is one of them (retried until confirmed or lapsing at lapseAt, and
+// reported by Close when abandoned); once Close gave up on them, one
+// bounded attempt in line.
+func (m *Manager) giveBackAfterCloseLocked(ks *keyState, lease Lease, lapseAt time.Time) {
+	if !m.releasesAbandoned {
+		m.queueReleaseLocked(ks, &release{lease: lease, lapseAt: lapseAt}, time.Now())
+		return
+	}
+	m.mu.Unlock()
+	m.releaseAfterClose(lease)
+	m.mu.Lock()
+}
+
 // releaseAfterClose releases a lease granted after Close began, when the
 // scheduler may be gone, in the caller's goroutine and with a bounded wait.
 func (m *Manager) releaseAfterClose(lease Lease) {
@@ -1141,17 +1153,19 @@ func (m *Manager) Health(ctx context.Context) ([]string, error) {
 // blocked and later Lock calls return ErrClosed, and waits until every
 // pending release is confirmed and every Lock or TryLock call that has made
 // a backend attempt has returned (they return ErrClosed at once, after
-// giving back what an attempt in flight took and leaving the backend's
-// waiter queue), or until ctx is done; then it stops the scheduler and its
-// workers. When it returns, nothing it started still uses the backend,
-// unless ctx ended first, so the backend may be closed then.
+// leaving the backend's waiter queue; what an attempt in flight took is
+// released like any pending release), or until ctx is done; then it stops
+// the scheduler and its workers. When it returns, nothing it started still
+// uses the backend, unless ctx ended first, so the backend may be closed
+// then.
 //
 // Releases still pending when ctx ends are abandoned: those leases lapse at
 // their TTL, and Close returns an error saying how many, and what else was
-// left running. Leaves still running then are cancelled (and end as the
-// backend honours that, within the Lock's AcquireTimeout); the places they
-// leave lapse on the backend. Calling Close again waits for the first Close
-// and returns nil.
+// left running (a Lock call still running then gives back what its attempt
+// took itself, with one bounded try). Leaves still running then are
+// cancelled (and end as the backend honours that, within the Lock's
+// AcquireTimeout); the places they leave lapse on the backend. Calling
+// Close again waits for the first Close and returns nil.
 func (m *Manager) Close(ctx context.Context) error {
 	if ctx == nil {
 		return ErrNilContext
