@@ -24,7 +24,8 @@ func validOptions(key string, o ctxlock.LockOptions) (keyOK, optsOK bool) {
 	if optsOK && !o.NoRefresh {
 		ri := o.RefreshInterval
 		if ri == 0 {
-			ri = o.TTL / 3
+			// TTL/3, or half the validity window where TTL/3 would not fit.
+			ri = min(o.TTL/3, (o.TTL-allowance)/2)
 		}
 		optsOK = ri > 0 && ri < o.TTL-allowance
 	}

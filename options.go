@@ -17,15 +17,17 @@ const (
 	// holder stops refreshing it (for instance because the process died).
 	DefaultTimeout = 10 * time.Second
 	// DefaultRetryDelay is the first delay between acquire attempts while a
-	// lock is held elsewhere; later delays grow, jittered, up to MaxRetryDelay.
+	// lock is held elsewhere; later delays double up to MaxRetryDelay (or the
+	// retry delay, if that is longer), and each is jittered into [d/2, d].
 	DefaultRetryDelay = 10 * time.Millisecond
 	// DefaultAcquireTimeout bounds one acquire attempt against the backend.
 	DefaultAcquireTimeout = 100 * time.Millisecond
 	// DefaultDriftFactor is the share of the TTL subtracted from every validity
 	// window to allow for clock drift between this process and the backend.
 	DefaultDriftFactor = 0.01
-	// MaxRetryDelay caps the growth of the retry backoff. A waiter also never
-	// sleeps past the holder's remaining TTL, nor past a release notification.
+	// MaxRetryDelay caps the growth of the retry backoff (a longer
+	// WithRetryDelay is not cut down to it). A waiter also never sleeps past
+	// the holder's remaining TTL, nor past a release notification.
 	MaxRetryDelay = time.Second
 	// MaxKeyLength is the longest key, in bytes, that NewLock accepts (before
 	// the Manager's namespace is prepended).
@@ -46,13 +48,16 @@ type LockOptions struct {
 	RetryDelay time.Duration
 	// AcquireTimeout bounds one backend acquire attempt. Default DefaultAcquireTimeout.
 	AcquireTimeout time.Duration
-	// RefreshInterval is how often a held lease is extended; 0 means TTL/3.
+	// RefreshInterval is how often a held lease is extended; 0 means the
+	// default, derived from the TTL when used: TTL/3 (or half the validity
+	// window, for TTLs of a few milliseconds, where TTL/3 would not fit in it).
 	RefreshInterval time.Duration
 	// NoRefresh disables refreshing: the hold simply lapses after its validity window.
 	NoRefresh bool
 	// DriftFactor is the share of the TTL reserved for clock drift. Default 0.01.
 	DriftFactor float64
-	// Tracer, when set, is used for this lock's spans instead of the Manager's.
+	// Tracer, when set, is used for this lock's spans instead of the
+	// Manager's (see WithTracer).
 	Tracer trace.Tracer
 	// Metadata is opaque owner text stored with the lease, visible to operators.
 	Metadata string
@@ -62,8 +67,9 @@ type LockOptions struct {
 type LockOption func(*LockOptions)
 
 // DefaultLockOptions returns the defaults: TTL DefaultTimeout, retry delay
-// DefaultRetryDelay, acquire timeout DefaultAcquireTimeout, refresh every TTL/3,
-// drift factor DefaultDriftFactor.
+// DefaultRetryDelay, acquire timeout DefaultAcquireTimeout, drift factor
+// DefaultDriftFactor, and RefreshInterval 0: refresh every TTL/3 of
+// whatever TTL the options end up with.
 func DefaultLockOptions() *LockOptions {
 	return &LockOptions{
 		TTL:            DefaultTimeout,
@@ -82,20 +88,23 @@ func (o *LockOptions) Apply(opts ...LockOption) {
 	}
 }
 
-// WithTTL sets the lease TTL. It must be positive and longer than the drift allowance.
+// WithTTL sets the lease TTL. It must be positive, at most a year, and longer
+// than the drift allowance (TTL × drift factor + 2ms).
 func WithTTL(ttl time.Duration) LockOption { return func(o *LockOptions) { o.TTL = ttl } }
 
-// WithRetryDelay sets the first delay between acquire attempts while waiting.
+// WithRetryDelay sets the first delay between acquire attempts while
+// waiting. It must be positive.
 func WithRetryDelay(d time.Duration) LockOption { return func(o *LockOptions) { o.RetryDelay = d } }
 
-// WithAcquireTimeout bounds each backend acquire attempt.
+// WithAcquireTimeout bounds each backend acquire attempt. It must be positive.
 func WithAcquireTimeout(d time.Duration) LockOption {
 	return func(o *LockOptions) { o.AcquireTimeout = d }
 }
 
 // WithRefreshInterval sets how often the scheduler extends a held lease. It
-// must be shorter than the validity window (TTL minus drift allowance).
-// It also turns refreshing back on after WithoutRefresh.
+// must be shorter than the validity window (TTL minus drift allowance); 0
+// restores the default (TTL/3, see LockOptions.RefreshInterval). It also
+// turns refreshing back on after WithoutRefresh.
 func WithRefreshInterval(d time.Duration) LockOption {
 	return func(o *LockOptions) { o.RefreshInterval = d; o.NoRefresh = false }
 }
@@ -107,8 +116,10 @@ func WithoutRefresh() LockOption { return func(o *LockOptions) { o.NoRefresh = t
 // WithDriftFactor sets the share of the TTL reserved for clock drift, in [0, 0.5).
 func WithDriftFactor(f float64) LockOption { return func(o *LockOptions) { o.DriftFactor = f } }
 
-// WithTracer sets the tracer for this lock's spans, overriding the Manager's
-// tracer provider. A nil tracer keeps the Manager's.
+// WithTracer sets the tracer for this lock's spans (ctxlock.Lock,
+// ctxlock.TryLock and ctxlock.hold), overriding the Manager's tracer
+// provider; refresh and release batch spans, which serve many locks, use the
+// Manager's. A nil tracer keeps the Manager's.
 func WithTracer(t trace.Tracer) LockOption { return func(o *LockOptions) { o.Tracer = t } }
 
 // WithMetadata stores opaque owner text with each lease (for operators: who holds it).
@@ -119,7 +130,7 @@ func (o *LockOptions) refreshInterval() time.Duration {
 	if o.RefreshInterval > 0 {
 		return o.RefreshInterval
 	}
-	return o.TTL / 3
+	return min(o.TTL/3, (o.TTL-o.driftAllowance())/2)
 }
 
 // driftAllowance is d*drift + 2ms: how much shorter than the TTL the local
@@ -173,11 +184,14 @@ type managerOptions struct {
 }
 
 // WithNamespace prefixes every key of the Manager's locks with ns, so that
-// several applications can share one backend without colliding.
+// several applications can share one backend without colliding. The prefix
+// is prepended as is: end it with a separator ("billing:"), or namespace
+// "a" with key "bc" is the same lock as namespace "ab" with key "c".
 func WithNamespace(ns string) ManagerOption { return func(o *managerOptions) { o.namespace = ns } }
 
-// WithLogger sets the logger for background events (lost holds, release
-// retries). Nil, the default, discards them.
+// WithLogger sets the logger for background events: a Warn for each hold
+// that ends other than by Unlock (lost, expired, or ended by Close) and for
+// each release given up. Nil, the default, discards them.
 func WithLogger(l *slog.Logger) ManagerOption { return func(o *managerOptions) { o.logger = l } }
 
 // WithTracerProvider sets the OpenTelemetry tracer provider. Without it the
@@ -220,5 +234,5 @@ func WithDefaultLockOptions(opts ...LockOption) ManagerOption {
 }
 
 // WithWorkers bounds how many backend calls (refresh and release batches) the
-// scheduler runs at once. Default 8. Values below 1 mean 1.
+// scheduler runs at once. Default 8; values below 1 select the default.
 func WithWorkers(n int) ManagerOption { return func(o *managerOptions) { o.workers = n } }

@@ -761,3 +761,28 @@ func TestHealthReportsFailingRefreshes(t *testing.T) {
 		b.failing.Store(false)
 	})
 }
+
+// A TTL of a few milliseconds, longer than the drift allowance as WithTTL
+// asks, works with the default refresh interval: TTL/3 (1ms of a 3ms TTL)
+// would not fit in the 0.97ms validity window, so the default is half the
+// window there, and the hold lives on, refreshed.
+func TestTinyTTLWithDefaultRefresh(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := ctxlock.NewManager(memory.New())
+		defer closeManager(t, m)
+		l := m.NewLock("k", ctxlock.WithTTL(3*time.Millisecond))
+		exp, err := l.Lock(context.Background())
+		if err != nil {
+			t.Fatalf("Lock with a 3ms TTL: %v", err)
+		}
+		time.Sleep(time.Second)
+		select {
+		case <-exp:
+			t.Fatalf("a 3ms hold ended within a second on a healthy backend: %v", l.Err())
+		default:
+		}
+		if err := l.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
