@@ -208,7 +208,8 @@ type Handoff struct {
 }
 
 // BackendNamer is implemented by backends that have a short name ("memory",
-// "redis", "redlock") for telemetry attributes and health reports.
+// "redis", "redlock") for telemetry attributes (ctxlock.backend) and error
+// messages. Backends without it are named "custom".
 type BackendNamer interface {
 	// BackendName returns the name; it is constant for a backend.
 	BackendName() string

@@ -40,7 +40,8 @@
 //
 // # How it works
 //
-// Each Manager runs ONE scheduler goroutine (started with the first hold)
+// Each Manager runs ONE scheduler goroutine (started with the first hold or
+// queued release)
 // that owns a heap of deadlines: refresh due, validity deadline, release
 // retry. Backend I/O never runs on it: refreshes and releases go, batched,
 // to at most WithWorkers workers, so a hung backend cannot delay an expiry.

@@ -51,7 +51,7 @@ func ExampleLock_expiry() {
 	for {
 		select {
 		case <-expired:
-			fmt.Println("lock lost, stopping:", errors.Is(l.Err(), ctxlock.ErrExpired))
+			fmt.Println("hold ended, expired:", errors.Is(l.Err(), ctxlock.ErrExpired))
 			store.SetUnavailable(false)
 			return
 		case <-ticks.C:
@@ -59,32 +59,63 @@ func ExampleLock_expiry() {
 		}
 	}
 	// Output:
-	// lock lost, stopping: true
+	// hold ended, expired: true
 }
 
 // Leader-only work behind TryLock: every instance tries; the one that gets
-// the lock leads until its expiry channel closes.
+// the lock leads, and stops leading the moment its expiry channel closes.
+// Followers try again on their own schedule.
 func ExampleLock_TryLock() {
 	store := memory.New()
 	ctx := context.Background()
+	locks := map[string]ctxlock.Lock{}
+	var (
+		leader  string
+		leading <-chan struct{}
+	)
 	for _, name := range []string{"instance-a", "instance-b", "instance-c"} {
 		m := ctxlock.NewManager(store)
 		defer m.Close(ctx)
-		leader := m.NewLock("leader")
-		ok, _, err := leader.TryLock(ctx)
+		l := m.NewLock("leader", ctxlock.WithTTL(300*time.Millisecond))
+		locks[name] = l
+		ok, expired, err := l.TryLock(ctx)
 		switch {
 		case err != nil:
 			fmt.Println(name, "error:", err)
 		case ok:
 			fmt.Println(name, "leads")
+			leader, leading = name, expired
 		default:
 			fmt.Println(name, "follows")
 		}
+	}
+
+	// An operator deletes the key: the leader's next refresh finds it gone.
+	store.Evict("leader")
+
+	// The leader works in steps, checking its expiry channel between them.
+	step := time.NewTicker(10 * time.Millisecond)
+	defer step.Stop()
+	for done := false; !done; {
+		select {
+		case <-leading:
+			fmt.Println(leader, "stops leading, lost:", errors.Is(locks[leader].Err(), ctxlock.ErrLost))
+			done = true
+		case <-step.C:
+			// one step of leader-only work
+		}
+	}
+
+	// The next follower to try leads.
+	if ok, _, err := locks["instance-b"].TryLock(ctx); ok && err == nil {
+		fmt.Println("instance-b leads")
 	}
 	// Output:
 	// instance-a leads
 	// instance-b follows
 	// instance-c follows
+	// instance-a stops leading, lost: true
+	// instance-b leads
 }
 
 // Do runs a function under a lock and unlocks afterwards; the function's
@@ -102,4 +133,25 @@ func ExampleDo() {
 	// Output:
 	// generating report with token 1
 	// done: <nil>
+}
+
+// When the hold is lost, Do cancels fn's context with the loss as its cause,
+// and returns an error wrapping ErrLost.
+func ExampleDo_lost() {
+	store := memory.New()
+	m := ctxlock.NewManager(store)
+	defer m.Close(context.Background())
+
+	l := m.NewLock("nightly-report", ctxlock.WithTTL(300*time.Millisecond))
+	err := ctxlock.Do(context.Background(), l, func(ctx context.Context) error {
+		// An operator deletes the key: the next refresh finds it gone.
+		store.Evict("nightly-report")
+		<-ctx.Done() // a long job checks its context between steps
+		fmt.Println("fn stopped, cause lost:", errors.Is(context.Cause(ctx), ctxlock.ErrLost))
+		return ctx.Err()
+	})
+	fmt.Println("Do returned lost:", errors.Is(err, ctxlock.ErrLost))
+	// Output:
+	// fn stopped, cause lost: true
+	// Do returned lost: true
 }

@@ -25,10 +25,11 @@ import (
 // goroutine that refreshes their leases, ends holds at their validity
 // deadline and retries releases. It implements LockManager.
 //
-// A Manager does no I/O and starts no goroutine until its first hold. Close it
-// when done: Close releases every held lock, drains pending releases and stops
-// every goroutine the Manager started. The Manager does not own its Backend:
-// close the Backend after the Managers that use it.
+// NewManager and NewLock do no I/O and start no goroutine; the scheduler
+// starts with the first hold or queued release. Close the Manager when
+// done: Close releases every held lock, drains pending releases and stops
+// every goroutine the Manager started. The Manager does not own its
+// Backend: close the Backend after the Managers that use it.
 type Manager struct {
 	backend     Backend
 	backendName string

@@ -143,6 +143,8 @@
 // whatever reason, with the span context End returned, and never before End
 // (a hold that ends first is recorded right after End), so that ctxlock.held
 // never reads below zero. For each background backend batch: [Instrumentation.StartBatch]
-// and [Batch.End]. [Instrumentation.PendingReleases] +1 when Unlock queues a
-// release and −1 when it is settled.
+// and [Batch.End]. [Instrumentation.PendingReleases] +1 whenever a release
+// is queued (after Unlock, after a hold ended otherwise, or for an acquire
+// of unknown outcome), −1 when it is settled, −n for releases Close
+// abandons.
 package ctxlockotel

@@ -4,8 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/ctxlock/ctxlock"
+	"github.com/ctxlock/ctxlock/backends/memory"
 	ctxlockotel "github.com/ctxlock/ctxlock/otel"
 )
 
@@ -42,4 +49,46 @@ func ExampleMetricNames() {
 	// ctxlock.refresh.batch.size
 	// ctxlock.batch.duration
 	// ctxlock.release.pending
+}
+
+// Wiring ctxlock into OpenTelemetry: give the Manager a TracerProvider and a
+// MeterProvider (without them it uses the otel globals). Here both are SDK
+// providers that keep what they record in memory; a service would export
+// them instead.
+func Example_setup() {
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+
+	ctx := context.Background()
+	m := ctxlock.NewManager(memory.New(), ctxlock.WithTracerProvider(tp), ctxlock.WithMeterProvider(mp))
+	l := m.NewLock("orders/42")
+	if _, err := l.Lock(ctx); err != nil {
+		fmt.Println(err)
+		return
+	}
+	l.Unlock()
+	m.Close(ctx) // the release is confirmed: its batch is recorded too
+
+	for _, s := range spans.Ended() {
+		fmt.Println("span", s.Name(), s.InstrumentationScope().Name)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		fmt.Println(err)
+		return
+	}
+	var names []string
+	for _, sm := range rm.ScopeMetrics {
+		for _, mt := range sm.Metrics {
+			names = append(names, mt.Name)
+		}
+	}
+	slices.Sort(names)
+	fmt.Println("metrics", names)
+	// Output:
+	// span ctxlock.Lock github.com/ctxlock/ctxlock/otel
+	// span ctxlock.release github.com/ctxlock/ctxlock/otel
+	// metrics [ctxlock.acquire.duration ctxlock.batch.duration ctxlock.held ctxlock.hold.duration ctxlock.release.pending]
 }

@@ -367,7 +367,7 @@ func newInstruments(mp metric.MeterProvider) *instruments {
 
 	ins.releasePending, err = m.Int64UpDownCounter(MetricReleasePending,
 		metric.WithUnit("{release}"),
-		metric.WithDescription("Releases queued after Unlock and not yet confirmed by the backend."))
+		metric.WithDescription("Releases not yet confirmed by the backend (after Unlock, after a hold ended otherwise, or for an acquire of unknown outcome)."))
 	handle(err)
 	if ins.releasePending == nil {
 		ins.releasePending, _ = noop.Int64UpDownCounter(MetricReleasePending)
@@ -782,8 +782,10 @@ func (b *Batch) End(failed int, err error) {
 }
 
 // PendingReleases adds delta to the number of releases waiting for backend
-// confirmation (ctxlock.release.pending): +1 when Unlock queues a release,
-// −1 when the backend confirms it or the lease has lapsed.
+// confirmation (ctxlock.release.pending): +1 whenever the Manager queues a
+// release (after Unlock, after a hold ended otherwise, or for an acquire of
+// unknown outcome), −1 when the backend confirms it or the lease has
+// lapsed, −n for the releases Close abandons.
 func (i *Instrumentation) PendingReleases(delta int) {
 	if delta == 0 {
 		return

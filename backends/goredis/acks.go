@@ -19,8 +19,11 @@ import (
 var ErrNotReplicated = errors.New("goredis: not acknowledged by enough replicas")
 
 // DefaultReplicaAckTimeout is how long WithReplicaAcks waits for the
-// replicas when given no timeout: half of ctxlock.DefaultAcquireTimeout, so
-// that a shortfall is reported before the attempt times out.
+// replicas when given no timeout: half of ctxlock.DefaultAcquireTimeout.
+// Redis reports a shortfall on its timer, up to about 100ms after the
+// timeout; to see ErrNotReplicated rather than an attempt that timed out,
+// give the locks a WithAcquireTimeout of at least timeout + 100ms (as
+// Example_sentinel does, with 250ms).
 const DefaultReplicaAckTimeout = 50 * time.Millisecond
 
 // WithReplicaAcks makes every write that gives or extends a lease (Acquire,

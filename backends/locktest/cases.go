@@ -21,7 +21,7 @@ var cases = []testCase{
 	{"LockCancelled", testLockCancelled},
 	{"LockDeadlineExceeded", testLockDeadline},
 	{"OneValueTenGoroutinesSerialize", testOneValueSerializes},
-	{"ManyValuesThreeManagersNoOverlap", testManyValuesThreeManagers},
+	{"AtomicityA_ManyValuesThreeManagersNoOverlap", testManyValuesThreeManagers},
 	{"LocalWaitersFIFO", testLocalFIFO},
 	{"ReleaserYieldsToOtherOwners", testReleaserYields},
 	{"LivenessA_CrashedHolderLapses", testCrashedHolderLapses},

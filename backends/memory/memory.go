@@ -1,5 +1,5 @@
-// Package memory is an in-process ctxlock.Backend: the embedded default for
-// development, examples and tests, and the reference implementation of the
+// Package memory is an in-process ctxlock.Backend for development,
+// examples, tests and single-process programs, and the reference implementation of the
 // backend contract.
 //
 // Leases have real TTL semantics on time.Now, so the backend runs unchanged
@@ -54,7 +54,7 @@ type watcher struct{ ch chan struct{} }
 
 // Stats counts the calls a Backend served, for tests and benchmarks.
 type Stats struct {
-	Acquires       int // Acquire calls
+	Acquires       int // Acquire calls, and the acquire step of Relock
 	ExtendCalls    int // Extend calls (batches)
 	ExtendedLeases int // leases in all Extend calls
 	ReleaseCalls   int // Release calls (batches)
@@ -391,7 +391,9 @@ func (b *Backend) Health(ctx context.Context) ([]string, error) {
 	return nil, nil
 }
 
-// Close stops the store's timers; every later call fails with ErrClosed.
+// Close stops the store's timers. Later Acquire, Extend, Release, Relock and
+// Health calls fail with ErrClosed (or the unavailable error while
+// SetUnavailable or a latency is on); Watch returns a nil channel.
 func (b *Backend) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
