@@ -327,3 +327,56 @@ func TestCloseAbandonedStillGivesBackAttemptInFlight(t *testing.T) {
 		}
 	})
 }
+
+// slowCancelBackend's Release of key "a" takes 1s whatever its context says
+// (as go-redis without ContextTimeoutEnabled, on a frozen server), and its
+// Acquire of "b" 300ms.
+type slowCancelBackend struct{ ctxlock.Backend }
+
+func (b slowCancelBackend) Release(ctx context.Context, ls []ctxlock.Lease) []error {
+	if len(ls) == 1 && ls[0].Key == "a" {
+		time.Sleep(time.Second)
+	}
+	return b.Backend.Release(ctx, ls)
+}
+
+func (b slowCancelBackend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	if req.Key == "b" {
+		time.Sleep(300 * time.Millisecond)
+	}
+	return b.Backend.Acquire(ctx, req)
+}
+
+// A lease taken after Close stopped waiting for releases, while it waits
+// for its workers to finish, is given back in line: a release queued then
+// would reach no scheduler.
+func TestCloseGivesBackAttemptReturningWhileWorkersFinish(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mem := memory.New()
+		defer mem.Close()
+		m := ctxlock.NewManager(slowCancelBackend{mem})
+		ctx := context.Background()
+		if _, err := m.NewLock("a").Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		errc := make(chan error, 1)
+		go func() {
+			_, err := m.NewLock("b", ctxlock.WithAcquireTimeout(time.Second)).Lock(ctx)
+			errc <- err
+		}()
+		time.Sleep(50 * time.Millisecond)
+		cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		defer cancel()
+		// Close gives up at 150ms, then waits for a's release until 1.05s;
+		// b's acquire returns at 300ms.
+		if err := m.Close(cctx); err == nil {
+			t.Fatal("Close returned nil with a release and a Lock call outstanding at its deadline")
+		}
+		if err := <-errc; !errors.Is(err, ctxlock.ErrClosed) {
+			t.Fatalf("Lock as Close began: %v; want ErrClosed", err)
+		}
+		if _, _, _, rem, ok := mem.Holder("b"); ok {
+			t.Errorf("the lease taken at 300ms is still held (for %v) after Close returned", rem)
+		}
+	})
+}

@@ -85,8 +85,21 @@ func (b *queueStub) grant(t *testing.T, key string, holder ctxlock.Lease, ttl ti
 // its first refresh (at ttl/3, 1s) was due, and the hold expired at 1s,
 // after its own deadline, without one Extend sent.
 func TestShortGrantRefreshedBeforeItsValidityEnds(t *testing.T) {
+	grantOutlivedByHold(t, 3*time.Second, ctxlock.WithTTL(250*time.Second), ctxlock.WithRefreshInterval(2*time.Second))
+}
+
+// A grant of a few milliseconds (a tiny waiter keep) is refreshed within
+// its validity too, although a third of its TTL (1ms of 3ms) is more than
+// the 0.97ms the drift allowance leaves: the first refresh is due at half
+// the validity at the latest.
+func TestTinyGrantRefreshedBeforeItsValidityEnds(t *testing.T) {
+	grantOutlivedByHold(t, 3*time.Millisecond, ctxlock.WithTTL(10*time.Second))
+}
+
+// grantOutlivedByHold has a Lock with opts granted a lease of grantTTL by
+// a healthy backend, and checks that the hold outlives the grant.
+func grantOutlivedByHold(t *testing.T, grantTTL time.Duration, opts ...ctxlock.LockOption) {
 	synctest.Test(t, func(t *testing.T) {
-		const ttl, grantTTL = 250 * time.Second, 3 * time.Second
 		b := &queueStub{Backend: memory.New()}
 
 		// The holder: a plain lease on the store, owned by someone else.
@@ -97,7 +110,7 @@ func TestShortGrantRefreshedBeforeItsValidityEnds(t *testing.T) {
 		}
 		m := ctxlock.NewManager(b)
 		defer m.Close(context.Background())
-		l := m.NewLock("k", ctxlock.WithTTL(ttl), ctxlock.WithRefreshInterval(2*time.Second))
+		l := m.NewLock("k", opts...)
 		type res struct {
 			ch  <-chan struct{}
 			err error
@@ -111,12 +124,12 @@ func TestShortGrantRefreshedBeforeItsValidityEnds(t *testing.T) {
 			t.Fatalf("Lock: %v", r.err)
 		}
 		granted := time.Now()
-		// The backend stays healthy: the hold must outlive its 3s grant via a refresh.
+		// The backend stays healthy: the hold must outlive its grant via a refresh.
 		select {
 		case <-r.ch:
 			t.Fatalf("hold ended %v after the grant on a healthy backend: %v (Extend calls: %d)",
 				time.Since(granted), l.Err(), b.extends.Load())
-		case <-time.After(5 * time.Second):
+		case <-time.After(grantTTL + 2*time.Second):
 		}
 		l.Unlock()
 	})

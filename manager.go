@@ -85,6 +85,10 @@ type Manager struct {
 	// releasesAbandoned is set once Close has stopped the scheduler:
 	// pending stays 0 from then on.
 	releasesAbandoned bool
+	// draining is true while Close waits for pending releases and Lock
+	// calls: a release queued then is sent (the scheduler runs until the
+	// wait ends), one queued after it would not be.
+	draining bool
 	// leaves has the cancel function of each leaveLater goroutine running.
 	leaves    map[uint64]context.CancelFunc
 	nextLeave uint64
@@ -560,7 +564,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 					if err == nil && lease.Key == l.fullKey && waiter != "" && lease.Owner == GrantOwner(waiter, lease.Token) {
 						rel = lease
 					}
-					m.giveBackAfterCloseLocked(ks, rel, t1.Add(l.opts.TTL+l.opts.driftAllowance()))
+					m.giveBackLocked(ks, rel, t1.Add(l.opts.TTL+l.opts.driftAllowance()))
 				}
 				return closed()
 			}
@@ -713,8 +717,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				cancel()
 				if err := resultAt(errs, 0, 1, m.backendName); err != nil {
 					m.mu.Lock()
-					now := time.Now()
-					m.queueReleaseLocked(ks, &release{lease: lease, lapseAt: now.Add(l.opts.TTL + l.drift)}, now)
+					m.giveBackLocked(ks, lease, time.Now().Add(l.opts.TTL+l.drift))
 					lastErr = err
 					continue
 				}
@@ -753,11 +756,11 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 // false when the lease's validity has passed already, or l's key is held
 // here (a broken backend), and its release is queued; h is nil with done
 // true when the Manager is closed (the lease is given back, see
-// giveBackAfterCloseLocked).
+// giveBackLocked).
 func (m *Manager) adoptGrantLocked(l *lockValue, ks *keyState, lease Lease, t0 time.Time, ttl time.Duration) (h *hold, done bool) {
 	now := time.Now()
 	if m.closed {
-		m.giveBackAfterCloseLocked(ks, lease, now.Add(ttl))
+		m.giveBackLocked(ks, lease, now.Add(ttl))
 		return nil, true
 	}
 	if ks.holder != nil {
@@ -833,7 +836,7 @@ func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0, now
 		// as §3 of the design has it: the lock's, from a TTL far longer,
 		// could exceed the grant), and a first refresh well within it.
 		h.validUntil = t0.Add(ttl - (time.Duration(float64(ttl)*l.opts.DriftFactor) + validityMargin))
-		h.refreshAt = t0.Add(min(l.interval, ttl/3))
+		h.refreshAt = t0.Add(min(l.interval, ttl/3, h.validUntil.Sub(t0)/2))
 	}
 	if !h.validUntil.After(now) {
 		h.rel = release{lease: lease, lapseAt: h.lapse(now)}
@@ -956,13 +959,14 @@ func (m *Manager) release(ctx context.Context, leases []Lease) (errs []error, wa
 	return m.backend.Release(ctx, leases), nil
 }
 
-// giveBackAfterCloseLocked releases lease, taken by a Lock call as Close
-// began, before Close returns: while Close waits for releases to drain it
-// is one of them (retried until confirmed or lapsing at lapseAt, and
-// reported by Close when abandoned); once Close gave up on them, one
-// bounded attempt in line.
-func (m *Manager) giveBackAfterCloseLocked(ks *keyState, lease Lease, lapseAt time.Time) {
-	if !m.releasesAbandoned {
+// giveBackLocked releases lease, taken by a Lock call that is not keeping
+// it: like any release while the Manager is open, or while Close waits for
+// releases to drain (then it is one of them: retried until confirmed or
+// lapsing at lapseAt, and reported by Close when abandoned); once Close
+// stopped waiting, with one bounded attempt in line, as nothing would send
+// a queued release.
+func (m *Manager) giveBackLocked(ks *keyState, lease Lease, lapseAt time.Time) {
+	if !m.closed || m.draining {
 		m.queueReleaseLocked(ks, &release{lease: lease, lapseAt: lapseAt}, time.Now())
 		return
 	}
@@ -1183,6 +1187,7 @@ func (m *Manager) Close(ctx context.Context) error {
 	}
 	m.mu.Lock()
 	m.closed = true
+	m.draining = true
 	close(m.done)
 	for _, ks := range m.keys {
 		if ks.holder != nil {
@@ -1202,6 +1207,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		case <-drained:
 		case <-ctx.Done():
 			m.mu.Lock()
+			m.draining = false
 			n, l, a := m.pending, len(m.leaves), m.attempts
 			// Leaves still running are cut short; they end as their backend
 			// call honours the cancellation (within their timeout anyway).
@@ -1213,6 +1219,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		}
 	}
 	m.mu.Lock()
+	m.draining = false
 	close(m.stop)
 	running := m.running
 	m.mu.Unlock()

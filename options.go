@@ -26,8 +26,10 @@ const (
 	// window to allow for clock drift between this process and the backend.
 	DefaultDriftFactor = 0.01
 	// MaxRetryDelay caps the growth of the retry backoff (a longer
-	// WithRetryDelay is not cut down to it). A waiter also never sleeps past
-	// the holder's remaining TTL, nor past a release notification.
+	// WithRetryDelay is not cut down to it, except that a waiter queued by a
+	// WaiterQueue backend retries every MaxRetryDelay to keep its place). A
+	// waiter also never sleeps past the holder's remaining TTL, nor past a
+	// release notification.
 	MaxRetryDelay = time.Second
 	// MaxKeyLength is the longest key, in bytes, that NewLock accepts (before
 	// the Manager's namespace is prepended).
@@ -49,8 +51,9 @@ type LockOptions struct {
 	// AcquireTimeout bounds one backend acquire attempt. Default DefaultAcquireTimeout.
 	AcquireTimeout time.Duration
 	// RefreshInterval is how often a held lease is extended; 0 means the
-	// default, derived from the TTL when used: TTL/3 (or half the validity
-	// window, for TTLs of a few milliseconds, where TTL/3 would not fit in it).
+	// default, derived from the TTL when used: TTL/3, or half the validity
+	// window if that is shorter (TTLs under three drift allowances, a few
+	// milliseconds).
 	RefreshInterval time.Duration
 	// NoRefresh disables refreshing: the hold simply lapses after its validity window.
 	NoRefresh bool

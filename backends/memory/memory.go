@@ -392,8 +392,9 @@ func (b *Backend) Health(ctx context.Context) ([]string, error) {
 }
 
 // Close stops the store's timers. Later Acquire, Extend, Release, Relock and
-// Health calls fail with ErrClosed (or the unavailable error while
-// SetUnavailable or a latency is on); Watch returns a nil channel.
+// Health calls fail with ErrClosed (after any latency set; SetUnavailable
+// makes the first four fail with the unavailable error first); Watch
+// returns a nil channel.
 func (b *Backend) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
