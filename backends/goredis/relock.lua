@@ -13,7 +13,8 @@
 -- that first one, the key is handed to it). With hints, a
 -- relock by the queue's first waiter takes the key: its turn comes before a
 -- wanted mark (which it clears).
--- Returns {1, token} when acquired, {2, 1} when released for the queued
+-- Returns {1, token} when acquired, {3, token} when the key was granted to
+-- the caller's waiter (see acquire.lua), {2, 1} when released for the queued
 -- waiters (not acquired; the caller's waiter queued behind them), {2, 0}
 -- when released for owners that wanted the key but do not queue (not
 -- acquired, not queued), {0, pttl, fence} when refused.
@@ -65,8 +66,16 @@ if v and owned(v, ARGV[3]) then
   end
   v = false -- released; nobody waits: take it again below
 end
+-- From here on, what acquire.lua would answer the same waiter: old was not
+-- the holder (it lapsed, or this retries an attempt that timed out).
+local granted = v and ARGV[5] ~= '' and grant_token(v, ARGV[5])
+if granted then
+  -- Granted to the caller's waiter by a release.
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {3, granted}
+end
 local kept = not v and ARGV[8] and kept_for_other(KEYS[5], head, ARGV[5])
-if not v and (not head or (ARGV[8] and not kept)) then
+if not v and (not head or (ARGV[5] ~= '' and head == ARGV[5]) or (ARGV[8] and not kept)) then
   if head then
     dequeue(KEYS[4], KEYS[5], ARGV[5])
   end
