@@ -359,7 +359,13 @@ func (h *hub) readLoop() {
 		h.mu.Lock()
 		ps := h.ps
 		h.mu.Unlock()
-		msg, err := ps.ReceiveTimeout(context.Background(), h.healthEvery)
+		// A reconnect go-redis makes inside this call (dial, HELLO, with the
+		// PubSub locked, which close must take) waits for a server that does
+		// not answer only as long as the context allows: go-redis heeds its
+		// deadline (with ContextTimeoutEnabled), not its cancellation.
+		rctx, cancel := context.WithTimeout(h.ctx, 2*h.healthEvery)
+		msg, err := ps.ReceiveTimeout(rctx, h.healthEvery)
+		cancel()
 		select {
 		case <-h.done:
 			return
