@@ -130,3 +130,40 @@ func TestClusterNodeDown(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // retrying against a recovering cluster
 	}
 }
+
+// In Cluster mode a key whose tagged text starts with '}' gets an empty
+// hash tag, so its Redis keys hash to different slots: such a key is
+// refused as invalid, at once and for good (a permanent error), instead of
+// failing every script with CROSSSLOT. A '}' further in is fine, and a
+// standalone server takes any key.
+func TestClusterKeyStartingWithBrace(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	b := newBackend(t, cl.Client(t))
+	ctx := context.Background()
+	for _, key := range []string{"}x", "}"} {
+		_, err := b.Acquire(ctx, ctxlock.AcquireRequest{Key: key, Owner: owner(), TTL: 10 * time.Second, Timeout: time.Second})
+		if !errors.Is(err, ctxlock.ErrInvalidKey) || errors.Is(err, ctxlock.ErrUnavailable) {
+			t.Errorf("Acquire(%q) in Cluster mode: %v; want a permanent ErrInvalidKey", key, err)
+		}
+	}
+	for _, key := range []string{"a}b", "a{b}c"} {
+		l, err := b.Acquire(ctx, ctxlock.AcquireRequest{Key: key, Owner: owner(), TTL: 10 * time.Second, Timeout: time.Second})
+		if err != nil {
+			t.Errorf("Acquire(%q) in Cluster mode: %v; want the lease", key, err)
+			continue
+		}
+		if errs := b.Release(ctx, []ctxlock.Lease{l}); errors.Join(errs...) != nil {
+			t.Errorf("Release(%q): %v", key, errs)
+		}
+	}
+
+	s := redistest.StartServer(t)
+	single := newBackend(t, s.Client(t))
+	l, err := single.Acquire(ctx, ctxlock.AcquireRequest{Key: "}x", Owner: owner(), TTL: 10 * time.Second, Timeout: time.Second})
+	if err != nil {
+		t.Fatalf("Acquire(%q) on one server: %v; want the lease", "}x", err)
+	}
+	if errs := single.Release(ctx, []ctxlock.Lease{l}); errors.Join(errs...) != nil {
+		t.Errorf("Release: %v", errs)
+	}
+}

@@ -24,7 +24,9 @@
 // A lock on the (full, namespaced) key K is stored in Redis at "{K}" (with
 // WithKeyPrefix p: "{pK}"). The braces are a Cluster hash tag, so the lease
 // and its fencing counter "{K}:fence" always live in the same hash slot and
-// one Lua script can update both atomically.
+// one Lua script can update both atomically. (The tag ends at the first '}':
+// in Cluster mode a key that, with its prefix, starts with '}' would have
+// an empty tag, and is refused with ctxlock.ErrInvalidKey.)
 //
 //   - "{K}" is a string whose value is the owner id of the current hold, or
 //     owner + "\x00" + metadata when the lock was taken with

@@ -352,7 +352,7 @@ func (b *Backend) ttlArgOf(ms int64) any {
 // it returns a *ctxlock.HeldError with the holder's PTTL. A retry by the
 // same owner (after an ambiguous attempt) gets the same lease back.
 func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
-	if err := validate(req.Key, req.Owner); err != nil {
+	if err := b.validate(req.Key, req.Owner); err != nil {
 		return ctxlock.Lease{}, err
 	}
 	var extra [4]any
@@ -409,7 +409,7 @@ func (b *Backend) Requeue(ctx context.Context, lease ctxlock.Lease, waiter strin
 		}
 		return nil
 	}
-	if err := validate(lease.Key, lease.Owner); err != nil {
+	if err := b.validate(lease.Key, lease.Owner); err != nil {
 		return err
 	}
 	ms, err := ttlMillis(ttl)
@@ -533,10 +533,10 @@ func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.Acq
 		lease, err := b.Acquire(ctx, req)
 		return lease, false, false, err
 	}
-	if err := validate(old.Key, old.Owner); err != nil {
+	if err := b.validate(old.Key, old.Owner); err != nil {
 		return ctxlock.Lease{}, false, false, err
 	}
-	if err := validate(req.Key, req.Owner); err != nil {
+	if err := b.validate(req.Key, req.Owner); err != nil {
 		return ctxlock.Lease{}, false, false, err
 	}
 	// relock.lua's arguments: value, ttl (from take), old owner, channel,
@@ -581,7 +581,7 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 	for i, cmd := range cmds {
 		l := leases[i]
 		if cmd == nil {
-			errs[i] = validate(l.Key, l.Owner)
+			errs[i] = b.validate(l.Key, l.Owner)
 			continue
 		}
 		res, err := cmd.Result()
@@ -625,7 +625,7 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 	for i, cmd := range cmds {
 		l := leases[i]
 		if cmd == nil {
-			errs[i] = validate(l.Key, l.Owner)
+			errs[i] = b.validate(l.Key, l.Owner)
 			continue
 		}
 		res, err := cmd.Result()
@@ -667,7 +667,7 @@ func (b *Backend) runBatch(ctx context.Context, s *redis.Script, leases []ctxloc
 	cmds = make([]*redis.Cmd, len(leases))
 	pipe := b.client.Pipeline()
 	for i, l := range leases {
-		if validate(l.Key, l.Owner) != nil {
+		if b.validate(l.Key, l.Owner) != nil {
 			continue
 		}
 		cmds[i] = s.EvalSha(ctx, pipe, keys(l), args(l)...)
@@ -782,10 +782,15 @@ func (b *Backend) Close() error {
 var errGarbage = errors.New("unexpected reply from redis")
 
 // validate rejects what the scripts cannot store safely.
-func validate(key, owner string) error {
+func (b *Backend) validate(key, owner string) error {
 	switch {
 	case key == "":
 		return fmt.Errorf("goredis: %w: empty key", ctxlock.ErrInvalidKey)
+	case b.cluster != nil && strings.HasPrefix(b.opts.prefix+key, "}"):
+		// "{}..." is an empty hash tag: Redis Cluster would hash each of
+		// the key's Redis keys whole, to different slots, and every script
+		// would fail with CROSSSLOT.
+		return fmt.Errorf("goredis: %w: key %q: in Redis Cluster a key (with its prefix) cannot start with '}'", ctxlock.ErrInvalidKey, key)
 	case owner == "":
 		return fmt.Errorf("goredis: key %q: empty owner", key)
 	case strings.Contains(owner, metaSeparator):
