@@ -118,12 +118,12 @@ func describe(s sdktrace.ReadOnlySpan) string {
 		if kv.Key == ctxlockotel.AttrKey || kv.Key == ctxlockotel.AttrBackend {
 			continue
 		}
-		fmt.Fprintf(&b, " %s=%s", kv.Key, kv.Value.Emit())
+		fmt.Fprintf(&b, " %s=%s", kv.Key, kv.Value.String())
 	}
 	for _, e := range s.Events() {
 		fmt.Fprintf(&b, "; %s at %s", e.Name, clock(e.Time))
 		for _, kv := range e.Attributes {
-			fmt.Fprintf(&b, " %s=%q", kv.Key, kv.Value.Emit())
+			fmt.Fprintf(&b, " %s=%q", kv.Key, kv.Value.String())
 		}
 	}
 	return b.String()
@@ -133,7 +133,7 @@ func describe(s sdktrace.ReadOnlySpan) string {
 func attr(s sdktrace.ReadOnlySpan, key attribute.Key) string {
 	for _, kv := range s.Attributes() {
 		if kv.Key == key {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""
