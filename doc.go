@@ -93,7 +93,13 @@
 //     net/http and database/sql calls do: "at least one attempt" holds for
 //     a live context.
 //   - An expired hold (ErrExpired) is still released on the backend, so a
-//     backend that was merely slow frees the key before the TTL.
+//     backend that was merely slow (a refresh reached it, its answer did
+//     not) frees the key before the TTL; but only once the drift allowance
+//     after the validity deadline has passed, when the lease would have
+//     lapsed had no refresh reached the backend. That is the holder's time
+//     to notice the closed channel before anyone can take the key: nobody,
+//     in any process, gets it sooner than if the lease had lapsed. A lost
+//     hold (ErrLost) is released at once (owner-checked).
 //   - The Manager does not own the Backend: close Managers first, then the
 //     Backend. Close is idempotent.
 //   - Owner ids are a random per-Manager prefix plus a sequence number:

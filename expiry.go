@@ -77,15 +77,18 @@ func (h *hold) spanContext() trace.SpanContext {
 
 // release is an owner-checked release waiting for the backend's confirmation.
 type release struct {
-	lease    Lease
-	lock     *lockValue // the Lock value whose hold it ends; nil for an ambiguous attempt
-	keyst    *keyState
-	lapseAt  time.Time // the lease has surely lapsed on the server by then
-	retryAt  time.Time
-	attempts int32
-	heapIdx  int32
-	inflight bool // a worker is releasing it
-	queued   bool // in the Manager's release heap
+	lease   Lease
+	lock    *lockValue // the Lock value whose hold it ends; nil for an ambiguous attempt
+	keyst   *keyState
+	lapseAt time.Time // the lease has surely lapsed on the server by then
+	retryAt time.Time
+	// notBefore: neither sent nor taken by a Lock call of the key before
+	// then (the grace after an expiry, see endHoldLocked).
+	notBefore time.Time
+	attempts  int32
+	heapIdx   int32
+	inflight  bool // a worker is releasing it
+	queued    bool // in the Manager's release heap
 }
 
 func (r *release) at() time.Time { return r.retryAt }
@@ -127,12 +130,22 @@ func (m *Manager) endHoldLocked(h *hold, reason, cause error) {
 		m.endedHolds = append(m.endedHolds, h.endedLocked(now))
 	}
 	// After an expiry the lease may still be on the server (the backend was
-	// slow, not gone): releasing it frees the key for others before its TTL.
-	// After a loss too: a backend over several stores reports a lease lost
-	// once too few of them have it, while some may (redlock), and the
-	// release is owner-checked, so it cannot free another owner's lease.
+	// slow, not gone, and a refresh whose answer was lost extended it):
+	// releasing it frees the key for others before its TTL. Not at once,
+	// though: had no refresh reached the server, the lease would lapse no
+	// earlier than the drift allowance after the validity deadline, and
+	// that is the time a holder gets to notice the closed channel before
+	// anyone else, in this process or another, can take the key. After a
+	// loss too: a backend over several stores reports a lease lost once too
+	// few of them have it, while some may (redlock), and the release is
+	// owner-checked, so it cannot free another owner's lease.
 	h.rel = release{lease: h.lease, lock: h.lock, lapseAt: h.lapse(now)}
-	m.queueReleaseLocked(ks, &h.rel, now)
+	at := now
+	if reason == ErrExpired {
+		at = now.Add(h.lock.drift)
+		h.rel.notBefore = at
+	}
+	m.queueReleaseLocked(ks, &h.rel, at)
 	m.releaseKeyLocked(ks)
 }
 

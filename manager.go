@@ -907,12 +907,22 @@ func (m *Manager) afterRoundTrip() {
 }
 
 // takeIdlePendingLocked takes up to len(dst) of ks's releases that no worker
-// is performing, for the caller to perform in line.
+// is performing (and that are past their notBefore), for the caller to
+// perform in line.
 func (m *Manager) takeIdlePendingLocked(ks *keyState, dst []*release) int {
 	n := 0
+	var now time.Time
 	for _, r := range ks.pending {
 		if n == len(dst) {
 			break
+		}
+		if !r.notBefore.IsZero() {
+			if now.IsZero() {
+				now = time.Now()
+			}
+			if r.notBefore.After(now) {
+				continue // an expired hold's grace: its key is not ours to take yet
+			}
 		}
 		if r.queued {
 			m.releases.remove(r)

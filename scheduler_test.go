@@ -786,3 +786,59 @@ func TestTinyTTLWithDefaultRefresh(t *testing.T) {
 		}
 	})
 }
+
+// lostRefreshReplies is a memory backend whose refreshes reach the store
+// but whose answers are lost: every Extend extends the leases and reports
+// a fault.
+type lostRefreshReplies struct{ *memory.Backend }
+
+func (b lostRefreshReplies) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.Duration) []error {
+	b.Backend.Extend(ctx, leases, ttl)
+	errs := make([]error, len(leases))
+	for i := range errs {
+		errs[i] = ctxlock.Unavailable(errors.New("reply lost"))
+	}
+	return errs
+}
+
+// An expired hold's lease, which may still be on the server (here the
+// refreshes extended it, their answers lost), is released, well before its
+// TTL, but only once the drift allowance after the validity deadline has
+// passed: the time the holder would have had to notice its closed channel
+// had the lease simply lapsed. Until then nobody takes the key, in another
+// Manager or in the holder's own. It used to be released at once.
+func TestExpiredLeaseReleasedAfterGrace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := lostRefreshReplies{memory.New()}
+		m, other := ctxlock.NewManager(b), ctxlock.NewManager(b)
+		defer closeManager(t, other)
+		defer closeManager(t, m)
+		ctx := context.Background()
+		const ttl = time.Second
+		allowance := time.Duration(float64(ttl)*ctxlock.DefaultDriftFactor) + 2*time.Millisecond
+		l := m.NewLock("k", ctxlock.WithTTL(ttl))
+		exp, err := l.Lock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		<-exp
+		if got, want := time.Since(start), ttl-allowance; !errors.Is(l.Err(), ctxlock.ErrExpired) || got != want {
+			t.Fatalf("hold ended after %v with %v; want ErrExpired at the validity deadline, %v", got, l.Err(), want)
+		}
+		time.Sleep(allowance - time.Millisecond)
+		if ok, _, err := other.NewLock("k").TryLock(ctx); ok || err != nil {
+			t.Fatalf("another Manager's TryLock within the grace after expiry = %v, %v; want false, nil", ok, err)
+		}
+		if ok, _, err := m.NewLock("k").TryLock(ctx); ok || err != nil {
+			t.Fatalf("the holder's Manager's TryLock within the grace = %v, %v; want false, nil", ok, err)
+		}
+		time.Sleep(2 * time.Millisecond)
+		synctest.Wait()
+		ol := other.NewLock("k")
+		if ok, _, err := ol.TryLock(ctx); !ok || err != nil {
+			t.Fatalf("another Manager's TryLock after the grace, with the lease extended for long after = %v, %v; want true", ok, err)
+		}
+		ol.Unlock()
+	})
+}
