@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -204,5 +205,111 @@ func TestQueuedWaiterKeepsItsPlaceWithLongRetryDelay(t *testing.T) {
 		if n := b.tries.Load(); n < 10 {
 			t.Fatalf("%d attempts in 10s while queued; want one per MaxRetryDelay (1s) at least", n)
 		}
+	})
+}
+
+// grantingStub is a queueStub whose Acquire, like goredis's, returns the
+// lease a release granted to the caller's waiter (renewed for the caller's
+// TTL), and which records every lease its Release and Relock are asked to
+// release.
+type grantingStub struct {
+	*queueStub
+	released []string // owners
+}
+
+func (b *grantingStub) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	if owner, _, token, _, ok := b.Holder(req.Key); ok && req.Waiter != "" && owner == ctxlock.GrantOwner(req.Waiter, token) {
+		lease := ctxlock.Lease{Key: req.Key, Owner: owner, Token: token}
+		if errs := b.Backend.Extend(ctx, []ctxlock.Lease{lease}, req.TTL); errs[0] != nil {
+			return ctxlock.Lease{}, errs[0]
+		}
+		return lease, nil
+	}
+	return b.queueStub.Acquire(ctx, req)
+}
+
+func (b *grantingStub) Release(ctx context.Context, ls []ctxlock.Lease) []error {
+	b.mu.Lock()
+	for _, l := range ls {
+		b.released = append(b.released, l.Owner)
+	}
+	b.mu.Unlock()
+	return b.queueStub.Release(ctx, ls)
+}
+
+func (b *grantingStub) ReleaseContended(ctx context.Context, ls []ctxlock.Lease) ([]error, []bool) {
+	return b.Release(ctx, ls), nil
+}
+
+func (b *grantingStub) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, bool, error) {
+	if errs := b.Release(ctx, []ctxlock.Lease{old}); errs[0] != nil {
+		return ctxlock.Lease{}, false, false, errs[0]
+	}
+	lease, err := b.Acquire(ctx, req)
+	return lease, false, false, err
+}
+
+// A grant received after its validity (counted from the waiter's last
+// refused attempt) has passed is not released: the Lock call's next
+// attempt finds the key still granted to its waiter and holds it, renewed.
+// The Manager used to queue a release of the grant, whose owner (the
+// waiter's) is the one that attempt then adopted: when that release was
+// sent, failed as timed out, and was retried, it landed after the adoption
+// and deleted the new hold's lease, and the key went to the next waiter
+// while this one held it (seen in TestChaos).
+func TestLateGrantIsNotReleasedButAdopted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const grantTTL = 50 * time.Millisecond
+		b := &grantingStub{queueStub: &queueStub{Backend: memory.New()}}
+		holder, err := b.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
+			Key: "k", Owner: "elsewhere", TTL: time.Hour, Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := ctxlock.NewManager(b)
+		defer m.Close(context.Background())
+		l := m.NewLock("k", ctxlock.WithTTL(10*time.Second))
+		type res struct {
+			ch  <-chan struct{}
+			err error
+		}
+		done := make(chan res, 1)
+		go func() { ch, err := l.Lock(context.Background()); done <- res{ch, err} }()
+		synctest.Wait() // refused, queued, listening for its turn
+
+		// The release grants the key for 50ms; the notice comes 100ms
+		// after the waiter's refusal, past the grant's validity (but the
+		// lease is still there, on the backend's clock, when the waiter asks).
+		b.Backend.Release(context.Background(), []ctxlock.Lease{holder})
+		b.mu.Lock()
+		w, ch := b.waiter, b.turns[b.waiter]
+		b.mu.Unlock()
+		tok := holder.Token + 1
+		if _, err := b.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
+			Key: "k", Owner: ctxlock.GrantOwner(w, tok), TTL: time.Second, Timeout: time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		ch <- ctxlock.Handoff{Token: tok, TTL: grantTTL}
+
+		r := <-done
+		if r.err != nil {
+			t.Fatalf("Lock: %v", r.err)
+		}
+		if got, want := l.Token(), tok; got != want {
+			t.Errorf("Lock holds token %d; want the grant's, %d", got, want)
+		}
+		b.mu.Lock()
+		released := slices.Clone(b.released)
+		b.mu.Unlock()
+		if slices.Contains(released, ctxlock.GrantOwner(w, tok)) {
+			t.Errorf("the late grant was released (releases: %q); want it adopted by the next attempt", released)
+		}
+		select {
+		case <-r.ch:
+			t.Fatalf("the adopted grant ended at once: %v", l.Err())
+		case <-time.After(2 * time.Second):
+		}
+		l.Unlock()
 	})
 }

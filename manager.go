@@ -585,7 +585,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: t0.Add(2 * l.opts.TTL)}, time.Now())
 				return fail(ctxlockotel.OutcomeError, err)
 			case err == nil:
-				if h := m.newHoldLocked(l, ks, lease, t0, t1, l.opts.TTL); h != nil {
+				if h := m.newHoldLocked(l, ks, lease, t0, t1, l.opts.TTL, lease.Owner != owner); h != nil {
 					if !m.reportsContention {
 						l.contended = contended
 					}
@@ -716,8 +716,9 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				errs := m.backend.Extend(ectx, []Lease{lease}, l.opts.TTL)
 				cancel()
 				if err := resultAt(errs, 0, 1, m.backendName); err != nil {
+					// Not released (see newHoldLocked): the next attempt
+					// renews the grant if it is still ours.
 					m.mu.Lock()
-					m.giveBackLocked(ks, lease, time.Now().Add(l.opts.TTL+l.drift))
 					lastErr = err
 					continue
 				}
@@ -754,9 +755,9 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 // adoptGrantLocked makes lease, which a WaiterQueue backend granted with ttl
 // to the waiting Lock call of l at some instant after t0, the hold of l. done is
 // false when the lease's validity has passed already, or l's key is held
-// here (a broken backend), and its release is queued; h is nil with done
-// true when the Manager is closed (the lease is given back, see
-// giveBackLocked).
+// here (a broken backend): the lease is left to the call's next attempt
+// (see newHoldLocked); h is nil with done true when the Manager is closed
+// (the lease is given back, see giveBackLocked).
 func (m *Manager) adoptGrantLocked(l *lockValue, ks *keyState, lease Lease, t0 time.Time, ttl time.Duration) (h *hold, done bool) {
 	now := time.Now()
 	if m.closed {
@@ -764,11 +765,9 @@ func (m *Manager) adoptGrantLocked(l *lockValue, ks *keyState, lease Lease, t0 t
 		return nil, true
 	}
 	if ks.holder != nil {
-		// A broken backend granted a key held here: give it back.
-		m.queueReleaseLocked(ks, &release{lease: lease, lapseAt: now.Add(l.opts.TTL)}, now)
-		return nil, false
+		return nil, false // a broken backend granted a key held here
 	}
-	h = m.newHoldLocked(l, ks, lease, t0, now, ttl)
+	h = m.newHoldLocked(l, ks, lease, t0, now, ttl, true)
 	return h, h != nil
 }
 
@@ -818,10 +817,15 @@ func waitErr(ctx context.Context, last error) error {
 }
 
 // newHoldLocked registers a lease granted for ttl at or after t0 as the hold
-// of l, or returns nil when its validity window has already passed (the
-// lease is then released). A ttl shorter than l's (a WaiterQueue grant)
-// shortens the first validity window and brings the first refresh forward.
-func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0, now time.Time, ttl time.Duration) *hold {
+// of l, or returns nil when its validity window has already passed. The
+// lease of an attempt is then released. A lease a WaiterQueue granted to
+// the call's waiter (grant) is not: its owner is the waiter's, not fresh,
+// so a release of it still on its way could land after the call's next
+// attempt has found the grant still there and adopted it (renewed), and
+// delete the hold's lease; the call leaves the grant to that attempt, or
+// to its Leave. A ttl shorter than l's (a grant) shortens the first
+// validity window and brings the first refresh forward.
+func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0, now time.Time, ttl time.Duration, grant bool) *hold {
 	h := &hold{
 		lock:    l,
 		keyst:   ks,
@@ -839,8 +843,10 @@ func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0, now
 		h.refreshAt = t0.Add(min(l.interval, ttl/3, h.validUntil.Sub(t0)/2))
 	}
 	if !h.validUntil.After(now) {
-		h.rel = release{lease: lease, lapseAt: h.lapse(now)}
-		m.queueReleaseLocked(ks, &h.rel, now)
+		if !grant {
+			h.rel = release{lease: lease, lapseAt: h.lapse(now)}
+			m.queueReleaseLocked(ks, &h.rel, now)
+		}
 		return nil
 	}
 	h.expired = make(chan struct{})

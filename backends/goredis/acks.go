@@ -14,8 +14,10 @@ import (
 // ErrNotReplicated is the fault of a lease written with WithReplicaAcks that
 // fewer replicas than asked acknowledged in time. It is transient (it
 // matches ctxlock.ErrUnavailable): an acquire that took the key gives it
-// back and the Manager tries again; a refresh leaves the hold's validity
-// where the last acknowledged refresh put it.
+// back and the Manager tries again (a key granted to the caller's waiter
+// stays granted to it, for its next attempt, or until it leaves the
+// queue); a refresh leaves the hold's validity where the last acknowledged
+// refresh put it.
 var ErrNotReplicated = errors.New("goredis: not acknowledged by enough replicas")
 
 // DefaultReplicaAckTimeout is how long WithReplicaAcks waits for the

@@ -489,7 +489,15 @@ func (b *Backend) take(ctx context.Context, op string, script *redis.Script, sha
 	}
 	lease := ctxlock.Lease{Key: req.Key, Owner: owner, Token: uint64(r.n)}
 	if c.unacked != nil {
-		b.giveBack(ctx, lease, req.Timeout)
+		// A grant to the caller's waiter is not given back: its owner is
+		// the waiter's, so a give-back landing late (it may time out and
+		// still reach the server) could delete the grant after the Lock
+		// call's next attempt has adopted it. That attempt renews it and
+		// asks the replicas again; a call that gives up leaves the queue,
+		// which releases it.
+		if owner == req.Owner {
+			b.giveBack(ctx, lease, req.Timeout)
+		}
 		return ctxlock.Lease{}, ctxlock.Unavailable(fmt.Errorf("goredis: %s %q: %w", op, req.Key, c.unacked))
 	}
 	return lease, nil
