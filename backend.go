@@ -157,8 +157,9 @@ type RoundTripNotifier interface {
 // waiter's Metadata, a new fencing token, and the waiter's TTL or less) and
 // tells that waiter alone, with a Handoff carrying the token and TTL. The
 // waiter then holds the key without another round trip. A waiter's Acquire
-// that finds the key granted to it returns that lease, so a lost
-// notification costs at most one retry. Leave releases a lease granted to a waiter that gave up.
+// (or Relock) that finds the key granted to it returns that lease, renewed
+// for the request's TTL as if just taken, so a lost or late notification
+// costs at most one retry. Leave releases a lease granted to a waiter that gave up.
 //
 // The Manager uses it to hand a contended key from one process to the next
 // with one notification, instead of waking every waiting process to race

@@ -380,3 +380,45 @@ func TestCloseGivesBackAttemptReturningWhileWorkersFinish(t *testing.T) {
 		}
 	})
 }
+
+// Close sends the releases of expired holds still in their grace (the drift
+// allowance after the expiry) at once, as it releases live holds: it used to
+// wait the grace out, which is up to half the TTL (36s with a 1h TTL, 24m
+// with a drift factor of 0.4).
+func TestCloseSendsReleasesInExpiryGrace(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []ctxlock.LockOption
+	}{
+		{"ttl 1h", []ctxlock.LockOption{ctxlock.WithTTL(time.Hour)}},
+		{"ttl 1h drift 0.4", []ctxlock.LockOption{ctxlock.WithTTL(time.Hour), ctxlock.WithDriftFactor(0.4), ctxlock.WithRefreshInterval(time.Minute)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := memory.New()
+				m := ctxlock.NewManager(b)
+				l := m.NewLock("k", tc.opts...)
+				exp, err := l.Lock(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				b.SetUnavailable(true)
+				<-exp
+				if !errors.Is(l.Err(), ctxlock.ErrExpired) {
+					t.Fatalf("Err = %v; want ErrExpired", l.Err())
+				}
+				b.SetUnavailable(false)
+				start := time.Now()
+				if err := m.Close(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				if d := time.Since(start); d > time.Second {
+					t.Errorf("Close took %v after an expiry, with the store available", d)
+				}
+				if _, _, _, rem, ok := b.Holder("k"); ok {
+					t.Errorf("the expired hold's lease is still held (for %v) after Close", rem)
+				}
+			})
+		})
+	}
+}

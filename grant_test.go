@@ -214,10 +214,14 @@ func TestQueuedWaiterKeepsItsPlaceWithLongRetryDelay(t *testing.T) {
 // release.
 type grantingStub struct {
 	*queueStub
-	released []string // owners
+	released     []string // owners
+	failAcquires atomic.Bool
 }
 
 func (b *grantingStub) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	if b.failAcquires.Load() {
+		return ctxlock.Lease{}, ctxlock.Unavailable(errors.New("stub: acquire failed"))
+	}
 	if owner, _, token, _, ok := b.Holder(req.Key); ok && req.Waiter != "" && owner == ctxlock.GrantOwner(req.Waiter, token) {
 		lease := ctxlock.Lease{Key: req.Key, Owner: owner, Token: token}
 		if errs := b.Backend.Extend(ctx, []ctxlock.Lease{lease}, req.TTL); errs[0] != nil {
@@ -311,5 +315,54 @@ func TestLateGrantIsNotReleasedButAdopted(t *testing.T) {
 		case <-time.After(2 * time.Second):
 		}
 		l.Unlock()
+	})
+}
+
+// A grant the call did not adopt (its notice came late) is released when
+// the call then fails: by then nothing can adopt it, and the release is
+// retried like any other, not left to one Leave (which a stub, like a
+// flaky network, may not honour).
+func TestUnadoptedGrantReleasedWhenCallFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &grantingStub{queueStub: &queueStub{Backend: memory.New()}}
+		holder, err := b.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
+			Key: "k", Owner: "elsewhere", TTL: time.Hour, Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := ctxlock.NewManager(b)
+		defer m.Close(context.Background())
+		l := m.NewLock("k", ctxlock.WithTTL(10*time.Second))
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		errc := make(chan error, 1)
+		go func() { _, err := l.Lock(ctx); errc <- err }()
+		synctest.Wait() // refused, queued, listening for its turn
+
+		b.Backend.Release(context.Background(), []ctxlock.Lease{holder})
+		b.mu.Lock()
+		w, ch := b.waiter, b.turns[b.waiter]
+		b.mu.Unlock()
+		tok := holder.Token + 1
+		if _, err := b.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
+			Key: "k", Owner: ctxlock.GrantOwner(w, tok), TTL: time.Second, Timeout: time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		b.failAcquires.Store(true) // the call's next attempts fail
+		time.Sleep(100 * time.Millisecond)
+		ch <- ctxlock.Handoff{Token: tok, TTL: 50 * time.Millisecond} // late: not adopted
+		if err := <-errc; !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Lock: %v; want DeadlineExceeded", err)
+		}
+		synctest.Wait()
+		b.mu.Lock()
+		released := slices.Clone(b.released)
+		b.mu.Unlock()
+		if !slices.Contains(released, ctxlock.GrantOwner(w, tok)) {
+			t.Errorf("the unadopted grant was not released when the call failed (releases: %q)", released)
+		}
+		if owner, _, _, _, ok := b.Holder("k"); ok {
+			t.Errorf("the key is still held by %q after the call failed; want the grant released", owner)
+		}
 	})
 }

@@ -388,6 +388,10 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		// refusedAt, unless its token shows it is stale.
 		refusedAt    time.Time
 		refusedFence uint64
+		// stray is the latest lease granted to our waiter that we did not
+		// adopt (see newHoldLocked): released, retried, when the call
+		// fails, as by then nothing can adopt it.
+		stray Lease
 	)
 	// uncount ends counted (m.mu held); a Close waiting for it goes on.
 	uncount := func() {
@@ -417,6 +421,9 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		}
 	}()
 	fail := func(outcome string, err error) (*hold, string, error) {
+		if stray.Owner != "" {
+			m.giveBackLocked(ks, stray, time.Now().Add(l.opts.TTL+l.drift))
+		}
 		leave()
 		if !sent {
 			uncount() // else after leaving the waiter queue
@@ -528,7 +535,12 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 					// (and will tell us our turn), or gave the key up to
 					// owners that do not queue (and will tell us nothing).
 					queued = behind
-					if behind {
+					if behind && refusedAt.IsZero() {
+						// A yield reports no fencing counter, so it cannot
+						// tell a later grant from a stale one: only a
+						// call's first place in the queue dates its
+						// grants (any grant came after it); later, the
+						// refusals, which report one, keep refusedAt.
 						refusedAt = t0
 					}
 				}
@@ -594,6 +606,9 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 					m.mu.Unlock()
 					acquired = true
 					return h, ctxlockotel.OutcomeAcquired, nil
+				}
+				if lease.Owner != owner {
+					stray = lease
 				}
 				lastErr = fmt.Errorf("acquire took longer than the validity window of TTL %v", l.opts.TTL)
 			case held:
@@ -719,6 +734,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 					// Not released (see newHoldLocked): the next attempt
 					// renews the grant if it is still ours.
 					m.mu.Lock()
+					stray = lease
 					lastErr = err
 					continue
 				}
@@ -735,6 +751,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				acquired = true
 				return h, ctxlockotel.OutcomeAcquired, nil
 			}
+			stray = lease
 			lastErr = fmt.Errorf("a granted lease lapsed before it was received")
 			continue
 		case <-wake:
@@ -1205,9 +1222,23 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.closed = true
 	m.draining = true
 	close(m.done)
+	now := time.Now()
 	for _, ks := range m.keys {
 		if ks.holder != nil {
 			m.endHoldLocked(ks.holder, ErrClosed, nil)
+		}
+		// Releases in an expiry's grace go now, as live holds' do: the
+		// caller is shutting the holders down, and the grace can be as long
+		// as half the TTL.
+		for _, r := range ks.pending {
+			if r.notBefore.After(now) {
+				r.notBefore = time.Time{}
+				if r.queued {
+					r.retryAt = now
+					m.releases.fix(r)
+					m.nudgeLocked(now)
+				}
+			}
 		}
 	}
 	var drained chan struct{}
