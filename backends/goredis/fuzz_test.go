@@ -60,14 +60,17 @@ func fuzzValue(b []byte, depth int) (any, []byte) {
 }
 
 // FuzzParsePair checks the acquiring scripts' reply parser against its
-// documented shape: {kind ∈ 0..3, integer}, or {0, integer, fence ≥ 0};
-// anything else is errGarbage.
+// documented shape: {kind ∈ 0..3, integer} (for kind 2, a yield, the
+// integer is 0 or 1: queued or not), or {0, integer, fence ≥ 0}; anything
+// else is errGarbage.
 func FuzzParsePair(f *testing.F) {
 	f.Add([]byte{3, 2, 1, 1, 1, 7})                         // {1, 7}
 	f.Add([]byte{3, 2, 1, 0, 1, 0xff})                      // {0, -1}
 	f.Add([]byte{3, 3, 1, 0, 1, 5, 1, 9})                   // {0, 5, 9}
 	f.Add([]byte{3, 3, 1, 1, 1, 5, 1, 9})                   // {1, 5, 9}: fence on a grant
 	f.Add([]byte{3, 2, 1, 3, 1, 7})                         // {3, 7}
+	f.Add([]byte{3, 2, 1, 2, 1, 1})                         // {2, 1}: yielded, queued
+	f.Add([]byte{3, 2, 1, 2, 1, 2})                         // {2, 2}: bad yield
 	f.Add([]byte{3, 2, 1, 4, 1, 7})                         // bad kind
 	f.Add([]byte{3, 1, 1, 1})                               // short array
 	f.Add([]byte{1, 1, 2, 3, 4, 5, 6, 7, 8})                // a bare integer
@@ -84,7 +87,7 @@ func FuzzParsePair(f *testing.F) {
 			var ok1, ok2 bool
 			kind, ok1 = arr[0].(int64)
 			num, ok2 = arr[1].(int64)
-			want = ok1 && ok2 && kind >= 0 && kind <= 3
+			want = ok1 && ok2 && kind >= 0 && kind <= 3 && (kind != 2 || num == 0 || num == 1)
 			if want && len(arr) == 3 {
 				var ok3 bool
 				fence, ok3 = arr[2].(int64)
