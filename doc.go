@@ -98,8 +98,10 @@
 //     after the validity deadline has passed, when the lease would have
 //     lapsed had no refresh reached the backend. That is the holder's time
 //     to notice the closed channel before anyone can take the key: nobody,
-//     in any process, gets it sooner than if the lease had lapsed. A lost
-//     hold (ErrLost) is released at once (owner-checked).
+//     in any process, gets it sooner than if the lease had lapsed (unless
+//     the Manager is closed: Close sends such releases at once, as it
+//     releases live holds). A lost hold (ErrLost) is released at once
+//     (owner-checked).
 //   - The Manager does not own the Backend: close Managers first, then the
 //     Backend. Close is idempotent.
 //   - Owner ids are a random per-Manager prefix plus a sequence number:

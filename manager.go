@@ -521,6 +521,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				Waiter: waiter,
 			}
 			t0 := time.Now()
+			firstSent := !sent // no earlier attempt can have queued our waiter
 			sent = sent || waiter != ""
 			var (
 				lease Lease
@@ -535,12 +536,15 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 					// (and will tell us our turn), or gave the key up to
 					// owners that do not queue (and will tell us nothing).
 					queued = behind
-					if behind && refusedAt.IsZero() {
+					if behind && firstSent {
 						// A yield reports no fencing counter, so it cannot
-						// tell a later grant from a stale one: only a
-						// call's first place in the queue dates its
-						// grants (any grant came after it); later, the
-						// refusals, which report one, keep refusedAt.
+						// tell a later grant from a stale one: it dates
+						// our grants only if it is the call's first
+						// attempt (any grant came after it). Else the
+						// refusals, which report one, date them, or, if
+						// none did (a refusal's answer was lost), a grant
+						// is taken for a hint, and the next attempt gets
+						// it, renewed.
 						refusedAt = t0
 					}
 				}
@@ -778,7 +782,8 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 func (m *Manager) adoptGrantLocked(l *lockValue, ks *keyState, lease Lease, t0 time.Time, ttl time.Duration) (h *hold, done bool) {
 	now := time.Now()
 	if m.closed {
-		m.giveBackLocked(ks, lease, now.Add(ttl))
+		// An attempt of the call may have renewed the grant to l's TTL.
+		m.giveBackLocked(ks, lease, now.Add(l.opts.TTL+l.drift))
 		return nil, true
 	}
 	if ks.holder != nil {

@@ -173,3 +173,133 @@ func TestStaleHandoffAfterRelockYieldIsNotAdopted(t *testing.T) {
 		}
 	})
 }
+
+// lostRefusalStub is a yieldStub that can lose the reply of one refusal
+// (the waiter is queued on the store, the call hears a timeout) and cut the
+// caller off (every Acquire and Relock fails, with no effect).
+type lostRefusalStub struct {
+	*yieldStub
+	loseRefusal atomic.Bool
+	down        atomic.Bool
+	refusalLost chan string // the waiter whose refusal's reply was lost
+}
+
+func (b *lostRefusalStub) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	if b.down.Load() {
+		return ctxlock.Lease{}, errTimeout
+	}
+	lease, err := b.yieldStub.Acquire(ctx, req)
+	if errors.Is(err, ctxlock.ErrHeld) && req.Waiter != "" && b.loseRefusal.CompareAndSwap(true, false) {
+		b.refusalLost <- req.Waiter
+		return ctxlock.Lease{}, errTimeout
+	}
+	return lease, err
+}
+
+func (b *lostRefusalStub) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (ctxlock.Lease, bool, bool, error) {
+	if b.down.Load() {
+		return ctxlock.Lease{}, false, false, errTimeout
+	}
+	return b.yieldStub.Relock(ctx, old, req)
+}
+
+// The relock-yield fix (refusedAt set by a queued yield only when zero)
+// assumes a zero refusedAt means the waiter was never queued before the
+// yield. A refusal whose reply was lost (a timeout) queues the waiter on
+// the backend while the call records no refusal, so a grant made before the
+// yield, lapsed since, is dated from the yield and adopted: two holders.
+//  1. the value's last call queued, so this call listens before its first attempt;
+//  2. its first attempt is refused and queued, the reply lost (a timeout);
+//  3. the holder's release grants the waiter the key for 100ms; the
+//     notice is delayed; the call's attempts fail meanwhile (cut off);
+//  4. the grant lapses; the call's next attempt takes the free key, its
+//     reply lost; the release of that attempt fails for a while;
+//  5. the next attempt relocks that release, which hands the key to X and
+//     queues the waiter: refusedAt was zero, so it becomes this instant;
+//  6. the stale notice arrives.
+//
+// The same, when the call's first refusal was answered but its answer lost
+// (the waiter queued on the backend, the call none the wiser): the call's
+// refusedAt was still zero at the yield, which then dated its grants,
+// although a grant had been made, and had lapsed, before it. Only a yield
+// that is the call's first attempt dates its grants now (found in review).
+func TestStaleHandoffAfterLostRefusalAndYieldIsNotAdopted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &lostRefusalStub{
+			yieldStub: &yieldStub{Backend: memory.New(), turns: map[string]chan ctxlock.Handoff{},
+				lost: make(chan struct{}), relocked: make(chan struct{})},
+			refusalLost: make(chan string, 1),
+		}
+		holder, err := b.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
+			Key: "k", Owner: "P", TTL: time.Hour, Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := ctxlock.NewManager(b)
+		l := m.NewLock("k", ctxlock.WithTTL(10*time.Second))
+
+		// 1. A call that queues and gives up.
+		ctx1, cancel1 := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		if _, err := l.Lock(ctx1); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("first Lock: %v", err)
+		}
+		cancel1()
+		synctest.Wait()
+
+		// 2.
+		b.loseRefusal.Store(true)
+		type res struct {
+			err error
+			tok uint64
+		}
+		done := make(chan res, 1)
+		go func() { _, err := l.Lock(context.Background()); done <- res{err, l.Token()} }()
+		w := <-b.refusalLost
+		b.down.Store(true)
+
+		// 3.
+		b.Backend.Release(context.Background(), []ctxlock.Lease{holder})
+		grant, err := b.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
+			Key: "k", Owner: ctxlock.GrantOwner(w, 2), TTL: 100 * time.Millisecond, Timeout: time.Second})
+		if err != nil || grant.Token != 2 {
+			t.Fatalf("grant: %+v %v", grant, err)
+		}
+		time.Sleep(150 * time.Millisecond)
+
+		// 4, 5.
+		b.loseReply.Store(true)
+		b.failRel.Store(true)
+		b.down.Store(false)
+		<-b.lost
+		<-b.relocked
+		b.failRel.Store(false)
+		synctest.Wait()
+
+		// 6.
+		b.mu.Lock()
+		ch := b.turns[w]
+		b.mu.Unlock()
+		if ch == nil {
+			t.Fatal("the call does not listen for its turn")
+		}
+		ch <- ctxlock.Handoff{Token: 2, TTL: 100 * time.Millisecond}
+		synctest.Wait()
+
+		select {
+		case r := <-done:
+			owner, _, tok, _, _ := b.Holder("k")
+			if r.err == nil {
+				t.Errorf("Lock returned a hold with token %d (a grant that lapsed 50ms before) while the store's key is held by %q, token %d: two holders",
+					r.tok, owner, tok)
+				l.Unlock()
+			}
+		default:
+			t.Log("Lock still waiting (the stale grant was ignored)")
+		}
+		closeManager(t, m)
+		select {
+		case <-done:
+		default:
+		}
+	})
+}
