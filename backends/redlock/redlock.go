@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -158,7 +159,7 @@ func New(clients []redis.UniversalClient, opts ...Option) (*Backend, error) {
 		done:    make(chan struct{}),
 	}
 	for i, c := range clients {
-		if c == nil {
+		if isNil(c) {
 			return nil, fmt.Errorf("%w: redlock node %d: nil client", ctxlock.ErrInvalidOption, i)
 		}
 		b.addrs[i] = addrOf(c, i)
@@ -168,6 +169,16 @@ func New(clients []redis.UniversalClient, opts ...Option) (*Backend, error) {
 		b.nodes[i] = goredis.New(c, nodeOpts...)
 	}
 	return b, nil
+}
+
+// isNil reports whether c is nil, or a nil pointer in the interface (a
+// nil *redis.Client, say), which would panic at first use.
+func isNil(c redis.UniversalClient) bool {
+	if c == nil {
+		return true
+	}
+	v := reflect.ValueOf(c)
+	return v.Kind() == reflect.Pointer && v.IsNil()
 }
 
 func addrOf(c redis.UniversalClient, i int) string {
