@@ -66,6 +66,15 @@ func (b *queueStub) Leave(ctx context.Context, key, waiter string) error { retur
 
 // grant releases holder's lease and grants key to the queued waiter for ttl.
 func (b *queueStub) grant(t *testing.T, key string, holder ctxlock.Lease, ttl time.Duration) {
+	_, tok, ch := b.grantQuietly(t, key, holder, ttl)
+	ch <- ctxlock.Handoff{Token: tok, TTL: ttl}
+}
+
+// grantQuietly is grant without the notice: it returns the waiter, the
+// grant's token and the waiter's turns, for the test to tell it when it
+// likes.
+func (b *queueStub) grantQuietly(t *testing.T, key string, holder ctxlock.Lease, ttl time.Duration) (waiter string, token uint64, turns chan ctxlock.Handoff) {
+	t.Helper()
 	b.Backend.Release(context.Background(), []ctxlock.Lease{holder})
 	b.mu.Lock()
 	w, ch := b.waiter, b.turns[b.waiter]
@@ -76,7 +85,19 @@ func (b *queueStub) grant(t *testing.T, key string, holder ctxlock.Lease, ttl ti
 	if err != nil || l.Token != tok {
 		t.Fatalf("grant: %v %+v", err, l)
 	}
-	ch <- ctxlock.Handoff{Token: tok, TTL: ttl}
+	return w, tok, ch
+}
+
+// leaseElsewhere takes key on the store for an owner outside the test's
+// Managers, for an hour.
+func leaseElsewhere(t *testing.T, b *memory.Backend, key string) ctxlock.Lease {
+	t.Helper()
+	holder, err := b.Acquire(context.Background(), ctxlock.AcquireRequest{
+		Key: key, Owner: "elsewhere", TTL: time.Hour, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return holder
 }
 
 // A hold granted a short lease (a WaiterQueue hand-off, 3s as goredis's
@@ -102,13 +123,7 @@ func TestTinyGrantRefreshedBeforeItsValidityEnds(t *testing.T) {
 func grantOutlivedByHold(t *testing.T, grantTTL time.Duration, opts ...ctxlock.LockOption) {
 	synctest.Test(t, func(t *testing.T) {
 		b := &queueStub{Backend: memory.New()}
-
-		// The holder: a plain lease on the store, owned by someone else.
-		holder, err := b.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
-			Key: "k", Owner: "elsewhere", TTL: time.Hour, Timeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
+		holder := leaseElsewhere(t, b.Backend, "k")
 		m := ctxlock.NewManager(b)
 		defer m.Close(context.Background())
 		l := m.NewLock("k", opts...)
@@ -265,11 +280,7 @@ func TestLateGrantIsNotReleasedButAdopted(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const grantTTL = 50 * time.Millisecond
 		b := &grantingStub{queueStub: &queueStub{Backend: memory.New()}}
-		holder, err := b.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
-			Key: "k", Owner: "elsewhere", TTL: time.Hour, Timeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
+		holder := leaseElsewhere(t, b.Backend, "k")
 		m := ctxlock.NewManager(b)
 		defer m.Close(context.Background())
 		l := m.NewLock("k", ctxlock.WithTTL(10*time.Second))
@@ -284,15 +295,7 @@ func TestLateGrantIsNotReleasedButAdopted(t *testing.T) {
 		// The release grants the key for 50ms; the notice comes 100ms
 		// after the waiter's refusal, past the grant's validity (but the
 		// lease is still there, on the backend's clock, when the waiter asks).
-		b.Backend.Release(context.Background(), []ctxlock.Lease{holder})
-		b.mu.Lock()
-		w, ch := b.waiter, b.turns[b.waiter]
-		b.mu.Unlock()
-		tok := holder.Token + 1
-		if _, err := b.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
-			Key: "k", Owner: ctxlock.GrantOwner(w, tok), TTL: time.Second, Timeout: time.Second}); err != nil {
-			t.Fatal(err)
-		}
+		w, tok, ch := b.grantQuietly(t, "k", holder, time.Second)
 		time.Sleep(100 * time.Millisecond)
 		ch <- ctxlock.Handoff{Token: tok, TTL: grantTTL}
 
@@ -325,11 +328,7 @@ func TestLateGrantIsNotReleasedButAdopted(t *testing.T) {
 func TestUnadoptedGrantReleasedWhenCallFails(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := &grantingStub{queueStub: &queueStub{Backend: memory.New()}}
-		holder, err := b.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
-			Key: "k", Owner: "elsewhere", TTL: time.Hour, Timeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
+		holder := leaseElsewhere(t, b.Backend, "k")
 		m := ctxlock.NewManager(b)
 		defer m.Close(context.Background())
 		l := m.NewLock("k", ctxlock.WithTTL(10*time.Second))
@@ -339,15 +338,7 @@ func TestUnadoptedGrantReleasedWhenCallFails(t *testing.T) {
 		go func() { _, err := l.Lock(ctx); errc <- err }()
 		synctest.Wait() // refused, queued, listening for its turn
 
-		b.Backend.Release(context.Background(), []ctxlock.Lease{holder})
-		b.mu.Lock()
-		w, ch := b.waiter, b.turns[b.waiter]
-		b.mu.Unlock()
-		tok := holder.Token + 1
-		if _, err := b.Backend.Acquire(context.Background(), ctxlock.AcquireRequest{
-			Key: "k", Owner: ctxlock.GrantOwner(w, tok), TTL: time.Second, Timeout: time.Second}); err != nil {
-			t.Fatal(err)
-		}
+		w, tok, ch := b.grantQuietly(t, "k", holder, time.Second)
 		b.failAcquires.Store(true) // the call's next attempts fail
 		time.Sleep(100 * time.Millisecond)
 		ch <- ctxlock.Handoff{Token: tok, TTL: 50 * time.Millisecond} // late: not adopted
