@@ -34,7 +34,10 @@ import (
 //
 // Every caller waits for its own answer or for its own ctx, bounded by its
 // timeout, whichever comes first; the batch it was part of runs on. A call
-// given up before its batch left is not sent. A batch runs on a context
+// given up before its batch left is not sent. One given up later may still
+// run on the server after its caller returned: settle lets the operations
+// that must follow it there (a release of the lease it may take, a waiter
+// leaving the queue it may join) wait for it. A batch runs on a context
 // bounded by the latest deadline among its calls, or by none when one of
 // them has no timeout (go-redis's ReadTimeout and WriteTimeout then bound
 // it), so it ends by itself.
@@ -48,12 +51,15 @@ type batcher struct {
 	lanes  map[string]*lane // Cluster mode: by master address
 	closed bool             // new calls bypass the batcher
 	wg     sync.WaitGroup   // flushers
+
+	settleWaits func() // tests: called once settle has a call to wait for
 }
 
 // lane is a queue of calls and whether a flusher is draining it.
 type lane struct {
 	addr     string
 	queue    []*call
+	inflight []*call // the batch being sent (read-only while it is)
 	flushing bool
 	queued   atomic.Int32 // len(queue), for a flusher waiting for callers
 	after    []func()     // afterRoundTrip's functions, run by the flusher
@@ -83,8 +89,10 @@ type call struct {
 
 	res     any
 	err     error
-	unacked error         // with WithReplicaAcks: the WAIT after it fell short
-	done    chan struct{} // closed when res, err and unacked are set
+	unacked error // with WithReplicaAcks: the WAIT after it fell short
+	// done is closed when res, err and unacked are set, or, by giveUp,
+	// when the call is abandoned before it was sent.
+	done chan struct{}
 
 	// Room for keys and the EVALSHA arguments, so that a call of
 	// Backend.take is one allocation: EVALSHA, SHA1, 5 keys, and 7
@@ -147,7 +155,7 @@ func (bt *batcher) do(ctx context.Context, timeout time.Duration, c *call) (any,
 	if bt.closed && bt.acks.n > 0 {
 		// Alone, but still with its WAIT, bounded by its timeout.
 		bt.mu.Unlock()
-		bt.exec([]*call{c})
+		bt.exec([]*call{c}, nil)
 		return c.res, c.err
 	}
 	if bt.closed {
@@ -193,12 +201,14 @@ func (bt *batcher) do(ctx context.Context, timeout time.Duration, c *call) (any,
 // giveUp is the end of a call whose caller stopped waiting with err: it
 // takes the call out of its batch if it was not sent yet.
 func (c *call) giveUp(err error) (any, error) {
-	if !c.state.CompareAndSwap(callQueued, callAbandoned) {
-		select {
-		case <-c.done: // answered meanwhile: take the answer
-			return c.res, c.err
-		default: // sent: the batch goes on without us
-		}
+	if c.state.CompareAndSwap(callQueued, callAbandoned) {
+		close(c.done) // it will never run: nothing need wait for it
+		return nil, err
+	}
+	select {
+	case <-c.done: // answered meanwhile: take the answer
+		return c.res, c.err
+	default: // sent: the batch goes on without us
 	}
 	return nil, err
 }
@@ -260,8 +270,8 @@ func (bt *batcher) flush(l *lane) {
 	// those in other calls cannot become runnable while the flusher polls.
 	poll := runtime.GOMAXPROCS(0) > 1
 	var (
-		batch []*call
-		after []func()
+		batch, sent []*call
+		after       []func()
 	)
 	answered := 0
 	for {
@@ -285,10 +295,14 @@ func (bt *batcher) flush(l *lane) {
 		// Swap buffers, here and below: the lane gets the (empty) one
 		// used last.
 		batch, l.queue = l.queue, batch[:0]
+		l.inflight = batch
 		l.queued.Store(0)
 		bt.mu.Unlock()
-		answered = bt.exec(batch)
+		sent = bt.exec(batch, sent[:0])
+		answered = len(sent)
+		clear(sent)
 		bt.mu.Lock()
+		l.inflight = nil
 		after, l.after = l.after, after[:0]
 		bt.mu.Unlock()
 		runAll(after)
@@ -366,10 +380,10 @@ func (l *lane) gather(n int, poll bool) {
 // exec sends the calls still wanted as one pipeline (EVALSHA), then those
 // that failed with NOSCRIPT again with EVAL, and hands out the answers.
 // Errors are per command: a MOVED reply, or in Cluster mode a node that
-// cannot be reached, fails only the calls it concerns. It returns how many
-// calls it answered.
-func (bt *batcher) exec(batch []*call) int {
-	sent := batch[:0] // in place: each call is read before it is overwritten
+// cannot be reached, fails only the calls it concerns. It returns the
+// calls it answered, appended to sent (batch is left as it is: settle
+// reads it meanwhile).
+func (bt *batcher) exec(batch, sent []*call) []*call {
 	var deadline time.Time
 	unbounded := false
 	for _, c := range batch {
@@ -385,7 +399,7 @@ func (bt *batcher) exec(batch []*call) int {
 		}
 	}
 	if len(sent) == 0 {
-		return 0
+		return sent
 	}
 	ctx := context.Background()
 	if !unbounded {
@@ -427,7 +441,49 @@ func (bt *batcher) exec(batch []*call) int {
 		c.res, c.err = c.cmd.Result()
 		close(c.done)
 	}
-	return len(sent)
+	return sent
+}
+
+// settle waits until the calls on the lock keys lockKey(i), i < n, that
+// were queued or in flight when it was called have been answered, or given
+// up before they were sent, or until ctx ends. Calls on one key go in one
+// lane in order; an operation on the key sent after settle returns (on a
+// connection of its own, outside the batcher) reaches the server after
+// them. See Backend.Release and Backend.Leave.
+func (bt *batcher) settle(ctx context.Context, n int, lockKey func(i int) string) {
+	var pending map[string][]*call
+	bt.mu.Lock()
+	collect := func(l *lane) {
+		for _, calls := range [2][]*call{l.inflight, l.queue} {
+			for _, c := range calls {
+				if pending == nil {
+					pending = make(map[string][]*call)
+				}
+				pending[c.keys[0]] = append(pending[c.keys[0]], c)
+			}
+		}
+	}
+	collect(&bt.lone)
+	for _, l := range bt.lanes {
+		collect(l)
+	}
+	bt.mu.Unlock()
+	if pending == nil {
+		return
+	}
+	for i := range n {
+		for _, c := range pending[lockKey(i)] {
+			if bt.settleWaits != nil {
+				bt.settleWaits()
+				bt.settleWaits = nil
+			}
+			select {
+			case <-c.done:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
 }
 
 // close makes new calls bypass the batcher and waits for the batches in

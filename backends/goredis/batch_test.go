@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ctxlock/ctxlock"
 	"github.com/ctxlock/ctxlock/internal/redistest"
 )
 
@@ -857,5 +858,158 @@ func TestGatherBacksOffAfterWaitsInVain(t *testing.T) {
 			t.Fatalf("after %d skipped waits: skip %d, want 0", want, l.skipWaits)
 		}
 		want = min(2*want, maxSkipWaits)
+	}
+}
+
+// settle waits for the calls on its keys that were queued or in flight,
+// answered or abandoned, and for no others.
+func TestBatcherSettle(t *testing.T) {
+	s := redistest.StartServer(t)
+	c := s.Client(t)
+	bt := newTestBatcher(t, c)
+	script := testScript(t)
+	if _, err := bt.run(context.Background(), time.Second, script, batchKeys(9), 0, ""); err != nil {
+		t.Fatal(err) // the script is cached: one pipeline per batch below
+	}
+	h := newGateHook(true)
+	c.AddHook(h)
+	settled := func(keys ...string) <-chan struct{} {
+		done := make(chan struct{})
+		go func() {
+			bt.settle(context.Background(), len(keys), func(i int) string { return keys[i] })
+			close(done)
+		}()
+		return done
+	}
+	key := func(i int) string { return batchKeys(i)[0] }
+
+	// Call 1 (key 1) in flight, held by the gate; call 2 (key 2) queued
+	// behind it and given up; call 3 (key 1) queued.
+	start := func(ctx context.Context, key int) (*call, <-chan error) {
+		cl := newCall(script, script.Hash(), batchKeys(key), 1, "")
+		done := make(chan error, 1)
+		go func() {
+			_, err := bt.do(ctx, 0, cl)
+			done <- err
+		}()
+		return cl, done
+	}
+	c1, done1 := start(context.Background(), 1)
+	<-h.entered
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	_, done2 := start(ctx2, 2)
+	waitPending(t, bt, h, 2)
+	c3, done3 := start(context.Background(), 1)
+	waitPending(t, bt, h, 3)
+	cancel2()
+	if err := <-done2; !errors.Is(err, context.Canceled) {
+		t.Fatalf("call 2 after cancel: %v", err)
+	}
+
+	// Nothing to wait for: another key, and the abandoned call's.
+	<-settled(key(5))
+	<-settled(key(2), key(6))
+
+	s1 := settled(key(7), key(1))
+	select {
+	case <-s1:
+		t.Fatal("settle of key 1 returned while its call was held before the server")
+	default:
+	}
+	h.open()
+	<-s1
+	for i, cl := range []*call{c1, c3} {
+		select {
+		case <-cl.done:
+		default:
+			t.Fatalf("settle of key 1 returned before call %d on it was answered", 2*i+1)
+		}
+	}
+	for i, d := range []<-chan error{done1, done3} {
+		if err := <-d; err != nil {
+			t.Fatalf("call %d: %v", 2*i+1, err)
+		}
+	}
+
+	// A settle whose ctx ends stops waiting.
+	h2 := newGateHook(true)
+	c.AddHook(h2)
+	defer h2.open()
+	_, done4 := start(context.Background(), 4)
+	<-h2.entered
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	bt.settle(ctx, 1, func(int) string { return key(4) })
+	h2.open()
+	if err := <-done4; err != nil {
+		t.Fatalf("call 4: %v", err)
+	}
+}
+
+// holdFirstPipeline holds the first pipeline of the hooked client before
+// it is written, until let is closed; later pipelines pass.
+type holdFirstPipeline struct {
+	once    atomic.Bool
+	reached chan struct{} // closed when the first pipeline is held
+	let     chan struct{}
+}
+
+func (h *holdFirstPipeline) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *holdFirstPipeline) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *holdFirstPipeline) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if h.once.CompareAndSwap(false, true) {
+			close(h.reached)
+			<-h.let
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// An Acquire whose caller gave up after it was sent may still take the key
+// on the server. The caller's Release (what the Manager does after an
+// attempt with an unknown outcome) must not overtake it, or the lease
+// would stay for its TTL with nobody to release it.
+func TestReleaseDoesNotOvertakeAbandonedAcquire(t *testing.T) {
+	s := redistest.StartServer(t)
+	c := s.Client(t)
+	b := New(c)
+	t.Cleanup(func() { _ = b.Close() })
+	key, ctx := "settle/"+t.Name(), context.Background()
+	warm := ctxlock.AcquireRequest{Key: key + "/warm", Owner: "w", TTL: time.Minute, Timeout: time.Second}
+	if _, err := b.Acquire(ctx, warm); err != nil {
+		t.Fatal(err) // the script is cached
+	}
+	h := &holdFirstPipeline{reached: make(chan struct{}), let: make(chan struct{})}
+	c.AddHook(h)
+
+	actx, cancel := context.WithCancel(ctx)
+	go func() {
+		<-h.reached // sent: held before the server
+		cancel()
+	}()
+	req := ctxlock.AcquireRequest{Key: key, Owner: "abandoned", TTL: time.Minute, Timeout: time.Minute}
+	if _, err := b.Acquire(actx, req); !errors.Is(err, context.Canceled) {
+		close(h.let)
+		t.Fatalf("Acquire given up while in flight: %v", err)
+	}
+	waiting := make(chan struct{})
+	b.batch.settleWaits = func() { close(waiting) }
+	released := make(chan []error, 1)
+	go func() { released <- b.Release(ctx, []ctxlock.Lease{{Key: key, Owner: req.Owner}}) }()
+	var errs []error
+	select {
+	case errs = <-released: // without waiting for the acquire held
+	case <-waiting:
+	}
+	close(h.let)
+	if errs == nil {
+		errs = <-released
+	}
+	if errs[0] != nil {
+		t.Fatalf("Release: %v", errs[0])
+	}
+	if v, err := c.Get(ctx, b.lockKey(key)).Result(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("after Release the key holds %q (%v): the abandoned acquire ran after the release", v, err)
 	}
 }

@@ -371,9 +371,12 @@ func (b *Backend) WatchWaiter(key, waiter string) (turns <-chan ctxlock.Handoff,
 // Leave implements ctxlock.WaiterQueue: it takes waiter out of key's queue,
 // releases the key if a release had granted it to waiter, and, when the key
 // is free, hands it to the next waiter (leave.lua; with WithWaiterHints it
-// tells the next waiter instead).
+// tells the next waiter instead). Like Release, it first waits for this
+// Backend's calls on key still in flight, so that a refusal arriving late
+// does not queue waiter again.
 func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 	lk := b.lockKey(key)
+	b.batch.settle(ctx, 1, func(int) string { return lk })
 	err := leaveScript.Run(ctx, b.client, []string{lk, lk + b.suffixes[3], lk + b.suffixes[4], lk + fenceSuffix}, append([]any{waiter, lk + channelSuffix}, b.hintArgs...)...).Err()
 	if err != nil {
 		return b.wrap("leave", key, err)
@@ -387,6 +390,7 @@ func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 // was queued after all, by an attempt that answered late.
 func (b *Backend) Dequeue(ctx context.Context, key, waiter string) error {
 	lk := b.lockKey(key)
+	b.batch.settle(ctx, 1, func(int) string { return lk })
 	err := leaveScript.Run(ctx, b.client, []string{lk, lk + b.suffixes[3], lk + b.suffixes[4], lk + fenceSuffix}, waiter, "", "", "1").Err()
 	if err != nil {
 		return b.wrap("dequeue", key, err)
@@ -417,6 +421,7 @@ func (b *Backend) Requeue(ctx context.Context, lease ctxlock.Lease, waiter strin
 		return fmt.Errorf("goredis: requeue %q: %w", lease.Key, err)
 	}
 	lk := b.lockKey(lease.Key)
+	b.batch.settle(ctx, 1, func(int) string { return lk })
 	keys := []string{lk, lk + wantedSuffix, lk + b.suffixes[3], lk + b.suffixes[4]}
 	res, err := requeueScript.Run(ctx, b.client, keys, lease.Owner, lk+channelSuffix, b.hintArgs[0], waiter, b.keepArg, ms, b.inboxArg).Result()
 	if err != nil {
@@ -614,6 +619,13 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 // Release implements ctxlock.Backend: one pipeline of owner-checked DELs
 // that PUBLISH on the key's channel (release.lua). A lease no longer owned
 // reports nil: it is gone either way.
+//
+// It first waits (within ctx) for this Backend's Acquire and Relock calls
+// on the same keys that are still queued or in flight, whose callers may
+// have stopped waiting for them: a release overtaking the acquire that
+// took its lease would leave the lease on the server for its TTL. That
+// happens to an attempt abandoned when its context ended, and, in
+// backends/redlock, to the nodes answering after the quorum decided.
 func (b *Backend) Release(ctx context.Context, leases []ctxlock.Lease) []error {
 	errs, _ := b.ReleaseContended(ctx, leases)
 	return errs
@@ -627,6 +639,7 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 		return nil, nil
 	}
 	errs := make([]error, len(leases))
+	b.batch.settle(ctx, len(leases), func(i int) string { return b.lockKey(leases[i].Key) })
 	cmds, _ := b.runBatch(ctx, releaseScript, leases, true, replicaAcks{}, func(l ctxlock.Lease) []any {
 		return append([]any{l.Owner, b.lockKey(l.Key) + channelSuffix}, b.hintArgs...)
 	})
