@@ -946,26 +946,6 @@ func TestBatcherSettle(t *testing.T) {
 	}
 }
 
-// holdFirstPipeline holds the first pipeline of the hooked client before
-// it is written, until let is closed; later pipelines pass.
-type holdFirstPipeline struct {
-	once    atomic.Bool
-	reached chan struct{} // closed when the first pipeline is held
-	let     chan struct{}
-}
-
-func (h *holdFirstPipeline) DialHook(next redis.DialHook) redis.DialHook          { return next }
-func (h *holdFirstPipeline) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
-func (h *holdFirstPipeline) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if h.once.CompareAndSwap(false, true) {
-			close(h.reached)
-			<-h.let
-		}
-		return next(ctx, cmds)
-	}
-}
-
 // An Acquire whose caller gave up after it was sent may still take the key
 // on the server. The caller's Release (what the Manager does after an
 // attempt with an unknown outcome) must not overtake it, or the lease
@@ -980,17 +960,17 @@ func TestReleaseDoesNotOvertakeAbandonedAcquire(t *testing.T) {
 	if _, err := b.Acquire(ctx, warm); err != nil {
 		t.Fatal(err) // the script is cached
 	}
-	h := &holdFirstPipeline{reached: make(chan struct{}), let: make(chan struct{})}
+	h := redistest.NewHoldNextPipeline(t)
 	c.AddHook(h)
 
 	actx, cancel := context.WithCancel(ctx)
 	go func() {
-		<-h.reached // sent: held before the server
+		<-h.Reached() // sent: held before the server
 		cancel()
 	}()
 	req := ctxlock.AcquireRequest{Key: key, Owner: "abandoned", TTL: time.Minute, Timeout: time.Minute}
 	if _, err := b.Acquire(actx, req); !errors.Is(err, context.Canceled) {
-		close(h.let)
+		h.Let()
 		t.Fatalf("Acquire given up while in flight: %v", err)
 	}
 	waiting := make(chan struct{})
@@ -1002,7 +982,7 @@ func TestReleaseDoesNotOvertakeAbandonedAcquire(t *testing.T) {
 	case errs = <-released: // without waiting for the acquire held
 	case <-waiting:
 	}
-	close(h.let)
+	h.Let()
 	if errs == nil {
 		errs = <-released
 	}
