@@ -49,7 +49,10 @@
 // before it returns. Every fan-out returns as soon as its outcome is
 // decided; calls to slow nodes finish in the background, bounded by their
 // timeouts, so a frozen minority of nodes costs no latency once a quorum
-// answered.
+// answered. A node's release of a lease, and a waiter's leaving its queue,
+// wait there for that node's acquire of the key still running (see
+// goredis.Backend.Release), so that a slow node does not take the key
+// after its release and keep it for a TTL.
 //
 // Extend runs one pipeline per node for the whole batch, all nodes at once,
 // and keeps a lease only while a quorum confirms it. A lease that can no
