@@ -146,7 +146,7 @@ func (b *Backend) liveLocked(key string, now time.Time) *entry {
 		return nil
 	}
 	if !now.Before(e.expires) {
-		e.owner, e.metadata = "", ""
+		e.owner, e.metadata, e.wanted = "", "", false
 		return nil
 	}
 	return e
@@ -213,8 +213,12 @@ func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.Acq
 	}
 	b.stats.ReleaseCalls++
 	b.stats.ReleasedLeases++
+	now := time.Now()
 	if e := b.keys[old.Key]; e != nil && e.owner != "" && e.owner == old.Owner {
-		wanted := e.wanted
+		// The wanted mark lasts as long as the lease (as on Redis, where it
+		// has the lease's remaining TTL): once the lease has lapsed, those
+		// who wanted it have been told, and nobody is kept waiting by it.
+		wanted := e.wanted && now.Before(e.expires)
 		e.owner, e.metadata, e.wanted = "", "", false
 		if wanted || old.Key != req.Key {
 			if e.timer != nil {
@@ -226,7 +230,7 @@ func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.Acq
 			return ctxlock.Lease{}, true, false, nil
 		}
 	}
-	lease, err = b.acquireLocked(req, time.Now())
+	lease, err = b.acquireLocked(req, now)
 	return lease, false, false, err
 }
 
@@ -279,11 +283,13 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 	}
 	b.stats.ReleaseCalls++
 	b.stats.ReleasedLeases += len(leases)
+	now := time.Now()
 	for i, l := range leases {
-		// No clock needed: a lapsed lease still naming this owner was not
-		// taken by anyone since, so freeing it changes nothing for others.
+		// A lapsed lease still naming this owner was not taken by anyone
+		// since, so freeing it changes nothing for others; but its wanted
+		// mark lapsed with it (see Relock).
 		if e := b.keys[l.Key]; e != nil && e.owner != "" && e.owner == l.Owner {
-			if e.wanted {
+			if e.wanted && now.Before(e.expires) {
 				if contended == nil {
 					contended = make([]bool, len(leases))
 				}
