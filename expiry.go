@@ -122,7 +122,7 @@ func (m *Manager) endHoldLocked(h *hold, reason, cause error) {
 
 	now := time.Now()
 	if reason != ErrUnlocked {
-		m.log.Warn("ctxlock: hold ended", "key", h.lock.key, "token", h.lease.Token, "reason", h.errLocked())
+		m.warnLocked("ctxlock: hold ended", "key", h.lock.key, "token", h.lease.Token, "reason", h.errLocked())
 	}
 	if h.announced && (m.obs.Enabled() || h.lock.opts.Tracer != nil) {
 		// Recorded after the mutex is released (see unlock): an exporter
@@ -190,15 +190,36 @@ type endedHold struct {
 	err    error
 }
 
-// unlock releases the Manager's mutex, then records the holds that ended
-// while it was held.
+// unlock releases the Manager's mutex, then records what happened while it
+// was held: the holds that ended, the change in pending releases, and the
+// warnings to log. The tracer, meter and logger are the user's code: called
+// with the mutex held, one that panics (or calls back into the Manager)
+// would leave every other call on the Manager blocked for ever, and a slow
+// one would stall them all.
 func (m *Manager) unlock() {
-	ended := m.endedHolds
-	m.endedHolds = nil
+	ended, delta, warnings := m.endedHolds, m.pendingDelta, m.warnings
+	m.endedHolds, m.pendingDelta, m.warnings = nil, 0, nil
 	m.mu.Unlock()
+	if delta != 0 {
+		m.obs.PendingReleases(delta)
+	}
+	for _, w := range warnings {
+		m.log.Warn(w.msg, w.args...)
+	}
 	for _, e := range ended {
 		m.obs.HoldEndedWithTracer(e.tracer, e.span, e.key, e.held, e.reason, e.err)
 	}
+}
+
+// warning is a log record waiting for unlock.
+type warning struct {
+	msg  string
+	args []any
+}
+
+// warnLocked logs a warning once the mutex is released (see unlock).
+func (m *Manager) warnLocked(msg string, args ...any) {
+	m.warnings = append(m.warnings, warning{msg, args})
 }
 
 func reasonName(reason error) string {

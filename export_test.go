@@ -2,3 +2,16 @@ package ctxlock
 
 // UnlockHold exposes lockValue.unlockHold, which Do uses, to the tests.
 func UnlockHold(l Lock, expired <-chan struct{}) bool { return l.(*lockValue).unlockHold(expired) }
+
+// MutexFree reports whether m's mutex is free (nobody holds it).
+func MutexFree(m *Manager) bool {
+	if m.mu.TryLock() {
+		m.mu.Unlock()
+		return true
+	}
+	return false
+}
+
+// ForceUnlock unlocks m's mutex, held by a goroutine that will never unlock
+// it, so that a failing test can clean up.
+func ForceUnlock(m *Manager) { m.mu.Unlock() }

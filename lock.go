@@ -137,16 +137,16 @@ func (l *lockValue) acquire(ctx context.Context, try bool) (bool, <-chan struct{
 	m.mu.Lock()
 	if !l.busy {
 		l.busy = true
-		m.mu.Unlock()
+		m.unlock()
 	} else {
 		if try {
-			m.mu.Unlock()
+			m.unlock()
 			rec.Attempt(true)
 			return fail(ctxlockotel.OutcomeHeld, nil)
 		}
 		turn := make(chan struct{})
 		l.gateQueue = append(l.gateQueue, turn)
-		m.mu.Unlock()
+		m.unlock()
 		rec.Queued()
 		var err error
 		var outcome string
@@ -163,7 +163,7 @@ func (l *lockValue) acquire(ctx context.Context, try bool) (bool, <-chan struct{
 			if l.gateQueue = removeItem(l.gateQueue, turn); len(l.gateQueue) == n {
 				l.releaseGateLocked() // our turn came as we gave up: pass it on
 			}
-			m.mu.Unlock()
+			m.unlock()
 			return fail(outcome, err)
 		}
 	}
@@ -171,7 +171,7 @@ func (l *lockValue) acquire(ctx context.Context, try bool) (bool, <-chan struct{
 	if h == nil {
 		m.mu.Lock()
 		l.releaseGateLocked()
-		m.mu.Unlock()
+		m.unlock()
 		return false, nil, err
 	}
 	return true, h.expired, nil
@@ -194,7 +194,7 @@ func (l *lockValue) Unlock() error {
 	h := l.cur
 	if h == nil || h.ended {
 		again := h != nil && h.unlocked
-		m.mu.Unlock()
+		m.unlock()
 		if again {
 			return fmt.Errorf("ctxlock: unlock %q: %w: %w", l.key, ErrNotHeld, ErrLockActionRequested)
 		}
@@ -206,7 +206,7 @@ func (l *lockValue) Unlock() error {
 
 func (l *lockValue) Token() uint64 {
 	l.m.mu.Lock()
-	defer l.m.mu.Unlock()
+	defer l.m.unlock()
 	if h := l.cur; h != nil && !h.ended {
 		return h.lease.Token
 	}
@@ -215,7 +215,7 @@ func (l *lockValue) Token() uint64 {
 
 func (l *lockValue) Err() error {
 	l.m.mu.Lock()
-	defer l.m.mu.Unlock()
+	defer l.m.unlock()
 	if h := l.cur; h != nil && h.ended {
 		return h.errLocked()
 	}
@@ -292,7 +292,7 @@ func (l *lockValue) unlockHold(expired <-chan struct{}) bool {
 	m.mu.Lock()
 	h := l.cur
 	if h == nil || h.ended || h.expired != expired {
-		m.mu.Unlock()
+		m.unlock()
 		return false
 	}
 	m.unlockLocked(h)
@@ -316,13 +316,13 @@ func endError(key string, reason error) error {
 func (l *lockValue) holdReason(expired <-chan struct{}) func() error {
 	l.m.mu.Lock()
 	h := l.cur
-	l.m.mu.Unlock()
+	l.m.unlock()
 	if h == nil || h.expired != expired {
 		return l.Err
 	}
 	return func() error {
 		l.m.mu.Lock()
-		defer l.m.mu.Unlock()
+		defer l.m.unlock()
 		if h.ended {
 			return h.errLocked()
 		}

@@ -94,8 +94,12 @@ type Manager struct {
 	nextLeave uint64
 	timerAt   time.Time     // when the scheduler wakes by itself; zero: never
 	drained   chan struct{} // while Close waits: closed when no release or leave is left
-	// endedHolds are hold ends to record once the mutex is released (unlock).
-	endedHolds []endedHold
+	// endedHolds are hold ends to record once the mutex is released (unlock),
+	// pendingDelta the change in pending releases and warnings the log
+	// records: user code (tracer, meter, logger) never runs with mu held.
+	endedHolds   []endedHold
+	pendingDelta int
+	warnings     []warning
 }
 
 var _ LockManager = (*Manager)(nil)
@@ -336,7 +340,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 	}
 	m.mu.Lock()
 	if m.closed {
-		m.mu.Unlock()
+		m.unlock()
 		if stopWatch != nil {
 			stopWatch()
 		}
@@ -346,7 +350,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 	w := &l.waiter
 	if try {
 		if ks.holder != nil {
-			m.mu.Unlock()
+			m.unlock()
 			rec.Attempt(true)
 			return nil, ctxlockotel.OutcomeHeld, nil
 		}
@@ -417,7 +421,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		if counted {
 			m.mu.Lock()
 			uncount()
-			m.mu.Unlock()
+			m.unlock()
 		}
 	}()
 	fail := func(outcome string, err error) (*hold, string, error) {
@@ -428,7 +432,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		if !sent {
 			uncount() // else after leaving the waiter queue
 		}
-		m.mu.Unlock()
+		m.unlock()
 		return nil, outcome, err
 	}
 	canceled := func() (*hold, string, error) {
@@ -444,7 +448,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		for try && ks.releasing() {
 			settled := make(chan struct{})
 			ks.settled = append(ks.settled, settled)
-			m.mu.Unlock()
+			m.unlock()
 			select {
 			case <-settled:
 			case <-ctx.Done():
@@ -460,10 +464,23 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		// our own releases of the key in flight (its outcome decides whether
 		// we should yield, and the key is ours to free anyway).
 		for !try && (ks.waiters[0] != w || ks.holder != nil || ks.releasing()) {
-			rec.Queued()
 			w.ensureWake()
 			w.turnWait = true
-			m.mu.Unlock()
+			m.unlock()
+			// Recorded with the mutex released (see unlock); should the
+			// tracer or meter panic, the call leaves the key's queue first.
+			recorded := false
+			func() {
+				defer func() {
+					if !recorded {
+						m.mu.Lock()
+						w.turnWait = false
+						fail(ctxlockotel.OutcomeError, nil)
+					}
+				}()
+				rec.Queued()
+				recorded = true
+			}()
 			select {
 			case <-w.wake:
 			case <-ctx.Done():
@@ -502,7 +519,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			counted = true
 			m.attempts++
 		}
-		m.mu.Unlock()
+		m.unlock()
 		yield := polite
 		if n > 0 && m.releaseInline(ctx, stolen[:n]) && !try {
 			yield = true
@@ -554,7 +571,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				}
 				m.mu.Lock()
 				m.completeReleaseLocked(relock, releaseErr, false)
-				m.mu.Unlock()
+				m.unlock()
 			} else {
 				lease, err = m.backend.Acquire(ctx, req)
 			}
@@ -607,7 +624,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 					}
 					leave()
 					uncount()
-					m.mu.Unlock()
+					m.unlock()
 					acquired = true
 					return h, ctxlockotel.OutcomeAcquired, nil
 				}
@@ -647,7 +664,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			return fail(ctxlockotel.OutcomeError, fmt.Errorf("ctxlock: trylock %q: %w", l.key, lastErr))
 		}
 		w.ensureWake()
-		m.mu.Unlock()
+		m.unlock()
 
 		// Listen for releases once the key was found held (or we yield to
 		// others), not after a failed attempt: subscribing to a backend that
@@ -751,7 +768,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				}
 				leave()
 				uncount()
-				m.mu.Unlock()
+				m.unlock()
 				acquired = true
 				return h, ctxlockotel.OutcomeAcquired, nil
 			}
@@ -893,7 +910,7 @@ func (m *Manager) queueReleaseLocked(ks *keyState, r *release, now time.Time) {
 	r.queued = true
 	if !m.releasesAbandoned {
 		m.pending++
-		m.obs.PendingReleases(1)
+		m.pendingDelta++
 	}
 	m.nudgeReleaseLocked(r.retryAt)
 }
@@ -928,7 +945,7 @@ func (m *Manager) afterRoundTrip() {
 		return
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	if m.releases.len() > 0 {
 		m.nudgeLocked(m.releases.peek().at())
 	}
@@ -984,7 +1001,7 @@ func (m *Manager) releaseInline(ctx context.Context, rs []*release) (contended b
 		contended = contended || (err == nil && i < len(wanted) && wanted[i])
 		m.completeReleaseLocked(r, err, false)
 	}
-	m.mu.Unlock()
+	m.unlock()
 	return contended
 }
 
@@ -1008,7 +1025,7 @@ func (m *Manager) giveBackLocked(ks *keyState, lease Lease, lapseAt time.Time) {
 		m.queueReleaseLocked(ks, &release{lease: lease, lapseAt: lapseAt}, time.Now())
 		return
 	}
-	m.mu.Unlock()
+	m.unlock()
 	m.releaseAfterClose(lease)
 	m.mu.Lock()
 }
@@ -1052,12 +1069,12 @@ func (m *Manager) completeReleaseLocked(r *release, err error, wanted bool) {
 		m.nudgeLocked(r.retryAt)
 	} else {
 		if err != nil {
-			m.log.Warn("ctxlock: release abandoned; the lease lapses at its TTL", "key", r.lease.Key, "error", err)
+			m.warnLocked("ctxlock: release abandoned; the lease lapses at its TTL", "key", r.lease.Key, "error", err)
 		}
 		ks.removePending(r)
 		if !m.releasesAbandoned {
 			m.pending--
-			m.obs.PendingReleases(-1)
+			m.pendingDelta--
 		}
 		m.settleLocked()
 	}
@@ -1114,14 +1131,14 @@ func (m *Manager) leaveLater(ctx context.Context, key, waiter string, timeout ti
 		m.leaves = make(map[uint64]context.CancelFunc)
 	}
 	m.leaves[id] = cancel
-	m.mu.Unlock()
+	m.unlock()
 	leave := func() {
 		_ = m.queue.Leave(lctx, key, waiter)
 		cancel()
 		m.mu.Lock()
 		delete(m.leaves, id)
 		m.settleLocked()
-		m.mu.Unlock()
+		m.unlock()
 	}
 	if inline {
 		leave()
@@ -1171,7 +1188,7 @@ func (m *Manager) Health(ctx context.Context) ([]string, error) {
 	conds, err := m.backend.Health(ctx)
 	now := time.Now()
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	if m.pending > 0 {
 		conds = append(conds, fmt.Sprintf("pending releases: %d", m.pending))
 	}
@@ -1266,7 +1283,7 @@ func (m *Manager) Close(ctx context.Context) error {
 			for _, cancel := range m.leaves {
 				cancel()
 			}
-			m.mu.Unlock()
+			m.unlock()
 			err = fmt.Errorf("ctxlock: close: %d releases abandoned, their leases lapse at their TTL; %d waiter-queue leaves cut short; %d Lock calls not yet returned: %w", n, l, a, ctx.Err())
 		}
 	}
@@ -1274,7 +1291,7 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.draining = false
 	close(m.stop)
 	running := m.running
-	m.mu.Unlock()
+	m.unlock()
 	if running {
 		<-m.stopped
 	} else {
@@ -1287,10 +1304,10 @@ func (m *Manager) Close(ctx context.Context) error {
 	// stopped nothing retries them, so they no longer count as pending
 	// (Health, and the pending-releases metric), nor do releases that Lock
 	// calls still running queue or complete.
-	m.obs.PendingReleases(-m.pending)
+	m.pendingDelta -= m.pending
 	m.pending = 0
 	m.releasesAbandoned = true
-	m.mu.Unlock()
+	m.unlock()
 	close(m.closeDone)
 	return err
 }

@@ -155,7 +155,7 @@ func (m *Manager) dispatch(queue []job) []job {
 // abandon gives back jobs that never reached a worker when the scheduler stops.
 func (m *Manager) abandon(queue []job) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	for _, j := range queue {
 		for _, h := range j.refresh {
 			h.refreshing = false
@@ -257,7 +257,7 @@ func (m *Manager) releaseBatch(rs []*release) {
 	span.End(failed, first)
 
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	for i, r := range rs {
 		m.completeReleaseLocked(r, resultAt(errs, i, len(rs), m.backendName), i < len(wanted) && wanted[i])
 	}

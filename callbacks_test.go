@@ -1,0 +1,161 @@
+package ctxlock_test
+
+import (
+	"context"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/ctxlock/ctxlock"
+	"github.com/ctxlock/ctxlock/backends/memory"
+	ctxlockotel "github.com/ctxlock/ctxlock/otel"
+)
+
+// panickyTracerProvider's spans panic on AddEvent (the "ctxlock.contended"
+// event), as a buggy exporter or sampler hook might.
+type panickyTracerProvider struct{ tracenoop.TracerProvider }
+
+func (panickyTracerProvider) Tracer(string, ...trace.TracerOption) trace.Tracer {
+	return panickyTracer{}
+}
+
+type panickyTracer struct{ tracenoop.Tracer }
+
+func (panickyTracer) Start(ctx context.Context, _ string, _ ...trace.SpanStartOption) (context.Context, trace.Span) {
+	return ctx, panickySpan{}
+}
+
+type panickySpan struct{ tracenoop.Span }
+
+func (panickySpan) AddEvent(string, ...trace.EventOption) { panic("tracer: AddEvent") }
+
+// panickyMeterProvider's ctxlock.release.pending counter panics on its first
+// increment once armed (a release queued), not on the decrements that
+// workers record as releases settle.
+type panickyMeterProvider struct {
+	metricnoop.MeterProvider
+	armed *atomic.Bool
+}
+
+func (p panickyMeterProvider) Meter(string, ...metric.MeterOption) metric.Meter {
+	return panickyMeter{armed: p.armed}
+}
+
+type panickyMeter struct {
+	metricnoop.Meter
+	armed *atomic.Bool
+}
+
+func (m panickyMeter) Int64UpDownCounter(name string, _ ...metric.Int64UpDownCounterOption) (metric.Int64UpDownCounter, error) {
+	if name == ctxlockotel.MetricReleasePending {
+		return panickyCounter{armed: m.armed}, nil
+	}
+	return metricnoop.Int64UpDownCounter{}, nil
+}
+
+type panickyCounter struct {
+	metricnoop.Int64UpDownCounter
+	armed *atomic.Bool
+}
+
+func (c panickyCounter) Add(_ context.Context, incr int64, _ ...metric.AddOption) {
+	if incr > 0 && c.armed.CompareAndSwap(true, false) {
+		panic("meter: Add")
+	}
+}
+
+// recovered runs f and returns what it panicked with.
+func recovered(f func()) (p any) {
+	defer func() { p = recover() }()
+	f()
+	return nil
+}
+
+// requireMutexFree fails t when a panic left m's mutex locked, after
+// unlocking it so that the test can clean up.
+func requireMutexFree(t *testing.T, m *ctxlock.Manager) {
+	t.Helper()
+	// The scheduler and its workers take the mutex briefly; a goroutine
+	// blocked on a mutex is not durably blocked, so synctest.Wait cannot
+	// tell them apart from a mutex that stays locked.
+	for range 10000 {
+		if ctxlock.MutexFree(m) {
+			return
+		}
+		runtime.Gosched()
+	}
+	{
+		ctxlock.ForceUnlock(m)
+		_ = m.Close(context.Background())
+		t.Fatal("a panic in user instrumentation left the Manager's mutex locked: every later call on the Manager blocks for ever")
+	}
+}
+
+// A tracer that panics as a Lock call queues behind a local holder must not
+// leave the Manager's mutex locked, nor the key's local queue blocked by the
+// call that panicked.
+func TestPanickingTracerDoesNotWedgeManager(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New()
+		defer b.Close()
+		m := ctxlock.NewManager(b, ctxlock.WithTracerProvider(panickyTracerProvider{}))
+		ctx := context.Background()
+		l1 := m.NewLock("k")
+		if _, err := l1.Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if p := recovered(func() { _, _ = m.NewLock("k").Lock(ctx) }); p == nil {
+			t.Fatal("the tracer's panic did not reach the Lock caller")
+		}
+		requireMutexFree(t, m)
+		defer closeManager(t, m)
+
+		if err := l1.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait() // its release settled: the next Lock has no reason to queue
+		// The key is free: the next Lock must not queue behind the call
+		// that panicked.
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		l3 := m.NewLock("k")
+		var err error
+		if p := recovered(func() { _, err = l3.Lock(wctx) }); p != nil || err != nil {
+			t.Fatalf("Lock of the free key after the panic: panic %v, err %v", p, err)
+		}
+		_ = l3.Unlock()
+	})
+}
+
+// A meter that panics as Unlock counts the release it queues must not leave
+// the Manager's mutex locked.
+func TestPanickingMeterDoesNotWedgeManager(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New()
+		defer b.Close()
+		armed := new(atomic.Bool)
+		m := ctxlock.NewManager(b, ctxlock.WithMeterProvider(panickyMeterProvider{armed: armed}))
+		ctx := context.Background()
+		l := m.NewLock("k")
+		if _, err := l.Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		armed.Store(true)
+		if p := recovered(func() { _ = l.Unlock() }); p == nil {
+			t.Fatal("the meter's panic did not reach the Unlock caller")
+		}
+		requireMutexFree(t, m)
+		defer closeManager(t, m)
+		if _, err := l.Lock(ctx); err != nil {
+			t.Fatalf("Lock after the panic: %v", err)
+		}
+		_ = l.Unlock()
+	})
+}
