@@ -679,10 +679,11 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			if stopWatch == nil {
 				stopWatch = func() {}
 			}
-			if queued && turns != nil {
-				// A release between our place in the queue and the
-				// subscription was told to no one: look once more, now
-				// that we will hear when our turn comes.
+			if (queued && turns != nil) || (held && watchCh != nil) {
+				// A release between our place in the queue (or the
+				// attempt that found the key held) and the subscription
+				// was told to no one: look once more, now that we will
+				// hear when our turn comes (or the key is released).
 				m.mu.Lock()
 				continue
 			}
