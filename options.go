@@ -119,8 +119,8 @@ func WithoutRefresh() LockOption { return func(o *LockOptions) { o.NoRefresh = t
 // WithDriftFactor sets the share of the TTL reserved for clock drift, in [0, 0.5).
 func WithDriftFactor(f float64) LockOption { return func(o *LockOptions) { o.DriftFactor = f } }
 
-// WithTracer sets the tracer for this lock's spans (ctxlock.Lock,
-// ctxlock.TryLock and ctxlock.hold), overriding the Manager's tracer
+// WithTracer sets the tracer for this lock's spans (ctxlock.acquire,
+// ctxlock.try_acquire and ctxlock.hold), overriding the Manager's tracer
 // provider; refresh and release batch spans, which serve many locks, use the
 // Manager's. A nil tracer keeps the Manager's.
 func WithTracer(t trace.Tracer) LockOption { return func(o *LockOptions) { o.Tracer = t } }

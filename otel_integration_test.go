@@ -308,8 +308,8 @@ func TestOtelContention(t *testing.T) {
 			contended := a[ctxlockotel.AttrContended].AsBool()
 			wait, hasWait := a[ctxlockotel.AttrWaitTime]
 			if i == 0 {
-				if attempts != 1 || contended || hasWait || otelEvents(s, ctxlockotel.EventContended) != 0 {
-					t.Errorf("holder: attempts %d, contended %v, wait_time %v: want 1, false, none", attempts, contended, wait.String())
+				if attempts != 1 || contended || !hasWait || wait.AsFloat64() != 0 || otelEvents(s, ctxlockotel.EventContended) != 0 {
+					t.Errorf("holder: attempts %d, contended %v, wait_time %v: want 1, false, 0", attempts, contended, wait.String())
 				}
 				continue
 			}
@@ -356,11 +356,11 @@ func TestOtelContention(t *testing.T) {
 		if got := otelSum(t, rm, ctxlockotel.MetricContention, otelMemory, otelOrders); got < 3 {
 			t.Errorf("%s = %d, want >= 3", ctxlockotel.MetricContention, got)
 		}
-		if n, sum := otelHist(t, rm, ctxlockotel.MetricWaitDuration, otelMemory, otelOrders, ctxlockotel.AttrOutcome.String(ctxlockotel.OutcomeAcquired)); n != 3 || sum < 3 {
-			t.Errorf("%s: count %d, sum %.3fs; want 3 waits of >= 1s each", ctxlockotel.MetricWaitDuration, n, sum)
+		if n, sum := otelHist(t, rm, ctxlockotel.MetricWaitDuration, otelMemory, otelOrders, ctxlockotel.AttrOutcome.String(ctxlockotel.OutcomeAcquired)); n != 4 || sum < 3 {
+			t.Errorf("%s: count %d, sum %.3fs; want 4 calls, 3 of them waiting >= 1s", ctxlockotel.MetricWaitDuration, n, sum)
 		}
-		if n, _ := otelHist(t, rm, ctxlockotel.MetricWaitDuration); n != 3 {
-			t.Errorf("%s: count %d over all attributes, want 3", ctxlockotel.MetricWaitDuration, n)
+		if n, _ := otelHist(t, rm, ctxlockotel.MetricWaitDuration); n != 4 {
+			t.Errorf("%s: count %d over all attributes, want 4 (one per call)", ctxlockotel.MetricWaitDuration, n)
 		}
 		if n, _ := otelHist(t, rm, ctxlockotel.MetricAcquireDuration, otelOrders, ctxlockotel.AttrOperation.String(ctxlockotel.OpLock), ctxlockotel.AttrOutcome.String(ctxlockotel.OutcomeAcquired)); n != 4 {
 			t.Errorf("%s: count %d, want 4", ctxlockotel.MetricAcquireDuration, n)
@@ -443,8 +443,8 @@ func TestOtelTryLockHeldIsAnOutcome(t *testing.T) {
 		if n, _ := otelHist(t, rm, ctxlockotel.MetricAcquireDuration, try, ctxlockotel.AttrOutcome.String(ctxlockotel.OutcomeHeld)); n != 2 {
 			t.Errorf("%s (try_lock, held): count %d, want 2", ctxlockotel.MetricAcquireDuration, n)
 		}
-		if n, _ := otelHist(t, rm, ctxlockotel.MetricWaitDuration); n != 0 {
-			t.Errorf("%s: count %d, want 0 (TryLock never waits)", ctxlockotel.MetricWaitDuration, n)
+		if n, sum := otelHist(t, rm, ctxlockotel.MetricWaitDuration, try); n != 2 || sum != 0 {
+			t.Errorf("%s (try_lock): count %d, sum %v; want one 0 per TryLock call (TryLock never waits)", ctxlockotel.MetricWaitDuration, n, sum)
 		}
 	})
 }
@@ -866,8 +866,8 @@ func TestOtelLocalWaiterIsContended(t *testing.T) {
 		holder.Unlock()
 		<-done
 		synctest.Wait()
-		if n, _ := otelHist(t, r.collect(), ctxlockotel.MetricWaitDuration, otelOrders); n != 1 {
-			t.Errorf("%s: count %d, want 1 (the local waiter waited 1s)", ctxlockotel.MetricWaitDuration, n)
+		if n, sum := otelHist(t, r.collect(), ctxlockotel.MetricWaitDuration, otelOrders); n != 2 || sum != 1 {
+			t.Errorf("%s: count %d, sum %vs; want 2 calls, the local waiter's 1s", ctxlockotel.MetricWaitDuration, n, sum)
 		}
 		locks := r.spans(ctxlockotel.SpanLock)
 		if len(locks) != 2 {

@@ -32,15 +32,15 @@
 //
 // # Spans
 //
-// Every Lock call gets a span "ctxlock.Lock", every TryLock call a span
-// "ctxlock.TryLock", a child of the span in the caller's context, of kind
+// Every Lock call gets a span "ctxlock.acquire", every TryLock call a span
+// "ctxlock.try_acquire", a child of the span in the caller's context, of kind
 // internal, covering the whole call including every wait. Backend calls made
 // with the context [Instrumentation.StartAcquire] returns nest under it. The
 // span carries the key (ctxlock.key), the backend (ctxlock.backend), the number
 // of backend attempts (ctxlock.attempts), whether the key was found held
 // (ctxlock.contended, with a "ctxlock.contended" event at the first such
 // attempt), the time spent waiting for the holder in seconds
-// (ctxlock.wait_time), the fencing token of the hold obtained
+// (ctxlock.wait_time, 0 when it was never found held), the fencing token of the hold obtained
 // (ctxlock.fencing_token) and the outcome (ctxlock.outcome).
 //
 // Errors follow the contrib rules: span.RecordError, status Error with the
@@ -85,7 +85,7 @@
 //
 //	name                        instrument          unit       attributes
 //	ctxlock.acquire.duration    Float64Histogram    s          backend, key, operation, outcome, error.type
-//	ctxlock.wait.duration       Float64Histogram    s          backend, key, outcome
+//	ctxlock.wait.duration       Float64Histogram    s          backend, key, operation, outcome, error.type
 //	ctxlock.contention          Int64Counter        {call}     backend, key, operation
 //	ctxlock.held                Int64UpDownCounter  {lock}     backend, key
 //	ctxlock.hold.duration       Float64Histogram    s          backend, key, hold.end_reason
@@ -101,10 +101,12 @@
 // with the acquire span's context, so an SDK with exemplars links a slow wait
 // to its trace.
 //
-// ctxlock.wait.duration records only blocking Lock calls that found the key
-// held: its percentiles answer "when a caller has to wait, how long", while
-// the ratio of ctxlock.contention to the count of ctxlock.acquire.duration
-// gives how often callers have to.
+// ctxlock.wait.duration records every Lock and TryLock call: the time from
+// its first attempt that found the key held to its return, 0 when none did
+// (a TryLock never waits). Its percentiles answer "how long do callers
+// wait for the lock", zeros included, as a database's lock-wait metric
+// does; the ratio of ctxlock.contention to its count gives how often
+// callers have to wait at all.
 //
 // Through the OpenTelemetry Prometheus exporter the names become, for
 // example, ctxlock_wait_duration_seconds_bucket, ctxlock_contention_total,

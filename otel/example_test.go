@@ -88,7 +88,7 @@ func Example_setup() {
 	slices.Sort(names)
 	fmt.Println("metrics", names)
 	// Output:
-	// span ctxlock.Lock github.com/ctxlock/ctxlock/otel
+	// span ctxlock.acquire github.com/ctxlock/ctxlock/otel
 	// span ctxlock.release github.com/ctxlock/ctxlock/otel
-	// metrics [ctxlock.acquire.duration ctxlock.batch.duration ctxlock.held ctxlock.hold.duration ctxlock.release.pending]
+	// metrics [ctxlock.acquire.duration ctxlock.batch.duration ctxlock.held ctxlock.hold.duration ctxlock.release.pending ctxlock.wait.duration]
 }

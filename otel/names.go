@@ -2,12 +2,13 @@ package ctxlockotel
 
 import "go.opentelemetry.io/otel/attribute"
 
-// Span names. The acquire span is named after the method the caller used; the
-// batch spans after the background operation; the hold span is emitted only
-// when a hold ends abnormally (lost or expired), see [Instrumentation.HoldEnded].
+// Span names. The acquire spans are named after the operation (acquire for
+// Lock, try_acquire for TryLock); the batch spans after the background
+// operation; the hold span is emitted only when a hold ends abnormally (lost
+// or expired), see [Instrumentation.HoldEnded].
 const (
-	SpanLock    = "ctxlock.Lock"    // one blocking Lock call, from entry to return
-	SpanTryLock = "ctxlock.TryLock" // one TryLock call
+	SpanLock    = "ctxlock.acquire"     // one blocking Lock call, from entry to return
+	SpanTryLock = "ctxlock.try_acquire" // one TryLock call
 	SpanRelease = "ctxlock.release" // one backend Release batch
 	SpanRefresh = "ctxlock.refresh" // one backend Extend (refresh) batch
 	SpanHold    = "ctxlock.hold"    // a hold that was lost or expired, child of its acquire span
@@ -34,10 +35,12 @@ const (
 	// TryLock calls, from entry to return, whatever the outcome.
 	// Attributes: backend, key, operation (lock|try_lock), outcome, error.type.
 	MetricAcquireDuration = "ctxlock.acquire.duration"
-	// MetricWaitDuration is a Float64Histogram (s) of the time blocking Lock
-	// calls spent waiting because the key was held: from the first attempt
-	// that found it held to the return. Only contended Lock calls record it.
-	// Attributes: backend, key, outcome.
+	// MetricWaitDuration is a Float64Histogram (s) of the time Lock and
+	// TryLock calls spent waiting because the key was held: from the first
+	// attempt that found it held to the return. Every call records it, 0
+	// when it never found the key held (and always for TryLock, which does
+	// not wait), so its count is the number of calls.
+	// Attributes: backend, key, operation, outcome.
 	MetricWaitDuration = "ctxlock.wait.duration"
 	// MetricContention is an Int64Counter ({call}) of Lock and TryLock calls
 	// that found the key held at least once, counted when the first such
@@ -105,7 +108,7 @@ var (
 	// least once (bool).
 	AttrContended = attribute.Key("ctxlock.contended")
 	// AttrWaitTime is the time, in seconds, an acquire call waited because the
-	// key was held (double); present only when contended.
+	// key was held (double); 0 when it never found the key held.
 	AttrWaitTime = attribute.Key("ctxlock.wait_time")
 	// AttrFencingToken is the fencing token of the hold an acquire call
 	// obtained (int); present only when acquired.

@@ -307,7 +307,7 @@ func newInstruments(mp metric.MeterProvider) *instruments {
 
 	ins.waitDuration, err = m.Float64Histogram(MetricWaitDuration,
 		metric.WithUnit("s"),
-		metric.WithDescription("Time contended Lock calls spent waiting because the key was held."),
+		metric.WithDescription("Time Lock and TryLock calls spent waiting because the key was held (0 when it never was)."),
 		metric.WithExplicitBucketBoundaries(latencyBuckets...))
 	handle(err)
 	if ins.waitDuration == nil {
@@ -394,7 +394,7 @@ type Acquire struct {
 // StartAcquire starts recording a Lock (try=false) or TryLock (try=true) call
 // on key. tracer overrides the provider's tracer when non-nil (WithTracer).
 //
-// The acquire span ("ctxlock.Lock" or "ctxlock.TryLock") is a child of the
+// The acquire span ("ctxlock.acquire" or "ctxlock.try_acquire") is a child of the
 // span in ctx, the caller's. The returned context carries it: pass it to the
 // backend calls so that their own spans (redisotel, say) nest under it.
 // Call [Acquire.Attempt] after each backend attempt, [Acquire.Queued] before
@@ -497,8 +497,8 @@ func (a *Acquire) End(outcome string, token uint64, err error) trace.SpanContext
 		return trace.SpanContext{}
 	}
 	now := time.Now()
-	var wait time.Duration
-	if a.contended {
+	var wait time.Duration // a TryLock does not wait
+	if a.contended && !a.try {
 		wait = now.Sub(a.firstHeld)
 	}
 	failed, etype := classify(outcome, err)
@@ -509,9 +509,7 @@ func (a *Acquire) End(outcome string, token uint64, err error) trace.SpanContext
 			AttrOutcome.String(outcome),
 			AttrAttempts.Int(a.attempts),
 			AttrContended.Bool(a.contended))
-		if a.contended {
-			attrs = append(attrs, AttrWaitTime.Float64(wait.Seconds()))
-		}
+		attrs = append(attrs, AttrWaitTime.Float64(wait.Seconds()))
 		if outcome == OutcomeAcquired && token != 0 {
 			attrs = append(attrs, fencingToken(token))
 		}
@@ -538,9 +536,7 @@ func (a *Acquire) End(outcome string, token uint64, err error) trace.SpanContext
 			set = attribute.NewSet(a.i.backendAttr, keyAttr, AttrOperation.String(a.operation()), outAttr)
 		}
 		m.acquireDuration.Record(a.ctx, now.Sub(a.start).Seconds(), metric.WithAttributeSet(set))
-		if a.contended && !a.try {
-			m.waitDuration.Record(a.ctx, wait.Seconds(), metric.WithAttributes(a.i.backendAttr, keyAttr, outAttr))
-		}
+		m.waitDuration.Record(a.ctx, wait.Seconds(), metric.WithAttributeSet(set))
 		if outcome == OutcomeAcquired {
 			m.held.Add(a.ctx, 1, metric.WithAttributes(a.i.backendAttr, keyAttr))
 		}

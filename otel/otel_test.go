@@ -88,7 +88,7 @@ func TestLockSpanIsChildOfCallerSpanWithAttributes(t *testing.T) {
 	}
 }
 
-func TestUncontendedLockHasNoWaitTime(t *testing.T) {
+func TestUncontendedLockWaitsZero(t *testing.T) {
 	h := newHarness(t)
 	_, a := h.inst.StartAcquire(context.Background(), nil, false, "k")
 	a.Attempt(false)
@@ -99,8 +99,8 @@ func TestUncontendedLockHasNoWaitTime(t *testing.T) {
 	if m[AttrContended] != attribute.BoolValue(false) || m[AttrAttempts] != attribute.IntValue(1) {
 		t.Errorf("contended=%v attempts=%v, want false, 1", m[AttrContended].String(), m[AttrAttempts].String())
 	}
-	if _, ok := m[AttrWaitTime]; ok {
-		t.Error("uncontended acquire has a wait time")
+	if v, ok := m[AttrWaitTime]; !ok || v.AsFloat64() != 0 {
+		t.Errorf("uncontended acquire: wait time %v (present %v), want 0", v.AsFloat64(), ok)
 	}
 	if hasEvent(s, EventContended) {
 		t.Error("uncontended acquire has a contended event")
@@ -110,8 +110,9 @@ func TestUncontendedLockHasNoWaitTime(t *testing.T) {
 	}
 
 	rm := h.collect(t)
-	if m, ok := findMetric(rm, MetricWaitDuration); ok && len(m.Data.(metricdata.Histogram[float64]).DataPoints) != 0 {
-		t.Error("uncontended Lock recorded a wait duration")
+	set := attrs(backendMemory, AttrKey.String("k"), AttrOperation.String(OpLock), AttrOutcome.String(OutcomeAcquired))
+	if dp, ok := histPoint(t, metricNamed(t, rm, MetricWaitDuration), set); !ok || dp.Count != 1 || dp.Sum != 0 {
+		t.Errorf("uncontended Lock: wait.duration count %d sum %v (found %v), want one 0", dp.Count, dp.Sum, ok)
 	}
 }
 
@@ -145,8 +146,9 @@ func TestTryLockHeldIsAnOutcomeNotAnError(t *testing.T) {
 	if !ok || dp.Count != 1 {
 		t.Errorf("acquire.duration{try_lock,held} count = %d (found %v), want 1", dp.Count, ok)
 	}
-	if m, ok := findMetric(rm, MetricWaitDuration); ok && len(m.Data.(metricdata.Histogram[float64]).DataPoints) != 0 {
-		t.Error("TryLock recorded wait.duration points, want none (TryLock does not wait)")
+	dp, ok = histPoint(t, metricNamed(t, rm, MetricWaitDuration), attrs(backendMemory, key, AttrOperation.String(OpTryLock), AttrOutcome.String(OutcomeHeld)))
+	if !ok || dp.Count != 1 || dp.Sum != 0 {
+		t.Errorf("TryLock: wait.duration{try_lock,held} count %d sum %v (found %v), want one 0 (TryLock does not wait)", dp.Count, dp.Sum, ok)
 	}
 	// Not acquired: nothing held.
 	if m, ok := findMetric(rm, MetricHeld); ok {
@@ -214,7 +216,7 @@ func TestCanceledIsNotAnErrorUnlessABackendFaultIsJoined(t *testing.T) {
 			t.Error("the cancellation error should still be recorded as an event")
 		}
 		rm := h.collect(t)
-		set := attrs(backendMemory, AttrKey.String("k"), AttrOutcome.String(OutcomeCanceled))
+		set := attrs(backendMemory, AttrKey.String("k"), AttrOperation.String(OpLock), AttrOutcome.String(OutcomeCanceled))
 		if dp, ok := histPoint(t, metricNamed(t, rm, MetricWaitDuration), set); !ok || dp.Count != 1 {
 			t.Errorf("wait.duration{canceled} count = %d (found %v), want 1", dp.Count, ok)
 		}
@@ -373,7 +375,7 @@ func TestWaitDurationHistogram(t *testing.T) {
 	if m.Unit != "s" {
 		t.Errorf("unit = %q", m.Unit)
 	}
-	dp, ok := histPoint(t, m, attrs(backendMemory, key, AttrOutcome.String(OutcomeAcquired)))
+	dp, ok := histPoint(t, m, attrs(backendMemory, key, AttrOperation.String(OpLock), AttrOutcome.String(OutcomeAcquired)))
 	if !ok || dp.Count != 3 {
 		t.Fatalf("wait.duration count = %d (found %v), want 3", dp.Count, ok)
 	}

@@ -43,7 +43,7 @@ func TestOtelQueuedMarksContendedWithoutAnAttempt(t *testing.T) {
 	if got, _ := sumPoint(t, metricNamed(t, rm, MetricContention), attrs(backend, key, AttrOperation.String(OpLock))); got != 1 {
 		t.Errorf("%s = %d, want 1", MetricContention, got)
 	}
-	dp, _ := histPoint(t, metricNamed(t, rm, MetricWaitDuration), attrs(backend, key, AttrOutcome.String(OutcomeAcquired)))
+	dp, _ := histPoint(t, metricNamed(t, rm, MetricWaitDuration), attrs(backend, key, AttrOperation.String(OpLock), AttrOutcome.String(OutcomeAcquired)))
 	if dp.Count != 1 {
 		t.Errorf("%s count = %d, want 1", MetricWaitDuration, dp.Count)
 	}

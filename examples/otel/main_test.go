@@ -159,7 +159,7 @@ func TestOtelExampleServesDashboardMetrics(t *testing.T) {
 
 	text := out.String()
 	for _, want := range []string{"acquired orders, token", "acquired billing, token", "status ", "waiting:", "LOST billing",
-		"ctxlock.Lock", "ctxlock.hold", "curl -s http://" + ln.Addr().String() + "/metrics"} {
+		"ctxlock.acquire", "ctxlock.hold", "curl -s http://" + ln.Addr().String() + "/metrics"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the output does not mention %q:\n%s", want, text)
 		}
