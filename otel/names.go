@@ -9,9 +9,9 @@ import "go.opentelemetry.io/otel/attribute"
 const (
 	SpanLock    = "ctxlock.acquire"     // one blocking Lock call, from entry to return
 	SpanTryLock = "ctxlock.try_acquire" // one TryLock call
-	SpanRelease = "ctxlock.release" // one backend Release batch
-	SpanRefresh = "ctxlock.refresh" // one backend Extend (refresh) batch
-	SpanHold    = "ctxlock.hold"    // a hold that was lost or expired, child of its acquire span
+	SpanRelease = "ctxlock.release"     // one backend Release batch
+	SpanRefresh = "ctxlock.refresh"     // one backend Extend (refresh) batch
+	SpanHold    = "ctxlock.hold"        // a hold that was lost or expired, child of its acquire span
 )
 
 // Span event names.
