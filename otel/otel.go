@@ -206,13 +206,14 @@ func newTracer(tp trace.TracerProvider) trace.Tracer {
 }
 
 // sameProvider reports whether a and b are the same provider, without
-// panicking on providers of an incomparable type (assumed unchanged).
+// panicking on providers that cannot be compared: of an incomparable type,
+// or of a comparable one holding an incomparable value in an interface
+// field. Those are assumed unchanged.
 func sameProvider(a, b any) bool {
-	ta, tb := reflect.TypeOf(a), reflect.TypeOf(b)
-	if ta != tb {
+	if reflect.TypeOf(a) != reflect.TypeOf(b) {
 		return false
 	}
-	if !ta.Comparable() {
+	if !reflect.ValueOf(a).Comparable() || !reflect.ValueOf(b).Comparable() {
 		return true
 	}
 	return a == b
