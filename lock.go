@@ -303,6 +303,11 @@ func (l *lockValue) unlockHold(expired <-chan struct{}) bool {
 // the reason itself when the hold was unlocked or lost, else (expired,
 // closed) an error wrapping ErrLost and the reason.
 func endError(key string, reason error) error {
+	if reason == nil {
+		// Our hold ended, but l holds the key again (another goroutine
+		// locked it first) and can no longer say why.
+		return fmt.Errorf("ctxlock: hold of %q ended early: %w", key, ErrLost)
+	}
 	if errors.Is(reason, ErrLost) || errors.Is(reason, ErrUnlocked) {
 		return reason
 	}
