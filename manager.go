@@ -962,11 +962,11 @@ func (m *Manager) takeIdlePendingLocked(ks *keyState, dst []*release) int {
 		if n == len(dst) {
 			break
 		}
-		if !r.notBefore.IsZero() {
+		if r.graced {
 			if now.IsZero() {
 				now = time.Now()
 			}
-			if r.notBefore.After(now) {
+			if r.notBefore().After(now) {
 				continue // an expired hold's grace: its key is not ours to take yet
 			}
 		}
@@ -1254,8 +1254,8 @@ func (m *Manager) Close(ctx context.Context) error {
 		// caller is shutting the holders down, and the grace can be as long
 		// as half the TTL.
 		for _, r := range ks.pending {
-			if r.notBefore.After(now) {
-				r.notBefore = time.Time{}
+			if r.graced && r.notBefore().After(now) {
+				r.graced = false
 				if r.queued {
 					r.retryAt = now
 					m.releases.fix(r)
