@@ -5,16 +5,18 @@
 // Every backend's tests call Run:
 //
 //	func TestConformance(t *testing.T) {
-//		locktest.Run(t, func(t *testing.T) ctxlock.Backend { return memory.New() },
-//			locktest.WithFakeTime())
+//		locktest.Run(t, func(t *testing.T) ctxlock.Backend { return memory.New() })
 //	}
 //
 // The factory is called once per leaf test; the Managers of that test share
-// the Backend it returns, as separate processes would share a server. Backends
-// that can run inside a testing/synctest bubble (in-process ones) pass
-// WithFakeTime: each leaf test then runs in its own bubble, TTLs of hours pass
-// in microseconds, and instants are asserted exactly. Networked backends run
-// the same cases in real time with a short TTL (WithTTL).
+// the Backend it returns, as separate processes would share a server.
+// Backends that can run inside a testing/synctest bubble (in-process ones,
+// such as memory's) run every leaf test in its own bubble: TTLs of hours pass
+// in microseconds, and instants are asserted exactly. Run finds out by asking
+// one Backend from the factory whether it implements FakeTimeSafe (a
+// wrapper that does not can pass WithFakeTime). Networked backends run the
+// same cases in real time with a short TTL (WithTTL); WithRealTime makes an
+// in-process one do so too.
 //
 // Some cases need to inject faults. They run when the Backend has the method:
 //
@@ -39,14 +41,27 @@ import (
 type Option func(*config)
 
 type config struct {
-	fake bool
-	ttl  time.Duration
+	fake, real bool
+	ttl        time.Duration
 }
 
 // WithFakeTime runs every leaf test in a testing/synctest bubble. The factory
 // is then called inside the bubble, and the Backend must use only time.Now,
-// timers and goroutines of its own (no real network).
-func WithFakeTime() Option { return func(c *config) { c.fake = true } }
+// timers and goroutines of its own (no real network). It is the default for
+// a Backend that implements FakeTimeSafe.
+func WithFakeTime() Option { return func(c *config) { c.fake, c.real = true, false } }
+
+// WithRealTime runs every leaf test on the real clock, even for a Backend
+// that implements FakeTimeSafe.
+func WithRealTime() Option { return func(c *config) { c.fake, c.real = false, true } }
+
+// FakeTimeSafe is implemented by Backends that can run inside a
+// testing/synctest bubble: all their state is in the process, and they use
+// only time.Now, timers and goroutines of their own (memory.Backend).
+type FakeTimeSafe interface {
+	// FakeTimeSafe reports whether the Backend can run in a bubble.
+	FakeTimeSafe() bool
+}
 
 // WithTTL sets the lease TTL the cases use (default 10s with fake time, 1s
 // without). Cases that wait for a lease to lapse take about this long each.
@@ -73,6 +88,15 @@ func Run(t *testing.T, newBackend func(t *testing.T) ctxlock.Backend, opts ...Op
 	cfg := config{}
 	for _, o := range opts {
 		o(&cfg)
+	}
+	if !cfg.fake && !cfg.real {
+		// A throwaway Backend, made outside any bubble, says whether the
+		// factory's can run in one.
+		probe := newBackend(t)
+		if s, ok := probe.(FakeTimeSafe); ok && s.FakeTimeSafe() {
+			cfg.fake = true
+		}
+		_ = probe.Close()
 	}
 	if cfg.ttl <= 0 {
 		cfg.ttl = time.Second

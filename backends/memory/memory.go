@@ -75,6 +75,11 @@ func New() *Backend {
 // BackendName returns "memory".
 func (b *Backend) BackendName() string { return "memory" }
 
+// FakeTimeSafe reports true: the backend keeps everything in the process and
+// uses only time.Now and timers, so it can run inside a testing/synctest
+// bubble (locktest.Run then tests it under fake time).
+func (b *Backend) FakeTimeSafe() bool { return true }
+
 // SetUnavailable makes every call fail with an error matching
 // ctxlock.ErrUnavailable (true) or work again (false). Leases keep lapsing
 // meanwhile, as on a real server that is cut off.

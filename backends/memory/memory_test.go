@@ -1,6 +1,7 @@
 package memory_test
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,10 +20,10 @@ func newBackend(t *testing.T) ctxlock.Backend {
 	return b
 }
 
-// TestConformance runs the contract on fake time: TTLs of 10s pass in
-// microseconds and every instant is asserted exactly.
+// TestConformance runs the contract on fake time (memory is FakeTimeSafe):
+// TTLs of 10s pass in microseconds and every instant is asserted exactly.
 func TestConformance(t *testing.T) {
-	locktest.Run(t, newBackend, locktest.WithFakeTime())
+	locktest.Run(t, newBackend)
 }
 
 // roundTrips is a memory backend that always has a round trip in flight,
@@ -49,5 +50,23 @@ func TestConformanceRealTime(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real-time conformance run is skipped in -short mode")
 	}
-	locktest.Run(t, newBackend, locktest.WithTTL(300*time.Millisecond))
+	locktest.Run(t, newBackend, locktest.WithRealTime(), locktest.WithTTL(300*time.Millisecond))
+}
+
+// locktest.Run tests a FakeTimeSafe backend under fake time without being
+// told (DESIGN §4: memory runs the contract under testing/synctest). A
+// bubble's clock starts at midnight UTC, 1 January 2000.
+func TestConformanceFakeTimeByDefault(t *testing.T) {
+	var calls, bubbled atomic.Int32
+	locktest.Run(t, func(t *testing.T) ctxlock.Backend {
+		calls.Add(1)
+		if time.Now().Year() == 2000 {
+			bubbled.Add(1)
+		}
+		return newBackend(t)
+	})
+	// One call outside a bubble: Run's probe.
+	if c, b := calls.Load(), bubbled.Load(); c < 2 || b != c-1 {
+		t.Fatalf("%d of %d factory calls in a bubble; want all but the probe", b, c)
+	}
 }
