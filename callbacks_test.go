@@ -36,6 +36,36 @@ type panickySpan struct{ tracenoop.Span }
 
 func (panickySpan) AddEvent(string, ...trace.EventOption) { panic("tracer: AddEvent") }
 
+// oncePanickyTracerProvider's spans panic on the first AddEvent only.
+type oncePanickyTracerProvider struct {
+	tracenoop.TracerProvider
+	fired *atomic.Bool
+}
+
+func (p oncePanickyTracerProvider) Tracer(string, ...trace.TracerOption) trace.Tracer {
+	return oncePanickyTracer{fired: p.fired}
+}
+
+type oncePanickyTracer struct {
+	tracenoop.Tracer
+	fired *atomic.Bool
+}
+
+func (t oncePanickyTracer) Start(ctx context.Context, _ string, _ ...trace.SpanStartOption) (context.Context, trace.Span) {
+	return ctx, oncePanickySpan{fired: t.fired}
+}
+
+type oncePanickySpan struct {
+	tracenoop.Span
+	fired *atomic.Bool
+}
+
+func (s oncePanickySpan) AddEvent(string, ...trace.EventOption) {
+	if s.fired.CompareAndSwap(false, true) {
+		panic("tracer: AddEvent")
+	}
+}
+
 // panickyMeterProvider's ctxlock.release.pending counter panics on its first
 // increment once armed (a release queued), not on the decrements that
 // workers record as releases settle.
@@ -157,5 +187,37 @@ func TestPanickingMeterDoesNotWedgeManager(t *testing.T) {
 			t.Fatalf("Lock after the panic: %v", err)
 		}
 		_ = l.Unlock()
+	})
+}
+
+// A Lock call whose tracer panics as it queues behind a local holder must
+// not leave its Lock value busy: the value's next Lock, once the key is
+// free, acquires it (and its TryLock does not report it held).
+func TestPanickingTracerDoesNotWedgeLockValue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New()
+		defer b.Close()
+		m := ctxlock.NewManager(b, ctxlock.WithTracerProvider(oncePanickyTracerProvider{fired: new(atomic.Bool)}))
+		defer closeManager(t, m)
+		ctx := context.Background()
+		l1 := m.NewLock("k")
+		if _, err := l1.Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		l2 := m.NewLock("k")
+		if p := recovered(func() { _, _ = l2.Lock(ctx) }); p == nil {
+			t.Fatal("the tracer's panic did not reach the Lock caller")
+		}
+		if err := l1.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		var err error
+		if p := recovered(func() { _, err = l2.Lock(wctx) }); p != nil || err != nil {
+			t.Fatalf("Lock of the free key, on the value whose earlier call panicked: panic %v, err %v", p, err)
+		}
+		_ = l2.Unlock()
 	})
 }

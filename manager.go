@@ -475,6 +475,9 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 					if !recorded {
 						m.mu.Lock()
 						w.turnWait = false
+						// The call ends here, not through lockValue.acquire:
+						// its Lock value is free for its next call.
+						l.releaseGateLocked()
 						fail(ctxlockotel.OutcomeError, nil)
 					}
 				}()
