@@ -221,3 +221,68 @@ func TestPanickingTracerDoesNotWedgeLockValue(t *testing.T) {
 		_ = l2.Unlock()
 	})
 }
+
+// A meter that panics as a waiting Lock call counts the release of its
+// failed attempt (of unknown outcome) must not leave the call in the key's
+// local queue: the next Lock call on the key, once the backend is back,
+// acquires it instead of waiting for ever behind a call that is gone.
+func TestPanickingMeterDoesNotWedgeKeyQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New()
+		defer b.Close()
+		armed := new(atomic.Bool)
+		m := ctxlock.NewManager(b, ctxlock.WithMeterProvider(panickyMeterProvider{armed: armed}))
+		defer closeManager(t, m)
+		ctx := context.Background()
+		b.SetUnavailable(true)
+		armed.Store(true)
+		if p := recovered(func() { _, _ = m.NewLock("k").Lock(ctx) }); p == nil {
+			t.Fatal("the meter's panic did not reach the Lock caller")
+		}
+		requireMutexFree(t, m)
+		b.SetUnavailable(false)
+		synctest.Wait()
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		l := m.NewLock("k")
+		var err error
+		if p := recovered(func() { _, err = l.Lock(wctx) }); p != nil || err != nil {
+			t.Fatalf("Lock of the free key after the panic: panic %v, err %v", p, err)
+		}
+		_ = l.Unlock()
+	})
+}
+
+// The same for a tracer that panics as the call's attempt finds the key held
+// by another owner (the "ctxlock.contended" event).
+func TestPanickingTracerOnHeldAttemptDoesNotWedgeKeyQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New()
+		defer b.Close()
+		ctx := context.Background()
+		other := ctxlock.NewManager(b)
+		defer closeManager(t, other)
+		holder := other.NewLock("k")
+		if _, err := holder.Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		m := ctxlock.NewManager(b, ctxlock.WithTracerProvider(oncePanickyTracerProvider{fired: new(atomic.Bool)}))
+		defer closeManager(t, m)
+		if p := recovered(func() { _, _ = m.NewLock("k").Lock(ctx) }); p == nil {
+			t.Fatal("the tracer's panic did not reach the Lock caller")
+		}
+		requireMutexFree(t, m)
+		if err := holder.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		l := m.NewLock("k")
+		var err error
+		if p := recovered(func() { _, err = l.Lock(wctx) }); p != nil || err != nil {
+			t.Fatalf("Lock of the free key after the panic: panic %v, err %v", p, err)
+		}
+		_ = l.Unlock()
+	})
+}

@@ -363,7 +363,12 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		ks.waiters = append(ks.waiters, w)
 	}
 	// leave must be called with m.mu held on every way out.
+	left := false
 	leave := func() {
+		if left {
+			return
+		}
+		left = true
 		if try {
 			ks.tries--
 		} else {
@@ -424,17 +429,41 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			m.unlock()
 		}
 	}()
-	fail := func(outcome string, err error) (*hold, string, error) {
+	// returned: the call returns, rather than unwinding from a panic.
+	returned := false
+	cleanup := func() {
 		if stray.Owner != "" {
 			m.giveBackLocked(ks, stray, time.Now().Add(l.opts.TTL+l.drift))
+			stray = Lease{}
 		}
 		leave()
 		if !sent {
 			uncount() // else after leaving the waiter queue
 		}
+	}
+	fail := func(outcome string, err error) (*hold, string, error) {
+		cleanup()
 		m.unlock()
+		returned = true
 		return nil, outcome, err
 	}
+	// The user's tracer, meter and logger run with m.mu released, in
+	// rec.Attempt, rec.Queued and the records of unlock, often with the
+	// call half way: should one panic, the call leaves the key's queue (and
+	// gives back what it took), and frees its Lock value, as a failing call
+	// does, before the panic goes on.
+	defer func() {
+		if returned || acquired {
+			return
+		}
+		m.mu.Lock()
+		w.turnWait = false
+		// The call ends here, not through lockValue.acquire: its Lock value
+		// is free for its next call.
+		l.releaseGateLocked()
+		cleanup()
+		m.unlock()
+	}()
 	canceled := func() (*hold, string, error) {
 		return fail(ctxlockotel.OutcomeCanceled, fmt.Errorf("ctxlock: lock %q: %w", l.key, waitErr(ctx, lastErr)))
 	}
@@ -468,22 +497,9 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			w.turnWait = true
 			m.unlock()
 			// Recorded with the mutex released (see unlock); should the
-			// tracer or meter panic, the call leaves the key's queue first.
-			recorded := false
-			func() {
-				defer func() {
-					if !recorded {
-						m.mu.Lock()
-						w.turnWait = false
-						// The call ends here, not through lockValue.acquire:
-						// its Lock value is free for its next call.
-						l.releaseGateLocked()
-						fail(ctxlockotel.OutcomeError, nil)
-					}
-				}()
-				rec.Queued()
-				recorded = true
-			}()
+			// tracer or meter panic, the call leaves the key's queue first
+			// (see the deferred cleanup above).
+			rec.Queued()
 			select {
 			case <-w.wake:
 			case <-ctx.Done():
@@ -627,8 +643,8 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 					}
 					leave()
 					uncount()
-					m.unlock()
 					acquired = true
+					m.unlock()
 					return h, ctxlockotel.OutcomeAcquired, nil
 				}
 				if lease.Owner != owner {
@@ -772,8 +788,8 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				}
 				leave()
 				uncount()
-				m.unlock()
 				acquired = true
+				m.unlock()
 				return h, ctxlockotel.OutcomeAcquired, nil
 			}
 			stray = lease
