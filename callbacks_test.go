@@ -286,3 +286,34 @@ func TestPanickingTracerOnHeldAttemptDoesNotWedgeKeyQueue(t *testing.T) {
 		_ = l.Unlock()
 	})
 }
+
+// The same for a Lock call that queues behind another Lock call on the same
+// value (the value's own gate): the panic must not leave the call's place in
+// the value's queue, where the value's turn would be handed to nobody.
+func TestPanickingTracerDoesNotWedgeLockValueGate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New()
+		defer b.Close()
+		m := ctxlock.NewManager(b, ctxlock.WithTracerProvider(oncePanickyTracerProvider{fired: new(atomic.Bool)}))
+		defer closeManager(t, m)
+		ctx := context.Background()
+		l := m.NewLock("k")
+		if _, err := l.Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if p := recovered(func() { _, _ = l.Lock(ctx) }); p == nil {
+			t.Fatal("the tracer's panic did not reach the Lock caller")
+		}
+		if err := l.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		var err error
+		if p := recovered(func() { _, err = l.Lock(wctx) }); p != nil || err != nil {
+			t.Fatalf("Lock of the free key after the panic: panic %v, err %v", p, err)
+		}
+		_ = l.Unlock()
+	})
+}

@@ -147,7 +147,27 @@ func (l *lockValue) acquire(ctx context.Context, try bool) (bool, <-chan struct{
 		turn := make(chan struct{})
 		l.gateQueue = append(l.gateQueue, turn)
 		m.unlock()
-		rec.Queued()
+		// leaveGate gives our place in the value's queue up.
+		leaveGate := func() {
+			m.mu.Lock()
+			n := len(l.gateQueue)
+			if l.gateQueue = removeItem(l.gateQueue, turn); len(l.gateQueue) == n {
+				l.releaseGateLocked() // our turn came as we gave up: pass it on
+			}
+			m.unlock()
+		}
+		// Should the tracer or meter panic, the call leaves the value's
+		// queue first: else the value's turn would be handed to nobody.
+		recorded := false
+		func() {
+			defer func() {
+				if !recorded {
+					leaveGate()
+				}
+			}()
+			rec.Queued()
+			recorded = true
+		}()
 		var err error
 		var outcome string
 		select {
@@ -158,12 +178,7 @@ func (l *lockValue) acquire(ctx context.Context, try bool) (bool, <-chan struct{
 			outcome, err = ctxlockotel.OutcomeClosed, fmt.Errorf("ctxlock: lock %q: %w", l.key, ErrClosed)
 		}
 		if err != nil {
-			m.mu.Lock()
-			n := len(l.gateQueue)
-			if l.gateQueue = removeItem(l.gateQueue, turn); len(l.gateQueue) == n {
-				l.releaseGateLocked() // our turn came as we gave up: pass it on
-			}
-			m.unlock()
+			leaveGate()
 			return fail(outcome, err)
 		}
 	}
