@@ -10,6 +10,8 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
@@ -315,5 +317,77 @@ func TestPanickingTracerDoesNotWedgeLockValueGate(t *testing.T) {
 			t.Fatalf("Lock of the free key after the panic: panic %v, err %v", p, err)
 		}
 		_ = l.Unlock()
+	})
+}
+
+// pendingPanicMeterProvider is mp whose ctxlock.release.pending counter
+// panics on its first increment once armed (see panickyCounter); every other
+// instrument records into mp.
+type pendingPanicMeterProvider struct {
+	metric.MeterProvider
+	armed *atomic.Bool
+}
+
+func (p pendingPanicMeterProvider) Meter(name string, opts ...metric.MeterOption) metric.Meter {
+	return pendingPanicMeter{Meter: p.MeterProvider.Meter(name, opts...), armed: p.armed}
+}
+
+type pendingPanicMeter struct {
+	metric.Meter
+	armed *atomic.Bool
+}
+
+func (m pendingPanicMeter) Int64UpDownCounter(name string, opts ...metric.Int64UpDownCounterOption) (metric.Int64UpDownCounter, error) {
+	c, err := m.Meter.Int64UpDownCounter(name, opts...)
+	if name == ctxlockotel.MetricReleasePending {
+		return pendingPanicCounter{Int64UpDownCounter: c, armed: m.armed}, err
+	}
+	return c, err
+}
+
+type pendingPanicCounter struct {
+	metric.Int64UpDownCounter
+	armed *atomic.Bool
+}
+
+func (c pendingPanicCounter) Add(ctx context.Context, incr int64, opts ...metric.AddOption) {
+	if incr > 0 && c.armed.CompareAndSwap(true, false) {
+		panic("meter: Add")
+	}
+	c.Int64UpDownCounter.Add(ctx, incr, opts...)
+}
+
+// A meter that panics as Unlock counts the release it queues must not cost
+// the records that unlock makes after it: the hold's end still takes
+// ctxlock.held back to 0 (else it reads 1 for ever, with nothing held).
+func TestPanickingMeterKeepsOtherRecords(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New()
+		defer b.Close()
+		reader := sdkmetric.NewManualReader()
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+		armed := new(atomic.Bool)
+		m := ctxlock.NewManager(b, ctxlock.WithMeterProvider(pendingPanicMeterProvider{MeterProvider: mp, armed: armed}))
+		defer closeManager(t, m)
+		ctx := context.Background()
+		l := m.NewLock("k")
+		if _, err := l.Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		armed.Store(true)
+		if p := recovered(func() { _ = l.Unlock() }); p == nil {
+			t.Fatal("the meter's panic did not reach the Unlock caller")
+		}
+		synctest.Wait()
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(ctx, &rm); err != nil {
+			t.Fatal(err)
+		}
+		if held := otelSum(t, rm, ctxlockotel.MetricHeld); held != 0 {
+			t.Errorf("ctxlock.held = %d after the only hold was unlocked, want 0", held)
+		}
+		if n, _ := otelHist(t, rm, ctxlockotel.MetricHoldDuration); n != 1 {
+			t.Errorf("ctxlock.hold.duration count = %d, want 1", n)
+		}
 	})
 }

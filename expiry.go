@@ -212,15 +212,37 @@ func (m *Manager) unlock() {
 	ended, delta, warnings := m.endedHolds, m.pendingDelta, m.warnings
 	m.endedHolds, m.pendingDelta, m.warnings = nil, 0, nil
 	m.mu.Unlock()
+	if delta == 0 && len(warnings) == 0 && len(ended) == 0 {
+		return
+	}
+	// Each record is made even when an earlier one panics (the panic goes
+	// on once they all are): a lost hold end would leave ctxlock.held high
+	// for ever.
+	defer m.recordEnded(ended)
+	defer m.logWarnings(warnings)
 	if delta != 0 {
 		m.obs.PendingReleases(delta)
 	}
-	for _, w := range warnings {
-		m.log.Warn(w.msg, w.args...)
+}
+
+// recordEnded records the ends of holds, each even when an earlier one's
+// recording panics.
+func (m *Manager) recordEnded(ended []endedHold) {
+	if len(ended) == 0 {
+		return
 	}
-	for _, e := range ended {
-		m.obs.HoldEndedWithTracer(e.tracer, e.span, e.key, e.held, e.reason, e.err)
+	defer m.recordEnded(ended[1:])
+	e := &ended[0]
+	m.obs.HoldEndedWithTracer(e.tracer, e.span, e.key, e.held, e.reason, e.err)
+}
+
+// logWarnings logs warnings, each even when logging an earlier one panics.
+func (m *Manager) logWarnings(warnings []warning) {
+	if len(warnings) == 0 {
+		return
 	}
+	defer m.logWarnings(warnings[1:])
+	m.log.Warn(warnings[0].msg, warnings[0].args...)
 }
 
 // warning is a log record waiting for unlock.
