@@ -77,11 +77,11 @@ func (h *hold) spanContext() trace.SpanContext {
 
 // release is an owner-checked release waiting for the backend's confirmation.
 type release struct {
-	lease   Lease
-	lock    *lockValue // the Lock value whose hold it ends; nil for an ambiguous attempt
-	keyst   *keyState
-	lapseAt time.Time // the lease has surely lapsed on the server by then
-	retryAt time.Time
+	lease    Lease
+	lock     *lockValue // the Lock value whose hold it ends; nil for an ambiguous attempt
+	keyst    *keyState
+	lapseAt  time.Time // the lease has surely lapsed on the server by then
+	retryAt  time.Time
 	attempts int32
 	heapIdx  int32
 	inflight bool // a worker is releasing it
