@@ -449,8 +449,9 @@ func (bt *batcher) exec(batch, sent []*call) []*call {
 // up before they were sent, or until ctx ends. Calls on one key go in one
 // lane in order; an operation on the key sent after settle returns (on a
 // connection of its own, outside the batcher) reaches the server after
-// them. See Backend.Release and Backend.Leave.
-func (bt *batcher) settle(ctx context.Context, n int, lockKey func(i int) string) {
+// them. See Backend.Release and Backend.Leave. It returns the calls it
+// stopped waiting for when ctx ended (nil when none).
+func (bt *batcher) settle(ctx context.Context, n int, lockKey func(i int) string) (unsettled []*call) {
 	var pending map[string][]*call
 	bt.mu.Lock()
 	collect := func(l *lane) {
@@ -469,7 +470,7 @@ func (bt *batcher) settle(ctx context.Context, n int, lockKey func(i int) string
 	}
 	bt.mu.Unlock()
 	if pending == nil {
-		return
+		return nil
 	}
 	for i := range n {
 		for _, c := range pending[lockKey(i)] {
@@ -477,13 +478,37 @@ func (bt *batcher) settle(ctx context.Context, n int, lockKey func(i int) string
 				bt.settleWaits()
 				bt.settleWaits = nil
 			}
+			if ctx.Err() == nil {
+				select {
+				case <-c.done:
+				case <-ctx.Done():
+				}
+			}
 			select {
 			case <-c.done:
-			case <-ctx.Done():
-				return
+			default:
+				unsettled = append(unsettled, c)
 			}
 		}
 	}
+	return unsettled
+}
+
+// later runs f in a goroutine of its own, which close waits for, and
+// reports true; once the batcher is closed it does nothing and reports
+// false.
+func (bt *batcher) later(f func()) bool {
+	bt.mu.Lock()
+	defer bt.mu.Unlock()
+	if bt.closed {
+		return false
+	}
+	bt.wg.Add(1)
+	go func() {
+		defer bt.wg.Done()
+		f()
+	}()
+	return true
 }
 
 // close makes new calls bypass the batcher and waits for the batches in

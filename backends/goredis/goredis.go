@@ -639,10 +639,10 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 		return nil, nil
 	}
 	errs := make([]error, len(leases))
-	b.batch.settle(ctx, len(leases), func(i int) string { return b.lockKey(leases[i].Key) })
-	cmds, _ := b.runBatch(ctx, releaseScript, leases, true, replicaAcks{}, func(l ctxlock.Lease) []any {
-		return append([]any{l.Owner, b.lockKey(l.Key) + channelSuffix}, b.hintArgs...)
-	})
+	if unsettled := b.batch.settle(ctx, len(leases), func(i int) string { return b.lockKey(leases[i].Key) }); unsettled != nil {
+		b.releaseAfter(unsettled, leases)
+	}
+	cmds, _ := b.runBatch(ctx, releaseScript, leases, true, replicaAcks{}, b.releaseArgs)
 	for i, cmd := range cmds {
 		l := leases[i]
 		if cmd == nil {
@@ -671,6 +671,49 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 		}
 	}
 	return errs, contended
+}
+
+func (b *Backend) releaseArgs(l ctxlock.Lease) []any {
+	return append([]any{l.Owner, b.lockKey(l.Key) + channelSuffix}, b.hintArgs...)
+}
+
+// laterReleaseTimeout bounds releaseAfter's release.
+const laterReleaseTimeout = time.Second
+
+// releaseAfter releases again, in the background, the leases of the keys
+// of calls, which a Release stopped waiting for when its ctx ended, once
+// they have been answered: the release sent meanwhile may have reached the
+// server before them, and one of them may take its lease (in
+// backends/redlock a node's release then fails unseen, the quorum having
+// released the lease, and the node would keep it for its TTL). Close waits
+// for it.
+func (b *Backend) releaseAfter(calls []*call, leases []ctxlock.Lease) {
+	var again []ctxlock.Lease
+	for _, l := range leases {
+		lk := b.lockKey(l.Key)
+		for _, c := range calls {
+			if c.keys[0] == lk {
+				again = append(again, l)
+				break
+			}
+		}
+	}
+	b.batch.later(func() {
+		for _, c := range calls {
+			<-c.done // each ends by itself, bounded by its batch's timeouts
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), laterReleaseTimeout)
+		defer cancel()
+		cmds, _ := b.runBatch(ctx, releaseScript, again, true, replicaAcks{}, b.releaseArgs)
+		for i, cmd := range cmds {
+			if cmd == nil {
+				continue
+			}
+			if n, err := cmd.Int64(); err == nil && n >= 1 {
+				b.hub.wake(b.lockKey(again[i].Key) + channelSuffix)
+			}
+		}
+	})
 }
 
 // runBatch runs script once per lease in one pipeline (EVALSHA), then

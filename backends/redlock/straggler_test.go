@@ -2,6 +2,7 @@ package redlock_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,5 +89,70 @@ func TestLeaveAfterStragglingRefusalLeavesNoPlace(t *testing.T) {
 	}
 	if got := queues(t, c, b, key); got[0] != "[]" || got[1] != "[]" || got[2] != "[]" {
 		t.Fatalf("queues after Leave: %q; want empty everywhere (node 2 queued the waiter after it left)", got)
+	}
+}
+
+// afterPipeline calls f once the n-th pipeline of the hooked client has
+// returned (hooked outermost: the pipeline a HoldNextPipeline added after
+// it holds counts as it arrives).
+type afterPipeline struct {
+	n    int32
+	seen atomic.Int32
+	f    func()
+}
+
+func (h *afterPipeline) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *afterPipeline) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *afterPipeline) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		nth := h.seen.Add(1) == h.n
+		err := next(ctx, cmds)
+		if nth {
+			h.f()
+		}
+		return err
+	}
+}
+
+// A Release whose deadline is shorter than what the slow node's acquire may
+// still take succeeds on the quorum; on the slow node the wait for the
+// acquire is cut short by that deadline, and the release must still not be
+// overtaken there: else the node keeps a lease nobody holds for its TTL,
+// which is what TestStragglerAcquireDoesNotOutliveRelease guards against
+// for a patient caller (the Manager bounds its releases, and redlock's
+// per-node release timeout is at most DefaultReleaseTimeout, while an
+// acquire's per-node timeout is a share of the TTL).
+func TestStragglerAcquireDoesNotOutliveHastyRelease(t *testing.T) {
+	c := startNodes(t, 3)
+	slow := c.servers[2].Client(t)
+	released := make(chan struct{})
+	slow.AddHook(&afterPipeline{n: 2, f: func() { close(released) }}) // 1: the acquire, 2: the release
+	h := redistest.NewHoldNextPipeline(t)
+	slow.AddHook(h)
+	defer h.Let()
+	b := newBackend(t, []redis.UniversalClient{c.clients[0], c.clients[1], slow})
+	ctx := context.Background()
+	key := uniqueKey("hasty")
+
+	req := lockReq(key)
+	req.TTL, req.Timeout = time.Minute, time.Minute // node 2 may take 6s
+	lease, err := b.Acquire(ctx, req)
+	if err != nil {
+		t.Fatalf("Acquire with nodes 0 and 1 free: %v", err)
+	}
+	<-h.Reached() // node 2's acquire is still to be written
+	rctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	errs := b.Release(rctx, []ctxlock.Lease{lease})
+	cancel()
+	if errs[0] != nil {
+		t.Fatalf("Release: %v", errs[0])
+	}
+	<-released // node 2 tried its release, and gave up waiting
+	h.Let()
+	if err := b.Close(); err != nil { // waits for every node's calls
+		t.Fatal(err)
+	}
+	if got := holders(t, c, b, key); got[0] != "" || got[1] != "" || got[2] != "" {
+		t.Fatalf("lease owners per node after Release: %q; want none (node 2 ran the acquire after the release)", got)
 	}
 }
