@@ -452,43 +452,70 @@ func (bt *batcher) exec(batch, sent []*call) []*call {
 // them. See Backend.Release and Backend.Leave. It returns the calls it
 // stopped waiting for when ctx ended (nil when none).
 func (bt *batcher) settle(ctx context.Context, n int, lockKey func(i int) string) (unsettled []*call) {
-	var pending map[string][]*call
-	bt.mu.Lock()
-	collect := func(l *lane) {
-		for _, calls := range [2][]*call{l.inflight, l.queue} {
-			for _, c := range calls {
-				if pending == nil {
-					pending = make(map[string][]*call)
-				}
-				pending[c.keys[0]] = append(pending[c.keys[0]], c)
-			}
-		}
-	}
-	collect(&bt.lone)
-	for _, l := range bt.lanes {
-		collect(l)
-	}
-	bt.mu.Unlock()
-	if pending == nil {
-		return nil
-	}
-	for i := range n {
-		for _, c := range pending[lockKey(i)] {
-			if bt.settleWaits != nil {
-				bt.settleWaits()
-				bt.settleWaits = nil
-			}
-			if ctx.Err() == nil {
-				select {
-				case <-c.done:
-				case <-ctx.Done():
-				}
-			}
+	// Only the calls on the keys asked for are copied, and only those not
+	// answered yet: the mutex is the one every caller and the flusher take,
+	// and a Release must not cost more with every call on other keys.
+	var (
+		one     string              // n == 1
+		want    map[string]struct{} // n > 1
+		keysSet bool
+		pending []*call
+	)
+	collect := func(calls []*call) {
+		for _, c := range calls {
 			select {
 			case <-c.done:
+				continue // answered, or abandoned before it was sent
 			default:
-				unsettled = append(unsettled, c)
 			}
+			if !keysSet {
+				keysSet = true
+				if n == 1 {
+					one = lockKey(0)
+				} else {
+					want = make(map[string]struct{}, n)
+					for i := range n {
+						want[lockKey(i)] = struct{}{}
+					}
+				}
+			}
+			k := c.keys[0]
+			if n == 1 && k != one {
+				continue
+			}
+			if n > 1 {
+				if _, ok := want[k]; !ok {
+					continue
+				}
+			}
+			pending = append(pending, c)
+		}
+	}
+	bt.mu.Lock()
+	if n > 0 {
+		collect(bt.lone.inflight)
+		collect(bt.lone.queue)
+		for _, l := range bt.lanes {
+			collect(l.inflight)
+			collect(l.queue)
+		}
+	}
+	bt.mu.Unlock()
+	for _, c := range pending {
+		if bt.settleWaits != nil {
+			bt.settleWaits()
+			bt.settleWaits = nil
+		}
+		if ctx.Err() == nil {
+			select {
+			case <-c.done:
+			case <-ctx.Done():
+			}
+		}
+		select {
+		case <-c.done:
+		default:
+			unsettled = append(unsettled, c)
 		}
 	}
 	return unsettled

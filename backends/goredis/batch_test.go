@@ -993,3 +993,59 @@ func TestReleaseDoesNotOvertakeAbandonedAcquire(t *testing.T) {
 		t.Fatalf("after Release the key holds %q (%v): the abandoned acquire ran after the release", v, err)
 	}
 }
+
+// A Release waits only for the calls on its own keys: what it costs must
+// not grow with the calls on other keys queued or in flight (settle used
+// to copy every one of them into a map, with the batcher's mutex held,
+// which every caller and the flusher take).
+func TestReleaseCostIgnoresCallsOnOtherKeys(t *testing.T) {
+	s := redistest.StartServer(t)
+	c := s.Client(t)
+	b := New(c)
+	t.Cleanup(func() { _ = b.Close() })
+	ctx := context.Background()
+	key := "settle/" + t.Name()
+	if _, err := b.Acquire(ctx, ctxlock.AcquireRequest{Key: key + "/warm", Owner: "w", TTL: time.Minute, Timeout: time.Second}); err != nil {
+		t.Fatal(err) // the script is cached
+	}
+	free := []ctxlock.Lease{{Key: key + "/free", Owner: "nobody"}}
+	release := func() {
+		if errs := b.Release(ctx, free); errs[0] != nil {
+			t.Fatal(errs[0])
+		}
+	}
+	idle := testing.AllocsPerRun(20, release)
+
+	h := redistest.NewHoldNextPipeline(t)
+	c.AddHook(h)
+	const others = 512
+	var wg sync.WaitGroup
+	acquire := func(i int) {
+		defer wg.Done()
+		req := ctxlock.AcquireRequest{Key: fmt.Sprintf("%s/%d", key, i), Owner: "o", TTL: time.Minute, Timeout: time.Minute}
+		if _, err := b.Acquire(ctx, req); err != nil {
+			t.Error(err)
+		}
+	}
+	wg.Add(others)
+	go acquire(0)
+	<-h.Reached()
+	for i := 1; i < others; i++ {
+		go acquire(i)
+	}
+	for {
+		b.batch.mu.Lock()
+		n := len(b.batch.lone.inflight) + len(b.batch.lone.queue)
+		b.batch.mu.Unlock()
+		if n == others {
+			break
+		}
+		runtime.Gosched()
+	}
+	busy := testing.AllocsPerRun(20, release)
+	h.Let()
+	wg.Wait()
+	if busy > idle+2 {
+		t.Fatalf("Release of a key nobody calls: %v allocations with %d calls on other keys pending, %v with none", busy, others, idle)
+	}
+}
