@@ -113,6 +113,86 @@ type Backend struct {
 	// that was never refused is not queued anywhere. Entries go when the
 	// waiter wins or leaves.
 	queued sync.Map // waiter id → struct{}
+	// attempts has the nodes' acquire and relock calls whose goroutines
+	// have not returned yet (see attempts.wait).
+	attempts attempts
+}
+
+// attempts counts, per node and key, the goroutines of take's fan-outs
+// whose node call has not returned. A node's call is invisible to the
+// node backend's Release (goredis.Backend.Release waits for the calls
+// queued or in flight there) until that goroutine has queued it: a
+// release on a node whose goroutine has not run yet when the quorum
+// decided would overtake it, and the node would keep a lease nobody holds
+// for its TTL.
+type attempts struct {
+	mu sync.Mutex
+	m  map[attemptKey]*attempt
+}
+
+type attemptKey struct {
+	node int
+	key  string
+}
+
+type attempt struct {
+	n    int
+	idle chan struct{} // made by a waiter, closed when n drops to 0
+}
+
+// start counts a call on key on each of nodes nodes; the caller calls end
+// for each once its call has returned.
+func (a *attempts) start(key string, nodes int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.m == nil {
+		a.m = make(map[attemptKey]*attempt)
+	}
+	var fresh []attempt
+	for i := range nodes {
+		k := attemptKey{i, key}
+		p := a.m[k]
+		if p == nil {
+			if fresh == nil {
+				fresh = make([]attempt, nodes)
+			}
+			p = &fresh[i]
+			a.m[k] = p
+		}
+		p.n++
+	}
+}
+
+func (a *attempts) end(node int, key string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	k := attemptKey{node, key}
+	p := a.m[k]
+	if p.n--; p.n == 0 {
+		delete(a.m, k)
+		if p.idle != nil {
+			close(p.idle)
+		}
+	}
+}
+
+// wait returns once node has no call on key whose goroutine has not
+// returned (each returns within its per-node timeout), and reports whether
+// there was one.
+func (a *attempts) wait(node int, key string) bool {
+	a.mu.Lock()
+	p := a.m[attemptKey{node, key}]
+	if p == nil {
+		a.mu.Unlock()
+		return false
+	}
+	if p.idle == nil {
+		p.idle = make(chan struct{})
+	}
+	idle := p.idle
+	a.mu.Unlock()
+	<-idle
+	return true
 }
 
 var (
@@ -442,8 +522,10 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 	n := len(b.nodes)
 	var pl places
 	t0 := time.Now()
+	b.attempts.start(req.Key, n)
 	fn := startFan(b, ctx, timeout, nil, acquired{err: errNoAnswer}, func(ctx context.Context, i int) acquired {
 		var r acquired
+		defer b.attempts.end(i, req.Key)
 		if old == nil {
 			r.lease, r.err = b.nodes[i].Acquire(ctx, nreq)
 		} else {
@@ -744,14 +826,14 @@ func timeLeft(deadline time.Time) time.Duration {
 // contended (nil when none) has per lease whether a node that answered
 // reported it contended (op's second result, see
 // goredis.Backend.ReleaseContended).
-func (b *Backend) batch(ctx context.Context, timeout time.Duration, leases []ctxlock.Lease, op func(ctx context.Context, node *goredis.Backend) ([]error, []bool)) (res [][]error, contended []bool) {
+func (b *Backend) batch(ctx context.Context, timeout time.Duration, leases []ctxlock.Lease, op func(ctx context.Context, i int) ([]error, []bool)) (res [][]error, contended []bool) {
 	type answer struct {
 		ok        bool
 		errs      []error
 		contended []bool
 	}
 	fn := startFan(b, ctx, timeout, nil, answer{}, func(ctx context.Context, i int) answer {
-		errs, contended := op(ctx, b.nodes[i])
+		errs, contended := op(ctx, i)
 		return answer{true, errs, contended}
 	})
 	valid := func(a answer) bool { return a.ok && (a.errs == nil || len(a.errs) == len(leases)) }
@@ -822,8 +904,8 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 		return errs
 	}
 	timeout := b.nodeTimeout(ttl, 0)
-	res, _ := b.batch(ctx, timeout, leases, func(ctx context.Context, node *goredis.Backend) ([]error, []bool) {
-		return node.Extend(ctx, leases, ttl), nil
+	res, _ := b.batch(ctx, timeout, leases, func(ctx context.Context, i int) ([]error, []bool) {
+		return b.nodes[i].Extend(ctx, leases, ttl), nil
 	})
 	out := make([]error, len(leases))
 	var lost []ctxlock.Lease
@@ -901,8 +983,21 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 	}
 	// Slow nodes finish their release in the background, whatever happens
 	// to the caller's context.
-	res, contended := b.batch(context.WithoutCancel(ctx), min(DefaultReleaseTimeout, untilDeadline(ctx)), leases, func(ctx context.Context, node *goredis.Backend) ([]error, []bool) {
-		return node.ReleaseContended(ctx, leases)
+	res, contended := b.batch(context.WithoutCancel(ctx), min(DefaultReleaseTimeout, untilDeadline(ctx)), leases, func(ctx context.Context, i int) ([]error, []bool) {
+		// After the node's acquires of these keys whose goroutines have
+		// not queued them yet (see attempts); a wait that took the
+		// release's time gets it afresh: the node's release is needed
+		// after it, and goes on in the background past the quorum.
+		waited := false
+		for _, l := range leases {
+			waited = b.attempts.wait(i, l.Key) || waited
+		}
+		if waited && ctx.Err() != nil {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), DefaultReleaseTimeout)
+			defer cancel()
+		}
+		return b.nodes[i].ReleaseContended(ctx, leases)
 	})
 	errs = make([]error, len(leases))
 	for j, nerrs := range res {

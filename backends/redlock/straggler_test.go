@@ -136,11 +136,14 @@ func TestStragglerAcquireDoesNotOutliveHastyRelease(t *testing.T) {
 
 	req := lockReq(key)
 	req.TTL, req.Timeout = time.Minute, time.Minute // node 2 may take 6s
-	lease, err := b.Acquire(ctx, req)
+	actx, cancelAcquire := context.WithCancel(ctx)
+	defer cancelAcquire()
+	lease, err := b.Acquire(actx, req)
 	if err != nil {
 		t.Fatalf("Acquire with nodes 0 and 1 free: %v", err)
 	}
-	<-h.Reached() // node 2's acquire is still to be written
+	<-h.Reached()   // node 2's acquire is still to be written
+	cancelAcquire() // node 2's caller stops waiting (its call goes on)
 	rctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	errs := b.Release(rctx, []ctxlock.Lease{lease})
 	cancel()
