@@ -118,16 +118,15 @@ type Backend struct {
 	attempts attempts
 }
 
-// attempts counts, per node and key, the goroutines of take's fan-outs
-// whose node call has not returned. A node's call is invisible to the
-// node backend's Release (goredis.Backend.Release waits for the calls
-// queued or in flight there) until that goroutine has queued it: a
-// release on a node whose goroutine has not run yet when the quorum
-// decided would overtake it, and the node would keep a lease nobody holds
-// for its TTL.
+// attempts has, per node and key, the goroutines of take's fan-outs whose
+// node call has not returned. A node's call is invisible to the node
+// backend's Release (goredis.Backend.Release waits for the calls queued or
+// in flight there) until that goroutine has queued it: a release on a node
+// whose goroutine has not run yet when the quorum decided would overtake
+// it, and the node would keep a lease nobody holds for its TTL.
 type attempts struct {
 	mu sync.Mutex
-	m  map[attemptKey]*attempt
+	m  map[attemptKey][]chan struct{} // each closed when its goroutine's call returned
 }
 
 type attemptKey struct {
@@ -135,64 +134,49 @@ type attemptKey struct {
 	key  string
 }
 
-type attempt struct {
-	n    int
-	idle chan struct{} // made by a waiter, closed when n drops to 0
-}
-
-// start counts a call on key on each of nodes nodes; the caller calls end
-// for each once its call has returned.
-func (a *attempts) start(key string, nodes int) {
+// start registers a call on key on each of nodes nodes, before their
+// goroutines start, and returns their channels: the goroutine of node i
+// calls end(i, key, done[i]) once its call has returned.
+func (a *attempts) start(key string, nodes int) (done []chan struct{}) {
+	done = make([]chan struct{}, nodes)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.m == nil {
-		a.m = make(map[attemptKey]*attempt)
+		a.m = make(map[attemptKey][]chan struct{})
 	}
-	var fresh []attempt
-	for i := range nodes {
+	for i := range done {
+		done[i] = make(chan struct{})
 		k := attemptKey{i, key}
-		p := a.m[k]
-		if p == nil {
-			if fresh == nil {
-				fresh = make([]attempt, nodes)
-			}
-			p = &fresh[i]
-			a.m[k] = p
-		}
-		p.n++
+		a.m[k] = append(a.m[k], done[i])
 	}
+	return done
 }
 
-func (a *attempts) end(node int, key string) {
+func (a *attempts) end(node int, key string, done chan struct{}) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	k := attemptKey{node, key}
-	p := a.m[k]
-	if p.n--; p.n == 0 {
+	rest := slices.DeleteFunc(a.m[k], func(c chan struct{}) bool { return c == done })
+	if len(rest) == 0 {
 		delete(a.m, k)
-		if p.idle != nil {
-			close(p.idle)
-		}
+	} else {
+		a.m[k] = rest
 	}
+	close(done)
 }
 
-// wait returns once node has no call on key whose goroutine has not
-// returned (each returns within its per-node timeout), and reports whether
-// there was one.
+// wait returns once the calls on key on node that had started when it was
+// called have returned (each within its per-node timeout; calls started
+// later are not waited for, so a busy key cannot hold it up), and reports
+// whether there was one.
 func (a *attempts) wait(node int, key string) bool {
 	a.mu.Lock()
-	p := a.m[attemptKey{node, key}]
-	if p == nil {
-		a.mu.Unlock()
-		return false
-	}
-	if p.idle == nil {
-		p.idle = make(chan struct{})
-	}
-	idle := p.idle
+	pending := slices.Clone(a.m[attemptKey{node, key}])
 	a.mu.Unlock()
-	<-idle
-	return true
+	for _, done := range pending {
+		<-done
+	}
+	return len(pending) > 0
 }
 
 var (
@@ -522,10 +506,10 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 	n := len(b.nodes)
 	var pl places
 	t0 := time.Now()
-	b.attempts.start(req.Key, n)
+	calls := b.attempts.start(req.Key, n)
 	fn := startFan(b, ctx, timeout, nil, acquired{err: errNoAnswer}, func(ctx context.Context, i int) acquired {
 		var r acquired
-		defer b.attempts.end(i, req.Key)
+		defer b.attempts.end(i, req.Key, calls[i])
 		if old == nil {
 			r.lease, r.err = b.nodes[i].Acquire(ctx, nreq)
 		} else {
