@@ -968,19 +968,8 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 	// Slow nodes finish their release in the background, whatever happens
 	// to the caller's context.
 	res, contended := b.batch(context.WithoutCancel(ctx), min(DefaultReleaseTimeout, untilDeadline(ctx)), leases, func(ctx context.Context, i int) ([]error, []bool) {
-		// After the node's acquires of these keys whose goroutines have
-		// not queued them yet (see attempts); a wait that took the
-		// release's time gets it afresh: the node's release is needed
-		// after it, and goes on in the background past the quorum.
-		waited := false
-		for _, l := range leases {
-			waited = b.attempts.wait(i, l.Key) || waited
-		}
-		if waited && ctx.Err() != nil {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), DefaultReleaseTimeout)
-			defer cancel()
-		}
+		ctx, cancel := b.afterAttempts(ctx, i, len(leases), func(j int) string { return leases[j].Key })
+		defer cancel()
 		return b.nodes[i].ReleaseContended(ctx, leases)
 	})
 	errs = make([]error, len(leases))
@@ -1068,6 +1057,23 @@ func merge[T any](b *Backend, signal T, watch func(node *goredis.Backend) (<-cha
 	return out, sync.OnceFunc(func() { close(done) })
 }
 
+// afterAttempts waits until node i has no acquire or relock of keys key(j),
+// j < n, whose goroutine had started and not yet returned (see attempts),
+// before a release or leave there, and returns the context to send that
+// with: ctx, or, when the wait used up ctx's time, a fresh one bounded by
+// DefaultReleaseTimeout, since the node needs it after the wait and it
+// goes on in the background past the quorum. cancel must be called.
+func (b *Backend) afterAttempts(ctx context.Context, i, n int, key func(j int) string) (context.Context, context.CancelFunc) {
+	waited := false
+	for j := range n {
+		waited = b.attempts.wait(i, key(j)) || waited
+	}
+	if waited && ctx.Err() != nil {
+		return context.WithTimeout(context.WithoutCancel(ctx), DefaultReleaseTimeout)
+	}
+	return ctx, func() {}
+}
+
 // Leave implements ctxlock.WaiterQueue: it takes waiter out of key's queue
 // on every node at once, each bounded by the caller's deadline and at most
 // DefaultReleaseTimeout, and returns once a quorum of nodes answered
@@ -1079,6 +1085,8 @@ func merge[T any](b *Backend, signal T, watch func(node *goredis.Backend) (<-cha
 func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 	b.queued.Delete(waiter)
 	fn := startFan(b, context.WithoutCancel(ctx), min(DefaultReleaseTimeout, untilDeadline(ctx)), nil, errNoAnswer, func(ctx context.Context, i int) error {
+		ctx, cancel := b.afterAttempts(ctx, i, 1, func(int) string { return key })
+		defer cancel()
 		return b.nodes[i].Leave(ctx, key, waiter)
 	})
 	// The caller stops waiting when its ctx ends (a Manager's Close cuts
