@@ -168,7 +168,10 @@ func WithHealthCheckInterval(d time.Duration) Option {
 // WithSubscribeWait bounds how long Watch waits for the server to confirm the
 // subscription to a key's channel, so that a release right after Watch
 // returns is not missed (default DefaultSubscribeWait). Watch never waits
-// while the subscription is known to be down. 0 disables the wait.
+// while the subscription is known to be down. 0 disables the wait. A
+// watcher (Watch or WatchWaiter) that returned before the confirmation gets
+// a wake-up (a hint) once it comes, since what was published meanwhile was
+// lost to it.
 func WithSubscribeWait(d time.Duration) Option {
 	return func(o *options) {
 		if d >= 0 {

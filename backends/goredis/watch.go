@@ -90,6 +90,11 @@ type watcher struct {
 	ch     chan struct{}
 	turns  chan ctxlock.Handoff
 	waiter string
+	// late: add returned before the server confirmed the channel (the
+	// wait timed out, was off, or the link was down). Whatever was
+	// published from then until the confirmation was lost to w, although
+	// its caller believes it listens: the confirmation hints w.
+	late bool
 }
 
 // grant passes a hand-off to w, replacing a pending hint: a grant must not
@@ -165,8 +170,9 @@ func (h *hub) watchWaiter(waiter string) (<-chan ctxlock.Handoff, func()) {
 }
 
 // add registers w on channel, starting the subscription on first use, and
-// waits (bounded) for the server to confirm a new channel. It reports false
-// after close.
+// waits (bounded) for the server to confirm a new channel. When it returns
+// before the confirmation, the confirmation hints w (see watcher.late). It
+// reports false after close.
 func (h *hub) add(channel string, w *watcher) bool {
 	h.mu.Lock()
 	if h.closed {
@@ -206,6 +212,11 @@ func (h *hub) add(channel string, w *watcher) bool {
 		}
 		t.Stop()
 	}
+	h.mu.Lock()
+	if !e.confirmed {
+		w.late = true
+	}
+	h.mu.Unlock()
 	return true
 }
 
@@ -446,6 +457,12 @@ func (h *hub) handle(msg any) {
 			if e := h.entries[m.Channel]; e != nil && !e.confirmed {
 				e.confirmed = true
 				close(e.ready)
+				for w := range e.watchers {
+					if w.late {
+						w.late = false
+						w.hint()
+					}
+				}
 			}
 		}
 	case *redis.Message:
