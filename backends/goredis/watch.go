@@ -290,12 +290,17 @@ func (h *hub) subscribeLoop() {
 	idleTimer := time.NewTimer(time.Hour)
 	idleTimer.Stop()
 	defer idleTimer.Stop()
+	retryTimer := time.NewTimer(time.Hour)
+	retryTimer.Stop()
+	defer retryTimer.Stop()
+	delay := minReconnectDelay
 	for {
 		select {
 		case <-h.done:
 			return
 		case <-h.kick:
 		case <-idleTimer.C:
+		case <-retryTimer.C:
 		}
 		for {
 			h.mu.Lock()
@@ -339,17 +344,16 @@ func (h *hub) subscribeLoop() {
 			if len(sub) == 0 && len(unsub) == 0 && pattern == "" {
 				break
 			}
-			// Errors are left to the reader: go-redis keeps the channel set
-			// and resubscribes when it reconnects.
-			ctx, cancel := context.WithTimeout(context.Background(), h.healthEvery)
+			ctx, cancel := context.WithTimeout(h.ctx, h.healthEvery)
+			var errs [3]error
 			if pattern != "" {
-				_ = ps.PSubscribe(ctx, pattern)
+				errs[0] = ps.PSubscribe(ctx, pattern)
 			}
 			if len(unsub) > 0 {
-				_ = ps.Unsubscribe(ctx, unsub...)
+				errs[1] = ps.Unsubscribe(ctx, unsub...)
 			}
 			if len(sub) > 0 {
-				_ = ps.Subscribe(ctx, sub...)
+				errs[2] = ps.Subscribe(ctx, sub...)
 			}
 			cancel()
 			select {
@@ -357,6 +361,33 @@ func (h *hub) subscribeLoop() {
 				return
 			default:
 			}
+			if err := errors.Join(errs[:]...); err != nil {
+				// A command that fails on a broken connection makes go-redis
+				// reconnect inside it, resubscribing the channels it knew
+				// before the call, not those of the call (it adds them to
+				// its set only after), and the reader, busy elsewhere
+				// meanwhile, may never see an error. So: the link was down
+				// (the watchers are woken once it is back, as what was
+				// published meanwhile was lost), and every watched channel is
+				// sent again, after a pause (a server that is down fails at
+				// once). Idle ones keep sent: their UNSUBSCRIBE still goes
+				// out when they have lingered.
+				h.setDown(err)
+				h.mu.Lock()
+				if h.ps == ps {
+					for _, e := range h.entries {
+						if len(e.watchers) > 0 {
+							e.sent = false
+						}
+					}
+					h.patternSent = false
+				}
+				h.mu.Unlock()
+				retryTimer.Reset(delay)
+				delay = min(2*delay, maxReconnectDelay)
+				break
+			}
+			delay = minReconnectDelay
 		}
 	}
 }
