@@ -21,49 +21,33 @@ import (
 )
 
 // panickyTracerProvider's spans panic on AddEvent (the "ctxlock.contended"
-// event), as a buggy exporter or sampler hook might.
-type panickyTracerProvider struct{ tracenoop.TracerProvider }
-
-func (panickyTracerProvider) Tracer(string, ...trace.TracerOption) trace.Tracer {
-	return panickyTracer{}
-}
-
-type panickyTracer struct{ tracenoop.Tracer }
-
-func (panickyTracer) Start(ctx context.Context, _ string, _ ...trace.SpanStartOption) (context.Context, trace.Span) {
-	return ctx, panickySpan{}
-}
-
-type panickySpan struct{ tracenoop.Span }
-
-func (panickySpan) AddEvent(string, ...trace.EventOption) { panic("tracer: AddEvent") }
-
-// oncePanickyTracerProvider's spans panic on the first AddEvent only.
-type oncePanickyTracerProvider struct {
+// event), as a buggy exporter or sampler hook might: every time, or, with
+// once set, the first time only.
+type panickyTracerProvider struct {
 	tracenoop.TracerProvider
-	fired *atomic.Bool
+	once *atomic.Bool // nil: every time
 }
 
-func (p oncePanickyTracerProvider) Tracer(string, ...trace.TracerOption) trace.Tracer {
-	return oncePanickyTracer{fired: p.fired}
+func (p panickyTracerProvider) Tracer(string, ...trace.TracerOption) trace.Tracer {
+	return panickyTracer{once: p.once}
 }
 
-type oncePanickyTracer struct {
+type panickyTracer struct {
 	tracenoop.Tracer
-	fired *atomic.Bool
+	once *atomic.Bool
 }
 
-func (t oncePanickyTracer) Start(ctx context.Context, _ string, _ ...trace.SpanStartOption) (context.Context, trace.Span) {
-	return ctx, oncePanickySpan{fired: t.fired}
+func (t panickyTracer) Start(ctx context.Context, _ string, _ ...trace.SpanStartOption) (context.Context, trace.Span) {
+	return ctx, panickySpan{once: t.once}
 }
 
-type oncePanickySpan struct {
+type panickySpan struct {
 	tracenoop.Span
-	fired *atomic.Bool
+	once *atomic.Bool
 }
 
-func (s oncePanickySpan) AddEvent(string, ...trace.EventOption) {
-	if s.fired.CompareAndSwap(false, true) {
+func (s panickySpan) AddEvent(string, ...trace.EventOption) {
+	if s.once == nil || s.once.CompareAndSwap(false, true) {
 		panic("tracer: AddEvent")
 	}
 }
@@ -155,14 +139,7 @@ func TestPanickingTracerDoesNotWedgeManager(t *testing.T) {
 		synctest.Wait() // its release settled: the next Lock has no reason to queue
 		// The key is free: the next Lock must not queue behind the call
 		// that panicked.
-		wctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		l3 := m.NewLock("k")
-		var err error
-		if p := recovered(func() { _, err = l3.Lock(wctx) }); p != nil || err != nil {
-			t.Fatalf("Lock of the free key after the panic: panic %v, err %v", p, err)
-		}
-		_ = l3.Unlock()
+		locksFreeKey(t, m.NewLock("k"), "Lock of the free key after the panic")
 	})
 }
 
@@ -199,7 +176,7 @@ func TestPanickingTracerDoesNotWedgeLockValue(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New()
 		defer b.Close()
-		m := ctxlock.NewManager(b, ctxlock.WithTracerProvider(oncePanickyTracerProvider{fired: new(atomic.Bool)}))
+		m := ctxlock.NewManager(b, ctxlock.WithTracerProvider(panickyTracerProvider{once: new(atomic.Bool)}))
 		defer closeManager(t, m)
 		ctx := context.Background()
 		l1 := m.NewLock("k")
@@ -214,13 +191,7 @@ func TestPanickingTracerDoesNotWedgeLockValue(t *testing.T) {
 			t.Fatal(err)
 		}
 		synctest.Wait()
-		wctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		var err error
-		if p := recovered(func() { _, err = l2.Lock(wctx) }); p != nil || err != nil {
-			t.Fatalf("Lock of the free key, on the value whose earlier call panicked: panic %v, err %v", p, err)
-		}
-		_ = l2.Unlock()
+		locksFreeKey(t, l2, "Lock of the free key, on the value whose earlier call panicked")
 	})
 }
 
@@ -244,14 +215,7 @@ func TestPanickingMeterDoesNotWedgeKeyQueue(t *testing.T) {
 		requireMutexFree(t, m)
 		b.SetUnavailable(false)
 		synctest.Wait()
-		wctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		l := m.NewLock("k")
-		var err error
-		if p := recovered(func() { _, err = l.Lock(wctx) }); p != nil || err != nil {
-			t.Fatalf("Lock of the free key after the panic: panic %v, err %v", p, err)
-		}
-		_ = l.Unlock()
+		locksFreeKey(t, m.NewLock("k"), "Lock of the free key after the panic")
 	})
 }
 
@@ -268,7 +232,7 @@ func TestPanickingTracerOnHeldAttemptDoesNotWedgeKeyQueue(t *testing.T) {
 		if _, err := holder.Lock(ctx); err != nil {
 			t.Fatal(err)
 		}
-		m := ctxlock.NewManager(b, ctxlock.WithTracerProvider(oncePanickyTracerProvider{fired: new(atomic.Bool)}))
+		m := ctxlock.NewManager(b, ctxlock.WithTracerProvider(panickyTracerProvider{once: new(atomic.Bool)}))
 		defer closeManager(t, m)
 		if p := recovered(func() { _, _ = m.NewLock("k").Lock(ctx) }); p == nil {
 			t.Fatal("the tracer's panic did not reach the Lock caller")
@@ -278,14 +242,7 @@ func TestPanickingTracerOnHeldAttemptDoesNotWedgeKeyQueue(t *testing.T) {
 			t.Fatal(err)
 		}
 		synctest.Wait()
-		wctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		l := m.NewLock("k")
-		var err error
-		if p := recovered(func() { _, err = l.Lock(wctx) }); p != nil || err != nil {
-			t.Fatalf("Lock of the free key after the panic: panic %v, err %v", p, err)
-		}
-		_ = l.Unlock()
+		locksFreeKey(t, m.NewLock("k"), "Lock of the free key after the panic")
 	})
 }
 
@@ -296,7 +253,7 @@ func TestPanickingTracerDoesNotWedgeLockValueGate(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New()
 		defer b.Close()
-		m := ctxlock.NewManager(b, ctxlock.WithTracerProvider(oncePanickyTracerProvider{fired: new(atomic.Bool)}))
+		m := ctxlock.NewManager(b, ctxlock.WithTracerProvider(panickyTracerProvider{once: new(atomic.Bool)}))
 		defer closeManager(t, m)
 		ctx := context.Background()
 		l := m.NewLock("k")
@@ -310,13 +267,7 @@ func TestPanickingTracerDoesNotWedgeLockValueGate(t *testing.T) {
 			t.Fatal(err)
 		}
 		synctest.Wait()
-		wctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		var err error
-		if p := recovered(func() { _, err = l.Lock(wctx) }); p != nil || err != nil {
-			t.Fatalf("Lock of the free key after the panic: panic %v, err %v", p, err)
-		}
-		_ = l.Unlock()
+		locksFreeKey(t, l, "Lock of the free key after the panic")
 	})
 }
 
@@ -390,4 +341,18 @@ func TestPanickingMeterKeepsOtherRecords(t *testing.T) {
 			t.Errorf("ctxlock.hold.duration count = %d, want 1", n)
 		}
 	})
+}
+
+// locksFreeKey checks that l takes its free key at once after an earlier
+// call panicked (within a minute of fake time: not stuck behind a call that
+// is gone), and unlocks it.
+func locksFreeKey(t *testing.T, l ctxlock.Lock, what string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var err error
+	if p := recovered(func() { _, err = l.Lock(ctx) }); p != nil || err != nil {
+		t.Fatalf("%s: panic %v, err %v", what, p, err)
+	}
+	_ = l.Unlock()
 }
