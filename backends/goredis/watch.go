@@ -60,11 +60,16 @@ type hub struct {
 	waiters     map[string]*watcher // WatchWaiter watchers by waiter id
 	ps          *redis.PubSub
 	patternSent bool
-	state       subState
-	downSince   time.Time
-	lastErr     error
-	started     bool
-	closed      bool
+	// unsubAgain: channels whose SUBSCRIBE failed after they had lost their
+	// watchers. go-redis lists them (and subscribes them on its next
+	// reconnect), the server may not have them: the subscriber unsubscribes
+	// them, unless they are watched again by then.
+	unsubAgain []string
+	state      subState
+	downSince  time.Time
+	lastErr    error
+	started    bool
+	closed     bool
 
 	kick chan struct{} // wakes the subscriber, cap 1
 	done chan struct{} // closed by close
@@ -308,6 +313,12 @@ func (h *hub) subscribeLoop() {
 			now := time.Now()
 			var sub, unsub, idle []string
 			var nextIdle time.Time
+			for _, ch := range h.unsubAgain {
+				if h.entries[ch] == nil {
+					unsub = append(unsub, ch)
+				}
+			}
+			h.unsubAgain = nil
 			for ch, e := range h.entries {
 				switch {
 				case len(e.watchers) > 0 && !e.sent:
@@ -371,10 +382,20 @@ func (h *hub) subscribeLoop() {
 				// published meanwhile was lost), and every watched channel is
 				// sent again, after a pause (a server that is down fails at
 				// once). Idle ones keep sent: their UNSUBSCRIBE still goes
-				// out when they have lingered.
+				// out when they have lingered. But those of this call that
+				// lost their watchers meanwhile may not be subscribed: a
+				// watcher coming back while they linger would not be.
+				// They are dropped, with an UNSUBSCRIBE (go-redis lists
+				// them).
 				h.setDown(err)
 				h.mu.Lock()
 				if h.ps == ps {
+					for _, ch := range sub {
+						if e := h.entries[ch]; e != nil && len(e.watchers) == 0 {
+							delete(h.entries, ch)
+							h.unsubAgain = append(h.unsubAgain, ch)
+						}
+					}
 					for _, e := range h.entries {
 						if len(e.watchers) > 0 {
 							e.sent = false
@@ -559,6 +580,7 @@ func (h *hub) reset() {
 	old := h.ps
 	h.ps = h.client.Subscribe(context.Background())
 	h.patternSent = false
+	h.unsubAgain = nil
 	for _, e := range h.entries {
 		e.sent = false
 	}
