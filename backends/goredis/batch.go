@@ -521,14 +521,27 @@ func (bt *batcher) settle(ctx context.Context, n int, lockKey func(i int) string
 	return unsettled
 }
 
-// later runs f in a goroutine of its own, which close waits for, and
-// reports true; once the batcher is closed it does nothing and reports
-// false.
-func (bt *batcher) later(f func()) bool {
+// later runs f, which waits for calls (from settle), in a goroutine of its
+// own, which close waits for, and reports true. Once the batcher is closed
+// it still does while one of calls is unanswered: its flusher is running
+// then (close is waiting for it, the WaitGroup's count is not zero), and f
+// must run after it. Otherwise, once closed, it does nothing and reports
+// false: the caller runs f itself.
+func (bt *batcher) later(calls []*call, f func()) bool {
 	bt.mu.Lock()
 	defer bt.mu.Unlock()
 	if bt.closed {
-		return false
+		pending := false
+		for _, c := range calls {
+			select {
+			case <-c.done:
+			default:
+				pending = true
+			}
+		}
+		if !pending {
+			return false
+		}
 	}
 	bt.wg.Add(1)
 	go func() {

@@ -701,7 +701,7 @@ func (b *Backend) releaseAfter(calls []*call, leases []ctxlock.Lease) {
 			}
 		}
 	}
-	b.batch.later(func() {
+	f := func() {
 		for _, c := range calls {
 			<-c.done // each ends by itself, bounded by its batch's timeouts
 		}
@@ -716,7 +716,10 @@ func (b *Backend) releaseAfter(calls []*call, leases []ctxlock.Lease) {
 				b.hub.wake(b.lockKey(again[i].Key) + channelSuffix)
 			}
 		}
-	})
+	}
+	if !b.batch.later(calls, f) {
+		f() // closed, and calls answered: at once
+	}
 }
 
 // runBatch runs script once per lease in one pipeline (EVALSHA), then
