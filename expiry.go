@@ -212,16 +212,73 @@ func (m *Manager) unlock() {
 	ended, delta, warnings := m.endedHolds, m.pendingDelta, m.warnings
 	m.endedHolds, m.pendingDelta, m.warnings = nil, 0, nil
 	m.mu.Unlock()
-	if delta == 0 && len(warnings) == 0 && len(ended) == 0 {
+	m.record(records{ended, delta, warnings})
+}
+
+// records are what unlock records once the mutex is released.
+type records struct {
+	ended    []endedHold
+	delta    int
+	warnings []warning
+}
+
+func (r *records) empty() bool { return r.delta == 0 && len(r.warnings) == 0 && len(r.ended) == 0 }
+
+// record records r (see unlock).
+func (m *Manager) record(r records) {
+	if r.empty() {
 		return
 	}
 	// Each record is made even when an earlier one panics (the panic goes
 	// on once they all are): a lost hold end would leave ctxlock.held high
 	// for ever.
-	defer m.recordEnded(ended)
-	defer m.logWarnings(warnings)
-	if delta != 0 {
-		m.obs.PendingReleases(delta)
+	defer m.recordEnded(r.ended)
+	defer m.logWarnings(r.warnings)
+	if r.delta != 0 {
+		m.obs.PendingReleases(r.delta)
+	}
+}
+
+// unlockAsync is unlock for the scheduler goroutine: the records are made
+// by a recorder goroutine, not by the scheduler, so that a slow logger,
+// tracer or meter (the user's code) cannot delay the expiry of other holds.
+// The recorder runs while it has records to make; Close waits for it.
+func (m *Manager) unlockAsync() {
+	r := records{m.endedHolds, m.pendingDelta, m.warnings}
+	m.endedHolds, m.pendingDelta, m.warnings = nil, 0, nil
+	if r.empty() {
+		m.mu.Unlock()
+		return
+	}
+	m.recordQueue = append(m.recordQueue, r)
+	start := !m.recording
+	m.recording = true
+	if start {
+		m.recorders.Add(1)
+	}
+	m.mu.Unlock()
+	if start {
+		go m.recordLoop()
+	}
+}
+
+// recordLoop makes the records the scheduler queued, in order, until none
+// is left.
+func (m *Manager) recordLoop() {
+	defer m.recorders.Done()
+	for {
+		m.mu.Lock()
+		if len(m.recordQueue) == 0 {
+			m.recordQueue = nil
+			m.recording = false
+			m.mu.Unlock()
+			return
+		}
+		r := m.recordQueue[0]
+		m.recordQueue[0] = records{}
+		m.recordQueue = m.recordQueue[1:]
+		m.mu.Unlock()
+		m.record(r)
 	}
 }
 

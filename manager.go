@@ -100,6 +100,11 @@ type Manager struct {
 	endedHolds   []endedHold
 	pendingDelta int
 	warnings     []warning
+	// recordQueue has the scheduler's records for the recorder goroutine
+	// (see unlockAsync); recording: it runs; recorders: Close waits for it.
+	recordQueue []records
+	recording   bool
+	recorders   sync.WaitGroup
 }
 
 var _ LockManager = (*Manager)(nil)
@@ -1319,6 +1324,7 @@ func (m *Manager) Close(ctx context.Context) error {
 	}
 	m.cancelBg()
 	_ = m.workers.Wait()
+	m.recorders.Wait()
 	m.mu.Lock()
 	// Releases still pending are abandoned (see err): with the scheduler
 	// stopped nothing retries them, so they no longer count as pending

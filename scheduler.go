@@ -38,7 +38,7 @@ func (m *Manager) run() {
 		queue = m.collectLocked(now, queue)
 		next := m.nextDeadlineLocked()
 		m.timerAt = next
-		m.unlock()
+		m.unlockAsync()
 
 		queue = m.dispatch(queue)
 		if !next.IsZero() {
