@@ -53,3 +53,48 @@ func TestSlowLoggerDoesNotDelayExpiry(t *testing.T) {
 		closeManager(t, m)
 	})
 }
+
+// lateExtend is a memory backend whose Extend reaches the store, but whose
+// answer arrives only at the call's deadline (the caller's validity
+// deadline), whatever its context says.
+type lateExtend struct{ *memory.Backend }
+
+func (b lateExtend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.Duration) []error {
+	errs := b.Backend.Extend(context.Background(), leases, ttl)
+	if dl, ok := ctx.Deadline(); ok {
+		time.Sleep(time.Until(dl))
+	}
+	return errs
+}
+
+// A refresh whose answer arrives once the validity deadline has passed does
+// not revive the hold: the expiry channel closes at the deadline, with
+// ErrExpired, whichever of the scheduler and the worker runs first.
+func TestLateRefreshAnswerDoesNotReviveHold(t *testing.T) {
+	for i := range 50 {
+		synctest.Test(t, func(t *testing.T) {
+			m := ctxlock.NewManager(lateExtend{memory.New()})
+			defer closeManager(t, m)
+			const ttl = 3 * time.Second
+			drift := time.Duration(float64(ttl)*ctxlock.DefaultDriftFactor) + 2*time.Millisecond
+			start := time.Now()
+			l := m.NewLock("k", ctxlock.WithTTL(ttl), ctxlock.WithRefreshInterval(2*time.Second))
+			exp, err := l.Lock(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The first refresh is sent at +1.5s (batching window), its
+			// answer arrives at the validity deadline, +2.968s.
+			time.Sleep(ttl - drift)
+			synctest.Wait()
+			select {
+			case <-exp:
+			default:
+				t.Fatalf("run %d: hold still valid at +%v, past its validity deadline, revived by a refresh answered then", i, time.Since(start))
+			}
+			if !errors.Is(l.Err(), ctxlock.ErrExpired) {
+				t.Fatalf("Err: %v", l.Err())
+			}
+		})
+	}
+}

@@ -194,10 +194,10 @@ func (m *Manager) refreshBatch(j job) {
 	ctx, span := m.obs.StartBatch(ctx, ctxlockotel.OpRefresh, len(leases))
 	t0 := time.Now()
 	errs := m.backend.Extend(ctx, leases, j.ttl)
+	now := time.Now() // when the answer arrived, before the tracer's span.End
 	failed, first := countFailures(errs, len(leases), m.backendName)
 	span.End(failed, first)
 
-	now := time.Now()
 	m.mu.Lock()
 	defer m.unlock()
 	for i, h := range j.refresh {
@@ -209,6 +209,13 @@ func (m *Manager) refreshBatch(j job) {
 func (m *Manager) applyRefreshLocked(h *hold, err error, t0, now time.Time) {
 	h.refreshing = false
 	if h.ended {
+		return
+	}
+	if err == nil && !h.validUntil.After(now) {
+		// Confirmed only once the validity deadline had passed: the hold
+		// expired then (the scheduler may not have ended it yet), and a
+		// late answer must not revive it.
+		m.endHoldLocked(h, ErrExpired, nil)
 		return
 	}
 	switch {
