@@ -250,6 +250,12 @@ func (m *Manager) unlockAsync() {
 		m.mu.Unlock()
 		return
 	}
+	if len(r.ended) == 0 && len(r.warnings) == 0 && !m.obs.Enabled() {
+		// Only a pending-release delta, and no meter to give it to: no
+		// user code to wait for, no goroutine to start.
+		m.mu.Unlock()
+		return
+	}
 	m.recordQueue = append(m.recordQueue, r)
 	start := !m.recording
 	m.recording = true
