@@ -192,8 +192,9 @@ var (
 // quorum of N/2+1, but only an odd N ≥ 3 survives node failures: N nodes
 // tolerate (N−1)/2 of them down, so 4 tolerate no more than 3 do, and 1 or 2
 // none (one node is a plain single-server lock, handy in tests). With no
-// clients, a nil client or an invalid option, New returns an error matching
-// ctxlock.ErrInvalidOption.
+// clients, a nil client, a server passed twice (the same client, or two
+// clients of one address) or an invalid option, New returns an error
+// matching ctxlock.ErrInvalidOption.
 //
 // The backend does not own the clients: Close stops the backend's
 // subscriptions, and the caller closes the clients afterwards. Create them
@@ -227,6 +228,11 @@ func New(clients []redis.UniversalClient, opts ...Option) (*Backend, error) {
 			return nil, fmt.Errorf("%w: redlock node %d: nil client", ctxlock.ErrInvalidOption, i)
 		}
 		b.addrs[i] = addrOf(c, i)
+		for j := range i {
+			if sameNode(clients[j], b.addrs[j], c, b.addrs[i]) {
+				return nil, fmt.Errorf("%w: redlock nodes %d and %d are the same server (%s): each counts once in the quorum", ctxlock.ErrInvalidOption, j, i, b.addrs[i])
+			}
+		}
 	}
 	nodeOpts := append([]goredis.Option{goredis.WithWaiterHints(0)}, o.nodeOpts...)
 	for i, c := range clients {
@@ -244,6 +250,30 @@ func isNil(c redis.UniversalClient) bool {
 	v := reflect.ValueOf(c)
 	return v.Kind() == reflect.Pointer && v.IsNil()
 }
+
+// sameNode reports whether clients a and b (with addresses aa and ba, see
+// addrOf) serve the same server: the same client, or clients of one address
+// (whatever their databases: one server is one failure). Sentinel clients
+// (redis.NewFailoverClient) all report the address "FailoverClient", so
+// only the same client is caught among them.
+func sameNode(a redis.UniversalClient, aa string, b redis.UniversalClient, ba string) bool {
+	if reflect.TypeOf(a) == reflect.TypeOf(b) && reflect.TypeOf(a).Comparable() && a == b {
+		return true
+	}
+	known := func(c redis.UniversalClient) bool {
+		switch c := c.(type) {
+		case *redis.Client:
+			return c.Options().Addr != failoverAddr
+		case *redis.ClusterClient:
+			return true
+		}
+		return false
+	}
+	return known(a) && known(b) && aa == ba
+}
+
+// failoverAddr is the address go-redis gives a Sentinel client's options.
+const failoverAddr = "FailoverClient"
 
 func addrOf(c redis.UniversalClient, i int) string {
 	switch c := c.(type) {

@@ -3,6 +3,7 @@ package redlock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +18,7 @@ func TestNewValidates(t *testing.T) {
 	mk := func(n int) []redis.UniversalClient {
 		cs := make([]redis.UniversalClient, n)
 		for i := range cs {
-			c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+			c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", i+1)})
 			t.Cleanup(func() { _ = c.Close() })
 			cs[i] = c
 		}
