@@ -133,14 +133,19 @@
 // quorum of nodes must carry it for the grant to stand. Hence, for two holds
 // A then B, some node in B's quorum carried a counter ≥ A's token before B's
 // increment there, and B's token is greater than A's: tokens increase per
-// key as long as a majority of the nodes keep their counters and the timing
-// assumptions of Redlock hold (bounded clock drift, no process pause
-// longer than the validity). That is the whole guarantee.
+// key as long as no node loses its counters and the timing assumptions of
+// Redlock hold (bounded clock drift, no process pause longer than the
+// validity). That is the whole guarantee.
 //
 // What it does not guarantee: a node that restarts without persistence
 // comes back with empty counters and no leases, so a majority made of
 // restarted and surviving nodes can grant the key again while the old hold
-// is still valid, and issue tokens no greater than earlier ones. The test
+// is still valid, and issue tokens no greater than earlier ones. A single
+// node losing its counters is enough, even while a majority keep theirs:
+// A's token may be carried by A's quorum only (a node unreachable then
+// never saw it), and if the one node that B's quorum shares with A's is the
+// one that lost its counters, B's token can be smaller than A's, after A
+// released the key. The test
 // servers, like many deployments, run without persistence. To keep counters
 // (and leases) across restarts run every node with appendonly yes and
 // appendfsync always, or delay a restarted node's return by more than the
