@@ -902,7 +902,8 @@ func (b *Backend) batch(ctx context.Context, timeout time.Duration, leases []ctx
 // an error matching ctxlock.ErrLost (wrapping a *QuorumError) when it can
 // no longer be confirmed by a quorum even if every unreachable node still
 // had it — the lease is then released at once on the nodes that still have
-// it, since a lock held on fewer than a quorum protects nothing; and a
+// it (and, in the background, on those that did not answer, which may have
+// extended it), since a lock held on fewer than a quorum protects nothing; and a
 // *QuorumError matching ctxlock.ErrUnavailable otherwise.
 func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.Duration) []error {
 	if len(leases) == 0 {
@@ -922,8 +923,8 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 		return b.nodes[i].Extend(ctx, leases, ttl), nil
 	})
 	out := make([]error, len(leases))
-	var lost []ctxlock.Lease
-	var lostOn [][]int
+	var lost, unknown []ctxlock.Lease
+	var lostOn, unknownOn [][]int
 	for j, errs := range res {
 		var err error
 		switch tallyOf(errs).verdict() {
@@ -933,18 +934,32 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 			err = b.quorumError("extend", leases[j].Key, errs, true)
 		default:
 			err = fmt.Errorf("%w: %w", ctxlock.ErrLost, b.quorumError("extend", leases[j].Key, errs, false))
-			var on []int
+			var on, maybe []int
 			for i, e := range errs {
-				if e == nil {
+				switch statusOf(e) {
+				case NodeOK:
 					on = append(on, i)
+				case NodeUnreachable:
+					// It may have extended the lease there.
+					maybe = append(maybe, i)
 				}
 			}
 			if len(on) > 0 {
 				lost = append(lost, leases[j])
 				lostOn = append(lostOn, on)
 			}
+			if len(maybe) > 0 {
+				unknown = append(unknown, leases[j])
+				unknownOn = append(unknownOn, maybe)
+			}
 		}
 		out[j] = err
+	}
+	if len(unknown) > 0 {
+		// Where the outcome is unknown the node may be slow to answer: in
+		// the background (Close waits for it).
+		rctx := context.WithoutCancel(ctx)
+		b.inflight.Go(func() { b.releaseOn(rctx, timeout, unknown, unknownOn) })
 	}
 	if len(lost) > 0 {
 		b.releaseOn(context.WithoutCancel(ctx), timeout, lost, lostOn)
