@@ -40,7 +40,8 @@
 // of backend attempts (ctxlock.attempts), whether the key was found held
 // (ctxlock.contended, with a "ctxlock.contended" event at the first such
 // attempt), the time spent waiting for the holder in seconds
-// (ctxlock.wait_time, 0 when it was never found held), the fencing token of the hold obtained
+// (ctxlock.wait_time, 0 when it was never found held, and always 0 for a
+// TryLock, which does not wait), the fencing token of the hold obtained
 // (ctxlock.fencing_token) and the outcome (ctxlock.outcome).
 //
 // Errors follow the contrib rules: span.RecordError, status Error with the
@@ -65,8 +66,8 @@
 // the acquire span has long ended and cannot take an event. Instead
 // [Instrumentation.HoldEnded] emits a short span "ctxlock.hold", a child of
 // that acquire span, so it shows up in the trace of the request that took the
-// lock, right under its ctxlock.Lock span. It spans the hold (from
-// acquisition to loss), has status Error, the attributes ctxlock.key,
+// lock, right under its ctxlock.acquire (or ctxlock.try_acquire) span. It
+// spans the hold (from acquisition to loss), has status Error, the attributes ctxlock.key,
 // ctxlock.backend, ctxlock.hold.end_reason, ctxlock.hold_time and error.type,
 // and an event "ctxlock.hold.lost" or "ctxlock.hold.expired" at the moment the
 // hold ended. Being a child, it is sampled with its trace (parent-based

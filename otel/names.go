@@ -40,7 +40,8 @@ const (
 	// attempt that found it held to the return. Every call records it, 0
 	// when it never found the key held (and always for TryLock, which does
 	// not wait), so its count is the number of calls.
-	// Attributes: backend, key, operation, outcome.
+	// Attributes: backend, key, operation, outcome, error.type (the same set
+	// as MetricAcquireDuration).
 	MetricWaitDuration = "ctxlock.wait.duration"
 	// MetricContention is an Int64Counter ({call}) of Lock and TryLock calls
 	// that found the key held at least once, counted when the first such
@@ -108,7 +109,8 @@ var (
 	// least once (bool).
 	AttrContended = attribute.Key("ctxlock.contended")
 	// AttrWaitTime is the time, in seconds, an acquire call waited because the
-	// key was held (double); 0 when it never found the key held.
+	// key was held (double); 0 when it never found the key held, and always
+	// 0 for TryLock, which does not wait.
 	AttrWaitTime = attribute.Key("ctxlock.wait_time")
 	// AttrFencingToken is the fencing token of the hold an acquire call
 	// obtained (int); present only when acquired.
