@@ -316,7 +316,9 @@ func (l *lockValue) unlockHold(expired <-chan struct{}) bool {
 
 // endError says why a hold of key ended, given its reason (see Lock.Err):
 // the reason itself when the hold was unlocked or lost, else (expired,
-// closed) an error wrapping ErrLost and the reason.
+// closed) an error wrapping ErrLost and the reason; an error wrapping ErrLost
+// alone when the reason can no longer be told (nil: the Lock value holds the
+// key again).
 func endError(key string, reason error) error {
 	if reason == nil {
 		// Our hold ended, but l holds the key again (another goroutine
