@@ -45,6 +45,9 @@
 // that owns a heap of deadlines: refresh due, validity deadline, release
 // retry. Backend I/O never runs on it: refreshes and releases go, batched,
 // to at most WithWorkers workers, so a hung backend cannot delay an expiry.
+// Nor do the user's tracer, meter and logger: no call ever makes them with
+// the Manager's mutex held, and the scheduler leaves its records to another
+// goroutine, so a slow exporter cannot delay an expiry either.
 // All leases due within a quarter of their refresh interval share one Extend
 // call, so 1,000 held locks cost a handful of round trips per interval.
 //

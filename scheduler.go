@@ -26,7 +26,9 @@ type job struct {
 // run is the Manager's scheduler goroutine. It owns the timing of every hold:
 // it ends holds at their validity deadline, batches due refreshes and releases
 // and dispatches them to at most workerLimit workers. It never does backend
-// I/O itself, so a hung backend cannot delay an expiry.
+// I/O itself, so a hung backend cannot delay an expiry; nor does it call the
+// user's tracer, meter or logger: its records go to a recorder goroutine
+// (unlockAsync), so a slow one cannot delay an expiry either.
 func (m *Manager) run() {
 	defer close(m.stopped)
 	timer := time.NewTimer(time.Hour)
