@@ -29,7 +29,9 @@ var (
 
 	// ErrExpired is the reason Lock.Err reports when the local validity deadline
 	// passed without a confirmed refresh, typically because the backend is
-	// unreachable. It fires before the server-side TTL ends (Liveness B).
+	// unreachable. A refresh confirmed only after the deadline does not count:
+	// its answer ends the hold with ErrExpired too. It fires before the
+	// server-side TTL ends (Liveness B).
 	ErrExpired = errors.New("ctxlock: lock expired")
 
 	// ErrClosed is returned by calls on a closed Manager, and is the reason
