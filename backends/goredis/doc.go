@@ -100,6 +100,13 @@
 // (ctxlock.RoundTripNotifier), so that an Unlock does not wake the
 // Manager's scheduler: the goroutine's next Lock of the key usually takes
 // the release along first (outside Cluster mode, where lanes come and go).
+// An Acquire or Relock whose caller gave up after it was sent still runs on
+// the server, and may take a lease or queue a waiter there: Release, Leave,
+// Requeue and Dequeue therefore first wait (within their ctx) for this
+// Backend's Acquire and Relock calls on the same key that were queued or in
+// flight when they were called, and a Release whose ctx ends while it
+// waits releases again, in the background (Close waits for it), once those
+// calls have been answered.
 //
 // # Errors
 //
@@ -125,8 +132,12 @@
 // silent for WithHealthCheckInterval it pings the server or, while waiters
 // listen on the inbox, publishes a probe to the inbox through the client,
 // which proves that it hears what is published where the client writes;
-// with no answer by the next interval it reconnects. After a reconnect
-// every watcher is woken, since a release may have been missed. Watchers of a lease that lapses (TTL
+// with no answer by the next interval it reconnects. A SUBSCRIBE or
+// UNSUBSCRIBE that fails is an outage too: it is sent again after a pause
+// (backing off). After a reconnect or such an outage every watcher is
+// woken, since a release may have been missed; likewise a watcher whose
+// Watch or WatchWaiter returned before the server confirmed its
+// subscription (WithSubscribeWait) is hinted once the confirmation comes. Watchers of a lease that lapses (TTL
 // expiry rather than release) are woken only with WithExpiryNotifications
 // and notify-keyspace-events configured on the server; otherwise the
 // Manager retries at the holder's remaining TTL. Queued waiters are woken by

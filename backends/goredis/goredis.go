@@ -374,9 +374,9 @@ func (b *Backend) WatchWaiter(key, waiter string) (turns <-chan ctxlock.Handoff,
 // Leave implements ctxlock.WaiterQueue: it takes waiter out of key's queue,
 // releases the key if a release had granted it to waiter, and, when the key
 // is free, hands it to the next waiter (leave.lua; with WithWaiterHints it
-// tells the next waiter instead). Like Release, it first waits for this
-// Backend's calls on key still in flight, so that a refusal arriving late
-// does not queue waiter again.
+// tells the next waiter instead). Like Release, it first waits (within ctx)
+// for this Backend's Acquire and Relock calls on key still queued or in
+// flight, so that a refusal arriving late does not queue waiter again.
 func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 	lk := b.lockKey(key)
 	b.batch.settle(ctx, 1, func(int) string { return lk })
@@ -390,7 +390,9 @@ func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 // Dequeue takes waiter out of key's queue and does nothing else: no key is
 // released, handed over or hinted. A backend built on several servers with
 // WithWaiterHints calls it where a waiter that holds the key (on a quorum)
-// was queued after all, by an attempt that answered late.
+// was queued after all, by an attempt that answered late. Like Leave, it
+// first waits (within ctx) for this Backend's calls on key still queued or
+// in flight.
 func (b *Backend) Dequeue(ctx context.Context, key, waiter string) error {
 	lk := b.lockKey(key)
 	b.batch.settle(ctx, 1, func(int) string { return lk })
@@ -407,8 +409,9 @@ func (b *Backend) Dequeue(ctx context.Context, key, waiter string) error {
 // attempt did not reach its quorum — and puts waiter back in its place in the
 // key's queue, refreshing it for ttl, so that it keeps its turn. When that
 // frees the key it tells the queue's first waiter, unless that is waiter,
-// which retries on its own (requeue.lua). Without WithWaiterHints it is
-// Release.
+// which retries on its own (requeue.lua). Like Release, it first waits
+// (within ctx) for this Backend's calls on the key still queued or in
+// flight. Without WithWaiterHints it is Release.
 func (b *Backend) Requeue(ctx context.Context, lease ctxlock.Lease, waiter string, ttl time.Duration) error {
 	if len(b.hintArgs) == 0 {
 		if errs := b.Release(ctx, []ctxlock.Lease{lease}); errs != nil {
@@ -628,7 +631,10 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 // have stopped waiting for them: a release overtaking the acquire that
 // took its lease would leave the lease on the server for its TTL. That
 // happens to an attempt abandoned when its context ended, and, in
-// backends/redlock, to the nodes answering after the quorum decided.
+// backends/redlock, to the nodes answering after the quorum decided. When
+// ctx ends before those calls are answered, it releases the leases of
+// their keys again, in the background, once they have been answered (that
+// second release is bounded by one second; Close waits for it).
 func (b *Backend) Release(ctx context.Context, leases []ctxlock.Lease) []error {
 	errs, _ := b.ReleaseContended(ctx, leases)
 	return errs
