@@ -84,6 +84,9 @@ type Evicter interface {
 }
 
 // Run runs the conformance suite against the Backends that newBackend makes.
+// Unless WithFakeTime or WithRealTime is given, it first calls newBackend
+// once outside any bubble, to ask that Backend whether it is FakeTimeSafe,
+// and closes it.
 func Run(t *testing.T, newBackend func(t *testing.T) ctxlock.Backend, opts ...Option) {
 	cfg := config{}
 	for _, o := range opts {

@@ -3,7 +3,8 @@
 // backend contract.
 //
 // Leases have real TTL semantics on time.Now, so the backend runs unchanged
-// inside a testing/synctest bubble, where TTLs of hours pass in microseconds.
+// inside a testing/synctest bubble, where TTLs of hours pass in microseconds
+// (it is locktest.FakeTimeSafe: locktest.Run tests it under fake time).
 // Every key has a fencing counter that survives releases, and watchers are
 // notified when a key is released or its lease lapses. SetUnavailable and
 // SetLatency are switches for tests: they make the store fail or slow.
@@ -276,7 +277,8 @@ func (b *Backend) Release(ctx context.Context, leases []ctxlock.Lease) []error {
 }
 
 // ReleaseContended implements ctxlock.ContentionReporter: it releases like
-// Release and reports which leases another owner tried to take.
+// Release and reports which leases another owner tried to take while they
+// lasted (the mark lapses with the lease, as on Redis).
 func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) (errs []error, contended []bool) {
 	if err := b.delay(ctx, 0); err != nil {
 		return fill(len(leases), err), nil
