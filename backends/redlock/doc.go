@@ -25,7 +25,9 @@
 //	expired, err := lock.Lock(ctx)
 //
 // The nodes must be independent masters: not replicas of one another, not
-// shards of one Cluster. Each node stores the lease, the fencing counter and
+// shards of one Cluster; New refuses a server passed twice (the same client,
+// or two clients of one address), which would count twice in the quorum.
+// Each node stores the lease, the fencing counter and
 // the release channel exactly as the goredis package does (see its data
 // layout).
 //
@@ -50,15 +52,17 @@
 // decided; calls to slow nodes finish in the background, bounded by their
 // timeouts, so a frozen minority of nodes costs no latency once a quorum
 // answered. A node's release of a lease, and a waiter's leaving its queue,
-// wait there for that node's acquire of the key still running (see
-// goredis.Backend.Release), so that a slow node does not take the key
-// after its release and keep it for a TTL.
+// wait there for that node's acquires and relocks of the key that had
+// started before it and are still running (see goredis.Backend.Release),
+// so that a slow node does not take the key after its release and keep it
+// for a TTL.
 //
 // Extend runs one pipeline per node for the whole batch, all nodes at once,
 // and keeps a lease only while a quorum confirms it. A lease that can no
 // longer reach a quorum is reported lost (ctxlock.ErrLost) and released on
-// the nodes that still have it, so that a lock held on fewer than a quorum
-// never lingers. A lease not confirmed because nodes did not answer is a
+// the nodes that still have it, and in the background on the nodes that did
+// not answer (which may have extended it), so that a lock held on fewer
+// than a quorum never lingers. A lease not confirmed because nodes did not answer is a
 // transient fault: the Manager retries, and the hold's expiry channel closes
 // at its validity deadline if no quorum confirms in time. Release runs one
 // owner-checked pipeline per node, all at once, and succeeds once a quorum
