@@ -1240,7 +1240,9 @@ func (m *Manager) Health(ctx context.Context) ([]string, error) {
 // a backend attempt has returned (they return ErrClosed at once, after
 // leaving the backend's waiter queue; what an attempt in flight took is
 // released like any pending release), or until ctx is done; then it stops
-// the scheduler and its workers. When it returns, nothing it started still
+// the scheduler and its workers, and waits (whether or not ctx is done) for
+// the tracer, meter and logger records the scheduler left to its recorder
+// goroutine. When it returns, nothing it started still
 // uses the backend, unless ctx ended first, so the backend may be closed
 // then.
 //
