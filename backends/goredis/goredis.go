@@ -847,8 +847,9 @@ func (b *Backend) Health(ctx context.Context) (conditions []string, err error) {
 }
 
 // Close stops the backend's subscription and its goroutines, and wakes every
-// watcher; it waits for the Acquire and Relock pipelines in flight. It does
-// not close the client. It is idempotent.
+// watcher; it waits for the Acquire and Relock pipelines in flight, and for
+// the second releases of Releases that stopped waiting for them (see
+// Release). It does not close the client. It is idempotent.
 func (b *Backend) Close() error {
 	b.hub.close()
 	b.batch.close()
