@@ -552,7 +552,8 @@ func (bt *batcher) later(calls []*call, f func()) bool {
 }
 
 // close makes new calls bypass the batcher and waits for the batches in
-// flight (each bounded by its calls' timeouts or the client's timeouts).
+// flight (each bounded by its calls' timeouts or the client's timeouts) and
+// for the functions later started (releaseAfter's second releases).
 // It is idempotent.
 func (bt *batcher) close() {
 	bt.mu.Lock()
