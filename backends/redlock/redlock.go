@@ -991,7 +991,11 @@ func (b *Backend) releaseOn(ctx context.Context, timeout time.Duration, leases [
 // nodes released it (or no longer had it): a quorum of nodes is then free
 // for others, and the nodes that did not answer drop the lease at its TTL.
 // Otherwise it returns a *QuorumError (matching ctxlock.ErrUnavailable
-// unless permanent errors caused it), and the Manager retries.
+// unless permanent errors caused it), and the Manager retries. On each node
+// the release first waits for that node's acquires and relocks of the key
+// that had started and not yet returned (each bounded by its per-node
+// timeout), so that a straggling acquire cannot take the key there after
+// the release.
 func (b *Backend) Release(ctx context.Context, leases []ctxlock.Lease) []error {
 	errs, _ := b.ReleaseContended(ctx, leases)
 	return errs
@@ -1126,7 +1130,9 @@ func (b *Backend) afterAttempts(ctx context.Context, i, n int, key func(j int) s
 // done (the nodes' calls go on in the background). Where the key is free,
 // the node's next waiter is told (see WatchWaiter). It reports a
 // *QuorumError when fewer than a quorum of nodes succeeded; a place left
-// behind on a node lapses after goredis.WithWaiterKeep anyway.
+// behind on a node lapses after goredis.WithWaiterKeep anyway. Like
+// Release, it waits on each node for that node's attempts on key that had
+// started, so that a late refusal does not queue waiter there again.
 func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 	b.queued.Delete(waiter)
 	fn := startFan(b, context.WithoutCancel(ctx), min(DefaultReleaseTimeout, untilDeadline(ctx)), nil, errNoAnswer, func(ctx context.Context, i int) error {
