@@ -31,3 +31,27 @@ func TestNewTypedNilClient(t *testing.T) {
 		})
 	}
 }
+
+// taggedClient is a client of a comparable type whose value is not
+// comparable (a slice in an interface field): == on two of them panics.
+type taggedClient struct {
+	*redis.Client
+	tag any
+}
+
+// New's check for a server passed twice must not panic on such clients
+// (whether it can tell two wrappers of one client apart is another matter:
+// it knows go-redis's own client types only).
+func TestNewIncomparableClientValues(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer c.Close()
+	defer func() {
+		if r := recover(); r != nil {
+			t.Fatalf("New panicked: %v", r)
+		}
+	}()
+	b, err := redlock.New([]redis.UniversalClient{taggedClient{c, []int{1}}, taggedClient{c, []int{2}}})
+	if err == nil {
+		_ = b.Close()
+	}
+}

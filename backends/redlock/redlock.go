@@ -257,7 +257,11 @@ func isNil(c redis.UniversalClient) bool {
 // (redis.NewFailoverClient) all report the address "FailoverClient", so
 // only the same client is caught among them.
 func sameNode(a redis.UniversalClient, aa string, b redis.UniversalClient, ba string) bool {
-	if reflect.TypeOf(a) == reflect.TypeOf(b) && reflect.TypeOf(a).Comparable() && a == b {
+	// Compared only when both values can be: a comparable client type
+	// may hold an incomparable value (a slice in an interface field), and
+	// == would panic on it.
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	if va.Type() == vb.Type() && va.Comparable() && vb.Comparable() && a == b {
 		return true
 	}
 	known := func(c redis.UniversalClient) bool {

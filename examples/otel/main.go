@@ -421,7 +421,7 @@ func summarize(s sdktrace.ReadOnlySpan) string {
 	}
 	switch s.Name() {
 	case ctxlockotel.SpanLock, ctxlockotel.SpanTryLock:
-		line := fmt.Sprintf("%-15s trace %s key=%s outcome=%s attempts=%d contended=%v",
+		line := fmt.Sprintf("%-19s trace %s key=%s outcome=%s attempts=%d contended=%v",
 			s.Name(), tid, a[ctxlockotel.AttrKey].AsString(), a[ctxlockotel.AttrOutcome].AsString(),
 			a[ctxlockotel.AttrAttempts].AsInt64(), a[ctxlockotel.AttrContended].AsBool())
 		if v, ok := a[ctxlockotel.AttrWaitTime]; ok {
@@ -432,14 +432,14 @@ func summarize(s sdktrace.ReadOnlySpan) string {
 		}
 		return line + fmt.Sprintf(" duration=%v", s.EndTime().Sub(s.StartTime()).Round(time.Millisecond)) + status
 	case ctxlockotel.SpanHold:
-		return fmt.Sprintf("%-15s trace %s key=%s end_reason=%s hold_time=%v (child of the Lock span of that trace)%s",
+		return fmt.Sprintf("%-19s trace %s key=%s end_reason=%s hold_time=%v (child of the acquire span of that trace)%s",
 			s.Name(), tid, a[ctxlockotel.AttrKey].AsString(), a[ctxlockotel.AttrHoldEndReason].AsString(),
 			seconds(a[ctxlockotel.AttrHoldTime].AsFloat64()), status)
 	case ctxlockotel.SpanRefresh, ctxlockotel.SpanRelease:
 		if status == "" {
 			return ""
 		}
-		return fmt.Sprintf("%-15s trace %s batch.size=%d batch.failed=%d%s", s.Name(), tid,
+		return fmt.Sprintf("%-19s trace %s batch.size=%d batch.failed=%d%s", s.Name(), tid,
 			a[ctxlockotel.AttrBatchSize].AsInt64(), a[ctxlockotel.AttrBatchFailed].AsInt64(), status)
 	}
 	return ""
