@@ -379,8 +379,12 @@ func (b *Backend) WatchWaiter(key, waiter string) (turns <-chan ctxlock.Handoff,
 // flight, so that a refusal arriving late does not queue waiter again.
 func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 	lk := b.lockKey(key)
-	b.batch.settle(ctx, 1, func(int) string { return lk })
-	err := leaveScript.Run(ctx, b.client, []string{lk, lk + b.suffixes[3], lk + b.suffixes[4], lk + fenceSuffix}, append([]any{waiter, lk + channelSuffix}, b.hintArgs...)...).Err()
+	keys := []string{lk, lk + b.suffixes[3], lk + b.suffixes[4], lk + fenceSuffix}
+	args := append([]any{waiter, lk + channelSuffix}, b.hintArgs...)
+	if unsettled := b.batch.settle(ctx, 1, func(int) string { return lk }); unsettled != nil {
+		b.runAfter(unsettled, func(ctx context.Context) { _ = leaveScript.Run(ctx, b.client, keys, args...).Err() })
+	}
+	err := leaveScript.Run(ctx, b.client, keys, args...).Err()
 	if err != nil {
 		return b.wrap("leave", key, err)
 	}
@@ -395,8 +399,11 @@ func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 // in flight.
 func (b *Backend) Dequeue(ctx context.Context, key, waiter string) error {
 	lk := b.lockKey(key)
-	b.batch.settle(ctx, 1, func(int) string { return lk })
-	err := leaveScript.Run(ctx, b.client, []string{lk, lk + b.suffixes[3], lk + b.suffixes[4], lk + fenceSuffix}, waiter, "", "", "1").Err()
+	keys := []string{lk, lk + b.suffixes[3], lk + b.suffixes[4], lk + fenceSuffix}
+	if unsettled := b.batch.settle(ctx, 1, func(int) string { return lk }); unsettled != nil {
+		b.runAfter(unsettled, func(ctx context.Context) { _ = leaveScript.Run(ctx, b.client, keys, waiter, "", "", "1").Err() })
+	}
+	err := leaveScript.Run(ctx, b.client, keys, waiter, "", "", "1").Err()
 	if err != nil {
 		return b.wrap("dequeue", key, err)
 	}
@@ -722,6 +729,25 @@ func (b *Backend) releaseAfter(calls []*call, leases []ctxlock.Lease) {
 				b.hub.wake(b.lockKey(again[i].Key) + channelSuffix)
 			}
 		}
+	}
+	if !b.batch.later(calls, f) {
+		f() // closed, and calls answered: at once
+	}
+}
+
+// runAfter runs op again, in the background, bounded by
+// laterReleaseTimeout, once calls, which a Leave or Dequeue stopped waiting
+// for when its ctx ended, have been answered: one of them may queue the
+// waiter again after the leave (as releaseAfter does for a Release). Close
+// waits for it.
+func (b *Backend) runAfter(calls []*call, op func(ctx context.Context)) {
+	f := func() {
+		for _, c := range calls {
+			<-c.done // each ends by itself, bounded by its batch's timeouts
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), laterReleaseTimeout)
+		defer cancel()
+		op(ctx)
 	}
 	if !b.batch.later(calls, f) {
 		f() // closed, and calls answered: at once
