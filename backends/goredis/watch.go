@@ -447,9 +447,12 @@ func (h *hub) readLoop() {
 					// new one, or forever if it never does.
 					pingPending = true
 					ctx, cancel := context.WithTimeout(h.ctx, h.healthEvery)
-					if h.inboxConfirmed() {
-						_ = h.client.Publish(ctx, h.inbox, inboxProbe).Err()
-					} else {
+					// A probe that fails says nothing about the
+					// subscription (in Cluster mode it goes to any master,
+					// not the subscription's): it pings then.
+					if !h.inboxConfirmed() || h.client.Publish(ctx, h.inbox, inboxProbe).Err() != nil {
+						cancel()
+						ctx, cancel = context.WithTimeout(h.ctx, h.healthEvery)
 						_ = ps.Ping(ctx)
 					}
 					cancel()

@@ -1,0 +1,96 @@
+package goredis
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ctxlock/ctxlock/internal/redistest"
+)
+
+// probeHook reports each inbox probe the hub publishes through the client,
+// with its result.
+type probeHook struct{ probes chan error }
+
+func (h probeHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h probeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h probeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if args := cmd.Args(); cmd.Name() == "publish" && len(args) == 3 && args[2] == inboxProbe {
+			select {
+			case h.probes <- err:
+			default: // the test has stopped listening
+			}
+		}
+		return err
+	}
+}
+
+// In Cluster mode the inbox probe (a PUBLISH without a key) goes to the
+// masters in turn. While one of them, not the one the subscription is on,
+// does not answer, a probe sent to it failed and the hub took that for a
+// dead subscription: it dropped and rebuilt a subscription that was fine
+// (a window in which releases are lost, a wake-up of every watcher, and
+// Health reporting the subscription down), again and again.
+func TestClusterProbeToAnotherMasterKeepsSubscription(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	c := cl.Client(t)
+	hook := probeHook{probes: make(chan error, 64)}
+	c.AddHook(hook)
+	b := New(c, WithHealthCheckInterval(100*time.Millisecond))
+	t.Cleanup(func() { _ = b.Close() })
+	_, stop := b.WatchWaiter("k", "w")
+	defer stop()
+
+	timeout := time.After(30 * time.Second)
+	next := func() error {
+		select {
+		case err := <-hook.probes:
+			return err
+		case <-timeout:
+			t.Fatal("no probe in 30s")
+			return nil
+		}
+	}
+	for next() != nil { // the subscription is up, and the probes heard
+	}
+	ctx := context.Background()
+	var subNode *redistest.Server
+	for _, n := range cl.Nodes() {
+		m, err := n.Client(t).PubSubNumSub(ctx, b.Inbox()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m[b.Inbox()] > 0 {
+			subNode = n
+		}
+	}
+	if subNode == nil {
+		t.Fatal("no node has the inbox's subscription")
+	}
+	victim := cl.Node(0)
+	if victim == subNode {
+		victim = cl.Node(1)
+	}
+	b.hub.mu.Lock()
+	ps := b.hub.ps
+	b.hub.mu.Unlock()
+	victim.Stop()
+	t.Cleanup(victim.Cont)
+
+	for next() == nil { // until a probe went to the frozen master
+	}
+	next() // the hub has dealt with the failed probe: it sends the next one
+	b.hub.mu.Lock()
+	replaced, state := b.hub.ps != ps, b.hub.state
+	b.hub.mu.Unlock()
+	if replaced || state == subDown {
+		t.Fatalf("a probe to a frozen master (%s), not the subscription's (%s), had the hub drop its subscription (replaced %v, down %v)",
+			victim.Addr(), subNode.Addr(), replaced, state == subDown)
+	}
+}
