@@ -104,9 +104,9 @@
 // the server, and may take a lease or queue a waiter there: Release, Leave,
 // Requeue and Dequeue therefore first wait (within their ctx) for this
 // Backend's Acquire and Relock calls on the same key that were queued or in
-// flight when they were called, and a Release whose ctx ends while it
-// waits releases again, in the background (Close waits for it), once those
-// calls have been answered.
+// flight when they were called, and a Release, Leave or Dequeue whose ctx
+// ends while it waits runs again, in the background (Close waits for it),
+// once those calls have been answered.
 //
 // # Errors
 //
