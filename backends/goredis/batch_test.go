@@ -956,23 +956,7 @@ func TestReleaseDoesNotOvertakeAbandonedAcquire(t *testing.T) {
 	b := New(c)
 	t.Cleanup(func() { _ = b.Close() })
 	key, ctx := "settle/"+t.Name(), context.Background()
-	warm := ctxlock.AcquireRequest{Key: key + "/warm", Owner: "w", TTL: time.Minute, Timeout: time.Second}
-	if _, err := b.Acquire(ctx, warm); err != nil {
-		t.Fatal(err) // the script is cached
-	}
-	h := redistest.NewHoldNextPipeline(t)
-	c.AddHook(h)
-
-	actx, cancel := context.WithCancel(ctx)
-	go func() {
-		<-h.Reached() // sent: held before the server
-		cancel()
-	}()
-	req := ctxlock.AcquireRequest{Key: key, Owner: "abandoned", TTL: time.Minute, Timeout: time.Minute}
-	if _, err := b.Acquire(actx, req); !errors.Is(err, context.Canceled) {
-		h.Let()
-		t.Fatalf("Acquire given up while in flight: %v", err)
-	}
+	h, req := abandonAcquireInFlight(t, b, c, key)
 	waiting := make(chan struct{})
 	b.batch.settleWaits = func() { close(waiting) }
 	released := make(chan []error, 1)
@@ -1048,4 +1032,30 @@ func TestReleaseCostIgnoresCallsOnOtherKeys(t *testing.T) {
 	if busy > idle+2 {
 		t.Fatalf("Release of a key nobody calls: %v allocations with %d calls on other keys pending, %v with none", busy, others, idle)
 	}
+}
+
+// abandonAcquireInFlight makes an Acquire of key on b (whose client is c)
+// that its caller gives up once it has been sent, while the returned hook
+// holds its pipeline before the server (Let sends it on). It returns the
+// hook and the request.
+func abandonAcquireInFlight(t *testing.T, b *Backend, c *redis.Client, key string) (*redistest.HoldNextPipeline, ctxlock.AcquireRequest) {
+	t.Helper()
+	ctx := context.Background()
+	warm := ctxlock.AcquireRequest{Key: key + "/warm", Owner: "w", TTL: time.Minute, Timeout: time.Second}
+	if _, err := b.Acquire(ctx, warm); err != nil {
+		t.Fatal(err) // the script is cached
+	}
+	h := redistest.NewHoldNextPipeline(t)
+	c.AddHook(h)
+	actx, cancel := context.WithCancel(ctx)
+	go func() {
+		<-h.Reached() // sent: held before the server
+		cancel()
+	}()
+	req := ctxlock.AcquireRequest{Key: key, Owner: "abandoned", TTL: time.Minute, Timeout: time.Minute}
+	if _, err := b.Acquire(actx, req); !errors.Is(err, context.Canceled) {
+		h.Let()
+		t.Fatalf("Acquire given up while in flight: %v", err)
+	}
+	return h, req
 }

@@ -378,15 +378,19 @@ func (b *Backend) WatchWaiter(key, waiter string) (turns <-chan ctxlock.Handoff,
 // for this Backend's Acquire and Relock calls on key still queued or in
 // flight, so that a refusal arriving late does not queue waiter again.
 func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
+	return b.leave(ctx, "leave", key, append([]any{waiter, b.lockKey(key) + channelSuffix}, b.hintArgs...))
+}
+
+// leave runs leave.lua on key with args after settle, and again once the
+// calls settle stopped waiting for have been answered (runAfter).
+func (b *Backend) leave(ctx context.Context, op, key string, args []any) error {
 	lk := b.lockKey(key)
 	keys := []string{lk, lk + b.suffixes[3], lk + b.suffixes[4], lk + fenceSuffix}
-	args := append([]any{waiter, lk + channelSuffix}, b.hintArgs...)
 	if unsettled := b.batch.settle(ctx, 1, func(int) string { return lk }); unsettled != nil {
 		b.runAfter(unsettled, func(ctx context.Context) { _ = leaveScript.Run(ctx, b.client, keys, args...).Err() })
 	}
-	err := leaveScript.Run(ctx, b.client, keys, args...).Err()
-	if err != nil {
-		return b.wrap("leave", key, err)
+	if err := leaveScript.Run(ctx, b.client, keys, args...).Err(); err != nil {
+		return b.wrap(op, key, err)
 	}
 	return nil
 }
@@ -398,16 +402,7 @@ func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 // first waits (within ctx) for this Backend's calls on key still queued or
 // in flight.
 func (b *Backend) Dequeue(ctx context.Context, key, waiter string) error {
-	lk := b.lockKey(key)
-	keys := []string{lk, lk + b.suffixes[3], lk + b.suffixes[4], lk + fenceSuffix}
-	if unsettled := b.batch.settle(ctx, 1, func(int) string { return lk }); unsettled != nil {
-		b.runAfter(unsettled, func(ctx context.Context) { _ = leaveScript.Run(ctx, b.client, keys, waiter, "", "", "1").Err() })
-	}
-	err := leaveScript.Run(ctx, b.client, keys, waiter, "", "", "1").Err()
-	if err != nil {
-		return b.wrap("dequeue", key, err)
-	}
-	return nil
+	return b.leave(ctx, "dequeue", key, []any{waiter, "", "", "1"})
 }
 
 // Requeue gives back lease (owner-checked, as Release), which an attempt of
@@ -693,16 +688,32 @@ func (b *Backend) releaseArgs(l ctxlock.Lease) []any {
 	return append([]any{l.Owner, b.lockKey(l.Key) + channelSuffix}, b.hintArgs...)
 }
 
-// laterReleaseTimeout bounds releaseAfter's release.
-const laterReleaseTimeout = time.Second
+// laterTimeout bounds what runAfter runs.
+const laterTimeout = time.Second
 
-// releaseAfter releases again, in the background, the leases of the keys
-// of calls, which a Release stopped waiting for when its ctx ended, once
-// they have been answered: the release sent meanwhile may have reached the
-// server before them, and one of them may take its lease (in
-// backends/redlock a node's release then fails unseen, the quorum having
-// released the lease, and the node would keep it for its TTL). Close waits
-// for it.
+// runAfter runs op again, in the background, bounded by laterTimeout, once
+// calls have been answered: a Release, Leave or Dequeue stopped waiting for
+// them (settle) when its ctx ended, so what it sent may have reached the
+// server before them, and one of them may then take its lease or queue the
+// waiter again. Close waits for it.
+func (b *Backend) runAfter(calls []*call, op func(ctx context.Context)) {
+	f := func() {
+		for _, c := range calls {
+			<-c.done // each ends by itself, bounded by its batch's timeouts
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), laterTimeout)
+		defer cancel()
+		op(ctx)
+	}
+	if !b.batch.later(calls, f) {
+		f() // closed, and calls answered: at once
+	}
+}
+
+// releaseAfter is runAfter for a Release: it releases again the leases of
+// the keys of calls (in backends/redlock a node's release overtaken by its
+// acquire would fail unseen, the quorum having released the lease, and the
+// node would keep it for its TTL).
 func (b *Backend) releaseAfter(calls []*call, leases []ctxlock.Lease) {
 	var again []ctxlock.Lease
 	for _, l := range leases {
@@ -714,12 +725,7 @@ func (b *Backend) releaseAfter(calls []*call, leases []ctxlock.Lease) {
 			}
 		}
 	}
-	f := func() {
-		for _, c := range calls {
-			<-c.done // each ends by itself, bounded by its batch's timeouts
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), laterReleaseTimeout)
-		defer cancel()
+	b.runAfter(calls, func(ctx context.Context) {
 		cmds, _ := b.runBatch(ctx, releaseScript, again, true, replicaAcks{}, b.releaseArgs)
 		for i, cmd := range cmds {
 			if cmd == nil {
@@ -729,29 +735,7 @@ func (b *Backend) releaseAfter(calls []*call, leases []ctxlock.Lease) {
 				b.hub.wake(b.lockKey(again[i].Key) + channelSuffix)
 			}
 		}
-	}
-	if !b.batch.later(calls, f) {
-		f() // closed, and calls answered: at once
-	}
-}
-
-// runAfter runs op again, in the background, bounded by
-// laterReleaseTimeout, once calls, which a Leave or Dequeue stopped waiting
-// for when its ctx ended, have been answered: one of them may queue the
-// waiter again after the leave (as releaseAfter does for a Release). Close
-// waits for it.
-func (b *Backend) runAfter(calls []*call, op func(ctx context.Context)) {
-	f := func() {
-		for _, c := range calls {
-			<-c.done // each ends by itself, bounded by its batch's timeouts
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), laterReleaseTimeout)
-		defer cancel()
-		op(ctx)
-	}
-	if !b.batch.later(calls, f) {
-		f() // closed, and calls answered: at once
-	}
+	})
 }
 
 // runBatch runs script once per lease in one pipeline (EVALSHA), then

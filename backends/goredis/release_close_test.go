@@ -5,7 +5,6 @@ import (
 	"errors"
 	"runtime"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -23,23 +22,7 @@ func TestReleaseAgainWhileClosing(t *testing.T) {
 	c := s.Client(t)
 	b := New(c)
 	key, ctx := "settle/"+t.Name(), context.Background()
-	warm := ctxlock.AcquireRequest{Key: key + "/warm", Owner: "w", TTL: time.Minute, Timeout: time.Second}
-	if _, err := b.Acquire(ctx, warm); err != nil {
-		t.Fatal(err) // the script is cached
-	}
-	h := redistest.NewHoldNextPipeline(t)
-	c.AddHook(h)
-
-	actx, cancel := context.WithCancel(ctx)
-	go func() {
-		<-h.Reached() // sent: held before the server
-		cancel()
-	}()
-	req := ctxlock.AcquireRequest{Key: key, Owner: "abandoned", TTL: time.Minute, Timeout: time.Minute}
-	if _, err := b.Acquire(actx, req); !errors.Is(err, context.Canceled) {
-		h.Let()
-		t.Fatalf("Acquire given up while in flight: %v", err)
-	}
+	h, req := abandonAcquireInFlight(t, b, c, key)
 	closed := make(chan struct{})
 	go func() { _ = b.Close(); close(closed) }()
 	for { // Close waits for the straggler's batch
