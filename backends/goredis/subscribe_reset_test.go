@@ -16,13 +16,15 @@ import (
 )
 
 // probeHold holds the hub's inbox probe (a PUBLISH of "probe") once armed,
-// and reports every dial.
+// and reports every dial. With fail set, the held probe then fails with it
+// instead of going out.
 type probeHold struct {
 	mu      sync.Mutex
 	armed   bool
 	reached chan struct{}
 	let     chan struct{}
 	dials   chan struct{}
+	fail    error
 }
 
 func (h *probeHold) DialHook(next redis.DialHook) redis.DialHook {
@@ -48,6 +50,9 @@ func (h *probeHold) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		if hold {
 			close(h.reached)
 			<-h.let
+			if h.fail != nil {
+				return h.fail
+			}
 		}
 		return next(ctx, cmd)
 	}

@@ -453,7 +453,14 @@ func (h *hub) readLoop() {
 					if !h.inboxConfirmed() || h.client.Publish(ctx, h.inbox, inboxProbe).Err() != nil {
 						cancel()
 						ctx, cancel = context.WithTimeout(h.ctx, h.healthEvery)
-						_ = ps.Ping(ctx)
+						if err := ps.Ping(ctx); err != nil {
+							// A PING that fails on a broken connection makes
+							// go-redis reconnect inside it (resubscribing):
+							// what was published meanwhile was lost, so the
+							// link was down, and the watchers are woken when
+							// the next reply shows it is back.
+							h.setDown(err)
+						}
 					}
 					cancel()
 					continue
