@@ -500,11 +500,16 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		for !try && (ks.waiters[0] != w || ks.holder != nil || ks.releasing()) {
 			w.ensureWake()
 			w.turnWait = true
+			// Waiting only for our own release in flight is not contention
+			// (nobody else holds the key; a TryLock does not count it either).
+			behind := ks.waiters[0] != w || ks.holder != nil
 			m.unlock()
 			// Recorded with the mutex released (see unlock); should the
 			// tracer or meter panic, the call leaves the key's queue first
 			// (see the deferred cleanup above).
-			rec.Queued()
+			if behind {
+				rec.Queued()
+			}
 			select {
 			case <-w.wake:
 			case <-ctx.Done():
