@@ -118,7 +118,10 @@ type Relocker interface {
 	// waits to be told its turn. When the key was only wanted by owners
 	// that do not queue (a refused TryLock), queued is false and the
 	// Manager tries again after a short pause, as it does after a contended
-	// release: nobody would tell it when the key is free.
+	// release: nobody would tell it when the key is free. A refused Relock
+	// (err matching ErrHeld) that queued req.Waiter, as a refused Acquire
+	// does, reports queued true too; one that did not (false) leaves the
+	// waiter to queue with its next attempt.
 	Relock(ctx context.Context, old Lease, req AcquireRequest) (lease Lease, wanted, queued bool, err error)
 }
 

@@ -570,11 +570,12 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 			firstSent := !sent // no earlier attempt can have queued our waiter
 			sent = sent || waiter != ""
 			var (
-				lease Lease
-				err   error
+				lease  Lease
+				err    error
+				behind bool // a Relock queued our waiter (yielding, or refused)
 			)
 			if relock != nil {
-				var wanted, behind bool
+				var wanted bool
 				lease, wanted, behind, err = m.relocker.Relock(ctx, relock.lease, req)
 				yield = wanted && err == nil
 				if yield && waiter != "" {
@@ -611,7 +612,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				rec.Attempt(held)
 				if held {
 					contended = true
-					queued = queued || (waiter != "" && relock == nil)
+					queued = queued || (waiter != "" && (relock == nil || behind))
 				}
 			}
 

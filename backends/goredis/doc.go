@@ -75,7 +75,9 @@
 // still pending for sends relock.lua (release and acquire in one round trip,
 // ctxlock.Relocker), which hands the key to the first waiter instead, and
 // queues the caller behind them, when others wait: under contention each
-// acquisition costs one request. A waiter whose process dies while queued
+// acquisition costs one request. A relock refused (the key held by another
+// owner) queues the caller's waiter as a refused Acquire does (not with
+// WithWaiterHints). A waiter whose process dies while queued
 // keeps the key from others for at most WithWaiterKeep after its last
 // retry, plus the TTL of a grant it received (also at most WithWaiterKeep).
 //

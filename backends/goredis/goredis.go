@@ -570,7 +570,9 @@ func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.Acq
 		b.hub.wake(channel) // this backend's own watchers hear it at once
 		return ctxlock.Lease{}, true, queued, nil
 	}
-	return lease, false, false, err
+	// A refusal queued the waiter, as Acquire's does (not with hints).
+	queued = req.Waiter != "" && len(b.hintArgs) == 0 && errors.Is(err, ctxlock.ErrHeld)
+	return lease, false, queued, err
 }
 
 // AfterRoundTrip implements ctxlock.RoundTripNotifier: f runs once the

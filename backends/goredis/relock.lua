@@ -17,7 +17,8 @@
 -- the caller's waiter (see acquire.lua), {2, 1} when released for the queued
 -- waiters (not acquired; the caller's waiter queued behind them), {2, 0}
 -- when released for owners that wanted the key but do not queue (not
--- acquired, not queued), {0, pttl, fence} when refused.
+-- acquired, not queued), {0, pttl, fence} when refused (the caller's
+-- waiter queued, as acquire.lua queues it, unless with hints).
 local v = redis.call('GET', KEYS[1])
 -- The common case first, before the queue helpers are defined (defining
 -- them costs the server more than this path's four calls): the old owner
@@ -95,5 +96,11 @@ if v == ARGV[1] then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
     return {1, token}
   end
+end
+if ARGV[5] ~= '' and not ARGV[8] then
+  -- Refused as acquire.lua would refuse it: the waiter queues (or keeps its
+  -- place) as it would there, rather than a retry delay later. With hints
+  -- (redlock's nodes) it does not: see redlock's queues.
+  enqueue(KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[2]), ARGV[7], metadata(ARGV[1]), ARGV[8])
 end
 return refused(KEYS[1], KEYS[3], KEYS[2], v, kept)

@@ -66,3 +66,44 @@ func TestRelockByFirstWaiterTakesFreeKey(t *testing.T) {
 		t.Fatalf("Relock by w1, first in line, of a free key = %+v, wanted %v, %v; want the key (Acquire takes it)", l, wanted, err)
 	}
 }
+
+// WaiterQueue's contract: a refused Acquire with a Waiter joins the key's
+// queue, and Relock "returns what Acquire would" when old no longer holds
+// the key. A refused Relock must queue req.Waiter too (and say so), or the
+// Lock call loses its place to every waiter refused before its next plain
+// attempt, a retry delay later: w1, refused first, must be granted the key
+// before w2, refused after it.
+func TestRefusedRelockQueuesItsWaiter(t *testing.T) {
+	s := redistest.StartServer(t)
+	b := newBackend(t, s.Client(t))
+	ctx := context.Background()
+
+	holder := acquire(t, b, "q", 10*time.Second)
+	gone := ctxlock.Lease{Key: "q", Owner: owner()} // w1's own lease, lapsed
+	_, wanted, queued, err := b.Relock(ctx, gone, waitReq("w1"))
+	if !errors.Is(err, ctxlock.ErrHeld) || wanted {
+		t.Fatalf("Relock by w1 of a key held by another owner: wanted %v, %v; want refused (ErrHeld)", wanted, err)
+	}
+	if !queued {
+		t.Errorf("refused Relock by w1 reports queued false; a refused Acquire queues its waiter")
+	}
+	mustRefuse(t, b, "w2")
+	ch1, stop1 := b.WatchWaiter("q", "w1")
+	defer stop1()
+	ch2, stop2 := b.WatchWaiter("q", "w2")
+	defer stop2()
+	drain(ch1, ch2)
+	if errs := b.Release(ctx, []ctxlock.Lease{holder}); errors.Join(errs...) != nil {
+		t.Fatal(errs)
+	}
+	select {
+	case h := <-ch1:
+		if h.Token == 0 {
+			t.Fatalf("w1 was told %+v, want a grant", h)
+		}
+	case h := <-ch2:
+		t.Fatalf("w2 (refused after w1) was told %+v first; w1 lost its place", h)
+	case <-time.After(waitLong):
+		t.Fatal("no grant after the release")
+	}
+}
