@@ -49,6 +49,14 @@ func main() {
 				lead(ctx, expired, name, say)
 				leader.Unlock()
 				say("%s stepped down", name)
+				// Sit out a while so that another instance takes over: TryLock
+				// is not fair, and this instance's next tick (already due) would
+				// otherwise take the lock back at once.
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
 			}
 		}()
 	}
