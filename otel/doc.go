@@ -39,7 +39,8 @@
 // span carries the key (ctxlock.key), the backend (ctxlock.backend), the number
 // of backend attempts (ctxlock.attempts), whether the key was found held
 // (ctxlock.contended, with a "ctxlock.contended" event at the first such
-// attempt), the time spent waiting for the holder in seconds
+// attempt, or when a Lock call first queues behind a holder or waiter of its
+// own Manager), the time spent waiting for the holder in seconds
 // (ctxlock.wait_time, 0 when it was never found held, and always 0 for a
 // TryLock, which does not wait), the fencing token of the hold obtained
 // (ctxlock.fencing_token) and the outcome (ctxlock.outcome).
@@ -79,6 +80,12 @@
 // The background scheduler's backend batches get spans "ctxlock.refresh" and
 // "ctxlock.release" with the batch size (ctxlock.batch.size) and the number of
 // failed leases (ctxlock.batch.failed); a batch with failures has status Error.
+// They are root spans: a batch serves many locks. A Lock call that takes again
+// a key whose release by its own Manager is still pending (a Lock/Unlock loop)
+// sends that release itself, in line before its attempt or, with a
+// ctxlock.Relocker backend, in the same round trip as its acquire: such a
+// release is part of the call's ctxlock.acquire span and gets no
+// "ctxlock.release" span nor ctxlock.batch.duration record.
 //
 // # Metrics
 //
@@ -103,7 +110,8 @@
 // to its trace.
 //
 // ctxlock.wait.duration records every Lock and TryLock call: the time from
-// its first attempt that found the key held to its return, 0 when none did
+// its first attempt that found the key held (or its first queueing behind a
+// holder or waiter of its own Manager) to its return, 0 when neither happened
 // (a TryLock never waits). Its percentiles answer "how long do callers
 // wait for the lock", zeros included, as a database's lock-wait metric
 // does; the ratio of ctxlock.contention to its count gives how often

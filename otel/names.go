@@ -9,7 +9,7 @@ import "go.opentelemetry.io/otel/attribute"
 const (
 	SpanLock    = "ctxlock.acquire"     // one blocking Lock call, from entry to return
 	SpanTryLock = "ctxlock.try_acquire" // one TryLock call
-	SpanRelease = "ctxlock.release"     // one backend Release batch
+	SpanRelease = "ctxlock.release"     // one background backend Release batch (not the releases a Lock call sends itself)
 	SpanRefresh = "ctxlock.refresh"     // one backend Extend (refresh) batch
 	SpanHold    = "ctxlock.hold"        // a hold that was lost or expired, child of its acquire span
 )
@@ -17,7 +17,10 @@ const (
 // Span event names.
 const (
 	// EventContended is added to the acquire span when an attempt first finds
-	// the key held by another owner: the moment the call started to wait.
+	// the key held by another owner, or a Lock call first queues behind a
+	// holder or waiter of its own Manager: the moment the call started to
+	// wait. Its ctxlock.attempts attribute is the number of backend attempts
+	// made before (0 for a call that queued locally first).
 	EventContended = "ctxlock.contended"
 	// EventHoldLost is added to the hold span when the backend reported the
 	// lease no longer owned (ReasonLost).
@@ -37,15 +40,19 @@ const (
 	MetricAcquireDuration = "ctxlock.acquire.duration"
 	// MetricWaitDuration is a Float64Histogram (s) of the time Lock and
 	// TryLock calls spent waiting because the key was held: from the first
-	// attempt that found it held to the return. Every call records it, 0
+	// attempt that found it held (or the moment a Lock call first queued
+	// behind a holder or waiter of its own Manager) to the return. Every call records it, 0
 	// when it never found the key held (and always for TryLock, which does
 	// not wait), so its count is the number of calls.
 	// Attributes: backend, key, operation, outcome, error.type (the same set
 	// as MetricAcquireDuration).
 	MetricWaitDuration = "ctxlock.wait.duration"
 	// MetricContention is an Int64Counter ({call}) of Lock and TryLock calls
-	// that found the key held at least once, counted when the first such
-	// attempt returns. Attributes: backend, key, operation.
+	// that found the key held at least once, counted once per call: when its
+	// first attempt that found the key held returns, or when a Lock call first
+	// queues behind a holder or earlier waiter of its own Manager (with no
+	// backend attempt), whichever comes first. Attributes: backend, key,
+	// operation.
 	MetricContention = "ctxlock.contention"
 	// MetricHeld is an Int64UpDownCounter ({lock}) of the locks currently held
 	// through the Manager. Attributes: backend, key.
@@ -61,8 +68,12 @@ const (
 	// leases per refresh (Extend) batch. Attributes: backend.
 	MetricRefreshBatchSize = "ctxlock.refresh.batch.size"
 	// MetricBatchDuration is a Float64Histogram (s) of the duration of refresh
-	// and release batches (one backend round trip each). Attributes: backend,
-	// operation (refresh|release), error.type.
+	// and release batches (one backend round trip each) that the Manager's
+	// scheduler sends in the background. A release that a Lock call sends
+	// itself (its own pending release of the key it takes again, in line or
+	// in one Relock round trip with its acquire) is part of that call and is
+	// not recorded here. Attributes: backend, operation (refresh|release),
+	// error.type.
 	MetricBatchDuration = "ctxlock.batch.duration"
 	// MetricReleasePending is an Int64UpDownCounter ({release}) of releases
 	// not yet confirmed by the backend: queued by Unlock, for holds that
