@@ -48,11 +48,14 @@ var (
 	// is permanent and returned to the caller.
 	ErrUnavailable = errors.New("ctxlock: backend unavailable")
 
-	// ErrInvalidKey is returned for an empty key or a key longer than MaxKeyLength.
+	// ErrInvalidKey is returned for an empty key or a key longer than
+	// MaxKeyLength. A backend may refuse further keys with it (goredis, in
+	// Cluster mode: a key that, with its prefixes, starts with '}').
 	ErrInvalidKey = errors.New("ctxlock: invalid key")
 
 	// ErrInvalidOption is returned for option values that cannot work, such as
-	// a TTL ≤ 0 or a refresh interval not shorter than the TTL.
+	// a TTL ≤ 0 or a refresh interval not shorter than the validity window
+	// (the TTL minus the drift allowance, TTL × drift factor + 2ms).
 	ErrInvalidOption = errors.New("ctxlock: invalid option")
 
 	// ErrNilContext is returned when a nil context.Context is passed.
