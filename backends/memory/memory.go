@@ -11,6 +11,14 @@
 //
 // Several Managers sharing one Backend contend as separate processes would.
 // The store keeps one small entry (its fencing counter) per key ever locked.
+//
+//	store := memory.New()
+//	defer store.Close() // after the Managers: a Manager does not own its backend
+//	m := ctxlock.NewManager(store)
+//	defer m.Close(context.Background())
+//
+// Locks on one store exclude each other only within the process: for locking
+// across processes use a networked backend (goredis, redlock).
 package memory
 
 import (
