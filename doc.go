@@ -105,6 +105,12 @@
 //     the Manager is closed: Close sends such releases at once, as it
 //     releases live holds). A lost hold (ErrLost) is released at once
 //     (owner-checked).
+//   - TryLock never yields: after an Unlock it takes the key again whenever
+//     the backend lets it, even if other TryLock callers elsewhere were
+//     refused meanwhile (they do not queue). Only Lock calls queue, and a
+//     release hands the key to a queued Lock before any TryLock. A leader
+//     that steps down and wants another instance to take over should wait
+//     a round before its next TryLock (see examples/leader).
 //   - The Manager does not own the Backend: close Managers first, then the
 //     Backend. Close is idempotent.
 //   - Owner ids are a random per-Manager prefix plus a sequence number:
