@@ -512,6 +512,17 @@ func (h *hub) handle(msg any) {
 		h.state = subUp
 		h.lastErr = nil
 		h.wakeAllLocked()
+		// A channel whose SUBSCRIBE the server has not confirmed yet (this
+		// reply may be another's, as the PSUBSCRIBE that goes first after
+		// a reset) still misses what is published until it does: its
+		// confirmation wakes its watchers once more.
+		for _, e := range h.entries {
+			if !e.confirmed {
+				for w := range e.watchers {
+					w.late = true
+				}
+			}
+		}
 	}
 	switch m := msg.(type) {
 	case *redis.Subscription:
