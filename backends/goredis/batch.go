@@ -50,6 +50,7 @@ type batcher struct {
 	lone   lane             // every call, outside Cluster mode
 	lanes  map[string]*lane // Cluster mode: by master address
 	closed bool             // new calls bypass the batcher
+	kept   uint64           // lanes kept idle so far (see keep)
 	wg     sync.WaitGroup   // flushers
 
 	settleWaits func() // tests: called once settle has a call to wait for
@@ -63,6 +64,7 @@ type lane struct {
 	flushing bool
 	queued   atomic.Int32 // len(queue), for a flusher waiting for callers
 	after    []func()     // afterRoundTrip's functions, run by the flusher
+	kept     uint64       // batcher.kept when last kept idle (bt.mu)
 
 	// Owned by the lane's flusher: how many batches to send without
 	// waiting for callers, after a wait they did not come back for.
@@ -282,10 +284,12 @@ func (bt *batcher) flush(l *lane) {
 		bt.mu.Lock()
 		if len(l.queue) == 0 {
 			l.flushing = false
-			if bt.cluster != nil && l.backoff == 0 {
-				// No lanes of departed masters; one that waited in vain
-				// is kept, with its backoff.
-				delete(bt.lanes, l.addr)
+			if bt.cluster != nil {
+				if l.backoff == 0 {
+					delete(bt.lanes, l.addr)
+				} else {
+					bt.keep(l)
+				}
 			}
 			after, l.after = l.after, after[:0]
 			bt.mu.Unlock()
@@ -307,6 +311,27 @@ func (bt *batcher) flush(l *lane) {
 		bt.mu.Unlock()
 		runAll(after)
 		clear(batch)
+	}
+}
+
+// keep keeps l, a lane of the Cluster mode whose flusher stops after a
+// wait in vain, in bt.lanes with its backoff, so that the next batch to its
+// master does not wait in vain again; bt.mu is held. Masters come and go
+// (failovers, resharding, nodes replaced at new addresses), and the lanes
+// of departed ones would pile up for ever: once more than maxIdleLanes are
+// in the map, it drops the idle lanes not kept among the last
+// maxIdleLanes/2 (the masters in use keep theirs). A sweep leaves at most
+// that many idle lanes, so sweeps are at least maxIdleLanes/2 keeps apart.
+func (bt *batcher) keep(l *lane) {
+	bt.kept++
+	l.kept = bt.kept
+	if len(bt.lanes) <= maxIdleLanes {
+		return
+	}
+	for addr, o := range bt.lanes {
+		if !o.flushing && bt.kept-o.kept >= maxIdleLanes/2 {
+			delete(bt.lanes, addr)
+		}
 	}
 }
 
@@ -339,6 +364,10 @@ const gatherWait = 20 * time.Microsecond
 // maxSkipWaits bounds the batches a flusher sends without waiting after a
 // wait in vain.
 const maxSkipWaits = 64
+
+// maxIdleLanes bounds, in Cluster mode, the lanes kept with no flusher (see
+// batcher.keep).
+const maxIdleLanes = 64
 
 // gather lets the n callers just answered, which usually come straight back
 // with their next call, queue again before the next batch leaves. It yields
