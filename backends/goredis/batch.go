@@ -155,8 +155,12 @@ func (bt *batcher) do(ctx context.Context, timeout time.Duration, c *call) (any,
 	}
 	bt.mu.Lock()
 	if bt.closed && bt.acks.n > 0 {
-		// Alone, but still with its WAIT, bounded by its timeout.
+		// Alone, but still with its WAIT, bounded by its timeout and by
+		// ctx's deadline: exec runs on a context of its own.
 		bt.mu.Unlock()
+		if d, ok := ctx.Deadline(); ok && (c.deadline.IsZero() || d.Before(c.deadline)) {
+			c.deadline = d
+		}
 		bt.exec([]*call{c}, nil)
 		return c.res, c.err
 	}
