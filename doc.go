@@ -109,9 +109,9 @@
 //     the backend lets it, even if other TryLock callers elsewhere were
 //     refused meanwhile (they do not queue). Only Lock calls queue; with a
 //     WaiterQueue backend (Redis) a release hands the key to a queued Lock
-//     before any TryLock can take it. A leader
-//     that steps down and wants another instance to take over should wait
-//     a round before its next TryLock (see examples/leader).
+//     before any TryLock can take it. A leader that steps down and wants
+//     another instance to take over should wait a round before its next
+//     TryLock (see examples/leader).
 //   - The Manager does not own the Backend: close Managers first, then the
 //     Backend. Close is idempotent.
 //   - Owner ids are a random per-Manager prefix plus a sequence number:
