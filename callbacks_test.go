@@ -356,3 +356,71 @@ func locksFreeKey(t *testing.T, l ctxlock.Lock, what string) {
 	}
 	_ = l.Unlock()
 }
+
+// endPanickyTracerProvider's spans panic on End, the first time only: the
+// acquire span of the first Lock call.
+type endPanickyTracerProvider struct {
+	tracenoop.TracerProvider
+	once *atomic.Bool
+}
+
+func (p endPanickyTracerProvider) Tracer(string, ...trace.TracerOption) trace.Tracer {
+	return endPanickyTracer{once: p.once}
+}
+
+type endPanickyTracer struct {
+	tracenoop.Tracer
+	once *atomic.Bool
+}
+
+func (t endPanickyTracer) Start(ctx context.Context, _ string, _ ...trace.SpanStartOption) (context.Context, trace.Span) {
+	return ctx, endPanickySpan{once: t.once}
+}
+
+type endPanickySpan struct {
+	tracenoop.Span
+	once *atomic.Bool
+}
+
+func (s endPanickySpan) End(...trace.SpanEndOption) {
+	if s.once.CompareAndSwap(false, true) {
+		panic("tracer: End")
+	}
+}
+
+// A tracer that panics as it ends the span of a Lock call that acquired the
+// key takes the hold from the caller, who never sees its expiry channel and
+// cannot unlock it: the hold must end (released) rather than be refreshed,
+// and the key held, until the Manager closes; and the Lock value must not
+// stay busy.
+func TestPanickingTracerAtAcquireEndDoesNotKeepTheKey(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New()
+		defer b.Close()
+		m := ctxlock.NewManager(b, ctxlock.WithTracerProvider(endPanickyTracerProvider{once: new(atomic.Bool)}))
+		defer closeManager(t, m)
+		ctx := context.Background()
+		l := m.NewLock("k", ctxlock.WithTTL(time.Minute))
+		if p := recovered(func() { _, _ = l.Lock(ctx) }); p == nil {
+			t.Fatal("the tracer's panic did not reach the Lock caller")
+		}
+		requireMutexFree(t, m)
+		synctest.Wait() // the release, if any, settled
+
+		other := ctxlock.NewManager(b)
+		defer closeManager(t, other)
+		ol := other.NewLock("k")
+		ok, _, err := ol.TryLock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			t.Fatal("the key is still held by the hold whose Lock call panicked: nobody can unlock it, and it is refreshed until Close")
+		}
+		if err := ol.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		locksFreeKey(t, l, "Lock of the free key, on the value whose earlier call panicked")
+	})
+}

@@ -300,10 +300,25 @@ func (m *Manager) releaseKeyLocked(ks *keyState) {
 func (m *Manager) acquire(ctx context.Context, l *lockValue, try bool, rec *ctxlockotel.Acquire) (*hold, error) {
 	h, outcome, err := m.acquireLoop(ctx, l, try, rec)
 	var token uint64
+	recorded := false
 	if h != nil {
 		token = h.lease.Token
+		// Should the tracer or meter panic in End, the caller never gets
+		// the hold and cannot unlock it: it is unlocked here, else it
+		// would be refreshed, and the key held, until Close.
+		defer func() {
+			if !recorded {
+				m.mu.Lock()
+				if h.ended {
+					m.unlock()
+				} else {
+					m.unlockLocked(h)
+				}
+			}
+		}()
 	}
 	sc := rec.End(outcome, token, err)
+	recorded = true
 	if h != nil {
 		m.mu.Lock()
 		if sc.IsValid() {
