@@ -889,12 +889,13 @@ func (b *Backend) validate(key, owner string) error {
 }
 
 func ttlMillis(d time.Duration) (int64, error) {
+	if d <= 0 {
+		// Checked first: rounding up would turn -1ns..-999999ns into 1ms.
+		return 0, fmt.Errorf("%w: TTL %v must be positive", ctxlock.ErrInvalidOption, d)
+	}
 	ms := d.Milliseconds()
 	if d%time.Millisecond != 0 {
 		ms++ // round up: never shorter than asked
-	}
-	if ms < 1 {
-		return 0, fmt.Errorf("%w: TTL %v must be at least 1ms", ctxlock.ErrInvalidOption, d)
 	}
 	return ms, nil
 }

@@ -441,6 +441,8 @@ func TestInvalidInput(t *testing.T) {
 		{Key: "k", Owner: "", TTL: time.Second},
 		{Key: "k", Owner: "a\x00b", TTL: time.Second},
 		{Key: "k", Owner: "o", TTL: 0},
+		{Key: "k", Owner: "o", TTL: -time.Nanosecond},
+		{Key: "k", Owner: "o", TTL: -time.Millisecond + 1},
 	} {
 		if _, err := b.Acquire(ctx, req); err == nil || errors.Is(err, ctxlock.ErrUnavailable) {
 			t.Errorf("Acquire(%+v) = %v, want a permanent error", req, err)

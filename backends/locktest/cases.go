@@ -897,7 +897,7 @@ func testExtendBadTTL(e *env) {
 	if err != nil {
 		e.t.Fatalf("Acquire: %v", err)
 	}
-	for _, ttl := range []time.Duration{0, -time.Second} {
+	for _, ttl := range []time.Duration{0, -time.Nanosecond, -time.Millisecond + 1, -time.Second} {
 		errs := e.b.Extend(ctx, []ctxlock.Lease{l}, ttl)
 		if len(errs) != 1 || !errors.Is(errs[0], ctxlock.ErrInvalidOption) || errors.Is(errs[0], ctxlock.ErrLost) {
 			e.t.Fatalf("Extend with TTL %v = %v; want one ErrInvalidOption, not ErrLost", ttl, errs)
