@@ -30,6 +30,10 @@ import (
 // done: Close releases every held lock, drains pending releases and stops
 // every goroutine the Manager started. The Manager does not own its
 // Backend: close the Backend after the Managers that use it.
+//
+// Make Managers with NewManager. The zero Manager has no Backend and acts
+// as NewManager(nil) does: its locks' Lock and TryLock calls and Health
+// fail with ErrNilBackend, and Close returns nil.
 type Manager struct {
 	backend     Backend
 	backendName string
@@ -268,6 +272,8 @@ func (m *Manager) NewLock(key string, opts ...LockOption) Lock {
 	switch {
 	case m.initErr != nil:
 		l.invalid = fmt.Errorf("ctxlock: lock %q: %w", key, m.initErr)
+	case m.backend == nil: // the zero Manager, not made by NewManager
+		l.invalid = fmt.Errorf("ctxlock: lock %q: %w (a zero Manager: use NewManager)", key, ErrNilBackend)
 	case key == "":
 		l.invalid = fmt.Errorf("%w: empty key", ErrInvalidKey)
 	case len(key) > MaxKeyLength:
@@ -1231,6 +1237,9 @@ func (m *Manager) Health(ctx context.Context) ([]string, error) {
 	if m.initErr != nil {
 		return nil, m.initErr
 	}
+	if m.backend == nil {
+		return nil, fmt.Errorf("ctxlock: health: %w (a zero Manager: use NewManager)", ErrNilBackend)
+	}
 	conds, err := m.backend.Health(ctx)
 	now := time.Now()
 	m.mu.Lock()
@@ -1277,6 +1286,9 @@ func (m *Manager) Health(ctx context.Context) ([]string, error) {
 func (m *Manager) Close(ctx context.Context) error {
 	if ctx == nil {
 		return ErrNilContext
+	}
+	if m.done == nil {
+		return nil // the zero Manager: it never started anything
 	}
 	first := false
 	m.closeOnce.Do(func() { first = true })
