@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -226,6 +227,11 @@ var (
 // Close stops the backend's subscription but leaves the client open, and
 // the caller closes the client after closing the backend.
 //
+// A nil client (or a nil *redis.Client, say) makes a Backend that is not
+// usable, as is the zero Backend: its calls fail with an error matching
+// ctxlock.ErrInvalidOption, Watch and WatchWaiter return a nil channel,
+// and Close does nothing.
+//
 // New does no I/O. For per-attempt timeouts (ctxlock.WithAcquireTimeout) to
 // bound network I/O, create the client with ContextTimeoutEnabled: true;
 // otherwise go-redis bounds each call by its ReadTimeout and WriteTimeout.
@@ -235,6 +241,9 @@ func New(client redis.UniversalClient, opts ...Option) *Backend {
 		if opt != nil {
 			opt(&o)
 		}
+	}
+	if isNilClient(client) {
+		client = nil // a typed nil would pass b.client == nil checks, then panic
 	}
 	b := &Backend{client: client, opts: o}
 	b.cluster, _ = client.(*redis.ClusterClient)
@@ -262,6 +271,36 @@ func New(client redis.UniversalClient, opts ...Option) *Backend {
 	b.hub.grantsAsHints = o.acks.n > 0
 	b.batch.acks = o.acks
 	return b
+}
+
+// isNilClient reports whether c is nil or a nil pointer in the interface.
+func isNilClient(c redis.UniversalClient) bool {
+	if c == nil {
+		return true
+	}
+	v := reflect.ValueOf(c)
+	return v.Kind() == reflect.Pointer && v.IsNil()
+}
+
+// errNoClient is what the calls of a Backend without a client return: the
+// zero Backend, or one New made with a nil client.
+var errNoClient = fmt.Errorf("goredis: %w: no redis client (make the Backend with goredis.New and a non-nil client)", ctxlock.ErrInvalidOption)
+
+// usable reports errNoClient for a Backend without a client.
+func (b *Backend) usable() error {
+	if b.client == nil || b.hub == nil {
+		return errNoClient
+	}
+	return nil
+}
+
+// fill returns n copies of err.
+func fill(n int, err error) []error {
+	errs := make([]error, n)
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
 }
 
 // BackendName returns "redis".
@@ -355,6 +394,9 @@ func (b *Backend) ttlArgOf(ms int64) any {
 // it returns a *ctxlock.HeldError with the holder's PTTL. A retry by the
 // same owner (after an ambiguous attempt) gets the same lease back.
 func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	if err := b.usable(); err != nil {
+		return ctxlock.Lease{}, err
+	}
 	if err := b.validate(req.Key, req.Owner); err != nil {
 		return ctxlock.Lease{}, err
 	}
@@ -368,6 +410,9 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 // the subscription reconnects, and, with WithWaiterHints, on each release
 // while waiter is first in the queue.
 func (b *Backend) WatchWaiter(key, waiter string) (turns <-chan ctxlock.Handoff, stop func()) {
+	if b.usable() != nil {
+		return nil, func() {}
+	}
 	return b.hub.watchWaiter(waiter)
 }
 
@@ -384,6 +429,9 @@ func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 // leave runs leave.lua on key with args after settle, and again once the
 // calls settle stopped waiting for have been answered (runAfter).
 func (b *Backend) leave(ctx context.Context, op, key string, args []any) error {
+	if err := b.usable(); err != nil {
+		return err
+	}
 	lk := b.lockKey(key)
 	keys := []string{lk, lk + b.suffixes[3], lk + b.suffixes[4], lk + fenceSuffix}
 	if unsettled := b.batch.settle(ctx, 1, func(int) string { return lk }); unsettled != nil {
@@ -415,6 +463,9 @@ func (b *Backend) Dequeue(ctx context.Context, key, waiter string) error {
 // (within ctx) for this Backend's calls on the key still queued or in
 // flight. Without WithWaiterHints it is Release.
 func (b *Backend) Requeue(ctx context.Context, lease ctxlock.Lease, waiter string, ttl time.Duration) error {
+	if err := b.usable(); err != nil {
+		return err
+	}
 	if len(b.hintArgs) == 0 {
 		if errs := b.Release(ctx, []ctxlock.Lease{lease}); errs != nil {
 			return errs[0]
@@ -546,6 +597,9 @@ var (
 // takes it anyway: nobody is ahead of it.) Leases of different keys fall
 // back to a release and an acquire.
 func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (lease ctxlock.Lease, wanted, queued bool, err error) {
+	if err := b.usable(); err != nil {
+		return ctxlock.Lease{}, false, false, err
+	}
 	if old.Key != req.Key {
 		// Whether old's key was wanted says nothing about req's key.
 		if errs := b.Release(ctx, []ctxlock.Lease{old}); len(errs) > 0 && errs[0] != nil {
@@ -578,13 +632,18 @@ func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.Acq
 // AfterRoundTrip implements ctxlock.RoundTripNotifier: f runs once the
 // Acquire and Relock batch in flight, or the next one to leave, has been
 // answered. It reports false in Cluster mode.
-func (b *Backend) AfterRoundTrip(f func()) bool { return b.batch.afterRoundTrip(f) }
+func (b *Backend) AfterRoundTrip(f func()) bool {
+	return b.usable() == nil && b.batch.afterRoundTrip(f)
+}
 
 // Extend implements ctxlock.Backend: one pipeline (one round trip per node)
 // of owner-checked PEXPIREs (extend.lua).
 func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.Duration) []error {
 	if len(leases) == 0 {
 		return nil
+	}
+	if err := b.usable(); err != nil {
+		return fill(len(leases), err)
 	}
 	errs := make([]error, len(leases))
 	ms, err := ttlMillis(ttl)
@@ -650,6 +709,9 @@ func (b *Backend) Release(ctx context.Context, leases []ctxlock.Lease) []error {
 func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) (_ []error, contended []bool) {
 	if len(leases) == 0 {
 		return nil, nil
+	}
+	if err := b.usable(); err != nil {
+		return fill(len(leases), err), nil
 	}
 	errs := make([]error, len(leases))
 	if unsettled := b.batch.settle(ctx, len(leases), func(i int) string { return b.lockKey(leases[i].Key) }); unsettled != nil {
@@ -805,6 +867,9 @@ func isNoScript(err error) bool {
 // fault every watcher gets a (possibly spurious) wake-up, since a release may
 // have been missed. After Close, Watch returns a nil channel (poll).
 func (b *Backend) Watch(key string) (released <-chan struct{}, stop func()) {
+	if b.usable() != nil {
+		return nil, func() {}
+	}
 	return b.hub.watch(b.lockKey(key) + channelSuffix)
 }
 
@@ -814,6 +879,9 @@ func (b *Backend) Watch(key string) (released <-chan struct{}, stop func()) {
 // the server, or any master, cannot be reached or the cluster is not ok; a
 // lost subscription is only a condition (waiters poll meanwhile).
 func (b *Backend) Health(ctx context.Context) (conditions []string, err error) {
+	if err := b.usable(); err != nil {
+		return []string{"redis: no client"}, err
+	}
 	var mu sync.Mutex
 	var errs []error
 	fail := func(cond string, e error) {
@@ -863,6 +931,9 @@ func (b *Backend) Health(ctx context.Context) (conditions []string, err error) {
 // the second releases of Releases that stopped waiting for them (see
 // Release). It does not close the client. It is idempotent.
 func (b *Backend) Close() error {
+	if b.hub == nil {
+		return nil // the zero Backend
+	}
 	b.hub.close()
 	b.batch.close()
 	return nil
