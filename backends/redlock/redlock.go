@@ -96,7 +96,8 @@ func WithNodeOptions(opts ...goredis.Option) Option {
 // *goredis.Backend, so the scripts, pipelines, error classification and
 // release subscription are those of the goredis package. It is safe for
 // concurrent use. See the package documentation for the algorithm and the
-// limits of its fencing tokens.
+// limits of its fencing tokens. Make it with New: the zero Backend has no
+// nodes, and its calls fail with an error matching ctxlock.ErrInvalidOption.
 type Backend struct {
 	inflight sync.WaitGroup // node calls and watchers still running after their operation returned
 	closed   atomic.Bool
@@ -289,6 +290,18 @@ func addrOf(c redis.UniversalClient, i int) string {
 	return fmt.Sprintf("node%d", i)
 }
 
+// errNoNodes is what the calls of the zero Backend return.
+var errNoNodes = fmt.Errorf("redlock: %w: no nodes (make the Backend with redlock.New)", ctxlock.ErrInvalidOption)
+
+// usable reports errNoNodes for the zero Backend, which has no nodes: a
+// quorum of none would be reached by nothing, and report every key held.
+func (b *Backend) usable() error {
+	if len(b.nodes) == 0 {
+		return errNoNodes
+	}
+	return nil
+}
+
 // BackendName returns "redlock".
 func (b *Backend) BackendName() string { return Name }
 
@@ -306,6 +319,9 @@ func (b *Backend) Node(i int) *goredis.Backend { return b.nodes[i] }
 // lock key, and its release channel; they are the same on every node (see
 // goredis.Backend.Keys).
 func (b *Backend) Keys(key string) (lockKey, fenceKey, channel string) {
+	if len(b.nodes) == 0 {
+		return new(goredis.Backend).Keys(key) // the zero Backend: no prefix
+	}
 	return b.nodes[0].Keys(key)
 }
 
@@ -524,6 +540,9 @@ var errYielded = errors.New("redlock: released for waiting owners")
 // an attempt that did not get the key. wanted and queued are set only for
 // a relock (see Relock).
 func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireRequest, old *ctxlock.Lease) (_ ctxlock.Lease, wanted, queued bool, _ error) {
+	if err := b.usable(); err != nil {
+		return ctxlock.Lease{}, false, false, err
+	}
 	if req.TTL <= 0 {
 		return ctxlock.Lease{}, false, false, fmt.Errorf("redlock: %s %q: %w: TTL %v", op, req.Key, ctxlock.ErrInvalidOption, req.TTL)
 	}
@@ -913,6 +932,9 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 	if len(leases) == 0 {
 		return nil
 	}
+	if err := b.usable(); err != nil {
+		return fill(len(leases), err)
+	}
 	if ttl <= 0 {
 		// Bad input, not lost leases (every node would refuse it, and a
 		// refusal by a quorum reads as a loss).
@@ -1018,6 +1040,9 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 	if len(leases) == 0 {
 		return nil, nil
 	}
+	if err := b.usable(); err != nil {
+		return fill(len(leases), err), nil
+	}
 	// Slow nodes finish their release in the background, whatever happens
 	// to the caller's context.
 	res, contended := b.batch(context.WithoutCancel(ctx), min(DefaultReleaseTimeout, untilDeadline(ctx)), leases, func(ctx context.Context, i int) ([]error, []bool) {
@@ -1076,7 +1101,7 @@ func (b *Backend) WatchWaiter(key, waiter string) (turns <-chan ctxlock.Handoff,
 // signal, without blocking, on one channel (capacity one: pending signals
 // merge). It returns once a quorum of nodes' watches are in place.
 func merge[T any](b *Backend, signal T, watch func(node *goredis.Backend) (<-chan T, func())) (<-chan T, func()) {
-	if b.closed.Load() {
+	if b.closed.Load() || b.usable() != nil {
 		return nil, func() {}
 	}
 	out := make(chan T, 1)
@@ -1138,6 +1163,9 @@ func (b *Backend) afterAttempts(ctx context.Context, i, n int, key func(j int) s
 // Release, it waits on each node for that node's attempts on key that had
 // started, so that a late refusal does not queue waiter there again.
 func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
+	if err := b.usable(); err != nil {
+		return err
+	}
 	b.queued.Delete(waiter)
 	fn := startFan(b, context.WithoutCancel(ctx), min(DefaultReleaseTimeout, untilDeadline(ctx)), nil, errNoAnswer, func(ctx context.Context, i int) error {
 		ctx, cancel := b.afterAttempts(ctx, i, 1, func(int) string { return key })
@@ -1161,6 +1189,9 @@ func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 // than a quorum of nodes are healthy; a minority of unhealthy nodes is
 // reported only as conditions.
 func (b *Backend) Health(ctx context.Context) (conditions []string, err error) {
+	if err := b.usable(); err != nil {
+		return []string{"redlock: no nodes"}, err
+	}
 	n := len(b.nodes)
 	conds := make([][]string, n)
 	errs := make([]error, n)
@@ -1192,13 +1223,26 @@ func (b *Backend) Health(ctx context.Context) (conditions []string, err error) {
 // first. It is idempotent.
 func (b *Backend) Close() error {
 	b.closed.Store(true)
-	b.once.Do(func() { close(b.done) })
+	b.once.Do(func() {
+		if b.done != nil { // nil in the zero Backend
+			close(b.done)
+		}
+	})
 	b.inflight.Wait() // bounded by the per-node timeouts, and by stopped watches
 	var errs []error
 	for _, n := range b.nodes {
 		errs = append(errs, n.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// fill returns n copies of err.
+func fill(n int, err error) []error {
+	errs := make([]error, n)
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
 }
 
 // untilDeadline returns how long ctx has left, or DefaultReleaseTimeout when
