@@ -230,7 +230,8 @@ var (
 // A nil client (or a nil *redis.Client, say) makes a Backend that is not
 // usable, as is the zero Backend: its calls fail with an error matching
 // ctxlock.ErrInvalidOption, Watch and WatchWaiter return a nil channel,
-// and Close does nothing.
+// and Close does nothing. A call given a nil context fails with an error
+// matching ctxlock.ErrNilContext.
 //
 // New does no I/O. For per-attempt timeouts (ctxlock.WithAcquireTimeout) to
 // bound network I/O, create the client with ContextTimeoutEnabled: true;
@@ -287,6 +288,17 @@ func isNilClient(c redis.UniversalClient) bool {
 var errNoClient = fmt.Errorf("goredis: %w: no redis client (make the Backend with goredis.New and a non-nil client)", ctxlock.ErrInvalidOption)
 
 // usable reports errNoClient for a Backend without a client.
+// errNilContext is what calls given a nil context.Context return.
+var errNilContext = fmt.Errorf("goredis: %w", ctxlock.ErrNilContext)
+
+// ready is usable for a call given ctx, which must not be nil.
+func (b *Backend) ready(ctx context.Context) error {
+	if ctx == nil {
+		return errNilContext
+	}
+	return b.usable()
+}
+
 func (b *Backend) usable() error {
 	if b.client == nil || b.hub == nil {
 		return errNoClient
@@ -394,7 +406,7 @@ func (b *Backend) ttlArgOf(ms int64) any {
 // it returns a *ctxlock.HeldError with the holder's PTTL. A retry by the
 // same owner (after an ambiguous attempt) gets the same lease back.
 func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
-	if err := b.usable(); err != nil {
+	if err := b.ready(ctx); err != nil {
 		return ctxlock.Lease{}, err
 	}
 	if err := b.validate(req.Key, req.Owner); err != nil {
@@ -429,7 +441,7 @@ func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 // leave runs leave.lua on key with args after settle, and again once the
 // calls settle stopped waiting for have been answered (runAfter).
 func (b *Backend) leave(ctx context.Context, op, key string, args []any) error {
-	if err := b.usable(); err != nil {
+	if err := b.ready(ctx); err != nil {
 		return err
 	}
 	lk := b.lockKey(key)
@@ -463,7 +475,7 @@ func (b *Backend) Dequeue(ctx context.Context, key, waiter string) error {
 // (within ctx) for this Backend's calls on the key still queued or in
 // flight. Without WithWaiterHints it is Release.
 func (b *Backend) Requeue(ctx context.Context, lease ctxlock.Lease, waiter string, ttl time.Duration) error {
-	if err := b.usable(); err != nil {
+	if err := b.ready(ctx); err != nil {
 		return err
 	}
 	if len(b.hintArgs) == 0 {
@@ -597,7 +609,7 @@ var (
 // takes it anyway: nobody is ahead of it.) Leases of different keys fall
 // back to a release and an acquire.
 func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (lease ctxlock.Lease, wanted, queued bool, err error) {
-	if err := b.usable(); err != nil {
+	if err := b.ready(ctx); err != nil {
 		return ctxlock.Lease{}, false, false, err
 	}
 	if old.Key != req.Key {
@@ -642,7 +654,7 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 	if len(leases) == 0 {
 		return nil
 	}
-	if err := b.usable(); err != nil {
+	if err := b.ready(ctx); err != nil {
 		return fill(len(leases), err)
 	}
 	errs := make([]error, len(leases))
@@ -710,7 +722,7 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 	if len(leases) == 0 {
 		return nil, nil
 	}
-	if err := b.usable(); err != nil {
+	if err := b.ready(ctx); err != nil {
 		return fill(len(leases), err), nil
 	}
 	errs := make([]error, len(leases))
@@ -879,7 +891,7 @@ func (b *Backend) Watch(key string) (released <-chan struct{}, stop func()) {
 // the server, or any master, cannot be reached or the cluster is not ok; a
 // lost subscription is only a condition (waiters poll meanwhile).
 func (b *Backend) Health(ctx context.Context) (conditions []string, err error) {
-	if err := b.usable(); err != nil {
+	if err := b.ready(ctx); err != nil {
 		return []string{"redis: no client"}, err
 	}
 	var mu sync.Mutex

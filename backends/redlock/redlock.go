@@ -98,6 +98,8 @@ func WithNodeOptions(opts ...goredis.Option) Option {
 // concurrent use. See the package documentation for the algorithm and the
 // limits of its fencing tokens. Make it with New: the zero Backend has no
 // nodes, and its calls fail with an error matching ctxlock.ErrInvalidOption.
+// A call given a nil context fails with an error matching
+// ctxlock.ErrNilContext.
 type Backend struct {
 	inflight sync.WaitGroup // node calls and watchers still running after their operation returned
 	closed   atomic.Bool
@@ -295,6 +297,17 @@ var errNoNodes = fmt.Errorf("redlock: %w: no nodes (make the Backend with redloc
 
 // usable reports errNoNodes for the zero Backend, which has no nodes: a
 // quorum of none would be reached by nothing, and report every key held.
+// errNilContext is what calls given a nil context.Context return.
+var errNilContext = fmt.Errorf("redlock: %w", ctxlock.ErrNilContext)
+
+// ready is usable for a call given ctx, which must not be nil.
+func (b *Backend) ready(ctx context.Context) error {
+	if ctx == nil {
+		return errNilContext
+	}
+	return b.usable()
+}
+
 func (b *Backend) usable() error {
 	if len(b.nodes) == 0 {
 		return errNoNodes
@@ -540,7 +553,7 @@ var errYielded = errors.New("redlock: released for waiting owners")
 // an attempt that did not get the key. wanted and queued are set only for
 // a relock (see Relock).
 func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireRequest, old *ctxlock.Lease) (_ ctxlock.Lease, wanted, queued bool, _ error) {
-	if err := b.usable(); err != nil {
+	if err := b.ready(ctx); err != nil {
 		return ctxlock.Lease{}, false, false, err
 	}
 	if req.TTL <= 0 {
@@ -932,7 +945,7 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 	if len(leases) == 0 {
 		return nil
 	}
-	if err := b.usable(); err != nil {
+	if err := b.ready(ctx); err != nil {
 		return fill(len(leases), err)
 	}
 	if ttl <= 0 {
@@ -1040,7 +1053,7 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 	if len(leases) == 0 {
 		return nil, nil
 	}
-	if err := b.usable(); err != nil {
+	if err := b.ready(ctx); err != nil {
 		return fill(len(leases), err), nil
 	}
 	// Slow nodes finish their release in the background, whatever happens
@@ -1163,7 +1176,7 @@ func (b *Backend) afterAttempts(ctx context.Context, i, n int, key func(j int) s
 // Release, it waits on each node for that node's attempts on key that had
 // started, so that a late refusal does not queue waiter there again.
 func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
-	if err := b.usable(); err != nil {
+	if err := b.ready(ctx); err != nil {
 		return err
 	}
 	b.queued.Delete(waiter)
@@ -1189,7 +1202,7 @@ func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 // than a quorum of nodes are healthy; a minority of unhealthy nodes is
 // reported only as conditions.
 func (b *Backend) Health(ctx context.Context) (conditions []string, err error) {
-	if err := b.usable(); err != nil {
+	if err := b.ready(ctx); err != nil {
 		return []string{"redlock: no nodes"}, err
 	}
 	n := len(b.nodes)
