@@ -1,17 +1,9 @@
 package goredis_test
 
 import (
-	"context"
 	"errors"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
-
-	"github.com/ctxlock/ctxlock"
-	"github.com/ctxlock/ctxlock/backends/goredis"
-	"github.com/ctxlock/ctxlock/internal/faultproxy"
-	"github.com/ctxlock/ctxlock/internal/redistest"
 )
 
 // The inbox probe fails (in Cluster mode it may go to another master), so
@@ -22,35 +14,7 @@ import (
 // was lost: its waiter must be told to look again once the subscription is
 // back, or it sleeps until its retry while the key sits granted to it.
 func TestFailedPingReconnectHintsWaiters(t *testing.T) {
-	s := redistest.StartServer(t)
-	ctx := context.Background()
-	p := faultproxy.Start(t, s.Addr())
-	hold := &probeHold{reached: make(chan struct{}), let: make(chan struct{}), dials: make(chan struct{}, 16),
-		fail: errors.New("probe failed")}
-	c := s.Client(t, func(o *redis.Options) { o.Addr = p.Addr() })
-	c.AddHook(hold)
-	b := newBackend(t, c, goredis.WithHealthCheckInterval(100*time.Millisecond))
-	holder := newBackend(t, s.Client(t))
-
-	q := acquire(t, holder, "q", 10*time.Second)
-	mustRefuse(t, b, "w1")
-	turns, stopW := b.WatchWaiter("q", "w1")
-	defer stopW()
-	drain(turns)
-	hold.mu.Lock()
-	hold.armed = true
-	hold.mu.Unlock()
-	select {
-	case <-hold.reached: // the reader is publishing its probe, not reading
-	case <-time.After(waitLong):
-		t.Fatal("no inbox probe")
-	}
-	p.Reset()
-	p.Pass()
-	// Granted to w1 while its process has no subscription: lost to it.
-	if errs := holder.Release(ctx, []ctxlock.Lease{q}); errs[0] != nil {
-		t.Fatal(errs[0])
-	}
+	_, _, _, hold, turns := grantLostDuringProbe(t, errors.New("probe failed"))
 	drain(hold.dials)
 	close(hold.let) // the probe fails: the reader pings
 	select {

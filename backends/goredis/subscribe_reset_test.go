@@ -72,22 +72,27 @@ func (h *probeHold) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 // inbox subscription would lose every hand-off) until some later reconnect.
 // Nor did the hub notice the reconnect: a grant published while the
 // connection was down was lost, and its waiter was not told to look again.
-func TestSubscribeFailingOnResetConnectionIsRetried(t *testing.T) {
-	s := redistest.StartServer(t)
-	ctx := context.Background()
+// grantLostDuringProbe sets up the loss the tests above start from: a
+// waiter w1 of b (through a fault proxy, with hold as its hook) queued for
+// q, b's reader held in its inbox probe, the subscription's connection
+// reset, and q granted to w1 by holder while b has no subscription. The
+// held probe fails with fail once let, if fail is not nil. s is the server.
+func grantLostDuringProbe(t *testing.T, fail error) (s *redistest.Server, b, holder *goredis.Backend, hold *probeHold, turns <-chan ctxlock.Handoff) {
+	t.Helper()
+	s = redistest.StartServer(t)
 	p := faultproxy.Start(t, s.Addr())
-	hold := &probeHold{reached: make(chan struct{}), let: make(chan struct{}), dials: make(chan struct{}, 16)}
+	hold = &probeHold{reached: make(chan struct{}), let: make(chan struct{}), dials: make(chan struct{}, 16), fail: fail}
 	c := s.Client(t, func(o *redis.Options) { o.Addr = p.Addr() })
 	c.AddHook(hold)
-	b := newBackend(t, c, goredis.WithHealthCheckInterval(100*time.Millisecond))
-	holder := newBackend(t, s.Client(t))
+	b = newBackend(t, c, goredis.WithHealthCheckInterval(100*time.Millisecond))
+	holder = newBackend(t, s.Client(t))
 
 	// A waiter is queued for q and listens on the inbox (so the reader
 	// probes by publishing).
 	q := acquire(t, holder, "q", 10*time.Second)
 	mustRefuse(t, b, "w1")
 	turns, stopW := b.WatchWaiter("q", "w1")
-	defer stopW()
+	t.Cleanup(stopW)
 	drain(turns)
 	hold.mu.Lock()
 	hold.armed = true
@@ -100,9 +105,15 @@ func TestSubscribeFailingOnResetConnectionIsRetried(t *testing.T) {
 	p.Reset()
 	p.Pass()
 	// Granted to w1 while its process has no subscription: lost to it.
-	if errs := holder.Release(ctx, []ctxlock.Lease{q}); errs[0] != nil {
+	if errs := holder.Release(context.Background(), []ctxlock.Lease{q}); errs[0] != nil {
 		t.Fatal(errs[0])
 	}
+	return s, b, holder, hold, turns
+}
+
+func TestSubscribeFailingOnResetConnectionIsRetried(t *testing.T) {
+	ctx := context.Background()
+	s, b, holder, hold, turns := grantLostDuringProbe(t, nil)
 	drain(hold.dials)
 	ch, stop := b.Watch("y")
 	defer stop()
