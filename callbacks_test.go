@@ -21,34 +21,49 @@ import (
 )
 
 // panickyTracerProvider's spans panic on AddEvent (the "ctxlock.contended"
-// event), as a buggy exporter or sampler hook might: every time, or, with
-// once set, the first time only.
+// event), or with onEnd on End, as a buggy exporter or sampler hook might:
+// every time, or, with once set, the first time only.
 type panickyTracerProvider struct {
 	tracenoop.TracerProvider
-	once *atomic.Bool // nil: every time
+	once  *atomic.Bool // nil: every time
+	onEnd bool
 }
 
 func (p panickyTracerProvider) Tracer(string, ...trace.TracerOption) trace.Tracer {
-	return panickyTracer{once: p.once}
+	return panickyTracer{once: p.once, onEnd: p.onEnd}
 }
 
 type panickyTracer struct {
 	tracenoop.Tracer
-	once *atomic.Bool
+	once  *atomic.Bool
+	onEnd bool
 }
 
 func (t panickyTracer) Start(ctx context.Context, _ string, _ ...trace.SpanStartOption) (context.Context, trace.Span) {
-	return ctx, panickySpan{once: t.once}
+	return ctx, panickySpan{once: t.once, onEnd: t.onEnd}
 }
 
 type panickySpan struct {
 	tracenoop.Span
-	once *atomic.Bool
+	once  *atomic.Bool
+	onEnd bool
+}
+
+func (s panickySpan) panic(what string) {
+	if s.once == nil || s.once.CompareAndSwap(false, true) {
+		panic("tracer: " + what)
+	}
 }
 
 func (s panickySpan) AddEvent(string, ...trace.EventOption) {
-	if s.once == nil || s.once.CompareAndSwap(false, true) {
-		panic("tracer: AddEvent")
+	if !s.onEnd {
+		s.panic("AddEvent")
+	}
+}
+
+func (s panickySpan) End(...trace.SpanEndOption) {
+	if s.onEnd {
+		s.panic("End")
 	}
 }
 
@@ -357,37 +372,6 @@ func locksFreeKey(t *testing.T, l ctxlock.Lock, what string) {
 	_ = l.Unlock()
 }
 
-// endPanickyTracerProvider's spans panic on End, the first time only: the
-// acquire span of the first Lock call.
-type endPanickyTracerProvider struct {
-	tracenoop.TracerProvider
-	once *atomic.Bool
-}
-
-func (p endPanickyTracerProvider) Tracer(string, ...trace.TracerOption) trace.Tracer {
-	return endPanickyTracer{once: p.once}
-}
-
-type endPanickyTracer struct {
-	tracenoop.Tracer
-	once *atomic.Bool
-}
-
-func (t endPanickyTracer) Start(ctx context.Context, _ string, _ ...trace.SpanStartOption) (context.Context, trace.Span) {
-	return ctx, endPanickySpan{once: t.once}
-}
-
-type endPanickySpan struct {
-	tracenoop.Span
-	once *atomic.Bool
-}
-
-func (s endPanickySpan) End(...trace.SpanEndOption) {
-	if s.once.CompareAndSwap(false, true) {
-		panic("tracer: End")
-	}
-}
-
 // A tracer that panics as it ends the span of a Lock call that acquired the
 // key takes the hold from the caller, who never sees its expiry channel and
 // cannot unlock it: the hold must end (released) rather than be refreshed,
@@ -397,7 +381,7 @@ func TestPanickingTracerAtAcquireEndDoesNotKeepTheKey(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New()
 		defer b.Close()
-		m := ctxlock.NewManager(b, ctxlock.WithTracerProvider(endPanickyTracerProvider{once: new(atomic.Bool)}))
+		m := ctxlock.NewManager(b, ctxlock.WithTracerProvider(panickyTracerProvider{once: new(atomic.Bool), onEnd: true}))
 		defer closeManager(t, m)
 		ctx := context.Background()
 		l := m.NewLock("k", ctxlock.WithTTL(time.Minute))
