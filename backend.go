@@ -26,7 +26,10 @@ type Backend interface {
 	// *HeldError (matching ErrHeld) with the holder's remaining TTL. It must
 	// give up after req.Timeout. An attempt whose outcome is unknown must
 	// return an error matching ErrUnavailable: the Manager then releases
-	// (Key, Owner), so an ambiguous attempt never blocks others for a whole TTL.
+	// (Key, Owner), so an ambiguous attempt never blocks others for a whole
+	// TTL; and, in case the attempt's request reaches the backend after that
+	// release, releases it again, now and then, until the lease would have
+	// lapsed. Releasing an owner that holds nothing must be harmless.
 	Acquire(ctx context.Context, req AcquireRequest) (Lease, error)
 
 	// Extend sets the TTL of every lease still owned by its owner to ttl. Per

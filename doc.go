@@ -105,6 +105,19 @@
 //     the Manager is closed: Close sends such releases at once, as it
 //     releases live holds). A lost hold (ErrLost) is released at once
 //     (owner-checked).
+//   - An attempt whose outcome is unknown (it timed out, or its context
+//     ended, after its request may have left) is followed by an
+//     owner-checked release of the lease it may have taken. Its request may
+//     still reach the backend after that release found nothing (a delayed
+//     packet on a connection the client has dropped) and take the key for
+//     an owner nobody releases; so once confirmed, the release is sent
+//     again after the lock's AcquireTimeout, then at doubling intervals,
+//     until the lease would have lapsed anyway. Such a late request blocks
+//     the key about as long as it was late, not a whole TTL. Owner ids are
+//     unique per attempt, so a repeat never releases another hold. Repeats
+//     are best effort, on the scheduler's workers: they are not pending
+//     releases (Health, ctxlock.release.pending), Close abandons them, and
+//     attempts answered in time have none.
 //   - TryLock never yields: after an Unlock it takes the key again whenever
 //     the backend lets it, even if other TryLock callers elsewhere were
 //     refused meanwhile (they do not queue). Only Lock calls queue; with a

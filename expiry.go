@@ -91,6 +91,13 @@ type release struct {
 	// not a time: the hold embedding this release then fits a smaller
 	// size class (32 bytes less per lock held).
 	graced bool
+	// repeated: confirmed, and queued again as a best-effort repeat (see
+	// Manager.repeatLocked); no longer a pending release of its key.
+	repeated bool
+	// againMs is the wait (ms) before the next repeat of a release of an
+	// attempt of unknown outcome, doubling; 0 for any other release. (With
+	// the flags it fits in what was padding: a hold grows none.)
+	againMs int32
 }
 
 // notBefore is the end of an expired hold's grace (zero when none): the

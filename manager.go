@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -692,11 +693,11 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				refusedAt = t0
 			case ctx.Err() != nil:
 				// The attempt ended with the caller's context: its outcome is unknown.
-				m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: t1.Add(l.opts.TTL + l.opts.driftAllowance())}, t1)
+				m.queueReleaseLocked(ks, l.unknownAttemptRelease(owner, t1), t1)
 				return canceled()
 			case isTransient(err):
 				lastErr = err
-				m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: t1.Add(l.opts.TTL + l.opts.driftAllowance())}, t1)
+				m.queueReleaseLocked(ks, l.unknownAttemptRelease(owner, t1), t1)
 			default:
 				return fail(ctxlockotel.OutcomeError, fmt.Errorf("ctxlock: lock %q: %w", l.key, err))
 			}
@@ -951,6 +952,48 @@ func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0, now
 	return h
 }
 
+// unknownAttemptRelease is the release of the lease that an attempt of
+// unknown outcome by owner, given up at t1, may have taken. Once confirmed it
+// is repeated (see repeatLocked): the attempt's request may still be on its
+// way to the backend, and take the key after the release found nothing.
+func (l *lockValue) unknownAttemptRelease(owner string, t1 time.Time) *release {
+	return &release{
+		lease:   Lease{Key: l.fullKey, Owner: owner},
+		lapseAt: t1.Add(l.opts.TTL + l.opts.driftAllowance()),
+		againMs: int32(min(max(l.opts.AcquireTimeout.Milliseconds(), 1), math.MaxInt32/2)),
+	}
+}
+
+// repeatLocked queues r, a confirmed release of an attempt of unknown
+// outcome (r.againMs > 0), to be sent again r.againMs later, and doubles
+// r.againMs; the last repeat goes at r.lapseAt, when the attempt's lease
+// would have lapsed had it been taken at once. A request of the attempt that
+// reaches the backend late (on a connection its client has dropped) takes
+// the key for an owner nobody else releases: the next repeat frees it, so
+// that it blocks the key about as long as it was late, not a whole TTL.
+// Owners are unique per attempt: a repeat never releases another hold.
+//
+// Repeats are best effort: they are not pending releases (Health, the
+// pending-releases metric), no Lock call waits for them or takes them, and
+// Close abandons them. Their outcome only matters for scheduling the next.
+func (m *Manager) repeatLocked(r *release) {
+	now := time.Now()
+	if m.closed || !now.Before(r.lapseAt) {
+		return
+	}
+	r.repeated = true
+	r.retryAt = now.Add(time.Duration(r.againMs) * time.Millisecond)
+	if r.retryAt.After(r.lapseAt) {
+		r.retryAt = r.lapseAt
+	}
+	if r.againMs < math.MaxInt32/2 {
+		r.againMs *= 2
+	}
+	m.releases.push(r)
+	r.queued = true
+	m.nudgeLocked(r.retryAt)
+}
+
 // queueReleaseLocked hands r to the scheduler, to be released now and retried
 // until confirmed or lapsed.
 func (m *Manager) queueReleaseLocked(ks *keyState, r *release, now time.Time) {
@@ -1107,6 +1150,10 @@ func resultAt(errs []error, i, n int, backend string) error {
 // Lock value then yields before its next attempt on the key.
 func (m *Manager) completeReleaseLocked(r *release, err error, wanted bool) {
 	r.inflight = false
+	if r.repeated {
+		m.repeatLocked(r) // best effort: nothing waits for it
+		return
+	}
 	if wanted && err == nil && r.lock != nil {
 		r.lock.contended = true
 	}
@@ -1129,6 +1176,9 @@ func (m *Manager) completeReleaseLocked(r *release, err error, wanted bool) {
 			m.pendingDelta--
 		}
 		m.settleLocked()
+		if err == nil && r.againMs > 0 {
+			m.repeatLocked(r)
+		}
 	}
 	// Calls waiting for the key's releases to settle go on: a Lock at the
 	// head of the queue, TryLocks. A head sleeping on its backoff is cut
