@@ -122,6 +122,11 @@ local function hand_over(lockkey, fencekey, qkey, dkey, channel, head, entry)
   redis.call('LPOP', qkey)
   redis.call('HDEL', dkey, head)
   local ttl, inbox, meta = string.match(entry, '^%d+ (%d+) (%S+) (.*)$')
+  if meta and string.sub(meta, 1, 1) ~= '\0' then
+    -- Not written by enqueue ("" or "\0" .. metadata): dropped, or digits
+    -- in it would change the token grant_token reads back.
+    meta = ''
+  end
   if not ttl then
     -- Callers leave the lease for hand_over to overwrite: free it here.
     redis.call('DEL', lockkey)
