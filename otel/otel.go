@@ -2,6 +2,7 @@ package ctxlockotel
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"reflect"
 	"sync/atomic"
@@ -286,8 +287,14 @@ type instruments struct {
 	releasePending   metric.Int64UpDownCounter
 }
 
+// newInstruments returns mp's instruments, or nil (metrics off) when mp
+// hands out a nil meter.
 func newInstruments(mp metric.MeterProvider) *instruments {
 	m := mp.Meter(ScopeName, metric.WithInstrumentationVersion(Version))
+	if isNil(m) {
+		otel.Handle(fmt.Errorf("ctxlockotel: meter provider %T returned a nil meter: metrics off", mp))
+		return nil
+	}
 	var ins instruments
 	var err error
 	handle := func(e error) {
