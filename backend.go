@@ -24,7 +24,8 @@ type Backend interface {
 	// returns the lease with a fencing token strictly greater than every token
 	// issued for the key before. When another owner holds the key it returns a
 	// *HeldError (matching ErrHeld) with the holder's remaining TTL. It must
-	// give up after req.Timeout. An attempt whose outcome is unknown must
+	// give up after req.Timeout (a Timeout ≤ 0 sets no bound of its own: ctx
+	// bounds the attempt). An attempt whose outcome is unknown must
 	// return an error matching ErrUnavailable: the Manager then releases
 	// (Key, Owner), so an ambiguous attempt never blocks others for a whole
 	// TTL; and, in case the attempt's request reaches the backend after that
@@ -64,7 +65,7 @@ type AcquireRequest struct {
 	Key      string        // full key, namespace included
 	Owner    string        // unique id of this hold
 	TTL      time.Duration // lease duration on the backend
-	Timeout  time.Duration // the attempt must give up after this long
+	Timeout  time.Duration // the attempt's bound; ≤ 0: none of its own, ctx bounds it
 	Metadata string        // opaque owner text (WithMetadata), may be empty
 	// Waiter identifies one blocking Lock call across all its attempts (it
 	// is empty for TryLock). A WaiterQueue backend queues refused waiters

@@ -132,7 +132,8 @@ func newBatcher(client redis.UniversalClient) *batcher {
 // would (EVALSHA, then EVAL on NOSCRIPT), in a pipeline shared with the
 // calls of other goroutines. It returns ctx.Err() as soon as ctx ends, or
 // context.DeadlineExceeded as soon as timeout (when > 0) passes, even though
-// the batch carrying the call may still be running. After close, calls go
+// the batch carrying the call may still be running. With a timeout ≤ 0,
+// ctx's deadline (if any) is the call's. After close, calls go
 // out one by one.
 func (bt *batcher) do(ctx context.Context, timeout time.Duration, c *call) (any, error) {
 	if err := ctx.Err(); err != nil {
@@ -141,6 +142,11 @@ func (bt *batcher) do(ctx context.Context, timeout time.Duration, c *call) (any,
 	c.ctx, c.done = ctx, make(chan struct{})
 	if timeout > 0 {
 		c.deadline = time.Now().Add(timeout)
+	} else if d, ok := ctx.Deadline(); ok {
+		// No timeout of its own: ctx's deadline bounds the batch too, or it
+		// would run up to the client's read timeout (for ever without one),
+		// holding up the calls queued behind it and Close.
+		c.deadline = d
 	}
 	addr := ""
 	if bt.cluster != nil && len(c.keys) > 0 {

@@ -404,7 +404,11 @@ func (b *Backend) ttlArgOf(ms int64) any {
 // free it increments the key's fencing counter and SETs the lease with a
 // PX TTL, returning the counter as the token; when another owner holds it,
 // it returns a *ctxlock.HeldError with the holder's PTTL. A retry by the
-// same owner (after an ambiguous attempt) gets the same lease back.
+// same owner (after an ambiguous attempt) gets the same lease back. The
+// call gives up after req.Timeout; a Timeout ≤ 0 sets no bound of its own:
+// ctx's deadline then bounds the call and the pipeline carrying it (a ctx
+// without one leaves that pipeline to the client's read and write
+// timeouts). Relock likewise.
 func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
 	if err := b.ready(ctx); err != nil {
 		return ctxlock.Lease{}, err
