@@ -137,7 +137,12 @@ func WithWaiterHints(window time.Duration) Option {
 // the TTL of a hand-off (the waiter's Manager renews it to the lock's TTL):
 // the hold is valid from the waiter's last refused attempt, up to
 // MaxRetryDelay earlier, so a keep close to MaxRetryDelay leaves a granted
-// waiter little time to take the key up. Keep the default or more.
+// waiter little time to take the key up. Keep the default or more. A
+// shorter keep is accepted (other callers of the Backend may retry more
+// often than a Manager), but a Manager's queued waiters then lose their
+// place between retries and queue again at the back: waiting is no longer
+// first come, first served; mutual exclusion and progress are kept. Values
+// ≤ 0 keep the default.
 func WithWaiterKeep(d time.Duration) Option {
 	return func(o *options) {
 		if d > 0 {
