@@ -292,7 +292,6 @@ func isNilClient(c redis.UniversalClient) bool {
 // zero Backend, or one New made with a nil client.
 var errNoClient = fmt.Errorf("goredis: %w: no redis client (make the Backend with goredis.New and a non-nil client)", ctxlock.ErrInvalidOption)
 
-// usable reports errNoClient for a Backend without a client.
 // errNilContext is what calls given a nil context.Context return.
 var errNilContext = fmt.Errorf("goredis: %w", ctxlock.ErrNilContext)
 
@@ -304,6 +303,7 @@ func (b *Backend) ready(ctx context.Context) error {
 	return b.usable()
 }
 
+// usable reports errNoClient for a Backend without a client.
 func (b *Backend) usable() error {
 	if b.client == nil || b.hub == nil {
 		return errNoClient

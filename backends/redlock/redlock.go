@@ -295,8 +295,6 @@ func addrOf(c redis.UniversalClient, i int) string {
 // errNoNodes is what the calls of the zero Backend return.
 var errNoNodes = fmt.Errorf("redlock: %w: no nodes (make the Backend with redlock.New)", ctxlock.ErrInvalidOption)
 
-// usable reports errNoNodes for the zero Backend, which has no nodes: a
-// quorum of none would be reached by nothing, and report every key held.
 // errNilContext is what calls given a nil context.Context return.
 var errNilContext = fmt.Errorf("redlock: %w", ctxlock.ErrNilContext)
 
@@ -308,6 +306,8 @@ func (b *Backend) ready(ctx context.Context) error {
 	return b.usable()
 }
 
+// usable reports errNoNodes for the zero Backend, which has no nodes: a
+// quorum of none would be reached by nothing, and report every key held.
 func (b *Backend) usable() error {
 	if len(b.nodes) == 0 {
 		return errNoNodes
