@@ -15,3 +15,8 @@ func MutexFree(m *Manager) bool {
 // ForceUnlock unlocks m's mutex, held by a goroutine that will never unlock
 // it, so that a failing test can clean up.
 func ForceUnlock(m *Manager) { m.mu.Unlock() }
+
+// NoInstrumentation removes m's instrumentation altogether (a nil
+// *ctxlockotel.Instrumentation records nothing), for comparing the cost of
+// unconfigured instrumentation with none.
+func NoInstrumentation(m *Manager) { m.obs = nil }
