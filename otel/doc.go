@@ -58,7 +58,10 @@
 //     But when a backend fault was joined in (the wait ended while the
 //     backend was failing: the error carries ctxlock.ErrUnavailable or another
 //     ctxlock error) the span is an error, and error.type names the fault, not
-//     the cancellation, because that is what the operator must fix.
+//     the cancellation, because that is what the operator must fix. The
+//     cause a context was cancelled with (context.WithCancelCause; Do's
+//     context ends with the loss of its lock) is the caller's, not a
+//     fault, even when it is a ctxlock error.
 //   - OutcomeClosed (the Manager closed) and OutcomeError (a permanent backend
 //     error or invalid input) are errors.
 //

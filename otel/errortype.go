@@ -41,10 +41,18 @@ func errorType(err error, skipContext bool) string {
 	if err == nil {
 		return ""
 	}
-	var et interface{ ErrorType() string }
-	if errors.As(err, &et) {
-		if s := et.ErrorType(); s != "" {
+	if skipContext {
+		// The fault joined to a cancellation, not the cause the caller
+		// cancelled its context with (see withCause).
+		if s := findErrorTyper(err, 0); s != "" {
 			return s
+		}
+	} else {
+		var et interface{ ErrorType() string }
+		if errors.As(err, &et) {
+			if s := et.ErrorType(); s != "" {
+				return s
+			}
 		}
 	}
 	if !skipContext {
@@ -55,7 +63,7 @@ func errorType(err error, skipContext bool) string {
 			return "context.Canceled"
 		}
 	}
-	if s := findSentinel(err, 0); s != "" {
+	if s := findSentinel(err, skipContext, 0); s != "" {
 		return s
 	}
 	if s := findTyped(err, skipContext, 0); s != "" {
@@ -86,10 +94,44 @@ func unwrapAll(err error) []error {
 	return nil
 }
 
+// withCause reports whether err is a context error with the cause the
+// context was cancelled with, as ctxlock reports a wait cut short by a
+// context cancelled with a cause: fmt.Errorf("%w: %w", ctx.Err(), cause).
+// The cause is the caller's (the loss of the lock a Do runs under, say), not
+// a fault of the call, however it reads.
+func withCause(err error) bool {
+	if reflect.TypeOf(err) != fmtWrapsType {
+		return false
+	}
+	errs := unwrapAll(err)
+	return len(errs) > 0 && (errs[0] == context.Canceled || errs[0] == context.DeadlineExceeded)
+}
+
+// findErrorTyper returns the ErrorType() of the first error in err's tree
+// that has that method and a non-empty result, not looking into the causes
+// of context errors (see withCause).
+func findErrorTyper(err error, depth int) string {
+	if err == nil || depth > maxDepth || withCause(err) {
+		return ""
+	}
+	if et, ok := err.(interface{ ErrorType() string }); ok {
+		if s := et.ErrorType(); s != "" {
+			return s
+		}
+	}
+	for _, e := range unwrapAll(err) {
+		if s := findErrorTyper(e, depth+1); s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
 // findSentinel returns the error type of the first ctxlock sentinel (a plain
-// errors.New value whose text starts with "ctxlock: ") in err's tree.
-func findSentinel(err error, depth int) string {
-	if err == nil || depth > maxDepth {
+// errors.New value whose text starts with "ctxlock: ") in err's tree; with
+// skipCause, not in the causes of context errors (see withCause).
+func findSentinel(err error, skipCause bool, depth int) string {
+	if err == nil || depth > maxDepth || (skipCause && withCause(err)) {
 		return ""
 	}
 	if reflect.TypeOf(err) == errorStringType {
@@ -98,7 +140,7 @@ func findSentinel(err error, depth int) string {
 		}
 	}
 	for _, e := range unwrapAll(err) {
-		if s := findSentinel(e, depth+1); s != "" {
+		if s := findSentinel(e, skipCause, depth+1); s != "" {
 			return s
 		}
 	}
@@ -111,7 +153,7 @@ func findTyped(err error, skipContext bool, depth int) string {
 	if err == nil || depth > maxDepth {
 		return ""
 	}
-	if skipContext && (err == context.Canceled || err == context.DeadlineExceeded) {
+	if skipContext && (err == context.Canceled || err == context.DeadlineExceeded || withCause(err)) {
 		return ""
 	}
 	switch t := reflect.TypeOf(err); t {
@@ -142,14 +184,12 @@ func typeName(t reflect.Type) string {
 
 // hasFault reports whether err carries more than a context error: a ctxlock
 // sentinel (such as ErrUnavailable, which marks backend faults) or an error
-// with its own type, as when Lock joins the last backend fault to ctx.Err().
+// with its own ErrorType, as when Lock joins the last backend fault to
+// ctx.Err(). The cause of a context cancelled with one is not a fault, even
+// a ctxlock error (see withCause).
 func hasFault(err error) bool {
 	if err == nil {
 		return false
 	}
-	if findSentinel(err, 0) != "" {
-		return true
-	}
-	var et interface{ ErrorType() string }
-	return errors.As(err, &et)
+	return findSentinel(err, true, 0) != "" || findErrorTyper(err, 0) != ""
 }

@@ -651,7 +651,7 @@ func (i *Instrumentation) HoldEndedWithTracer(tracer trace.Tracer, acquired trac
 		// Why the hold ended (the ctxlock sentinel err starts with), not
 		// the fault behind it: a refresh that timed out must not make an
 		// expiry read "context.DeadlineExceeded".
-		etype := findSentinel(err, 0)
+		etype := findSentinel(err, false, 0)
 		if etype == "" {
 			etype = errorType(err, true)
 		}

@@ -1,0 +1,135 @@
+package ctxlock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/ctxlock/ctxlock"
+	ctxlockotel "github.com/ctxlock/ctxlock/otel"
+)
+
+// Every hold ends, whatever ended it (Unlock, Do with a panicking fn, loss,
+// expiry, Close): afterwards ctxlock.held and ctxlock.release.pending read 0.
+func TestReviewHeldReturnsToZero(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newOtelRig(t, 3)
+		var wg sync.WaitGroup
+		for w := range 12 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				m := r.ms[w%3]
+				key := fmt.Sprintf("k%d", w%4)
+				l := m.NewLock(key, ctxlock.WithTTL(2*time.Second), ctxlock.WithRefreshInterval(500*time.Millisecond))
+				for i := range 30 {
+					ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rand.IntN(3000))*time.Millisecond)
+					switch (w + i) % 5 {
+					case 0:
+						if _, err := l.Lock(ctx); err == nil {
+							time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond)
+							l.Unlock()
+						}
+					case 1:
+						if ok, _, _ := l.TryLock(ctx); ok {
+							time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond)
+							l.Unlock()
+						}
+					case 2:
+						func() {
+							defer func() { recover() }()
+							ctxlock.Do(ctx, l, func(context.Context) error {
+								time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond)
+								panic("user")
+							})
+						}()
+					case 3:
+						if _, err := l.Lock(ctx); err == nil {
+							r.be.Evict(key)
+							time.Sleep(time.Second)
+						}
+					case 4:
+						if _, err := l.Lock(ctx); err == nil && i == 29 {
+							// left held: Close ends it
+							cancel()
+							return
+						}
+						l.Unlock()
+					}
+					cancel()
+				}
+			}()
+		}
+		wg.Wait()
+		r.be.SetUnavailable(true)
+		time.Sleep(3 * time.Second)
+		r.be.SetUnavailable(false)
+		for _, m := range r.ms {
+			if err := m.Close(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}
+		rm := r.collect()
+		defer r.close()
+		if got := otelSum(t, rm, ctxlockotel.MetricHeld); got != 0 {
+			t.Errorf("%s = %d after Close, want 0", ctxlockotel.MetricHeld, got)
+		}
+		if got := otelSum(t, rm, ctxlockotel.MetricReleasePending); got != 0 {
+			t.Errorf("%s = %d after Close, want 0", ctxlockotel.MetricReleasePending, got)
+		}
+		n, _ := otelHist(t, rm, ctxlockotel.MetricHoldDuration)
+		t.Logf("holds ended: %d, lost: %d, contention: %d", n, otelSum(t, rm, ctxlockotel.MetricHoldLost), otelSum(t, rm, ctxlockotel.MetricContention))
+	})
+}
+
+// A Lock whose context is cancelled with a cause is canceled, not failed,
+// whatever the cause: the cause is the caller's (here, as inside Do, the loss
+// of another lock), not a fault of this call's backend. Its span stays Unset
+// and its metrics get no error.type.
+func TestReviewCanceledWithCtxlockCauseIsNotAFault(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newOtelRig(t, 2)
+		defer r.close()
+		holder := r.ms[0].NewLock("orders")
+		if _, err := holder.Lock(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		for _, early := range []bool{false, true} {
+			ctx, cancel := context.WithCancelCause(context.Background())
+			cause := fmt.Errorf("ctxlock: hold of %q ended early: %w", "outer", ctxlock.ErrLost)
+			if early {
+				cancel(cause)
+			} else {
+				go func() { time.Sleep(time.Second); cancel(cause) }()
+			}
+			if _, err := r.ms[1].NewLock("orders").Lock(ctx); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Lock = %v, want context.Canceled", err)
+			}
+			cancel(nil)
+		}
+		holder.Unlock()
+		for _, s := range r.spans(ctxlockotel.SpanLock) {
+			a := otelAttrs(s)
+			if a[ctxlockotel.AttrOutcome].AsString() != ctxlockotel.OutcomeCanceled {
+				continue
+			}
+			if s.Status().Code != codes.Unset || a[ctxlockotel.AttrErrorType].Type() != attribute.INVALID {
+				t.Errorf("canceled Lock span: status %v, error.type %q; want Unset and none", s.Status(), a[ctxlockotel.AttrErrorType].AsString())
+			}
+		}
+		rm := r.collect()
+		if n, _ := otelHist(t, rm, ctxlockotel.MetricAcquireDuration, ctxlockotel.AttrOutcome.String(ctxlockotel.OutcomeCanceled)); n != 2 {
+			t.Errorf("%s (canceled): count %d, want 2", ctxlockotel.MetricAcquireDuration, n)
+		}
+		if n, _ := otelHist(t, rm, ctxlockotel.MetricAcquireDuration, ctxlockotel.AttrErrorType.String("ctxlock.lock_lost")); n != 0 {
+			t.Errorf("%s: %d canceled calls with error.type ctxlock.lock_lost, want 0", ctxlockotel.MetricAcquireDuration, n)
+		}
+	})
+}
