@@ -196,7 +196,7 @@ func (h *hold) endedLocked(now time.Time) endedHold {
 	if h.reason != ErrUnlocked {
 		err = h.errLocked()
 	}
-	return endedHold{h.lock.opts.Tracer, h.spanContext(), h.lock.key, now.Sub(h.start), reasonName(h.reason), err}
+	return endedHold{h.lock.opts.Tracer, h.spanContext(), h.lock.key, now.Sub(h.start), now, reasonName(h.reason), err}
 }
 
 // endedHold is a hold's end, waiting to be recorded by unlock.
@@ -205,6 +205,7 @@ type endedHold struct {
 	span   trace.SpanContext
 	key    string
 	held   time.Duration
+	at     time.Time // when it ended (its recording may come later)
 	reason string
 	err    error
 }
@@ -303,7 +304,7 @@ func (m *Manager) recordEnded(ended []endedHold) {
 	}
 	defer m.recordEnded(ended[1:])
 	e := &ended[0]
-	m.obs.HoldEndedWithTracer(e.tracer, e.span, e.key, e.held, e.reason, e.err)
+	m.obs.HoldEndedAt(e.tracer, e.span, e.key, e.held, e.at, e.reason, e.err)
 }
 
 // logWarnings logs warnings, each even when logging an earlier one panics.

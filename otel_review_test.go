@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -130,6 +131,51 @@ func TestReviewCanceledWithCtxlockCauseIsNotAFault(t *testing.T) {
 		}
 		if n, _ := otelHist(t, rm, ctxlockotel.MetricAcquireDuration, ctxlockotel.AttrErrorType.String("ctxlock.lock_lost")); n != 0 {
 			t.Errorf("%s: %d canceled calls with error.type ctxlock.lock_lost, want 0", ctxlockotel.MetricAcquireDuration, n)
+		}
+	})
+}
+
+// slowLogHandler is a slog handler that takes a second per record.
+type slowLogHandler struct{}
+
+func (slowLogHandler) Enabled(context.Context, slog.Level) bool  { return true }
+func (slowLogHandler) Handle(context.Context, slog.Record) error { time.Sleep(time.Second); return nil }
+func (h slowLogHandler) WithAttrs([]slog.Attr) slog.Handler      { return h }
+func (h slowLogHandler) WithGroup(string) slog.Handler           { return h }
+
+// The ctxlock.hold span covers the hold, from acquisition to loss, and its
+// event is at the moment of loss, even when recording it is delayed (here
+// by a slow logger, whose warning about the loss is logged first).
+func TestReviewHoldSpanTimesWhenRecordingIsDelayed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newOtelRig(t, 0)
+		r.ms = append(r.ms, ctxlock.NewManager(r.be, ctxlock.WithTracerProvider(r.tp),
+			ctxlock.WithMeterProvider(r.mp), ctxlock.WithLogger(slog.New(slowLogHandler{}))))
+		defer r.close()
+		l := r.ms[0].NewLock("orders", ctxlock.WithTTL(3*time.Second), ctxlock.WithRefreshInterval(time.Second))
+		expired, err := l.Lock(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1500 * time.Millisecond)
+		r.be.Evict("orders")
+		<-expired
+		lostAt := time.Now()
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		locks, holds := r.spans(ctxlockotel.SpanLock), r.spans(ctxlockotel.SpanHold)
+		if len(locks) != 1 || len(holds) != 1 {
+			t.Fatalf("%d lock and %d hold spans, want 1 and 1", len(locks), len(holds))
+		}
+		h := holds[0]
+		if !h.StartTime().Equal(locks[0].EndTime()) || !h.EndTime().Equal(lostAt) {
+			t.Errorf("hold span from %v to %v after the Lock span ended; want from 0 to %v (the loss)",
+				h.StartTime().Sub(locks[0].EndTime()), h.EndTime().Sub(locks[0].EndTime()), lostAt.Sub(locks[0].EndTime()))
+		}
+		for _, e := range h.Events() {
+			if e.Name == ctxlockotel.EventHoldLost && !e.Time.Equal(lostAt) {
+				t.Errorf("%s event %v after the loss, want at it", e.Name, e.Time.Sub(lostAt))
+			}
 		}
 	})
 }

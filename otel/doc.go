@@ -153,7 +153,8 @@
 // ctxlock.acquire.duration cover it, and record every call, including those
 // rejected at once (invalid key or option: outcome error). For each hold
 // that End reported as OutcomeAcquired: [Instrumentation.HoldEnded] (or
-// [Instrumentation.HoldEndedWithTracer]) exactly once, when the hold ends for
+// [Instrumentation.HoldEndedWithTracer], or [Instrumentation.HoldEndedAt]
+// when it is recorded some time after it ended) exactly once, when the hold ends for
 // whatever reason, with the span context End returned, and never before End
 // (a hold that ends first is recorded right after End), so that ctxlock.held
 // never reads below zero. For each background backend batch: [Instrumentation.StartBatch]

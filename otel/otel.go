@@ -632,6 +632,19 @@ func (i *Instrumentation) HoldEndedWithTracer(tracer trace.Tracer, acquired trac
 	if i == nil {
 		return
 	}
+	i.HoldEndedAt(tracer, acquired, key, held, time.Now(), reason, err)
+}
+
+// HoldEndedAt is [Instrumentation.HoldEndedWithTracer] for a hold that ended
+// at ended, which may be some time before the call: the "ctxlock.hold" span
+// runs from ended − held to ended, its event is at ended. The Manager records
+// hold ends after releasing its mutex, on another goroutine for those the
+// scheduler ends, behind the user's logger, tracer and meter: a span
+// timestamped at the call would be shifted by that delay.
+func (i *Instrumentation) HoldEndedAt(tracer trace.Tracer, acquired trace.SpanContext, key string, held time.Duration, ended time.Time, reason string, err error) {
+	if i == nil {
+		return
+	}
 	m := i.metrics()
 	if tracer == nil {
 		tracer = i.tracer()
@@ -642,7 +655,10 @@ func (i *Instrumentation) HoldEndedWithTracer(tracer trace.Tracer, acquired trac
 	abnormal := reason != ReasonUnlocked && reason != ReasonClosed
 	keyAttr := AttrKey.String(key)
 	reasonAttr := AttrHoldEndReason.String(reason)
-	now := time.Now()
+	now := ended
+	if now.IsZero() {
+		now = time.Now()
+	}
 	ctx := context.Background()
 	if acquired.IsValid() {
 		ctx = trace.ContextWithSpanContext(ctx, acquired)
