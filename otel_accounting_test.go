@@ -19,7 +19,7 @@ import (
 
 // Every hold ends, whatever ended it (Unlock, Do with a panicking fn, loss,
 // expiry, Close): afterwards ctxlock.held and ctxlock.release.pending read 0.
-func TestReviewHeldReturnsToZero(t *testing.T) {
+func TestOtelHeldAndPendingReturnToZero(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newOtelRig(t, 3)
 		var wg sync.WaitGroup
@@ -94,7 +94,7 @@ func TestReviewHeldReturnsToZero(t *testing.T) {
 // whatever the cause: the cause is the caller's (here, as inside Do, the loss
 // of another lock), not a fault of this call's backend. Its span stays Unset
 // and its metrics get no error.type.
-func TestReviewCanceledWithCtxlockCauseIsNotAFault(t *testing.T) {
+func TestOtelCanceledWithCtxlockCauseIsNotAFault(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newOtelRig(t, 2)
 		defer r.close()
@@ -146,7 +146,7 @@ func (h slowLogHandler) WithGroup(string) slog.Handler           { return h }
 // The ctxlock.hold span covers the hold, from acquisition to loss, and its
 // event is at the moment of loss, even when recording it is delayed (here
 // by a slow logger, whose warning about the loss is logged first).
-func TestReviewHoldSpanTimesWhenRecordingIsDelayed(t *testing.T) {
+func TestOtelHoldSpanTimedAtEndNotAtRecording(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newOtelRig(t, 0)
 		r.ms = append(r.ms, ctxlock.NewManager(r.be, ctxlock.WithTracerProvider(r.tp),
