@@ -64,6 +64,11 @@ type Manager struct {
 	bg       context.Context
 	cancelBg context.CancelFunc
 	workers  errgroup.Group
+	// slots bounds the workers running (cap workerLimit). Not the group's
+	// SetLimit: the group frees a slot only after the worker's function
+	// has returned, i.e. after its wake-up of the scheduler, which could
+	// then find no slot free and sleep with a job left undispatched.
+	slots chan struct{}
 
 	done      chan struct{} // closed when Close starts
 	stop      chan struct{} // closed to stop the scheduler
@@ -205,7 +210,7 @@ func NewManager(b Backend, opts ...ManagerOption) *Manager {
 		keys:        make(map[string]*keyState),
 	}
 	m.bg, m.cancelBg = context.WithCancel(context.Background())
-	m.workers.SetLimit(o.workers)
+	m.slots = make(chan struct{}, o.workers)
 	if b == nil {
 		m.initErr = ErrNilBackend
 		m.backendName = "none"

@@ -150,9 +150,12 @@ func appendRefreshJobs(queue []job, due []*hold) []job {
 // and returns the jobs left waiting for a worker.
 func (m *Manager) dispatch(queue []job) []job {
 	for i, j := range queue {
-		if !m.workers.TryGo(func() error { m.runJob(j); return nil }) {
+		select {
+		case m.slots <- struct{}{}:
+		default:
 			return append(queue[:0], queue[i:]...)
 		}
+		m.workers.Go(func() error { m.runJob(j); return nil })
 	}
 	return queue[:0]
 }
@@ -173,7 +176,12 @@ func (m *Manager) abandon(queue []job) {
 
 // runJob performs one batch on a worker and records the results.
 func (m *Manager) runJob(j job) {
-	defer m.nudgeScheduler()
+	// The slot is free before the scheduler wakes: it may dispatch a job
+	// that found every worker busy.
+	defer func() {
+		<-m.slots
+		m.nudgeScheduler()
+	}()
 	if len(j.refresh) > 0 {
 		m.refreshBatch(j)
 	}
