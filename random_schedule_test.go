@@ -53,6 +53,10 @@ func TestRandomSchedules(t *testing.T) {
 	for i := range seeds {
 		seeds[i] = uint64(i + 1)
 	}
+	// Seed 211 once made Close hang (about one run in 100 under -race): a
+	// job the scheduler could not hand to a busy worker was never
+	// dispatched, because the worker woke it before freeing its slot.
+	seeds = append(seeds, 211)
 	if v := os.Getenv("CTXLOCK_MODEL_SEED"); v != "" {
 		s, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
