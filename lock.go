@@ -47,7 +47,10 @@ type Lock interface {
 	// TryLock makes at least one attempt and reports whether it succeeded. It
 	// returns (false, nil, nil) when the lock is known to be held by someone
 	// else, including another Lock value of the same Manager or this value.
-	// A transient backend fault is returned as an error, not retried.
+	// A transient backend fault is returned as an error matching
+	// ErrUnavailable, not retried. An attempt cut short by its own bound
+	// (WithAcquireTimeout) may also match context.DeadlineExceeded, as a
+	// net/http client timeout does; ctx.Err() tells whether ctx ended.
 	TryLock(ctx context.Context) (acquired bool, expired <-chan struct{}, err error)
 
 	// Unlock releases the lock without blocking: it closes the expiry channel

@@ -688,7 +688,8 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				if lease.Owner != owner {
 					stray = lease
 				}
-				lastErr = fmt.Errorf("acquire took longer than the validity window of TTL %v", l.opts.TTL)
+				// A backend too slow for the TTL: transient, like a timeout.
+				lastErr = fmt.Errorf("%w: acquire took %v, longer than the validity window of TTL %v", ErrUnavailable, t1.Sub(t0), l.opts.TTL)
 			case held:
 				var he *HeldError
 				if errors.As(err, &he) {
