@@ -367,8 +367,8 @@ func TestCloseGivesBackAttemptReturningWhileWorkersFinish(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 		cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 		defer cancel()
-		// Close gives up at 150ms, then waits for a's release until 1.05s;
-		// b's acquire returns at 300ms.
+		// Close gives up at 150ms and returns, a's release still running
+		// (until 1.05s); b's acquire returns at 300ms, after Close.
 		if err := m.Close(cctx); err == nil {
 			t.Fatal("Close returned nil with a release and a Lock call outstanding at its deadline")
 		}
@@ -378,6 +378,7 @@ func TestCloseGivesBackAttemptReturningWhileWorkersFinish(t *testing.T) {
 		if _, _, _, rem, ok := mem.Holder("b"); ok {
 			t.Errorf("the lease taken at 300ms is still held (for %v) after Close returned", rem)
 		}
+		time.Sleep(time.Second) // a's slow release ends within the bubble
 	})
 }
 

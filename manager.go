@@ -1285,7 +1285,10 @@ func (m *Manager) stoppedClosed() bool {
 // Health reports the backend's conditions and the scheduler's: pending
 // releases, holds whose latest refresh failed, refresh lag, a closed
 // Manager. err is non-nil when the backend is unusable or the Manager is
-// closed.
+// closed. A closed Manager answers at once (matching ErrClosed) without
+// asking the backend. Health returns when ctx ends even if the backend has
+// not answered (its check then ends in the background, bounded by the
+// backend's own timeouts), with an error matching ctx's.
 func (m *Manager) Health(ctx context.Context) ([]string, error) {
 	if ctx == nil {
 		return nil, ErrNilContext
@@ -1296,7 +1299,16 @@ func (m *Manager) Health(ctx context.Context) ([]string, error) {
 	if m.backend == nil {
 		return nil, fmt.Errorf("ctxlock: health: %w (a zero Manager: use NewManager)", ErrNilBackend)
 	}
-	conds, err := m.backend.Health(ctx)
+	m.mu.Lock()
+	closed := m.closed
+	m.unlock()
+	if closed {
+		// Said at once, whatever the backend is doing: nothing of the
+		// Manager is usable any more, and a frozen backend would make the
+		// caller wait for its ctx to learn so.
+		return []string{"manager closed"}, fmt.Errorf("ctxlock: health: %w", ErrClosed)
+	}
+	conds, err := m.backendHealth(ctx)
 	now := time.Now()
 	m.mu.Lock()
 	defer m.unlock()
@@ -1320,6 +1332,38 @@ func (m *Manager) Health(ctx context.Context) ([]string, error) {
 	return conds, err
 }
 
+// backendHealth is m.backend.Health(ctx), returning when ctx ends even if
+// the backend does not: go-redis, say, honours a ctx's deadline but not its
+// cancellation, and with no ReadTimeout a PING to a frozen server waits for
+// ever. The backend's call then goes on in the background, bounded by the
+// backend's own timeouts (or until the server answers).
+func (m *Manager) backendHealth(ctx context.Context) ([]string, error) {
+	if ctx.Done() == nil {
+		return m.backend.Health(ctx) // nothing to return early on
+	}
+	type result struct {
+		conds []string
+		err   error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		conds, err := m.backend.Health(ctx)
+		ch <- result{conds, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.conds, r.err
+	case <-ctx.Done():
+		select {
+		case r := <-ch: // answered as ctx ended: the answer says more
+			return r.conds, r.err
+		default:
+		}
+		return []string{fmt.Sprintf("backend %s: no answer before ctx ended", m.backendName)},
+			fmt.Errorf("ctxlock: health: backend %s did not answer: %w", m.backendName, context.Cause(ctx))
+	}
+}
+
 // Close ends every hold (their expiry channels close with ErrClosed), makes
 // blocked and later Lock calls return ErrClosed, and waits until every
 // pending release is confirmed and every Lock or TryLock call that has made
@@ -1330,7 +1374,10 @@ func (m *Manager) Health(ctx context.Context) ([]string, error) {
 // the tracer, meter and logger records the scheduler left to its recorder
 // goroutine. When it returns, nothing it started still
 // uses the backend, unless ctx ended first, so the backend may be closed
-// then.
+// then. When ctx ends first, Close returns then even if workers are still
+// in backend calls (a frozen server): those calls end in the background,
+// bounded by their own deadlines and the backend's timeouts, and Close's
+// error says so.
 //
 // Releases still pending when ctx ends are abandoned: those leases lapse at
 // their TTL, and Close returns an error saying how many, and what else was
@@ -1414,7 +1461,31 @@ func (m *Manager) Close(ctx context.Context) error {
 		close(m.stopped)
 	}
 	m.cancelBg()
-	_ = m.workers.Wait()
+	// Workers in a backend call that ignores the cancellation (go-redis
+	// honours a ctx's deadline, not its cancellation; a release's deadline
+	// is releaseTimeout away) are waited for only until ctx ends: they then
+	// finish in the background, bounded by their deadlines and the
+	// backend's own timeouts. Their results change nothing any more (every
+	// hold has ended; releases are abandoned below).
+	workersDone := make(chan struct{})
+	go func() {
+		_ = m.workers.Wait()
+		close(workersDone)
+	}()
+	select {
+	case <-workersDone:
+	case <-ctx.Done():
+		select {
+		case <-workersDone:
+		default:
+			left := fmt.Errorf("ctxlock: close: refreshes or releases still in flight on the backend, left to end within their own timeouts: %w", ctx.Err())
+			if err == nil {
+				err = left
+			} else {
+				err = errors.Join(err, left)
+			}
+		}
+	}
 	m.recorders.Wait()
 	m.mu.Lock()
 	// Releases still pending are abandoned (see err): with the scheduler
