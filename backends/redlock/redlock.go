@@ -1208,7 +1208,15 @@ func (b *Backend) Health(ctx context.Context) (conditions []string, err error) {
 	n := len(b.nodes)
 	conds := make([][]string, n)
 	errs := make([]error, n)
-	b.each(ctx, DefaultReleaseTimeout, nil, func(ctx context.Context, i int) {
+	// The nodes' checks end a little before ctx does, so that the tally
+	// (a frozen minority is only a condition) is made while the caller
+	// still listens: a Manager's Health returns when ctx ends.
+	timeout := DefaultReleaseTimeout
+	if d, ok := ctx.Deadline(); ok {
+		left := time.Until(d)
+		timeout = max(min(timeout, left-min(left/10, 50*time.Millisecond)), time.Millisecond)
+	}
+	b.each(ctx, timeout, nil, func(ctx context.Context, i int) {
 		conds[i], errs[i] = b.nodes[i].Health(ctx)
 		if errs[i] != nil {
 			errs[i] = ctxlock.Unavailable(errs[i]) // any unhealthy node counts as unreachable
