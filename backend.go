@@ -15,17 +15,28 @@ import (
 // ErrUnavailable (see Unavailable); any other error is treated as permanent.
 //
 // Batch calls exist so that one round trip (a pipeline) refreshes or releases
-// many leases; their result slices have one entry per lease, in order (nil
-// for a lease that succeeded). The Manager also takes a nil slice as every
-// lease succeeding, but the backends of this module always return a full
-// one.
+// many leases; their result slices must have one entry per lease, in order
+// (nil for a lease that succeeded), also when every lease succeeded: the
+// conformance suite (backends/locktest) checks it. The Manager, to be
+// lenient, takes a nil slice as every lease succeeding.
+//
+// A minimal Backend implements only these methods; the optional interfaces
+// below (ContentionReporter, Relocker, RoundTripNotifier, WaiterQueue,
+// BackendNamer) make it fairer or cheaper, not correct.
 type Backend interface {
 	// Acquire takes req.Key for req.Owner for req.TTL if nobody owns it, and
-	// returns the lease with a fencing token strictly greater than every token
-	// issued for the key before. When another owner holds the key it returns a
-	// *HeldError (matching ErrHeld) with the holder's remaining TTL. It must
+	// returns the lease: Key req.Key, Owner req.Owner (the Manager refuses
+	// any other), and a fencing token that is positive (0 means "not held"
+	// to Lock.Token) and strictly greater than every token issued for the
+	// key before, also for leases that have since lapsed or been lost.
+	// When another owner holds the key it returns a
+	// *HeldError (matching ErrHeld) with the holder's remaining TTL; the
+	// Manager wakes its waiters when that runs out, so a backend whose Watch
+	// cannot see lapses should report it. It must
 	// give up after req.Timeout (a Timeout ≤ 0 sets no bound of its own: ctx
-	// bounds the attempt). An attempt whose outcome is unknown must
+	// bounds the attempt). The Manager does not put req.Timeout on ctx: the
+	// backend must apply it itself, and a request it sent and then timed out
+	// has an unknown outcome. An attempt whose outcome is unknown must
 	// return an error matching ErrUnavailable: the Manager then releases
 	// (Key, Owner), so an ambiguous attempt never blocks others for a whole
 	// TTL; and, in case the attempt's request reaches the backend after that
@@ -33,9 +44,12 @@ type Backend interface {
 	// lapsed. Releasing an owner that holds nothing must be harmless.
 	Acquire(ctx context.Context, req AcquireRequest) (Lease, error)
 
-	// Extend sets the TTL of every lease still owned by its owner to ttl. Per
-	// lease it reports nil, an error matching ErrLost when the lease is no
-	// longer owned, or a transient error.
+	// Extend sets the TTL of every lease still owned by its owner to ttl
+	// (counted from now). Per lease it reports nil, an error matching ErrLost
+	// when the lease is no longer owned, or a transient error (matching
+	// ErrUnavailable). A ttl ≤ 0 is bad input, not a loss: every lease then
+	// reports an error matching ErrInvalidOption and stays as it was (the
+	// Manager never sends one; locktest checks it).
 	Extend(ctx context.Context, leases []Lease, ttl time.Duration) []error
 
 	// Release deletes every lease still owned by its owner and wakes the
@@ -48,7 +62,10 @@ type Backend interface {
 	// lapses, and a stop function that must be called when the watcher is
 	// done. Signals may be coalesced and may be spurious: they are hints to
 	// retry now. A nil channel means the backend cannot notify (the Manager
-	// then polls with backoff).
+	// then polls with backoff, never sleeping past the Remaining of the
+	// latest HeldError; return a no-op stop all the same). A backend that notifies
+	// releases but cannot see lapses (a store that expires keys silently)
+	// may leave lapses to HeldError.Remaining.
 	Watch(key string) (released <-chan struct{}, stop func())
 
 	// Health reports conditions worth an operator's attention (unreachable
@@ -67,8 +84,9 @@ type AcquireRequest struct {
 	TTL      time.Duration // lease duration on the backend
 	Timeout  time.Duration // the attempt's bound; ≤ 0: none of its own, ctx bounds it
 	Metadata string        // opaque owner text (WithMetadata), may be empty
-	// Waiter identifies one blocking Lock call across all its attempts (it
-	// is empty for TryLock). A WaiterQueue backend queues refused waiters
+	// Waiter identifies one blocking Lock call across all its attempts. It
+	// is empty for TryLock, and always empty unless the Backend implements
+	// WaiterQueue. A WaiterQueue backend queues refused waiters
 	// and keeps a released key for the first of them. The Manager's waiter
 	// ids sort (byte-wise) in the order their Lock calls started, by each
 	// process's wall clock, so that a backend of several servers can keep
@@ -85,7 +103,7 @@ type Lease struct {
 	// GrantOwner for a key a WaiterQueue backend granted to a waiter);
 	// extend and release are checked against it.
 	Owner string
-	// Token is the fencing token: strictly increasing per key.
+	// Token is the fencing token: positive and strictly increasing per key.
 	Token uint64
 }
 
