@@ -12,7 +12,12 @@
 // the Backend it returns, as separate processes would share a server.
 // Backends that can run inside a testing/synctest bubble (in-process ones,
 // such as memory's) run every leaf test in its own bubble: TTLs of hours pass
-// in microseconds, and instants are asserted exactly. Run finds out by asking
+// in microseconds, and instants are asserted exactly (a waiter must get a
+// released key at the instant of the release when the Backend's Watch
+// notifies, and a lapsed one at the instant of the lapse when it reports
+// HeldError.Remaining or notifies lapses; a Backend that does neither is
+// polled, and is allowed the Manager's backoff, MaxRetryDelay, instead).
+// Run finds out by asking
 // one Backend from the factory whether it implements FakeTimeSafe (a
 // wrapper that does not can pass WithFakeTime). Networked backends run the
 // same cases in real time with a short TTL (WithTTL); WithRealTime makes an
@@ -23,7 +28,13 @@
 //	SetUnavailable(down bool) // every call fails with ctxlock.ErrUnavailable while down
 //	Evict(key string)          // the store forgets key, as on data loss
 //
-// and are skipped, with a message, otherwise.
+// and are skipped, with a message, otherwise. So are the cases that need an
+// optional interface: ReleaserYieldsToOtherOwners needs
+// ctxlock.ContentionReporter, and LocalWaitersFIFO runs only with fake time.
+// Everything else is required of every Backend: besides the behaviour of
+// Managers on it, the suite calls the Backend directly to check that batch
+// calls answer one result per lease and that Extend refuses a TTL ≤ 0 with
+// ctxlock.ErrInvalidOption (see ctxlock.Backend).
 package locktest
 
 import (
@@ -214,6 +225,17 @@ func isClosed(ch <-chan struct{}) bool {
 	default:
 		return false
 	}
+}
+
+// notifies reports whether the backend notifies releases (Backend.Watch
+// returns a channel). A backend that cannot (a nil channel) is polled, so its
+// waiters are woken by the Manager's backoff, not at the instant of a release.
+func (e *env) notifies() bool {
+	ch, stop := e.b.Watch(e.key("locktest-watch-probe"))
+	if stop != nil {
+		stop()
+	}
+	return ch != nil
 }
 
 func (e *env) faulty() Faulty {

@@ -199,3 +199,15 @@ func (fakeTimeMap) FakeTimeSafe() bool { return true }
 func TestThirdPartyConformanceFakeTime(t *testing.T) {
 	locktest.Run(t, func(t *testing.T) ctxlock.Backend { return fakeTimeMap{newMapBackend()} })
 }
+
+// A Backend that neither notifies nor reports the holder's remaining TTL is
+// allowed (Backend.Watch: "A nil channel means the backend cannot notify").
+// Under fake time the suite must then allow the Manager's polling backoff
+// instead of asserting the instant of a release or lapse.
+func TestThirdPartyConformancePolling(t *testing.T) {
+	locktest.Run(t, func(t *testing.T) ctxlock.Backend {
+		b := newMapBackend()
+		b.polling = true
+		return fakeTimeMap{b}
+	})
+}
