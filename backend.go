@@ -12,7 +12,9 @@ import (
 // Keys passed to a Backend are full keys (the Manager's namespace already
 // prepended). Owners are unique per hold. Every method must be safe for
 // concurrent use. Errors that the Manager should retry must match
-// ErrUnavailable (see Unavailable); any other error is treated as permanent.
+// ErrUnavailable (see Unavailable); so do timeouts passed on unmarked
+// (context.DeadlineExceeded, os.ErrDeadlineExceeded) while the caller's
+// context is live. Any other error is treated as permanent.
 //
 // Batch calls exist so that one round trip (a pipeline) refreshes or releases
 // many leases; their result slices must have one entry per lease, in order

@@ -1,8 +1,10 @@
 package ctxlock
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 )
 
@@ -96,7 +98,11 @@ func Unavailable(err error) error {
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
-// isTransient reports whether a backend error is worth retrying.
+// isTransient reports whether a backend error is worth retrying: a fault
+// marked with ErrUnavailable, or a timeout (context.DeadlineExceeded,
+// os.ErrDeadlineExceeded) that a backend passed on unmarked. A timed-out
+// request's outcome is unknown, so treating it as permanent would fail the
+// call and leave whatever it took held for its TTL.
 func isTransient(err error) bool {
-	return errors.Is(err, ErrUnavailable)
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)
 }

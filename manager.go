@@ -702,7 +702,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				m.queueReleaseLocked(ks, l.unknownAttemptRelease(owner, t1), t1)
 				return canceled()
 			case isTransient(err):
-				lastErr = err
+				lastErr = Unavailable(err)
 				m.queueReleaseLocked(ks, l.unknownAttemptRelease(owner, t1), t1)
 			default:
 				return fail(ctxlockotel.OutcomeError, fmt.Errorf("ctxlock: lock %q: %w", l.key, err))
