@@ -66,7 +66,7 @@ func TestRandomSchedules(t *testing.T) {
 	}
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) { runModel(t, seed) })
+			synctest.Test(t, func(t *testing.T) { runModel(t, seed, false) })
 		})
 	}
 }
@@ -79,6 +79,7 @@ type mhold struct {
 	lock    int
 	token   uint64 // 0: not known (the hold ended before Token could be read)
 	start   time.Time
+	from    time.Time       // when the call that made the hold began
 	end     time.Time       // zero until the hold is seen to end
 	expired <-chan struct{} // nil for a hold of Do (its end is fn's view)
 	viaDo   bool
@@ -103,8 +104,13 @@ type model struct {
 	t     *testing.T
 	seed  uint64
 	t0    time.Time
-	store *memory.Backend
-	mgrs  []*ctxlock.Manager
+	store modelStore
+	// wq: the store is a wqBackend (server-side waiter queue, hand-off),
+	// with evictions.
+	wq        bool
+	wqCfg     wqConfig
+	evictions []mevict // guarded by mu
+	mgrs      []*ctxlock.Manager
 	// closing[i]: Close of mgrs[i] has begun.
 	closing  []atomic.Bool
 	closedAt []time.Time // guarded by mu: when Close returned
@@ -126,6 +132,44 @@ type model struct {
 	failedWaits []failedWait
 	maxGap      time.Duration
 	mgrCloseErr []bool
+}
+
+// modelStore is the backend under the model: memory.Backend or wqBackend.
+type modelStore interface {
+	ctxlock.Backend
+	SetUnavailable(down bool)
+	SetLatency(d time.Duration)
+	Evict(key string)
+	Holder(key string) (owner, metadata string, token uint64, remaining time.Duration, ok bool)
+}
+
+// mevict is an eviction of a key's lease (data loss).
+type mevict struct {
+	key   int
+	token uint64 // the evicted lease's
+	at    time.Time
+}
+
+// evictedLocked returns the eviction of h's lease (by its token), if any;
+// for a hold of unknown token, the first eviction of its key at or after
+// from (the start of the call that made h: its lease may be evicted before
+// the call returns) and before h ended.
+func (m *model) evictedLocked(h *mhold) (time.Time, bool) {
+	for _, ev := range m.evictions {
+		if ev.key != h.key {
+			continue
+		}
+		if h.token != 0 {
+			if ev.token == h.token {
+				return ev.at, true
+			}
+			continue
+		}
+		if !ev.at.Before(h.from) && (h.end.IsZero() || !ev.at.After(h.end)) {
+			return ev.at, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // failedWait is a Lock call that gave up when its context ended.
@@ -185,12 +229,12 @@ func (m *model) fullKey(k int) string { return "ns:" + m.keys[k] }
 
 // register records a hold that a Lock or TryLock (expired non-nil) or Do
 // (expired nil) call just returned, and checks it against the others.
-func (m *model) register(g int, ml *mlock, expired <-chan struct{}, token uint64, viaDo bool) *mhold {
+func (m *model) register(g int, ml *mlock, from time.Time, expired <-chan struct{}, token uint64, viaDo bool) *mhold {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	h := &mhold{
 		id: len(m.holds), key: ml.key, mgr: ml.mgr, lock: ml.idx, token: token,
-		start: time.Now(), expired: expired, viaDo: viaDo,
+		start: time.Now(), from: from, expired: expired, viaDo: viaDo,
 		noRefresh: ml.noRefresh, validity: ml.validity,
 	}
 	how := "Lock"
@@ -198,14 +242,18 @@ func (m *model) register(g int, ml *mlock, expired <-chan struct{}, token uint64
 		how = "Do"
 	}
 	m.logLocked("g%d %s L%d(m%d,%s) acquired hold #%d token %d", g, how, ml.idx, ml.mgr, m.keys[ml.key], h.id, token)
-	if expired != nil && isOpen(expired) {
+	_, hEvicted := m.evictedLocked(h)
+	if expired != nil && isOpen(expired) && !hEvicted {
 		for _, o := range m.holds {
+			if _, ev := m.evictedLocked(o); ev {
+				continue // data loss: its lease is gone, its holder finds out later
+			}
 			if o.key == h.key && o.expired != nil && isOpen(o.expired) {
 				m.failLocked("atomicity: hold #%d (L%d m%d token %d) acquired while hold #%d (L%d m%d token %d) of key %s is still open",
 					h.id, h.lock, h.mgr, h.token, o.id, o.lock, o.mgr, o.token, m.keys[h.key])
 			}
 		}
-		if token != 0 {
+		if token != 0 && !hEvicted {
 			_, _, btok, _, ok := m.store.Holder(m.fullKey(h.key))
 			if isOpen(expired) && (!ok || btok != token) {
 				m.failLocked("hold #%d token %d open, but the backend holder of %s is token %d (held %v)", h.id, token, m.keys[h.key], btok, ok)
@@ -250,6 +298,9 @@ func (m *model) monitor(rng *rand.Rand, stop <-chan struct{}) {
 		m.mu.Lock()
 		for _, h := range m.holds {
 			if h.expired == nil || h.token == 0 || !isOpen(h.expired) {
+				continue
+			}
+			if _, ev := m.evictedLocked(h); ev {
 				continue
 			}
 			_, _, tok, rem, ok := m.store.Holder(m.fullKey(h.key))
@@ -310,15 +361,29 @@ func lockOptions(rng *rand.Rand) (opts []ctxlock.LockOption, o ctxlock.LockOptio
 	return opts, o, strings.Join(parts, ",")
 }
 
-func runModel(t *testing.T, seed uint64) {
+func runModel(t *testing.T, seed uint64, wq bool) {
 	rng := rand.New(rand.NewPCG(seed, 0x6d6f64656c))
 	m := &model{
-		t: t, seed: seed, t0: time.Now(), store: memory.New(),
+		t: t, seed: seed, t0: time.Now(), wq: wq,
 		reasons: map[string]int{}, done: make(chan struct{}),
+	}
+	if wq {
+		m.wqCfg = randomWQConfig(rand.New(rand.NewPCG(seed, 5)))
+		wb := newWQBackend(m.wqCfg, seed)
+		wb.t0 = m.t0
+		m.store = wb
+		m.logf("wq backend: %v", m.wqCfg)
+	} else {
+		m.store = memory.New()
 	}
 	defer m.store.Close()
 	nMgr := 2 + rng.IntN(2)
 	nKeys := 2 + rng.IntN(2)
+	if wq {
+		// Fewer keys, more Managers: hand-offs need contention between
+		// Managers.
+		nMgr, nKeys = nMgr+rng.IntN(2), nKeys-1
+	}
 	for k := range nKeys {
 		m.keys = append(m.keys, fmt.Sprintf("k%d", k))
 	}
@@ -410,6 +475,10 @@ func runModel(t *testing.T, seed uint64) {
 	})
 	monRng := rand.New(rand.NewPCG(seed, 2))
 	bg.Go(func() { m.monitor(monRng, stop) })
+	if wq {
+		evRng := rand.New(rand.NewPCG(seed, 4))
+		bg.Go(func() { m.evictor(evRng, stop) })
+	}
 
 	// Closer: with probability 1/2, one Manager closes at a random point.
 	closerRng := rand.New(rand.NewPCG(seed, 3))
@@ -470,7 +539,18 @@ func runModel(t *testing.T, seed uint64) {
 	for k := range m.keys {
 		l := fresh.NewLock(m.keys[k], ctxlock.WithTTL(time.Second))
 		start := time.Now()
-		if allNil {
+		if allNil && wq && m.store.(*wqBackend).LeaveFails(m.fullKey(k)) > 0 {
+			// A Leave that failed leaves its waiter queued for its keep
+			// (and a grant to it for at most that long).
+			ctx, cancel := context.WithTimeout(context.Background(), 2*m.wqCfg.keep+time.Second)
+			_, err := l.Lock(ctx)
+			cancel()
+			if err != nil {
+				m.failf("liveness: key %s (a Leave failed) not acquirable within %v: %v", m.keys[k], 2*m.wqCfg.keep+time.Second, err)
+				continue
+			}
+			m.logf("fresh Manager got %s after %v", m.keys[k], time.Since(start))
+		} else if allNil {
 			ok, _, err := l.TryLock(context.Background())
 			if err != nil || !ok {
 				_, _, tok, rem, held := m.store.Holder(m.fullKey(k))
@@ -478,11 +558,15 @@ func runModel(t *testing.T, seed uint64) {
 				continue
 			}
 		} else {
-			ctx, cancel := context.WithTimeout(context.Background(), m.maxTTL+time.Second)
+			bound := m.maxTTL + time.Second
+			if wq {
+				bound += 2 * m.wqCfg.keep
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), bound)
 			_, err := l.Lock(ctx)
 			cancel()
 			if err != nil {
-				m.failf("liveness: key %s not acquirable within %v: %v", m.keys[k], m.maxTTL+time.Second, err)
+				m.failf("liveness: key %s not acquirable within %v: %v", m.keys[k], bound, err)
 				continue
 			}
 			m.logf("fresh Manager got %s after %v", m.keys[k], time.Since(start))
@@ -499,6 +583,24 @@ func runModel(t *testing.T, seed uint64) {
 	defer m.mu.Unlock()
 	if len(m.violations) > 0 || os.Getenv("CTXLOCK_MODEL_TRACE") != "" {
 		tr := m.trace
+		if wb, ok := m.store.(*wqBackend); ok && os.Getenv("CTXLOCK_MODEL_TRACE") != "" {
+			// Merged by time (both are in time order).
+			var merged []string
+			ev := wb.Trace()
+			i := 0
+			for _, line := range tr {
+				at, _ := time.ParseDuration(strings.Fields(line)[0])
+				for i < len(ev) && ev[i].at.Sub(m.t0) <= at {
+					merged = append(merged, ev[i].msg)
+					i++
+				}
+				merged = append(merged, line)
+			}
+			for ; i < len(ev); i++ {
+				merged = append(merged, ev[i].msg)
+			}
+			tr = merged
+		}
 		if len(tr) > 400 && os.Getenv("CTXLOCK_MODEL_TRACE") == "" {
 			tr = tr[len(tr)-400:]
 		}
@@ -509,6 +611,9 @@ func runModel(t *testing.T, seed uint64) {
 	}
 	t.Logf("seed %d: %d managers, %d keys, %d workers, %d locks, %d holds, %d failed waits (longest free gap %v), %v fake time, reasons %v",
 		seed, nMgr, nKeys, nWorkers, len(m.locks), len(m.holds), len(m.failedWaits), m.maxGap, m.now(), m.reasons)
+	if wq {
+		t.Logf("seed %d: wq %v: %d evictions, %+v", seed, m.wqCfg, len(m.evictions), m.store.(*wqBackend).Stats())
+	}
 }
 
 // closeManager closes mgrs[i] (timeout 0: no deadline but a generous bound
@@ -698,10 +803,10 @@ func (m *model) opLock(g int, rng *rand.Rand, ml *mlock, cur map[*mlock]*wstate)
 		}
 		return
 	}
-	m.acquired(g, ml, expired, old, cur)
+	m.acquired(g, ml, start, expired, old, cur)
 }
 
-func (m *model) acquired(g int, ml *mlock, expired <-chan struct{}, old *wstate, cur map[*mlock]*wstate) {
+func (m *model) acquired(g int, ml *mlock, from time.Time, expired <-chan struct{}, old *wstate, cur map[*mlock]*wstate) {
 	if expired == nil {
 		m.failf("g%d L%d acquired with a nil channel", g, ml.idx)
 		return
@@ -718,7 +823,7 @@ func (m *model) acquired(g int, ml *mlock, expired <-chan struct{}, old *wstate,
 	if old != nil && isOpen(old.h.expired) {
 		m.failf("g%d L%d: a new hold while this worker's hold #%d on the value is open", g, ml.idx, old.h.id)
 	}
-	h := m.register(g, ml, expired, tok, false)
+	h := m.register(g, ml, from, expired, tok, false)
 	// old ended (its Err is no longer the value's to tell): it is dropped.
 	if !ml.shared && isOpen(expired) {
 		if err := ml.l.Err(); err != nil && isOpen(expired) {
@@ -733,6 +838,7 @@ func (m *model) opTryLock(g int, rng *rand.Rand, ml *mlock, cur map[*mlock]*wsta
 	defer cancel()
 	old := cur[ml]
 	wasOpen := old != nil && isOpen(old.h.expired)
+	start := time.Now()
 	ok, expired, err := ml.l.TryLock(ctx)
 	m.logf("g%d TryLock L%d (%s) = %v, %v", g, ml.idx, desc, ok, err)
 	if err != nil {
@@ -751,7 +857,7 @@ func (m *model) opTryLock(g int, rng *rand.Rand, ml *mlock, cur map[*mlock]*wsta
 	if wasOpen && old != nil && isOpen(old.h.expired) {
 		m.failf("g%d TryLock L%d succeeded on a value this worker holds (hold #%d open)", g, ml.idx, old.h.id)
 	}
-	m.acquired(g, ml, expired, old, cur)
+	m.acquired(g, ml, start, expired, old, cur)
 }
 
 func (m *model) opDo(g int, rng *rand.Rand, ml *mlock) {
@@ -762,6 +868,7 @@ func (m *model) opDo(g int, rng *rand.Rand, ml *mlock) {
 	m.logf("g%d Do L%d (%s) fn holds %v fail=%v", g, ml.idx, desc, hold, fail)
 	ran := false
 	var endedEarly error
+	start := time.Now()
 	err := ctxlock.Do(ctx, ml.l, func(fctx context.Context) error {
 		ran = true
 		var tok uint64
@@ -773,7 +880,7 @@ func (m *model) opDo(g int, rng *rand.Rand, ml *mlock) {
 				m.failf("g%d Do L%d: Token() = 0 in fn", g, ml.idx)
 			}
 		}
-		h := m.register(g, ml, nil, tok, true)
+		h := m.register(g, ml, start, nil, tok, true)
 		select {
 		case <-fctx.Done():
 			endedEarly = context.Cause(fctx)
@@ -869,7 +976,10 @@ func (m *model) checkEnded(g int, ml *mlock, st *wstate) {
 	if !st.unlocked && errors.Is(e, ctxlock.ErrUnlocked) {
 		m.failf("g%d L%d: Err() = %v, but nobody unlocked hold #%d", g, ml.idx, e, st.h.id)
 	}
-	if errors.Is(e, ctxlock.ErrLost) {
+	m.mu.Lock()
+	_, evicted := m.evictedLocked(st.h)
+	m.mu.Unlock()
+	if errors.Is(e, ctxlock.ErrLost) && !evicted {
 		m.failf("g%d L%d: hold #%d lost (%v) with no eviction: a refresh found the lease gone", g, ml.idx, st.h.id, e)
 	}
 	if errors.Is(e, ctxlock.ErrClosed) && !m.closing[ml.mgr].Load() {
@@ -917,6 +1027,12 @@ func (m *model) checkHistory() {
 		if h.noRefresh && !h.viaDo && h.end.After(h.start.Add(h.validity)) {
 			m.failLocked("hold #%d (WithoutRefresh) ended %v after start, past its validity %v", h.id, h.end.Sub(h.start), h.validity)
 		}
+		// An evicted hold finds out at its next refresh, at the latest
+		// when its validity from its last confirmed refresh (before the
+		// eviction) ends.
+		if ev, ok := m.evictedLocked(h); ok && !h.viaDo && h.end.After(ev.Add(m.locks[h.lock].ttl)) {
+			m.failLocked("hold #%d (L%d) evicted at %v but ended only at %v (TTL %v)", h.id, h.lock, ev.Sub(m.t0), h.end.Sub(m.t0), m.locks[h.lock].ttl)
+		}
 	}
 	m.checkWaitsLocked()
 	for i, a := range m.holds {
@@ -924,7 +1040,12 @@ func (m *model) checkHistory() {
 			if a.key != b.key || a.end.IsZero() || b.end.IsZero() {
 				continue
 			}
-			if a.start.Before(b.end) && b.start.Before(a.end) {
+			// Data loss: an evicted lease's holder finds out at its next
+			// refresh, and a hand-off of a lease evicted meanwhile is
+			// adopted all the same.
+			_, aEvicted := m.evictedLocked(a)
+			_, bEvicted := m.evictedLocked(b)
+			if a.start.Before(b.end) && b.start.Before(a.end) && !aEvicted && !bEvicted {
 				m.failLocked("atomicity: holds #%d [%v, %v] (L%d token %d) and #%d [%v, %v] (L%d token %d) of %s overlap",
 					a.id, a.start.Sub(m.t0), a.end.Sub(m.t0), a.lock, a.token, b.id, b.start.Sub(m.t0), b.end.Sub(m.t0), b.lock, b.token, m.keys[a.key])
 			}
@@ -933,7 +1054,10 @@ func (m *model) checkHistory() {
 				if b.start.Before(a.start) {
 					first, second = b, a
 				}
-				if first.start.Before(second.start) && first.token >= second.token {
+				// A lease evicted before its holder heard of it (a late
+				// hand-off) starts a hold after later tokens: data loss.
+				_, secondEvicted := m.evictedLocked(second)
+				if first.start.Before(second.start) && first.token >= second.token && !secondEvicted {
 					m.failLocked("fencing: hold #%d (start %v, token %d) before #%d (start %v, token %d) of %s",
 						first.id, first.start.Sub(m.t0), first.token, second.id, second.start.Sub(m.t0), second.token, m.keys[a.key])
 				}
@@ -951,6 +1075,13 @@ const maxFreeWait = ctxlock.MaxRetryDelay + 500*time.Millisecond
 // their key lay free, with the store healthy, for longer than maxFreeWait
 // during the call: a lost wake-up.
 func (m *model) checkWaitsLocked() {
+	if m.wq && m.wqCfg.keep < ctxlock.MaxRetryDelay {
+		// Waiters lose their place between retries: two of them can take
+		// turns refusing each other a free key (each retries after its
+		// own entry lapsed, while the other's is live) for several retry
+		// periods. Progress is only probabilistic then.
+		return
+	}
 	for _, w := range m.failedWaits {
 		var busy [][2]time.Time
 		for _, h := range m.holds {
@@ -967,7 +1098,20 @@ func (m *model) checkWaitsLocked() {
 		for _, d := range m.degraded {
 			// After an outage a waiter's backoff (and a failed release's
 			// retry, up to 1.28s) may still run.
-			busy = append(busy, [2]time.Time{d[0], d[1].Add(1500 * time.Millisecond)})
+			tail := 1500 * time.Millisecond
+			if m.wq {
+				// A Leave that failed leaves its waiter queued for its
+				// keep, and a grant to it lasts at most that long.
+				tail += 2 * m.wqCfg.keep
+			}
+			busy = append(busy, [2]time.Time{d[0], d[1].Add(tail)})
+		}
+		for _, ev := range m.evictions {
+			// An evicted grant is found gone only at its waiter's next
+			// retry, which queues it again at the back.
+			if ev.key == w.key {
+				busy = append(busy, [2]time.Time{ev.at, ev.at.Add(1500*time.Millisecond + 2*m.wqCfg.keep)})
+			}
 		}
 		slices.SortFunc(busy, func(a, b [2]time.Time) int { return a[0].Compare(b[0]) })
 		// Walk the free stretches within [w.start, w.end].
@@ -994,5 +1138,87 @@ func (m *model) checkWaitsLocked() {
 				break
 			}
 		}
+	}
+}
+
+// TestRandomSchedulesWaiterQueue runs the model of TestRandomSchedules on
+// wqBackend, a fake of the Redis backend's server-side waiter queue with
+// hand-off (ctxlock.WaiterQueue), whose hand-off notifications are randomly
+// lost or late, whose slow calls may take effect with their reply lost, and
+// whose keys are now and then evicted (data loss).
+//
+// CTXLOCK_MODEL_SEEDS and CTXLOCK_MODEL_SEED work as for
+// TestRandomSchedules.
+func TestRandomSchedulesWaiterQueue(t *testing.T) {
+	n := 24
+	if testing.Short() {
+		n = 8
+	}
+	if v := os.Getenv("CTXLOCK_MODEL_SEEDS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil {
+			t.Fatalf("CTXLOCK_MODEL_SEEDS=%q: %v", v, err)
+		}
+	}
+	seeds := make([]uint64, n)
+	for i := range seeds {
+		seeds[i] = uint64(i + 1)
+	}
+	if v := os.Getenv("CTXLOCK_MODEL_SEED"); v != "" {
+		s, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("CTXLOCK_MODEL_SEED=%q: %v", v, err)
+		}
+		seeds = []uint64{s}
+	}
+	for _, seed := range seeds {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { runModel(t, seed, true) })
+		})
+	}
+}
+
+// randomWQConfig picks the waiter queue's settings and faults for a seed.
+func randomWQConfig(rng *rand.Rand) wqConfig {
+	c := wqConfig{
+		// Keeps shorter than MaxRetryDelay are accepted (waiters lose
+		// their place between retries; exclusion and progress hold).
+		keep:         pick(rng, 3*time.Second, 3*time.Second, 1500*time.Millisecond, 600*time.Millisecond),
+		dropP:        pick(rng, 0, 0, 0.3, 1),
+		delayP:       pick(rng, 0, 0.3, 1),
+		maxDelay:     pick(rng, 5*time.Millisecond, 100*time.Millisecond, 1500*time.Millisecond),
+		earlyP:       pick(rng, 0, 0.5),
+		grantOnLapse: rng.IntN(3) == 0,
+		notifyLapses: rng.IntN(2) == 0,
+		hintOnUp:     rng.IntN(2) == 0,
+	}
+	return c
+}
+
+// evictor makes the store forget a random key's lease now and then.
+func (m *model) evictor(rng *rand.Rand, stop <-chan struct{}) {
+	mode := rng.IntN(3)
+	if mode == 0 {
+		return
+	}
+	every := 3 * time.Second
+	if mode == 2 {
+		every = 400 * time.Millisecond
+	}
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(randDur(rng, every)):
+		}
+		k := rng.IntN(len(m.keys))
+		m.mu.Lock()
+		_, _, tok, _, held := m.store.Holder(m.fullKey(k))
+		if held {
+			m.store.Evict(m.fullKey(k))
+			m.evictions = append(m.evictions, mevict{key: k, token: tok, at: time.Now()})
+			m.logLocked("evict %s (token %d)", m.keys[k], tok)
+		}
+		m.mu.Unlock()
 	}
 }
