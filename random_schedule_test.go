@@ -1082,6 +1082,14 @@ func (m *model) checkWaitsLocked() {
 		// periods. Progress is only probabilistic then.
 		return
 	}
+	bound := maxFreeWait
+	if m.wq && (m.wqCfg.dropP > 0 || m.wqCfg.delayP > 0) {
+		// A grant whose hand-off is lost or late counts as free here until
+		// its waiter's next retry (up to MaxRetryDelay) adopts it; if that
+		// waiter gives up first, its Leave grants the key to the next one,
+		// whose hand-off may be late too.
+		bound += ctxlock.MaxRetryDelay
+	}
 	for _, w := range m.failedWaits {
 		var busy [][2]time.Time
 		for _, h := range m.holds {
@@ -1125,7 +1133,7 @@ func (m *model) checkWaitsLocked() {
 				if gapEnd.Sub(from) > m.maxGap {
 					m.maxGap = gapEnd.Sub(from)
 				}
-				if gapEnd.Sub(from) > maxFreeWait {
+				if gapEnd.Sub(from) > bound {
 					m.failLocked("liveness: g%d Lock L%d (m%d) on %s [%v, %v] gave up, but the key lay free with the store healthy over [%v, %v]",
 						w.g, w.lock, w.mgr, m.keys[w.key], w.start.Sub(m.t0), w.end.Sub(m.t0), from.Sub(m.t0), gapEnd.Sub(m.t0))
 					break
