@@ -141,8 +141,11 @@ func WithWaiterHints(window time.Duration) Option {
 // shorter keep is accepted (other callers of the Backend may retry more
 // often than a Manager), but a Manager's queued waiters then lose their
 // place between retries and queue again at the back: waiting is no longer
-// first come, first served; mutual exclusion and progress are kept. Values
-// ≤ 0 keep the default.
+// first come, first served, and two waiters can refuse each other a free
+// key (each retries after its own entry lapsed, while the other's is live,
+// and queues at the back again) until their jittered retries part: seconds
+// with a keep of a fraction of MaxRetryDelay. Mutual exclusion is kept.
+// Values ≤ 0 keep the default.
 func WithWaiterKeep(d time.Duration) Option {
 	return func(o *options) {
 		if d > 0 {
