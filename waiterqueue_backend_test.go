@@ -20,8 +20,14 @@ import (
 // wqBackend is an in-process, fake-time-safe Backend with a server-side
 // waiter queue (ctxlock.WaiterQueue) and directed hand-off, re-implementing
 // the semantics of backends/goredis's scripts (acquire.lua, relock.lua,
-// release.lua, leave.lua, queue.lua, extend.lua, without WithWaiterHints)
-// so that the Manager's WaiterQueue path can run under testing/synctest.
+// release.lua, leave.lua, queue.lua, extend.lua) so that the Manager's
+// WaiterQueue path can run under testing/synctest. With cfg.hintWindow > 0
+// it is the scripts' WithWaiterHints mode (as on each node of redlock): a
+// release does not grant the key but keeps it free for the first live
+// waiter for the window and tells that waiter alone (a zero Handoff, a
+// hint); waiters queue in the byte order of their ids; a refused relock
+// does not queue its waiter; the queue's first waiter takes the key with a
+// relock even when it was wanted.
 //
 // Differences from Redis, by design:
 //   - The whole store is one server; WatchWaiter is keyed by waiter id
@@ -83,20 +89,25 @@ type wqConfig struct {
 	delayP       float64       // probability that one is delayed (by up to maxDelay)
 	maxDelay     time.Duration
 	earlyP       float64 // probability that a slow call takes effect before its (possibly lost) reply
-	grantOnLapse bool    // a lapse hands the key to the first live waiter
+	grantOnLapse bool    // a lapse hands the key to the first live waiter (hints mode: hints it)
 	notifyLapses bool    // plain watchers hear lapses (Redis: with keyspace notifications)
 	hintOnUp     bool    // the end of an outage hints every waiter (as a resubscription does)
+	// hintWindow > 0: WithWaiterHints(hintWindow) (queue.lua's hint,
+	// kept_for_other, place).
+	hintWindow time.Duration
 }
 
+func (c wqConfig) hints() bool { return c.hintWindow > 0 }
+
 func (c wqConfig) String() string {
-	return fmt.Sprintf("keep=%v drop=%.2f delay=%.2f/%v early=%.2f grantOnLapse=%v notifyLapses=%v hintOnUp=%v",
-		c.keep, c.dropP, c.delayP, c.maxDelay, c.earlyP, c.grantOnLapse, c.notifyLapses, c.hintOnUp)
+	return fmt.Sprintf("keep=%v drop=%.2f delay=%.2f/%v early=%.2f grantOnLapse=%v notifyLapses=%v hintOnUp=%v hintWindow=%v",
+		c.keep, c.dropP, c.delayP, c.maxDelay, c.earlyP, c.grantOnLapse, c.notifyLapses, c.hintOnUp, c.hintWindow)
 }
 
 type wqStats struct {
 	Grants, LapseGrants, Adopted, Dropped, Delayed, Delivered, Hints int
 	Queued, DeadDropped, Leaves, YieldQueued, YieldPlain, Evictions  int
-	Early                                                            int
+	Early, QueueHints, Kept                                          int
 }
 
 type wqEntry struct {
@@ -108,6 +119,10 @@ type wqEntry struct {
 	qd          map[string]wqWaiting
 	watchers    map[*wqPlainWatch]struct{}
 	timer       *time.Timer // lapse timer, while held
+	// hinted, hintUntil: queue.lua's "\0hint" field (hints mode): the last
+	// waiter hinted, and the end of its window.
+	hinted    string
+	hintUntil time.Time
 }
 
 type wqWaiting struct {
@@ -305,7 +320,13 @@ func (b *wqBackend) enqueueLocked(e *wqEntry, waiter string, ttl time.Duration, 
 	_, had := e.qd[waiter]
 	e.qd[waiter] = wqWaiting{deadline: now.Add(b.cfg.keep), ttl: min(ttl, b.cfg.keep), meta: meta}
 	if !had {
-		e.queue = append(e.queue, waiter)
+		if b.cfg.hints() {
+			// queue.lua's place: in the byte order of waiter ids.
+			i, _ := slices.BinarySearch(e.queue, waiter)
+			e.queue = slices.Insert(e.queue, i, waiter)
+		} else {
+			e.queue = append(e.queue, waiter)
+		}
 		b.stats.Queued++
 		b.logLocked("queue %s (len %d)", short(waiter), len(e.queue))
 	}
@@ -371,7 +392,11 @@ func (b *wqBackend) lapsed(key string) {
 	if b.cfg.grantOnLapse {
 		if head, w, ok := b.firstWaiterLocked(e, now); ok {
 			b.stats.LapseGrants++
-			b.handOverLocked(key, e, head, w, now)
+			if b.cfg.hints() {
+				b.hintLocked(e, head, now)
+			} else {
+				b.handOverLocked(key, e, head, w, now)
+			}
 		}
 	}
 }
@@ -386,6 +411,31 @@ func (b *wqBackend) handOverLocked(key string, e *wqEntry, head string, w wqWait
 	b.stats.Grants++
 	b.logLocked("%s granted to %s token %d ttl %v (queue %d left)", key, short(head), e.fence, w.ttl, len(e.queue))
 	b.deliverLocked(head, ctxlock.Handoff{Token: e.fence, TTL: w.ttl})
+}
+
+// hintLocked is queue.lua's hint: head, the first live waiter, is told
+// that the key is free (a zero Handoff), which is kept for it for the hint
+// window. The hint is subject to the same faults as a grant's message.
+func (b *wqBackend) hintLocked(e *wqEntry, head string, now time.Time) {
+	e.hinted, e.hintUntil = head, now.Add(b.cfg.hintWindow)
+	b.stats.QueueHints++
+	b.logLocked("hint %s (kept until +%v)", short(head), b.cfg.hintWindow)
+	b.deliverLocked(head, ctxlock.Handoff{})
+}
+
+// keptForOtherLocked is queue.lua's kept_for_other: how long the free key
+// is still kept for head (the first live waiter, if hasHead) because a hint
+// told it less than the window ago, when the caller (waiter, or "") is
+// someone else.
+func (b *wqBackend) keptForOtherLocked(e *wqEntry, head string, hasHead bool, waiter string, now time.Time) (time.Duration, bool) {
+	if !hasHead || head == waiter {
+		return 0, false
+	}
+	if e.hinted != head {
+		return 0, false
+	}
+	left := e.hintUntil.Sub(now)
+	return left, left > 0
 }
 
 // deliverLocked passes a hand-off to waiter's watcher, if any listens when
@@ -440,8 +490,11 @@ func notifyPlain(e *wqEntry) {
 }
 
 // refusedLocked is queue.lua's refused.
-func (b *wqBackend) refusedLocked(e *wqEntry, held bool, now time.Time) error {
-	var pttl time.Duration
+func (b *wqBackend) refusedLocked(e *wqEntry, held bool, kept time.Duration, now time.Time) error {
+	pttl := kept
+	if kept > 0 {
+		b.stats.Kept++
+	}
 	if held {
 		// Exact, not PTTL's whole ms rounded down (to 1 when 0): the
 		// conformance suite asserts instants under fake time.
@@ -485,17 +538,24 @@ func (b *wqBackend) acquireLocked(req ctxlock.AcquireRequest, now time.Time) (ct
 			return ctxlock.Lease{Key: req.Key, Owner: ctxlock.GrantOwner(req.Waiter, tok), Token: tok}, nil
 		}
 	}
-	if !held && (!hasHead || head == req.Waiter) {
-		if hasHead {
+	var kept time.Duration
+	isKept := false
+	if !held && b.cfg.hints() {
+		kept, isKept = b.keptForOtherLocked(e, head, hasHead, req.Waiter, now)
+	}
+	if !held && (!hasHead || head == req.Waiter || (b.cfg.hints() && !isKept)) {
+		if hasHead && head == req.Waiter {
 			e.queue = e.queue[1:]
 			delete(e.qd, head)
+		} else if hasHead && b.cfg.hints() {
+			e.dequeue(req.Waiter)
 		}
 		return b.takeLocked(req, e, now), nil
 	}
 	if req.Waiter != "" {
 		b.enqueueLocked(e, req.Waiter, req.TTL, req.Metadata, now)
 	}
-	return ctxlock.Lease{}, b.refusedLocked(e, held, now)
+	return ctxlock.Lease{}, b.refusedLocked(e, held, kept, now)
 }
 
 func (b *wqBackend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (lease ctxlock.Lease, err error) {
@@ -511,7 +571,7 @@ func (b *wqBackend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (le
 	return lease, err
 }
 
-// relockLocked is relock.lua (without hints).
+// relockLocked is relock.lua.
 func (b *wqBackend) relockLocked(old ctxlock.Lease, req ctxlock.AcquireRequest, now time.Time) (ctxlock.Lease, bool, bool, error) {
 	e := b.entryLocked(req.Key)
 	held := b.liveLocked(e, now)
@@ -519,10 +579,13 @@ func (b *wqBackend) relockLocked(old ctxlock.Lease, req ctxlock.AcquireRequest, 
 		return b.takeLocked(req, e, now), false, false, nil
 	}
 	head, hw, hasHead := b.firstWaiterLocked(e, now)
+	// With hints, the caller's own waiter first in line is next: no one to
+	// yield to.
+	mine := b.cfg.hints() && hasHead && head == req.Waiter
 	if held && e.owner == old.Owner {
 		wanted := e.wanted(now)
 		e.wantedUntil = time.Time{}
-		if wanted || hasHead {
+		if !mine && (wanted || hasHead) {
 			if hasHead {
 				queued := false
 				if req.Waiter != "" {
@@ -530,16 +593,24 @@ func (b *wqBackend) relockLocked(old ctxlock.Lease, req ctxlock.AcquireRequest, 
 					queued = true
 				}
 				b.stats.YieldQueued++
-				b.handOverLocked(req.Key, e, head, hw, now)
+				if b.cfg.hints() {
+					e.owner, e.meta = "", ""
+					b.stopTimerLocked(e)
+					b.hintLocked(e, head, now)
+				} else {
+					b.handOverLocked(req.Key, e, head, hw, now)
+				}
 				return ctxlock.Lease{}, true, queued, nil
 			}
 			e.owner, e.meta = "", ""
+			b.stopTimerLocked(e)
 			b.stats.YieldPlain++
 			notifyPlain(e)
 			return ctxlock.Lease{}, true, false, nil
 		}
 		held = false
 		e.owner, e.meta = "", ""
+		b.stopTimerLocked(e)
 	}
 	if held && req.Waiter != "" {
 		if tok, ok := grantToken(e.owner, req.Waiter); ok {
@@ -549,7 +620,12 @@ func (b *wqBackend) relockLocked(old ctxlock.Lease, req ctxlock.AcquireRequest, 
 			return ctxlock.Lease{Key: req.Key, Owner: ctxlock.GrantOwner(req.Waiter, tok), Token: tok}, false, false, nil
 		}
 	}
-	if !held && (!hasHead || (req.Waiter != "" && head == req.Waiter)) {
+	var kept time.Duration
+	isKept := false
+	if !held && b.cfg.hints() {
+		kept, isKept = b.keptForOtherLocked(e, head, hasHead, req.Waiter, now)
+	}
+	if !held && (!hasHead || (req.Waiter != "" && head == req.Waiter) || (b.cfg.hints() && !isKept)) {
 		if hasHead {
 			e.dequeue(req.Waiter)
 		}
@@ -560,10 +636,19 @@ func (b *wqBackend) relockLocked(old ctxlock.Lease, req ctxlock.AcquireRequest, 
 		b.armLocked(req.Key, e)
 		return ctxlock.Lease{Key: req.Key, Owner: req.Owner, Token: e.fence}, false, false, nil
 	}
-	if req.Waiter != "" {
+	// With hints (redlock's nodes) a refused relock does not queue.
+	queue := req.Waiter != "" && !b.cfg.hints()
+	if queue {
 		b.enqueueLocked(e, req.Waiter, req.TTL, req.Metadata, now)
 	}
-	return ctxlock.Lease{}, false, req.Waiter != "", b.refusedLocked(e, held, now)
+	return ctxlock.Lease{}, false, queue, b.refusedLocked(e, held, kept, now)
+}
+
+func (b *wqBackend) stopTimerLocked(e *wqEntry) {
+	if e.timer != nil {
+		e.timer.Stop()
+		e.timer = nil
+	}
 }
 
 func (b *wqBackend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (lease ctxlock.Lease, wanted, queued bool, err error) {
@@ -639,7 +724,13 @@ func (b *wqBackend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease
 			e.wantedUntil = time.Time{}
 			c := wanted
 			if head, w, ok := b.firstWaiterLocked(e, now); ok {
-				b.handOverLocked(l.Key, e, head, w, now)
+				if b.cfg.hints() {
+					e.owner, e.meta = "", ""
+					b.stopTimerLocked(e)
+					b.hintLocked(e, head, now)
+				} else {
+					b.handOverLocked(l.Key, e, head, w, now)
+				}
 				c = true
 			} else {
 				e.owner, e.meta = "", ""
@@ -691,18 +782,20 @@ func (b *wqBackend) leave(ctx context.Context, key, waiter string) error {
 		_, granted := grantToken(e.owner, waiter)
 		granted = held && granted
 		if !held || granted {
-			if head, w, ok := b.firstWaiterLocked(e, now); ok {
+			head, w, ok := b.firstWaiterLocked(e, now)
+			if ok && !b.cfg.hints() {
 				b.handOverLocked(key, e, head, w, now)
 				return
 			}
 			if granted {
 				e.owner, e.meta = "", ""
-				if e.timer != nil {
-					e.timer.Stop()
-					e.timer = nil
-				}
+				b.stopTimerLocked(e)
 			}
-			notifyPlain(e)
+			if ok {
+				b.hintLocked(e, head, now)
+			} else {
+				notifyPlain(e)
+			}
 		}
 	})
 }
@@ -790,6 +883,8 @@ func TestWaiterQueueFakeConformance(t *testing.T) {
 	}{
 		{"redis-like", wqConfig{}},
 		{"lossy", wqConfig{keep: 1500 * time.Millisecond, dropP: 0.5, delayP: 0.5, maxDelay: 300 * time.Millisecond, grantOnLapse: true, notifyLapses: true}},
+		{"hints", wqConfig{hintWindow: 50 * time.Millisecond}},
+		{"hints-lossy", wqConfig{keep: 1500 * time.Millisecond, dropP: 0.5, delayP: 0.5, maxDelay: 300 * time.Millisecond, grantOnLapse: true, notifyLapses: true, hintWindow: 200 * time.Millisecond}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			locktest.Run(t, func(t *testing.T) ctxlock.Backend { return newWQBackend(c.cfg, 1) })
