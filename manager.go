@@ -232,18 +232,29 @@ func newOwnerPrefix() string {
 	return hex.EncodeToString(b[:]) + ":"
 }
 
+// waiterSeq numbers the waiter ids of every Manager in the process (see
+// newWaiter).
+var waiterSeq atomic.Uint64
+
 // newWaiter returns a waiter id (AcquireRequest.Waiter) for a Lock call
-// starting now: the wall clock in 16 hex digits, then a unique owner id, so
-// that waiter ids sort by the time their calls started, across processes as
-// far as their clocks agree.
+// starting now: the wall clock in 16 hex digits, a process-wide sequence
+// number in 12, then a unique owner id, so that waiter ids sort by the time
+// their calls started, across processes as far as their clocks agree, and
+// in call order within the process for calls at the same instant of its
+// clock (a coarse clock, fake time), whichever Manager made them.
 func (m *Manager) newWaiter() string {
 	const hexDigits = "0123456789abcdef"
-	var buf [64]byte
-	b := buf[:17]
+	var buf [80]byte
+	b := buf[:30]
 	for i, t := 15, uint64(time.Now().UnixNano()); i >= 0; i, t = i-1, t>>4 {
 		b[i] = hexDigits[t&15]
 	}
 	b[16] = '.'
+	// 48 bits: wraps after 2^48 calls, by which time the clock has moved.
+	for i, n := 28, waiterSeq.Add(1); i >= 17; i, n = i-1, n>>4 {
+		b[i] = hexDigits[n&15]
+	}
+	b[29] = '.'
 	b = append(b, m.ownerPrefix...)
 	b = strconv.AppendUint(b, m.ownerSeq.Add(1), 36)
 	return string(b)
