@@ -66,7 +66,7 @@ func TestRandomSchedules(t *testing.T) {
 	}
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) { runModel(t, seed, false) })
+			synctest.Test(t, func(t *testing.T) { runModel(t, seed, modelMemory) })
 		})
 	}
 }
@@ -361,7 +361,17 @@ func lockOptions(rng *rand.Rand) (opts []ctxlock.LockOption, o ctxlock.LockOptio
 	return opts, o, strings.Join(parts, ",")
 }
 
-func runModel(t *testing.T, seed uint64, wq bool) {
+// modelKind is the backend under the model.
+type modelKind int
+
+const (
+	modelMemory      modelKind = iota // memory.Backend
+	modelWaiterQueue                  // wqBackend, granting (goredis)
+	modelWaiterHints                  // wqBackend, hinting (goredis.WithWaiterHints, redlock's nodes)
+)
+
+func runModel(t *testing.T, seed uint64, kind modelKind) {
+	wq := kind != modelMemory
 	rng := rand.New(rand.NewPCG(seed, 0x6d6f64656c))
 	m := &model{
 		t: t, seed: seed, t0: time.Now(), wq: wq,
@@ -369,6 +379,9 @@ func runModel(t *testing.T, seed uint64, wq bool) {
 	}
 	if wq {
 		m.wqCfg = randomWQConfig(rand.New(rand.NewPCG(seed, 5)))
+		if kind == modelWaiterHints {
+			m.wqCfg.hintWindow = pick(rand.New(rand.NewPCG(seed, 6)), time.Millisecond, 50*time.Millisecond, 50*time.Millisecond, 300*time.Millisecond)
+		}
 		wb := newWQBackend(m.wqCfg, seed)
 		wb.t0 = m.t0
 		m.store = wb
@@ -1082,7 +1095,7 @@ func (m *model) checkWaitsLocked() {
 		// periods. Progress is only probabilistic then.
 		return
 	}
-	bound := maxFreeWait
+	bound := maxFreeWait + m.wqCfg.hintWindow // a free key is kept for the waiter hinted
 	if m.wq && (m.wqCfg.dropP > 0 || m.wqCfg.delayP > 0) {
 		// A grant whose hand-off is lost or late counts as free here until
 		// its waiter's next retry (up to MaxRetryDelay) adopts it; if that
@@ -1181,7 +1194,45 @@ func TestRandomSchedulesWaiterQueue(t *testing.T) {
 	}
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) { runModel(t, seed, true) })
+			synctest.Test(t, func(t *testing.T) { runModel(t, seed, modelWaiterQueue) })
+		})
+	}
+}
+
+// TestRandomSchedulesWaiterHints runs the model of TestRandomSchedules on
+// wqBackend in its hints mode (goredis.WithWaiterHints, as on each node of
+// the redlock backend): a release keeps the free key for the queue's first
+// waiter for a hint window and tells it with a zero Handoff, which may be
+// lost or late, as grants are in TestRandomSchedulesWaiterQueue; the other
+// faults are the same.
+//
+// CTXLOCK_MODEL_SEEDS and CTXLOCK_MODEL_SEED work as for
+// TestRandomSchedules.
+func TestRandomSchedulesWaiterHints(t *testing.T) {
+	n := 16
+	if testing.Short() {
+		n = 6
+	}
+	if v := os.Getenv("CTXLOCK_MODEL_SEEDS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil {
+			t.Fatalf("CTXLOCK_MODEL_SEEDS=%q: %v", v, err)
+		}
+	}
+	seeds := make([]uint64, n)
+	for i := range seeds {
+		seeds[i] = uint64(i + 1)
+	}
+	if v := os.Getenv("CTXLOCK_MODEL_SEED"); v != "" {
+		s, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("CTXLOCK_MODEL_SEED=%q: %v", v, err)
+		}
+		seeds = []uint64{s}
+	}
+	for _, seed := range seeds {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { runModel(t, seed, modelWaiterHints) })
 		})
 	}
 }
