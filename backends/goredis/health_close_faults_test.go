@@ -30,7 +30,7 @@ func frozenManager(t *testing.T, rt time.Duration) (*ctxlock.Manager, *redistest
 
 // healthWithin runs m.Health(ctx) and fails t unless it returns within
 // limit; a call still blocked then is let go by resuming the server.
-func healthWithin(t *testing.T, m *ctxlock.Manager, s *redistest.Server, ctx context.Context, limit time.Duration) ([]string, error, time.Duration) {
+func healthWithin(t *testing.T, m *ctxlock.Manager, s *redistest.Server, ctx context.Context, limit time.Duration) ([]string, time.Duration, error) {
 	t.Helper()
 	type result struct {
 		conds []string
@@ -44,12 +44,12 @@ func healthWithin(t *testing.T, m *ctxlock.Manager, s *redistest.Server, ctx con
 	}()
 	select {
 	case r := <-done:
-		return r.conds, r.err, time.Since(start)
+		return r.conds, time.Since(start), r.err
 	case <-time.After(limit):
 		t.Errorf("Health still blocked %v after it started, the server frozen", limit)
 		s.Cont()
 		r := <-done
-		return r.conds, r.err, time.Since(start)
+		return r.conds, time.Since(start), r.err
 	}
 }
 
@@ -63,7 +63,7 @@ func TestHealthFrozenServerHonoursCancellation(t *testing.T) {
 	defer s.Cont()
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
-	conds, err, took := healthWithin(t, m, s, ctx, 2*time.Second)
+	conds, took, err := healthWithin(t, m, s, ctx, 2*time.Second)
 	if err == nil || !errors.Is(err, context.Canceled) {
 		t.Errorf("Health cancelled on a frozen server: %q, %v; want an error matching context.Canceled", conds, err)
 	}
@@ -80,7 +80,7 @@ func TestHealthFrozenServerHonoursDeadline(t *testing.T) {
 	defer s.Cont()
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	conds, err, took := healthWithin(t, m, s, ctx, 2*time.Second)
+	conds, took, err := healthWithin(t, m, s, ctx, 2*time.Second)
 	if err == nil || len(conds) == 0 {
 		t.Errorf("Health on a frozen server: %q, %v; want a condition and an error", conds, err)
 	}
@@ -101,7 +101,7 @@ func TestHealthClosedManagerFrozenServer(t *testing.T) {
 	defer s.Cont()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conds, err, took := healthWithin(t, m, s, ctx, 5*time.Second)
+	conds, took, err := healthWithin(t, m, s, ctx, 5*time.Second)
 	if !errors.Is(err, ctxlock.ErrClosed) {
 		t.Errorf("Health on a closed Manager: %q, %v; want an error matching ErrClosed", conds, err)
 	}

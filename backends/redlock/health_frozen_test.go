@@ -21,16 +21,16 @@ func TestHealthFrozenMinorityWithinDeadline(t *testing.T) {
 	b := newBackend(t, c.clients)
 	m := ctxlock.NewManager(b)
 	defer m.Close(context.Background())
-	health := func() ([]string, error, time.Duration) {
+	health := func() ([]string, time.Duration, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
 		start := time.Now()
 		conds, err := m.Health(ctx)
-		return conds, err, time.Since(start)
+		return conds, time.Since(start), err
 	}
 	c.servers[0].Stop()
 	defer c.servers[0].Cont()
-	conds, err, took := health()
+	conds, took, err := health()
 	if err != nil || !strings.Contains(strings.Join(conds, "\n"), c.servers[0].Addr()) {
 		t.Errorf("Health with 1 of 3 frozen: %q, %v; want a condition naming %s and no error", conds, err, c.servers[0].Addr())
 	}
@@ -39,7 +39,7 @@ func TestHealthFrozenMinorityWithinDeadline(t *testing.T) {
 	}
 	c.servers[1].Stop()
 	defer c.servers[1].Cont()
-	if conds, err, _ := health(); !errors.Is(err, ctxlock.ErrUnavailable) {
+	if conds, _, err := health(); !errors.Is(err, ctxlock.ErrUnavailable) {
 		t.Errorf("Health with 2 of 3 frozen: %q, %v; want an error matching ErrUnavailable", conds, err)
 	}
 	c.servers[0].Cont()
