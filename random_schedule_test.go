@@ -39,9 +39,18 @@ import (
 // CTXLOCK_MODEL_SEED=s runs seed s alone; CTXLOCK_MODEL_TRACE=1 logs each
 // seed's trace even when it passes.
 func TestRandomSchedules(t *testing.T) {
-	n := 24
+	// Seed 211 once made Close hang (about one run in 100 under -race): a
+	// job the scheduler could not hand to a busy worker was never
+	// dispatched, because the worker woke it before freeing its slot.
+	runSeeds(t, modelMemory, 24, 8, 211)
+}
+
+// runSeeds runs the model on kind for seeds 1..n (short in -short mode),
+// then the extra ones; CTXLOCK_MODEL_SEEDS sets n, CTXLOCK_MODEL_SEED runs
+// that seed alone. Each seed runs in its own synctest bubble.
+func runSeeds(t *testing.T, kind modelKind, n, short int, extra ...uint64) {
 	if testing.Short() {
-		n = 8
+		n = short
 	}
 	if v := os.Getenv("CTXLOCK_MODEL_SEEDS"); v != "" {
 		var err error
@@ -49,14 +58,11 @@ func TestRandomSchedules(t *testing.T) {
 			t.Fatalf("CTXLOCK_MODEL_SEEDS=%q: %v", v, err)
 		}
 	}
-	seeds := make([]uint64, n)
+	seeds := make([]uint64, n, n+len(extra))
 	for i := range seeds {
 		seeds[i] = uint64(i + 1)
 	}
-	// Seed 211 once made Close hang (about one run in 100 under -race): a
-	// job the scheduler could not hand to a busy worker was never
-	// dispatched, because the worker woke it before freeing its slot.
-	seeds = append(seeds, 211)
+	seeds = append(seeds, extra...)
 	if v := os.Getenv("CTXLOCK_MODEL_SEED"); v != "" {
 		s, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
@@ -66,7 +72,7 @@ func TestRandomSchedules(t *testing.T) {
 	}
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) { runModel(t, seed, modelMemory) })
+			synctest.Test(t, func(t *testing.T) { runModel(t, seed, kind) })
 		})
 	}
 }
@@ -1171,32 +1177,7 @@ func (m *model) checkWaitsLocked() {
 // CTXLOCK_MODEL_SEEDS and CTXLOCK_MODEL_SEED work as for
 // TestRandomSchedules.
 func TestRandomSchedulesWaiterQueue(t *testing.T) {
-	n := 24
-	if testing.Short() {
-		n = 8
-	}
-	if v := os.Getenv("CTXLOCK_MODEL_SEEDS"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil {
-			t.Fatalf("CTXLOCK_MODEL_SEEDS=%q: %v", v, err)
-		}
-	}
-	seeds := make([]uint64, n)
-	for i := range seeds {
-		seeds[i] = uint64(i + 1)
-	}
-	if v := os.Getenv("CTXLOCK_MODEL_SEED"); v != "" {
-		s, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			t.Fatalf("CTXLOCK_MODEL_SEED=%q: %v", v, err)
-		}
-		seeds = []uint64{s}
-	}
-	for _, seed := range seeds {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) { runModel(t, seed, modelWaiterQueue) })
-		})
-	}
+	runSeeds(t, modelWaiterQueue, 24, 8)
 }
 
 // TestRandomSchedulesWaiterHints runs the model of TestRandomSchedules on
@@ -1209,32 +1190,7 @@ func TestRandomSchedulesWaiterQueue(t *testing.T) {
 // CTXLOCK_MODEL_SEEDS and CTXLOCK_MODEL_SEED work as for
 // TestRandomSchedules.
 func TestRandomSchedulesWaiterHints(t *testing.T) {
-	n := 16
-	if testing.Short() {
-		n = 6
-	}
-	if v := os.Getenv("CTXLOCK_MODEL_SEEDS"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil {
-			t.Fatalf("CTXLOCK_MODEL_SEEDS=%q: %v", v, err)
-		}
-	}
-	seeds := make([]uint64, n)
-	for i := range seeds {
-		seeds[i] = uint64(i + 1)
-	}
-	if v := os.Getenv("CTXLOCK_MODEL_SEED"); v != "" {
-		s, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			t.Fatalf("CTXLOCK_MODEL_SEED=%q: %v", v, err)
-		}
-		seeds = []uint64{s}
-	}
-	for _, seed := range seeds {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) { runModel(t, seed, modelWaiterHints) })
-		})
-	}
+	runSeeds(t, modelWaiterHints, 16, 6)
 }
 
 // randomWQConfig picks the waiter queue's settings and faults for a seed.
