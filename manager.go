@@ -1353,25 +1353,40 @@ func (m *Manager) backendHealth(ctx context.Context) ([]string, error) {
 		return m.backend.Health(ctx) // nothing to return early on
 	}
 	type result struct {
-		conds []string
-		err   error
+		conds    []string
+		err      error
+		panicked any
 	}
 	ch := make(chan result, 1)
 	go func() {
-		conds, err := m.backend.Health(ctx)
-		ch <- result{conds, err}
+		var r result
+		defer func() {
+			// A panicking backend panics in the caller, as it would have
+			// without this goroutine, if the caller is still there.
+			if p := recover(); p != nil {
+				r.panicked = p
+			}
+			ch <- r
+		}()
+		r.conds, r.err = m.backend.Health(ctx)
 	}()
+	answer := func(r result) ([]string, error) {
+		if r.panicked != nil {
+			panic(r.panicked)
+		}
+		return r.conds, r.err
+	}
 	select {
 	case r := <-ch:
-		return r.conds, r.err
+		return answer(r)
 	case <-ctx.Done():
 		select {
 		case r := <-ch: // answered as ctx ended: the answer says more
-			return r.conds, r.err
+			return answer(r)
 		default:
 		}
 		return []string{fmt.Sprintf("backend %s: no answer before ctx ended", m.backendName)},
-			fmt.Errorf("ctxlock: health: backend %s did not answer: %w", m.backendName, context.Cause(ctx))
+			fmt.Errorf("ctxlock: health: backend %s did not answer: %w", m.backendName, waitErr(ctx, nil))
 	}
 }
 
