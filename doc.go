@@ -131,8 +131,9 @@
 //     does, even when backend calls are stuck (a frozen server, a client
 //     that honours deadlines but not cancellation): those calls end in the
 //     background within their own deadlines and the client's timeouts, and
-//     Close's error says so. A closed Manager's Health answers ErrClosed at
-//     once, without asking the backend.
+//     Close's error says so. A Health check left running that way is the
+//     Manager's: Close waits for it as for its workers. A closed Manager's
+//     Health answers ErrClosed at once, without asking the backend.
 //   - Owner ids are a random per-Manager prefix plus a sequence number:
 //     unique per acquire attempt, so a late release of an old hold can never
 //     release a newer one.

@@ -3,8 +3,10 @@ package ctxlock_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/ctxlock/ctxlock"
 	"github.com/ctxlock/ctxlock/backends/memory"
@@ -62,5 +64,57 @@ func TestHealthBackendPanicReachesCaller(t *testing.T) {
 		}()
 		m.Health(ctx)
 		t.Fatal("Health returned; want the backend's panic")
+	})
+}
+
+// A Health call whose caller stopped waiting leaves the backend's check
+// running; Close waits for it, as for its workers, so that nothing the
+// Manager started still uses the backend when Close returns. A Close whose
+// ctx ends first returns then and says the check is still in flight.
+func TestCloseWaitsForHealthCheckLeftRunning(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := stuckHealthBackend{Backend: memory.New(), release: make(chan struct{})}
+		m := ctxlock.NewManager(b)
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			synctest.Wait()
+			cancel()
+		}()
+		if _, err := m.Health(ctx); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Health = %v; want context.Canceled", err)
+		}
+
+		cctx, ccancel := context.WithTimeout(context.Background(), time.Second)
+		defer ccancel()
+		err := m.Close(cctx)
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "health checks still in flight") {
+			t.Fatalf("Close with the check still running = %v; want DeadlineExceeded saying health checks are in flight", err)
+		}
+		close(b.release)
+	})
+
+	synctest.Test(t, func(t *testing.T) {
+		b := stuckHealthBackend{Backend: memory.New(), release: make(chan struct{})}
+		m := ctxlock.NewManager(b)
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			synctest.Wait()
+			cancel()
+		}()
+		if _, err := m.Health(ctx); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Health = %v; want context.Canceled", err)
+		}
+		closed := make(chan error, 1)
+		go func() { closed <- m.Close(context.Background()) }()
+		synctest.Wait()
+		select {
+		case err := <-closed:
+			t.Fatalf("Close returned (%v) while a Health check was still in the backend", err)
+		default:
+		}
+		close(b.release)
+		if err := <-closed; err != nil {
+			t.Fatalf("Close = %v; want nil once the check ended", err)
+		}
 	})
 }

@@ -69,6 +69,11 @@ type Manager struct {
 	// has returned, i.e. after its wake-up of the scheduler, which could
 	// then find no slot free and sleep with a job left undispatched.
 	slots chan struct{}
+	// checks counts Health calls in the backend, including those whose
+	// caller has gone (see backendHealth): Close waits for them as for
+	// workers. Added to only with mu held and the Manager open, so never
+	// after Close has begun waiting.
+	checks sync.WaitGroup
 
 	done      chan struct{} // closed when Close starts
 	stop      chan struct{} // closed to stop the scheduler
@@ -1299,7 +1304,8 @@ func (m *Manager) stoppedClosed() bool {
 // closed. A closed Manager answers at once (matching ErrClosed) without
 // asking the backend. Health returns when ctx ends even if the backend has
 // not answered (its check then ends in the background, bounded by the
-// backend's own timeouts), with an error matching ctx's.
+// backend's own timeouts, and Close waits for it), with an error matching
+// ctx's.
 func (m *Manager) Health(ctx context.Context) ([]string, error) {
 	if ctx == nil {
 		return nil, ErrNilContext
@@ -1312,6 +1318,9 @@ func (m *Manager) Health(ctx context.Context) ([]string, error) {
 	}
 	m.mu.Lock()
 	closed := m.closed
+	if !closed {
+		m.checks.Add(1) // Done once the backend has answered
+	}
 	m.unlock()
 	if closed {
 		// Said at once, whatever the backend is doing: nothing of the
@@ -1347,9 +1356,12 @@ func (m *Manager) Health(ctx context.Context) ([]string, error) {
 // the backend does not: go-redis, say, honours a ctx's deadline but not its
 // cancellation, and with no ReadTimeout a PING to a frozen server waits for
 // ever. The backend's call then goes on in the background, bounded by the
-// backend's own timeouts (or until the server answers).
+// backend's own timeouts (or until the server answers), and Close waits for
+// it. The caller has added one to m.checks; backendHealth marks it done
+// when the backend's call returns.
 func (m *Manager) backendHealth(ctx context.Context) ([]string, error) {
 	if ctx.Done() == nil {
+		defer m.checks.Done()
 		return m.backend.Health(ctx) // nothing to return early on
 	}
 	type result struct {
@@ -1367,6 +1379,7 @@ func (m *Manager) backendHealth(ctx context.Context) ([]string, error) {
 				r.panicked = p
 			}
 			ch <- r
+			m.checks.Done()
 		}()
 		r.conds, r.err = m.backend.Health(ctx)
 	}()
@@ -1396,12 +1409,13 @@ func (m *Manager) backendHealth(ctx context.Context) ([]string, error) {
 // a backend attempt has returned (they return ErrClosed at once, after
 // leaving the backend's waiter queue; what an attempt in flight took is
 // released like any pending release), or until ctx is done; then it stops
-// the scheduler and its workers, and waits (whether or not ctx is done) for
-// the tracer, meter and logger records the scheduler left to its recorder
-// goroutine. When it returns, nothing it started still
+// the scheduler and its workers, waits for the backend checks of Health
+// calls whose callers stopped waiting, and waits (whether or not ctx is
+// done) for the tracer, meter and logger records the scheduler left to its
+// recorder goroutine. When it returns, nothing the Manager started still
 // uses the backend, unless ctx ended first, so the backend may be closed
-// then. When ctx ends first, Close returns then even if workers are still
-// in backend calls (a frozen server): those calls end in the background,
+// then. When ctx ends first, Close returns then even if workers or checks
+// are still in backend calls (a frozen server): those calls end in the background,
 // bounded by their own deadlines and the backend's timeouts, and Close's
 // error says so.
 //
@@ -1493,9 +1507,12 @@ func (m *Manager) Close(ctx context.Context) error {
 	// finish in the background, bounded by their deadlines and the
 	// backend's own timeouts. Their results change nothing any more (every
 	// hold has ended; releases are abandoned below).
+	// Health checks left running by callers who stopped waiting are
+	// waited for alike.
 	workersDone := make(chan struct{})
 	go func() {
 		_ = m.workers.Wait()
+		m.checks.Wait()
 		close(workersDone)
 	}()
 	select {
@@ -1504,7 +1521,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		select {
 		case <-workersDone:
 		default:
-			left := fmt.Errorf("ctxlock: close: refreshes or releases still in flight on the backend, left to end within their own timeouts: %w", ctx.Err())
+			left := fmt.Errorf("ctxlock: close: refreshes, releases or health checks still in flight on the backend, left to end within their own timeouts: %w", ctx.Err())
 			if err == nil {
 				err = left
 			} else {
