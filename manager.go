@@ -1425,7 +1425,8 @@ func (m *Manager) backendHealth(ctx context.Context) ([]string, error) {
 // took itself, with one bounded try). Leaves still running then are
 // cancelled (and end as the backend honours that, within the Lock's
 // AcquireTimeout); the places they leave lapse on the backend. Calling
-// Close again waits for the first Close and returns nil.
+// Close again waits for the first Close and returns nil, or returns ctx's
+// error if ctx ends first.
 func (m *Manager) Close(ctx context.Context) error {
 	if ctx == nil {
 		return ErrNilContext
