@@ -132,6 +132,17 @@ func (b *Backend) Evict(key string) {
 
 // delay applies the test switches: latency first, then availability.
 func (b *Backend) delay(ctx context.Context, timeout time.Duration) error {
+	if err := b.wait(ctx, timeout); err != nil {
+		return err
+	}
+	if b.unavailable.Load() {
+		return errUnavailable
+	}
+	return nil
+}
+
+// wait applies the latency switch.
+func (b *Backend) wait(ctx context.Context, timeout time.Duration) error {
 	if d := time.Duration(b.latency.Load()); d > 0 {
 		if timeout <= 0 || timeout > d {
 			timeout = d + 1
@@ -146,9 +157,6 @@ func (b *Backend) delay(ctx context.Context, timeout time.Duration) error {
 		case <-ctx.Done():
 			return ctxlock.Unavailable(context.Cause(ctx))
 		}
-	}
-	if b.unavailable.Load() {
-		return errUnavailable
 	}
 	return nil
 }
@@ -400,6 +408,9 @@ func (b *Backend) Watch(key string) (<-chan struct{}, func()) {
 
 // Health implements ctxlock.Backend.
 func (b *Backend) Health(ctx context.Context) ([]string, error) {
+	if err := b.wait(ctx, 0); err != nil {
+		return []string{"memory: no answer (test latency)"}, err
+	}
 	b.mu.Lock()
 	closed := b.closed
 	b.mu.Unlock()
