@@ -41,3 +41,23 @@ func TestLatencyDelaysHealth(t *testing.T) {
 		}
 	})
 }
+
+// Stats: Relock counts as a Release call of one lease (its release step),
+// as it counts as an Acquire (its acquire step).
+func TestStatsCountRelock(t *testing.T) {
+	ctx := context.Background()
+	b := memory.New()
+	defer b.Close()
+	req := ctxlock.AcquireRequest{Key: "k", Owner: "a", TTL: time.Second, Timeout: time.Second}
+	old, err := b.Acquire(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Owner = "b"
+	if _, _, _, err := b.Relock(ctx, old, req); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := b.Stats(), (memory.Stats{Acquires: 2, ReleaseCalls: 1, ReleasedLeases: 1}); got != want {
+		t.Fatalf("Stats after Acquire and Relock: %+v; want %+v", got, want)
+	}
+}

@@ -66,8 +66,8 @@ type Stats struct {
 	Acquires       int // Acquire calls, and the acquire step of Relock
 	ExtendCalls    int // Extend calls (batches)
 	ExtendedLeases int // leases in all Extend calls
-	ReleaseCalls   int // Release calls (batches)
-	ReleasedLeases int // leases in all Release calls
+	ReleaseCalls   int // Release calls (batches), and the release step of Relock
+	ReleasedLeases int // leases in all Release calls, and one per Relock
 }
 
 var (
