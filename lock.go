@@ -249,7 +249,7 @@ func (l *lockValue) Err() error {
 // lock cannot be acquired, fn does not run and Do returns Lock's error. Do
 // unlocks only the hold it acquired, never a later hold of l made by
 // another goroutine (for a Lock of this package; another implementation
-// gets a plain Unlock).
+// gets a plain Unlock). A nil l or fn is an error matching ErrInvalidOption.
 func Do(ctx context.Context, l Lock, fn func(ctx context.Context) error) (err error) {
 	if l == nil || fn == nil {
 		return fmt.Errorf("ctxlock: Do needs a Lock and a function: %w", ErrInvalidOption)
