@@ -64,8 +64,8 @@ func (e *NodeError) Unwrap() error { return e.Err }
 
 // QuorumError reports an operation that did not reach a quorum of nodes,
 // with what every other node did. Get it with errors.As from the errors of
-// Acquire, Relock, Extend, Release and Health, and from the errors a Manager's
-// Lock returns (joined in as the last backend fault).
+// Acquire, Relock, Extend, Release, Leave and Health, and from the errors a
+// Manager's Lock returns (joined in as the last backend fault).
 //
 // It matches ctxlock.ErrUnavailable with errors.Is exactly when the quorum
 // was missed because of nodes whose outcome is unknown (unreachable, timed
@@ -78,7 +78,7 @@ func (e *NodeError) Unwrap() error { return e.Err }
 // it would then match ErrUnavailable when a single node was down but the
 // quorum was missed for another reason): read Failures instead.
 type QuorumError struct {
-	Op     string // "acquire", "relock", "extend", "release" or "health"
+	Op     string // "acquire", "relock", "extend", "release", "leave" or "health"
 	Key    string // the lock key ("" for health)
 	Nodes  int    // number of nodes
 	Quorum int    // nodes needed: Nodes/2 + 1
