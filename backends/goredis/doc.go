@@ -54,8 +54,9 @@
 //     (hand-off): it stores a lease owned by "<waiter>:<token>"
 //     (ctxlock.GrantOwner), with the next fencing token and a TTL of at
 //     most WithWaiterKeep, and PUBLISHes "<token> <ttl ms> <waiter>" on the
-//     waiter's inbox, a channel ("ctxlock:inbox:<random id>", see
-//     Backend.Inbox) that only the waiter's Backend subscribes to. Its
+//     waiter's inbox, a channel ("ctxlock:inbox:<random id>", after the
+//     prefix p, see Backend.Inbox) that only the waiter's Backend
+//     subscribes to. Its
 //     Manager holds the key at once and renews the lease to its TTL with
 //     its next refresh. A waiter whose notification is lost finds the lease
 //     at its next retry. When nobody is queued the release publishes "{K}"

@@ -328,8 +328,9 @@ func (b *Backend) BackendName() string { return Name }
 
 // Inbox returns the channel this backend's waiters hear their hand-offs on
 // (see ctxlock.WaiterQueue): a release that grants a key to one of them
-// publishes "<token> <TTL ms> <waiter>" there. It is meant for operators
-// and tests.
+// publishes "<token> <TTL ms> <waiter>" there. It is
+// "ctxlock:inbox:<16 random hex digits>", after the WithKeyPrefix prefix
+// (white space in it replaced by '_'). It is meant for operators and tests.
 func (b *Backend) Inbox() string { return b.inbox }
 
 // randomID returns 16 random hex digits.
@@ -429,10 +430,16 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 }
 
 // WatchWaiter implements ctxlock.WaiterQueue: the channel receives the
-// Handoff of a release that granted key to waiter, and zero Handoffs on
-// releases nobody is queued for, on (possibly spurious) wake-ups after
-// the subscription reconnects, and, with WithWaiterHints, on each release
-// while waiter is first in the queue.
+// Handoff of a release that granted key to waiter (with WithReplicaAcks a
+// zero Handoff instead: the waiter takes the grant up with an Acquire), and
+// zero Handoffs on (possibly spurious) wake-ups after the subscription
+// reconnects or confirms the inbox late (see WithSubscribeWait), on Close,
+// and, with WithWaiterHints, on each release while waiter is first in the
+// queue. It listens on the Backend's inbox only, not on key's release
+// channel: a release nobody is queued for, which publishes there (see
+// Watch), does not reach it, and a waiter that is not queued (its place
+// lapsed, or, with WithWaiterHints, its relock was refused) finds the key
+// free at its next retry.
 func (b *Backend) WatchWaiter(key, waiter string) (turns <-chan ctxlock.Handoff, stop func()) {
 	if b.usable() != nil {
 		return nil, func() {}
@@ -481,7 +488,8 @@ func (b *Backend) Dequeue(ctx context.Context, key, waiter string) error {
 // waiter ("" for a TryLock) took on this server although the attempt failed
 // as a whole — a backend built on several servers with WithWaiterHints, whose
 // attempt did not reach its quorum — and puts waiter back in its place in the
-// key's queue, refreshing it for ttl, so that it keeps its turn. When that
+// key's queue, refreshing it (for WithWaiterKeep, as a refused Acquire
+// does; ttl is the lease TTL its entry records), so that it keeps its turn. When that
 // frees the key it tells the queue's first waiter, unless that is waiter,
 // which retries on its own (requeue.lua). Like Release, it first waits
 // (within ctx) for this Backend's calls on the key still queued or in
