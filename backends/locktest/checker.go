@@ -46,7 +46,8 @@ func (c *Checker) Holds() []Hold {
 }
 
 // Violations returns a description of every overlap and every fencing token
-// that does not increase, per key in the order holds started.
+// that does not increase (comparing each key's holds in the order they
+// started), sorted as strings.
 func (c *Checker) Violations() []string {
 	byKey := map[string][]Hold{}
 	for _, h := range c.Holds() {
