@@ -199,9 +199,12 @@ type RoundTripNotifier interface {
 // queue by waiter id (AcquireRequest.Waiter), not by arrival.
 type WaiterQueue interface {
 	// WatchWaiter is Watch for one waiter. Its channel receives a Handoff
-	// with a non-zero Token when key is granted to waiter, and a zero
-	// Handoff as a hint to retry now (a release nobody was queued for, a
-	// reconnect that may have lost a notification).
+	// with a non-zero Token when key is granted to waiter, and may receive
+	// a zero Handoff as a hint to retry now (for example after a reconnect
+	// that may have lost a notification, or a release nobody was queued
+	// for). A waiter that is not queued learns of a release at its next
+	// retry at the latest (its backoff, bounded by the holder's remaining
+	// TTL), hint or not.
 	WatchWaiter(key, waiter string) (turns <-chan Handoff, stop func())
 	// Leave takes waiter out of key's queue, and releases the key if it was
 	// granted to waiter: a Lock call that gave up.
