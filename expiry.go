@@ -1,6 +1,7 @@
 package ctxlock
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -38,6 +39,10 @@ type hold struct {
 	err     error // reason with detail, built by errLocked
 	expired chan struct{}
 	span    *trace.SpanContext // the acquire span, when tracing recorded one
+	// cancelDo cancels the context of the Do call running under this hold,
+	// if any: as the hold ends, so that fn never finds its context live
+	// once Err, Token or the expiry channel say the hold is over.
+	cancelDo context.CancelCauseFunc
 
 	// rel is this hold's release, embedded to save an allocation per Unlock.
 	rel release
@@ -134,6 +139,12 @@ func (m *Manager) endHoldLocked(h *hold, reason, cause error) {
 		m.failingHolds--
 	}
 	close(h.expired)
+	if h.cancelDo != nil {
+		// Synchronous (it runs no user code): a goroutine would leave fn's
+		// context live for a while after the hold ended.
+		h.cancelDo(endError(h.lock.key, h.errLocked()))
+		h.cancelDo = nil
+	}
 	ks := h.keyst
 	ks.holder = nil
 	ks.wakeHead()

@@ -259,20 +259,32 @@ func Do(ctx context.Context, l Lock, fn func(ctx context.Context) error) (err er
 		return err
 	}
 	reason := l.Err // why the hold ended; l's current hold, unless we can tell ours
-	if lv, ok := l.(*lockValue); ok {
-		reason = lv.holdReason(expired)
-	}
-	fctx, cancel := context.WithCancelCause(ctx)
+	// fctx's parent is a context of this package, not ctx: cancelling
+	// fctx then calls none of the methods of ctx, which may be the user's
+	// own Context type, as the hold cancels it with the Manager's mutex
+	// held (see cancelOnEnd).
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	fctx, cancel := context.WithCancelCause(pctx)
 	stop := make(chan struct{})
 	watcherDone := make(chan struct{})
-	go func() {
-		defer close(watcherDone)
-		select {
-		case <-expired:
-			cancel(endError(l.Key(), reason()))
-		case <-stop:
-		}
-	}()
+	if lv, ok := l.(*lockValue); ok {
+		reason = lv.holdReason(expired)
+		// The hold cancels fctx as it ends (see endHoldLocked), not a
+		// goroutine switch later, when fn could still find it live after
+		// another owner took the key.
+		lv.cancelOnEnd(expired, cancel, reason)
+		close(watcherDone)
+	} else {
+		go func() {
+			defer close(watcherDone)
+			select {
+			case <-expired:
+				cancel(endError(l.Key(), reason()))
+			case <-stop:
+			}
+		}()
+	}
 	// Unlock even when fn panics: the panic goes on, the lock does not stay held.
 	defer func() {
 		close(stop)
@@ -315,6 +327,20 @@ func (l *lockValue) unlockHold(expired <-chan struct{}) bool {
 	}
 	m.unlockLocked(h)
 	return true
+}
+
+// cancelOnEnd has the hold of l whose expiry channel is expired cancel Do's
+// context as it ends, with the reason; at once if it has ended already.
+func (l *lockValue) cancelOnEnd(expired <-chan struct{}, cancel context.CancelCauseFunc, reason func() error) {
+	m := l.m
+	m.mu.Lock()
+	if h := l.cur; h != nil && h.expired == expired && !h.ended {
+		h.cancelDo = cancel
+		m.unlock()
+		return
+	}
+	m.unlock()
+	cancel(endError(l.key, reason()))
 }
 
 // endError says why a hold of key ended, given its reason (see Lock.Err):
