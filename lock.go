@@ -241,7 +241,10 @@ func (l *lockValue) Err() error {
 }
 
 // Do acquires l, runs fn with a context that is cancelled (with cause) when the
-// lock is lost, then unlocks. It returns fn's error, or an error wrapping
+// lock is lost, then unlocks. For a Lock of this package the context is
+// cancelled as the hold ends, together with the expiry channel, so it
+// carries the same guarantee: it is done before another owner can acquire
+// the key. It returns fn's error, or an error wrapping
 // ErrLost (and the reason from l.Err) when the hold ended before fn returned;
 // both, joined, when both happened. A hold that fn (or another goroutine)
 // ended with l.Unlock was not lost: fn's context is then cancelled with

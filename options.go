@@ -117,6 +117,12 @@ func WithRefreshInterval(d time.Duration) LockOption {
 func WithoutRefresh() LockOption { return func(o *LockOptions) { o.NoRefresh = true } }
 
 // WithDriftFactor sets the share of the TTL reserved for clock drift, in [0, 0.5).
+// A hold's local validity window is TTL − (TTL×f + 2ms). The allowance is
+// also all that absorbs this process running late: a hold ends when the
+// Manager's scheduler goroutine gets to run, so a process starved of CPU
+// (or paused) past the allowance ends its hold after the lease may have
+// lapsed. With the default, a 5ms TTL leaves 2.05ms; for TTLs under a
+// second on a loaded machine, raise f (0.4 of 50ms is 22ms).
 func WithDriftFactor(f float64) LockOption { return func(o *LockOptions) { o.DriftFactor = f } }
 
 // WithTracer sets the tracer for this lock's spans (ctxlock.acquire,
