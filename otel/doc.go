@@ -105,7 +105,8 @@
 //	ctxlock.batch.duration      Float64Histogram    s          backend, operation, error.type
 //	ctxlock.release.pending     Int64UpDownCounter  {release}  backend
 //
-// (attribute names abbreviated: backend is ctxlock.backend, and so on). The
+// (attribute names abbreviated: backend is ctxlock.backend, and so on;
+// error.type only on failed calls and batches). The
 // constants Metric* hold the names and [MetricNames] lists them. The latency
 // histograms advise bucket boundaries from 0.5 ms to 60 s ([LatencyBuckets]),
 // the hold histogram from 1 ms to a day ([HoldBuckets]). Measurements are made
