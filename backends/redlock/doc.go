@@ -47,8 +47,10 @@
 // applies its own validity deadline (ctxlock.WithDriftFactor) to the hold.
 // When the quorum is missed or the validity has passed, Acquire waits for
 // every node (each bounded by its timeout) and releases the attempt
-// (owner-checked) at once on every node that granted it or did not answer,
-// before it returns. Every fan-out returns as soon as its outcome is
+// (owner-checked) at once on every node that granted it or did not answer:
+// it returns once the nodes that granted have answered their release; the
+// releases on nodes that did not answer go on in the background, best
+// effort (a Manager releases the attempt again until that is confirmed). Every fan-out returns as soon as its outcome is
 // decided; calls to slow nodes finish in the background, bounded by their
 // timeouts, so a frozen minority of nodes costs no latency once a quorum
 // answered. A node's release of a lease, and a waiter's leaving its queue,
