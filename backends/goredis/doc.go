@@ -137,7 +137,9 @@
 // which proves that it hears what is published where the client writes;
 // with no answer by the next interval it reconnects. A SUBSCRIBE or
 // UNSUBSCRIBE that fails is an outage too: it is sent again after a pause
-// (backing off). After a reconnect or such an outage every watcher is
+// (backing off), and so is a SUBSCRIBE the server refuses (NOPERM, for an
+// ACL user without the channels), which Health reports as a condition
+// until a subscription is confirmed. After a reconnect or such an outage every watcher is
 // woken, since a release may have been missed; likewise a watcher whose
 // Watch or WatchWaiter returned before the server confirmed its
 // subscription (WithSubscribeWait) is hinted once the confirmation comes. Watchers of a lease that lapses (TTL

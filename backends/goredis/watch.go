@@ -68,8 +68,13 @@ type hub struct {
 	state      subState
 	downSince  time.Time
 	lastErr    error
-	started    bool
-	closed     bool
+	// refused: the server's error reply to a command on the subscription
+	// (a SUBSCRIBE refused with NOPERM by an ACL without channels, say),
+	// until a subscription is confirmed. The link is up (pongs come back)
+	// but the refused channels hear nothing.
+	refused error
+	started bool
+	closed  bool
 
 	kick chan struct{} // wakes the subscriber, cap 1
 	done chan struct{} // closed by close
@@ -474,6 +479,13 @@ func (h *hub) readLoop() {
 			}
 			pingPending = false
 			h.setDown(err)
+			var rerr redis.Error
+			refused := errors.As(err, &rerr)
+			if refused {
+				h.mu.Lock()
+				h.refused = err
+				h.mu.Unlock()
+			}
 			t := time.NewTimer(delay)
 			select {
 			case <-h.done:
@@ -482,12 +494,42 @@ func (h *hub) readLoop() {
 			case <-t.C:
 			}
 			delay = min(2*delay, maxReconnectDelay)
+			if refused {
+				h.resend(ps)
+			}
 			continue
 		}
 		delay = minReconnectDelay
 		pingPending = false
 		h.handle(msg)
 	}
+}
+
+// resend has the subscriber send again, after the server refused a command
+// on ps (the reply does not say which), the channels not confirmed yet:
+// the refusal may be temporary, or an operator may fix the ACL. Those
+// without watchers are dropped instead, with an UNSUBSCRIBE (go-redis lists
+// them), as after a failed SUBSCRIBE (see subscribeLoop).
+func (h *hub) resend(ps *redis.PubSub) {
+	h.mu.Lock()
+	if h.closed || h.ps != ps {
+		h.mu.Unlock()
+		return
+	}
+	for ch, e := range h.entries {
+		if e.confirmed || !e.sent {
+			continue
+		}
+		if len(e.watchers) == 0 {
+			delete(h.entries, ch)
+			h.unsubAgain = append(h.unsubAgain, ch)
+			continue
+		}
+		e.sent = false
+	}
+	h.patternSent = false
+	h.mu.Unlock()
+	h.poke()
 }
 
 // inboxProbe is what the hub publishes on its own inbox to check that the
@@ -526,6 +568,9 @@ func (h *hub) handle(msg any) {
 	}
 	switch m := msg.(type) {
 	case *redis.Subscription:
+		if m.Kind == "subscribe" || m.Kind == "psubscribe" {
+			h.refused = nil
+		}
 		if m.Kind == "subscribe" {
 			if e := h.entries[m.Channel]; e != nil && !e.confirmed {
 				e.confirmed = true
@@ -614,7 +659,13 @@ func (h *hub) reset() {
 func (h *hub) condition() string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.started || h.closed || h.state != subDown {
+	if !h.started || h.closed {
+		return ""
+	}
+	if h.state != subDown {
+		if h.refused != nil {
+			return fmt.Sprintf("redis: release subscription refused by the server: %s (waiters poll)", strings.TrimPrefix(h.refused.Error(), "redis: "))
+		}
 		return ""
 	}
 	msg := "unknown error"
