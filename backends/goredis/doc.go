@@ -124,6 +124,30 @@
 // permanent error naming the key. An acquire whose reply is garbage gives
 // back the lease its script may have stored.
 //
+// # Redis ACL
+//
+// A client that logs in as an ACL user (Username, Password) needs the
+// scripts' commands, the commands the scripts call, the subscription's,
+// every key in braces, and two kinds of channels: the keys' release
+// channels and the Backends' inboxes. The least it can do with:
+//
+//	ACL SETUSER locker on >secret resetkeys ~{* resetchannels &{*}:released &*ctxlock:inbox:*
+//	    -@all +evalsha +eval +publish +subscribe +unsubscribe +ping
+//	    +get +set +exists +incr +pexpire +del +pttl +time
+//	    +lpop +lindex +llen +lrem +rpush +lpush +linsert +hget +hset +hdel
+//
+// (TestConformanceMinimalACL runs the conformance suite as that user).
+// Add +wait for WithReplicaAcks; +psubscribe +punsubscribe and the
+// channel &__keyevent@*__:expired for WithExpiryNotifications; in Cluster
+// mode +command +cluster|info +cluster|slots +cluster|shards (go-redis's
+// command table and slot map, and Health). Redis 7 gives a new user no
+// channels unless acl-pubsub-default is allchannels: without them locking
+// works, but every release fails with a permanent error ("can't publish to
+// the channel", after the lease was deleted or handed over, so the key is
+// free or taken up anyway), waiters only poll, and Health reports the
+// refused subscription. A missing command or key fails the calls that need
+// it with a permanent error (NOPERM).
+//
 // # Wake-ups
 //
 // Watch and WatchWaiter share one subscription per Backend: the first of
