@@ -244,6 +244,12 @@ var (
 // New does no I/O. For per-attempt timeouts (ctxlock.WithAcquireTimeout) to
 // bound network I/O, create the client with ContextTimeoutEnabled: true;
 // otherwise go-redis bounds each call by its ReadTimeout and WriteTimeout.
+// A client with no bound at all (ReadTimeout or WriteTimeout -1 without
+// ContextTimeoutEnabled, or -2, with which go-redis sets no deadline, not
+// even a context's) never gives up on a server that stops answering
+// without closing the connection: Lock attempts still end at their
+// timeout, but the pipeline carrying them goes on, and Close, which waits
+// for it, blocks until the server answers or the connection breaks.
 func New(client redis.UniversalClient, opts ...Option) *Backend {
 	o := options{healthEvery: DefaultHealthCheckInterval, subscribeWait: DefaultSubscribeWait, waiterKeep: DefaultWaiterKeep}
 	for _, opt := range opts {
@@ -961,7 +967,8 @@ func (b *Backend) Health(ctx context.Context) (conditions []string, err error) {
 // Close stops the backend's subscription and its goroutines, and wakes every
 // watcher; it waits for the Acquire and Relock pipelines in flight, and for
 // the second releases of Releases that stopped waiting for them (see
-// Release). It does not close the client. It is idempotent.
+// Release), which the calls' timeouts bound, and the client's timeouts
+// (see New). It does not close the client. It is idempotent.
 func (b *Backend) Close() error {
 	if b.hub == nil {
 		return nil // the zero Backend
