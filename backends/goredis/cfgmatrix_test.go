@@ -20,23 +20,22 @@ func TestConformanceClientOptions(t *testing.T) {
 		server []string
 		opt    func(*redis.Options)
 	}{
+		// One connection for everything: batcher, releases, health checks
+		// (the subscription has its own).
 		{"PoolSize1", nil, func(o *redis.Options) {
 			o.PoolSize, o.MaxActiveConns, o.PipelinePoolSize, o.PoolTimeout = 1, 1, -1, 200*time.Millisecond
 		}},
-		{"PoolSize2", nil, func(o *redis.Options) { o.PoolSize, o.MaxActiveConns, o.PipelinePoolSize = 2, 2, -1 }},
-		{"MinIdleConns", nil, func(o *redis.Options) { o.MinIdleConns = 4 }},
-		{"MaxRetries0", nil, func(o *redis.Options) { o.MaxRetries = 0 }},
-		{"NoTimeouts", nil, func(o *redis.Options) { o.ReadTimeout, o.WriteTimeout = -1, -1 }},
 		{"NoDeadlines", nil, func(o *redis.Options) { o.ReadTimeout, o.WriteTimeout = -2, -2 }},
 		{"NoContextTimeout", nil, func(o *redis.Options) { o.ContextTimeoutEnabled = false }},
 		{"RESP2", nil, func(o *redis.Options) { o.Protocol = 2 }},
-		{"RESP3", nil, func(o *redis.Options) { o.Protocol = 3 }},
-		{"DB5", nil, func(o *redis.Options) { o.DB = 5 }},
-		{"Identity", nil, func(o *redis.Options) { o.DisableIdentity, o.ClientName = true, "ctxlock-test" }},
-		{"OnConnect", nil, func(o *redis.Options) {
-			o.OnConnect = func(ctx context.Context, cn *redis.Conn) error { return cn.ClientSetName(ctx, "hooked").Err() }
+		// Settings that each change little, together: another DB, idle
+		// connections kept, no retries, no identity but a name, a hook on
+		// every connection, keyspace events on.
+		{"Assorted", []string{"--notify-keyspace-events", "KEA"}, func(o *redis.Options) {
+			o.DB, o.MinIdleConns, o.MaxRetries = 5, 4, 0
+			o.DisableIdentity, o.ClientName = true, "ctxlock-test"
+			o.OnConnect = func(ctx context.Context, cn *redis.Conn) error { return cn.Ping(ctx).Err() }
 		}},
-		{"NotifyKeyspace", []string{"--notify-keyspace-events", "KEA"}, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
