@@ -93,3 +93,61 @@ func cmdStat(t *testing.T, admin *redis.Client, cmd, field string) int64 {
 	}
 	return 0
 }
+
+// TestPatternRefusedKeepsChannels: with WithExpiryNotifications and an ACL
+// that allows the release channels and the inbox but not the keyevent
+// channel, the PSUBSCRIBE is refused (again after each back-off) while the
+// channels are confirmed and hear what is published. The refusal must not
+// be taken for an outage: the confirmed channels are not subscribed again
+// (nor their watchers woken) at each refusal, and Health reports the
+// refusal for as long as it lasts, not a subscription that is down, nor
+// none once a channel's confirmation comes.
+func TestPatternRefusedKeepsChannels(t *testing.T) {
+	s := redistest.StartServer(t)
+	admin := s.Client(t)
+	ctx := context.Background()
+	acl := append(append([]string(nil), minimalACL...), "+psubscribe", "+punsubscribe")
+	if err := admin.Do(ctx, append([]any{"ACL", "SETUSER", "locker"}, anys(acl)...)...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c := s.Client(t, func(o *redis.Options) { o.Username, o.Password = "locker", "pw" })
+	b := newBackend(t, c, goredis.WithHealthCheckInterval(50*time.Millisecond), goredis.WithExpiryNotifications())
+	_, stop := b.Watch("k")
+	defer stop()
+	_, stopW := b.WatchWaiter("k", "w1")
+	defer stopW()
+
+	deadline := time.Now().Add(waitLong)
+	var first time.Time
+	for {
+		n := cmdStat(t, admin, "psubscribe", "rejected_calls")
+		if n > 0 && first.IsZero() {
+			first = time.Now()
+		}
+		if n >= 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the PSUBSCRIBE was not refused 5 times within %v", waitLong)
+		}
+		time.Sleep(5 * time.Millisecond) // polling the server's counters
+	}
+	// Sent again after a back-off that doubles from 20ms: four pauses.
+	if d := time.Since(first); d < (20+40+80+160)*time.Millisecond {
+		t.Errorf("5 refusals of the PSUBSCRIBE within %v: it is sent again without backing off", d)
+	}
+	// One SUBSCRIBE per channel, and perhaps one more each if the first
+	// refusal came before their confirmation.
+	if n := cmdStat(t, admin, "subscribe", "calls"); n > 4 {
+		t.Errorf("%d SUBSCRIBE calls for 2 channels confirmed long ago: the refused PSUBSCRIBE has them sent again", n)
+	}
+	for range 20 {
+		conds, err := b.Health(ctx)
+		if err != nil {
+			t.Fatalf("Health: %v", err)
+		}
+		if len(conds) != 1 || !strings.Contains(conds[0], "refused") || !strings.Contains(conds[0], "NOPERM") {
+			t.Fatalf("Health conditions %q; want the refused subscription (NOPERM) alone", conds)
+		}
+	}
+}

@@ -60,6 +60,8 @@ type hub struct {
 	waiters     map[string]*watcher // WatchWaiter watchers by waiter id
 	ps          *redis.PubSub
 	patternSent bool
+	// patternConfirmed: the server confirmed the PSUBSCRIBE on ps.
+	patternConfirmed bool
 	// unsubAgain: channels whose SUBSCRIBE failed after they had lost their
 	// watchers. go-redis lists them (and subscribes them on its next
 	// reconnect), the server may not have them: the subscriber unsubscribes
@@ -70,14 +72,18 @@ type hub struct {
 	lastErr    error
 	// refused: the server's error reply to a command on the subscription
 	// (a SUBSCRIBE refused with NOPERM by an ACL without channels, say),
-	// until a subscription is confirmed. The link is up (pongs come back)
-	// but the refused channels hear nothing.
+	// until every channel sent, and the pattern, is confirmed. The link is
+	// up (pongs come back, confirmed channels hear) but the refused
+	// channels hear nothing.
 	refused error
 	started bool
 	closed  bool
 
 	kick chan struct{} // wakes the subscriber, cap 1
-	done chan struct{} // closed by close
+	// refusal tells the subscriber that the server refused a command: it
+	// sends the unconfirmed channels again after a back-off. Cap 1.
+	refusal chan struct{}
+	done    chan struct{} // closed by close
 	// ctx ends with close: for the calls through the client (the probe),
 	// which closing the PubSub does not cut short.
 	ctx    context.Context
@@ -158,6 +164,7 @@ func newHub(client redis.UniversalClient, inbox, pattern string, healthEvery, wa
 		wait:        wait,
 		entries:     make(map[string]*entry),
 		kick:        make(chan struct{}, 1),
+		refusal:     make(chan struct{}, 1),
 		done:        make(chan struct{}),
 	}
 }
@@ -206,7 +213,7 @@ func (h *hub) add(channel string, w *watcher) bool {
 		h.waiters[w.waiter] = w
 	}
 	needSend := !e.sent
-	wait := !e.confirmed && h.state != subDown && h.wait > 0
+	wait := !e.confirmed && h.state != subDown && h.refused == nil && h.wait > 0
 	ready := e.ready
 	h.mu.Unlock()
 
@@ -303,7 +310,11 @@ func (h *hub) subscribeLoop() {
 	retryTimer := time.NewTimer(time.Hour)
 	retryTimer.Stop()
 	defer retryTimer.Stop()
+	resendTimer := time.NewTimer(time.Hour)
+	resendTimer.Stop()
+	defer resendTimer.Stop()
 	delay := minReconnectDelay
+	refusalDelay := minReconnectDelay
 	for {
 		select {
 		case <-h.done:
@@ -311,6 +322,14 @@ func (h *hub) subscribeLoop() {
 		case <-h.kick:
 		case <-idleTimer.C:
 		case <-retryTimer.C:
+		case <-h.refusal:
+			resendTimer.Reset(refusalDelay)
+			refusalDelay = min(2*refusalDelay, maxReconnectDelay)
+			continue
+		case <-resendTimer.C:
+			if !h.resend() {
+				refusalDelay = minReconnectDelay
+			}
 		}
 		for {
 			h.mu.Lock()
@@ -478,14 +497,14 @@ func (h *hub) readLoop() {
 				continue
 			}
 			pingPending = false
-			h.setDown(err)
-			var rerr redis.Error
-			refused := errors.As(err, &rerr)
-			if refused {
-				h.mu.Lock()
-				h.refused = err
-				h.mu.Unlock()
+			if rerr := redis.Error(nil); errors.As(err, &rerr) {
+				// The server refused a command: the link is up, and the
+				// channels it confirmed still hear.
+				delay = minReconnectDelay
+				h.refuse(ps, err)
+				continue
 			}
+			h.setDown(err)
 			t := time.NewTimer(delay)
 			select {
 			case <-h.done:
@@ -494,9 +513,6 @@ func (h *hub) readLoop() {
 			case <-t.C:
 			}
 			delay = min(2*delay, maxReconnectDelay)
-			if refused {
-				h.resend(ps)
-			}
 			continue
 		}
 		delay = minReconnectDelay
@@ -505,16 +521,40 @@ func (h *hub) readLoop() {
 	}
 }
 
-// resend has the subscriber send again, after the server refused a command
-// on ps (the reply does not say which), the channels not confirmed yet:
-// the refusal may be temporary, or an operator may fix the ACL. Those
-// without watchers are dropped instead, with an UNSUBSCRIBE (go-redis lists
-// them), as after a failed SUBSCRIBE (see subscribeLoop).
-func (h *hub) resend(ps *redis.PubSub) {
+// refuse records the server's refusal of a command on ps (err), and has
+// the subscriber send the unconfirmed channels again after its back-off.
+// Watches waiting for a confirmation stop waiting: their callers poll.
+func (h *hub) refuse(ps *redis.PubSub, err error) {
 	h.mu.Lock()
 	if h.closed || h.ps != ps {
 		h.mu.Unlock()
 		return
+	}
+	h.refused = err
+	for _, e := range h.entries {
+		if !e.confirmed {
+			close(e.ready)
+			e.ready = make(chan struct{})
+		}
+	}
+	h.mu.Unlock()
+	select {
+	case h.refusal <- struct{}{}:
+	default:
+	}
+}
+
+// resend marks for sending again, after the server refused a command (the
+// reply does not say which), the channels not confirmed yet, and the
+// pattern: the refusal may be temporary, or an operator may fix the ACL.
+// Those without watchers are dropped instead, with an UNSUBSCRIBE (go-redis
+// lists them), as after a failed SUBSCRIBE (see subscribeLoop). It reports
+// false when no refusal is outstanding any more.
+func (h *hub) resend() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || h.refused == nil {
+		return false
 	}
 	for ch, e := range h.entries {
 		if e.confirmed || !e.sent {
@@ -527,9 +567,24 @@ func (h *hub) resend(ps *redis.PubSub) {
 		}
 		e.sent = false
 	}
-	h.patternSent = false
-	h.mu.Unlock()
-	h.poke()
+	if !h.patternConfirmed {
+		h.patternSent = false
+	}
+	return true
+}
+
+// allConfirmedLocked reports whether the server confirmed every channel
+// sent or watched, and the pattern.
+func (h *hub) allConfirmedLocked() bool {
+	if h.pattern != "" && !h.patternConfirmed {
+		return false
+	}
+	for _, e := range h.entries {
+		if !e.confirmed && (e.sent || len(e.watchers) > 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // inboxProbe is what the hub publishes on its own inbox to check that the
@@ -568,8 +623,8 @@ func (h *hub) handle(msg any) {
 	}
 	switch m := msg.(type) {
 	case *redis.Subscription:
-		if m.Kind == "subscribe" || m.Kind == "psubscribe" {
-			h.refused = nil
+		if m.Kind == "psubscribe" {
+			h.patternConfirmed = true
 		}
 		if m.Kind == "subscribe" {
 			if e := h.entries[m.Channel]; e != nil && !e.confirmed {
@@ -582,6 +637,9 @@ func (h *hub) handle(msg any) {
 					}
 				}
 			}
+		}
+		if h.refused != nil && h.allConfirmedLocked() {
+			h.refused = nil
 		}
 	case *redis.Message:
 		channel := m.Channel
@@ -623,6 +681,7 @@ func (h *hub) setDown(err error) {
 		h.downSince = time.Now()
 	}
 	h.lastErr = err
+	h.patternConfirmed = false
 	for _, e := range h.entries {
 		if !e.confirmed {
 			// Watches waiting for the server to confirm stop waiting: no
@@ -646,6 +705,7 @@ func (h *hub) reset() {
 	old := h.ps
 	h.ps = h.client.Subscribe(context.Background())
 	h.patternSent = false
+	h.patternConfirmed = false
 	h.unsubAgain = nil
 	for _, e := range h.entries {
 		e.sent = false
