@@ -622,8 +622,8 @@ func checkAttrs(t *testing.T, what string, doc docAttrs, sets [][]attribute.KeyV
 			}
 		}
 		for k, v := range doc.values {
-			if got, ok := have[k]; ok && got.Emit() != v {
-				report(fmt.Sprintf("attribute %s = %q, documented %q", k, got.Emit(), v), kvs)
+			if got, ok := have[k]; ok && got.String() != v {
+				report(fmt.Sprintf("attribute %s = %q, documented %q", k, got.String(), v), kvs)
 			}
 		}
 	}
