@@ -67,22 +67,30 @@ func TestHealthBackendPanicReachesCaller(t *testing.T) {
 	})
 }
 
+// healthLeftRunning returns a Manager with a Health call whose caller
+// stopped waiting (its ctx cancelled) while the backend's check, which
+// answers when b.release is closed, goes on.
+func healthLeftRunning(t *testing.T) (stuckHealthBackend, *ctxlock.Manager) {
+	b := stuckHealthBackend{Backend: memory.New(), release: make(chan struct{})}
+	m := ctxlock.NewManager(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		synctest.Wait()
+		cancel()
+	}()
+	if _, err := m.Health(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Health = %v; want context.Canceled", err)
+	}
+	return b, m
+}
+
 // A Health call whose caller stopped waiting leaves the backend's check
 // running; Close waits for it, as for its workers, so that nothing the
 // Manager started still uses the backend when Close returns. A Close whose
 // ctx ends first returns then and says the check is still in flight.
 func TestCloseWaitsForHealthCheckLeftRunning(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := stuckHealthBackend{Backend: memory.New(), release: make(chan struct{})}
-		m := ctxlock.NewManager(b)
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() {
-			synctest.Wait()
-			cancel()
-		}()
-		if _, err := m.Health(ctx); !errors.Is(err, context.Canceled) {
-			t.Fatalf("Health = %v; want context.Canceled", err)
-		}
+		b, m := healthLeftRunning(t)
 
 		cctx, ccancel := context.WithTimeout(context.Background(), time.Second)
 		defer ccancel()
@@ -94,16 +102,7 @@ func TestCloseWaitsForHealthCheckLeftRunning(t *testing.T) {
 	})
 
 	synctest.Test(t, func(t *testing.T) {
-		b := stuckHealthBackend{Backend: memory.New(), release: make(chan struct{})}
-		m := ctxlock.NewManager(b)
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() {
-			synctest.Wait()
-			cancel()
-		}()
-		if _, err := m.Health(ctx); !errors.Is(err, context.Canceled) {
-			t.Fatalf("Health = %v; want context.Canceled", err)
-		}
+		b, m := healthLeftRunning(t)
 		closed := make(chan error, 1)
 		go func() { closed <- m.Close(context.Background()) }()
 		synctest.Wait()
