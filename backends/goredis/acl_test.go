@@ -71,10 +71,7 @@ func TestReleaseWithoutChannels(t *testing.T) {
 	s := redistest.StartServer(t)
 	admin := s.Client(t)
 	ctx := context.Background()
-	if err := admin.Do(ctx, "ACL", "SETUSER", "locker", "on", ">pw", "~*", "resetchannels", "+@all").Err(); err != nil {
-		t.Fatal(err)
-	}
-	c := s.Client(t, func(o *redis.Options) { o.Username, o.Password = "locker", "pw" })
+	c := userWithoutChannels(t, s)
 	b := newBackend(t, c)
 	l := acquire(t, b, "k", time.Minute)
 	err := b.Release(ctx, []ctxlock.Lease{l})[0]
@@ -85,4 +82,15 @@ func TestReleaseWithoutChannels(t *testing.T) {
 	if n := admin.Exists(ctx, lk).Val(); n != 0 {
 		t.Fatalf("the lease is still stored after the failed release")
 	}
+}
+
+// userWithoutChannels creates on s the ACL user "locker", with every
+// command and key but no pub/sub channel (Redis 7's default for a new
+// user), and returns a client logged in as it.
+func userWithoutChannels(t *testing.T, s *redistest.Server) *redis.Client {
+	t.Helper()
+	if err := s.Client(t).Do(context.Background(), "ACL", "SETUSER", "locker", "on", ">pw", "~*", "resetchannels", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	return s.Client(t, func(o *redis.Options) { o.Username, o.Password = "locker", "pw" })
 }

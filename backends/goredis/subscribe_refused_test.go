@@ -24,10 +24,7 @@ func TestSubscriptionRefusedIsReported(t *testing.T) {
 	s := redistest.StartServer(t)
 	admin := s.Client(t)
 	ctx := context.Background()
-	if err := admin.Do(ctx, "ACL", "SETUSER", "locker", "on", ">pw", "~*", "resetchannels", "+@all").Err(); err != nil {
-		t.Fatal(err)
-	}
-	c := s.Client(t, func(o *redis.Options) { o.Username, o.Password = "locker", "pw" })
+	c := userWithoutChannels(t, s)
 	every := 50 * time.Millisecond
 	b := newBackend(t, c, goredis.WithHealthCheckInterval(every), goredis.WithSubscribeWait(0))
 	_, stop := b.Watch("k")
