@@ -37,6 +37,10 @@ type Config struct {
 	// real-time run cannot tell that from a defect, so it must be wide.
 	ShortTTL   time.Duration
 	ShortDrift float64
+	// Inspect, if set, describes what the backend stores for a key (the
+	// Manager's namespace included) when a key stays held: it goes in the
+	// failure message.
+	Inspect func(key string) string
 }
 
 // Default is a run of a few seconds under -race on two cores. Its short
@@ -70,6 +74,7 @@ type run struct {
 	stuck   chan string
 	errs    chan string
 	ended   atomic.Int64 // holds that ended before their holder let go
+	stalled atomic.Bool  // a key stayed held (see stuck): the run stops
 }
 
 func newRun(t *testing.T, b ctxlock.Backend, cfg Config) *run {
@@ -256,6 +261,8 @@ func (w *worker) step() bool {
 			}
 			if ctx.Err() == nil || !(errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 				r.errorf("%s: Lock %s: unexpected error %v", w.name, what, err)
+			} else if what == "" {
+				w.stuck("Lock", key, err)
 			}
 			return true
 		}
@@ -390,6 +397,26 @@ func (w *worker) held(l ctxlock.Lock, key string, expired <-chan struct{}, start
 	}
 }
 
+// stuck reports a Lock or Do that waited for key until its context
+// (cfg.Bound/2) expired. Holds last microseconds (with the long TTL), so a
+// key taken for that long was left held: a release lost, or a lease left
+// behind by an attempt, that lapses only at the end of its TTL. (With
+// holds that may last past their TTL, a long wait is no defect.)
+func (w *worker) stuck(call, key string, err error) {
+	if w.closing || w.expiring {
+		return
+	}
+	r := w.r
+	if r.stalled.Swap(true) {
+		return // reported once: the other goroutines wait for the same key
+	}
+	msg := fmt.Sprintf("%s: %s of %q waited %v without taking it (%v): a release lost?", w.name, call, key, r.cfg.Bound/2, err)
+	if r.cfg.Inspect != nil {
+		msg += "\n" + r.cfg.Inspect(r.prefix+key)
+	}
+	r.errorf("%s", msg)
+}
+
 // sharedBusy: l may already hold again, for another goroutine (its Err is
 // then nil).
 func (w *worker) sharedBusy(l ctxlock.Lock) bool {
@@ -452,6 +479,9 @@ func (w *worker) do(l ctxlock.Lock, key string) {
 		})
 	})
 	if !ran {
+		if errors.Is(err, context.DeadlineExceeded) {
+			w.stuck("Do", key, err)
+		}
 		if recovered != nil {
 			r.errorf("%s: Do panicked before fn ran: %v", w.name, recovered)
 		}
@@ -580,9 +610,17 @@ func mixed(t *testing.T, b ctxlock.Backend, cfg Config) {
 	ws := r.workers(ms, longTTL, false, false)
 	r.parallel(len(ws), func(i int) {
 		for range cfg.Ops {
+			if r.stalled.Load() {
+				return
+			}
 			ws[i].step()
 		}
 	})
+	if r.stalled.Load() {
+		// A key stays held until its lease lapses (a minute): reported.
+		r.finish()
+		return
+	}
 	r.keysFree(false)
 	r.closeAll(ms)
 	r.keysFree(true)
