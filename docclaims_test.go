@@ -24,25 +24,8 @@ func TestWorkersDefault(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				b := newRecording()
-				m := ctxlock.NewManager(b, opts...)
-				defer closeManager(t, m)
-				// Different TTLs cannot share an Extend call: 12 batches fall due together.
-				for i := range 12 {
-					l := m.NewLock(fmt.Sprint("k", i), ctxlock.WithTTL(time.Duration(30+i)*time.Second), ctxlock.WithRefreshInterval(10*time.Second))
-					if _, err := l.Lock(context.Background()); err != nil {
-						t.Fatal(err)
-					}
-				}
-				b.SetLatency(time.Second)
-				time.Sleep(15 * time.Second)
-				synctest.Wait()
-				b.SetLatency(0)
-				b.mu.Lock()
-				got, n := b.maxInflight, len(b.extends)
-				b.mu.Unlock()
-				if got != 8 || n < 12 {
-					t.Fatalf("%d Extend calls, at most %d at once; want all 12 batches run, at most 8 at once", n, got)
+				if n, most := extendConcurrency(t, 12, opts...); most != 8 || n < 12 {
+					t.Fatalf("%d Extend calls, at most %d at once; want all 12 batches run, at most 8 at once", n, most)
 				}
 			})
 		})

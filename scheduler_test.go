@@ -177,27 +177,35 @@ func TestHungBackendDoesNotDelayExpiry(t *testing.T) {
 // many batches are due.
 func TestWorkersBounded(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := newRecording()
-		m := ctxlock.NewManager(b, ctxlock.WithWorkers(2))
-		defer closeManager(t, m)
-		// Different TTLs cannot share an Extend call: 6 batches fall due together.
-		for i := 0; i < 6; i++ {
-			l := m.NewLock(fmt.Sprint("k", i), ctxlock.WithTTL(time.Duration(30+i)*time.Second), ctxlock.WithRefreshInterval(10*time.Second))
-			if _, err := l.Lock(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-		}
-		b.SetLatency(time.Second)
-		time.Sleep(15 * time.Second)
-		synctest.Wait()
-		b.SetLatency(0)
-		b.mu.Lock()
-		got, n := b.maxInflight, len(b.extends)
-		b.mu.Unlock()
-		if got != 2 || n < 6 {
-			t.Fatalf("%d Extend calls, at most %d at once; want all 6 batches run, at most 2 at once", n, got)
+		if n, most := extendConcurrency(t, 6, ctxlock.WithWorkers(2)); most != 2 || n < 6 {
+			t.Fatalf("%d Extend calls, at most %d at once; want all 6 batches run, at most 2 at once", n, most)
 		}
 	})
+}
+
+// extendConcurrency holds n locks of different TTLs, so that n refresh
+// batches (different TTLs cannot share an Extend call) fall due together on
+// a Manager made with opts, lets every Extend take a second, and returns
+// how many Extend calls ran and how many at most at once. It runs in a
+// synctest bubble.
+func extendConcurrency(t *testing.T, n int, opts ...ctxlock.ManagerOption) (calls, most int) {
+	t.Helper()
+	b := newRecording()
+	m := ctxlock.NewManager(b, opts...)
+	defer closeManager(t, m)
+	for i := range n {
+		l := m.NewLock(fmt.Sprint("k", i), ctxlock.WithTTL(time.Duration(30+i)*time.Second), ctxlock.WithRefreshInterval(10*time.Second))
+		if _, err := l.Lock(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.SetLatency(time.Second)
+	time.Sleep(15 * time.Second)
+	synctest.Wait()
+	b.SetLatency(0)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.extends), b.maxInflight
 }
 
 // The number of goroutines does not grow with the number of held locks.
