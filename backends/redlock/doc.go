@@ -49,8 +49,9 @@
 // every node (each bounded by its timeout) and releases the attempt
 // (owner-checked) at once on every node that granted it or did not answer:
 // it returns once the nodes that granted have answered their release; the
-// releases on nodes that did not answer go on in the background, best
-// effort (a Manager releases the attempt again until that is confirmed). Every fan-out returns as soon as its outcome is
+// releases on nodes that did not answer go on in the background (retried
+// while they fail, see below; a Manager also releases the attempt again
+// until that is confirmed). Every fan-out returns as soon as its outcome is
 // decided; calls to slow nodes finish in the background, bounded by their
 // timeouts, so a frozen minority of nodes costs no latency once a quorum
 // answered. A node's release of a lease, and a waiter's leaving its queue,
@@ -69,6 +70,14 @@
 // at its validity deadline if no quorum confirms in time. Release runs one
 // owner-checked pipeline per node, all at once, and succeeds once a quorum
 // released.
+//
+// Every release sent in the background, or left to finish there (a node
+// that had not answered when a quorum released), is sent again while it
+// fails with a transient error: after 50ms, doubling to a second, for up
+// to a minute, one pipeline per node for all of them, until Close. Left
+// alone such leases would stay on their nodes until their TTL: harmless one
+// at a time (a minority), but two of different holds on two of three nodes
+// would keep every owner from a quorum until they lapsed.
 //
 // The backend implements ctxlock.ContentionReporter and ctxlock.Relocker
 // (and ctxlock.WaiterQueue, see Waiters).

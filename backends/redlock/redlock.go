@@ -119,7 +119,32 @@ type Backend struct {
 	// attempts has the nodes' acquire and relock calls whose goroutines
 	// have not returned yet (see attempts.wait).
 	attempts attempts
+	// retries has, per node, the releases to send there again (see
+	// retryRelease).
+	retries []releaseRetries
 }
+
+// releaseRetries is one node's releases that failed with a transient error
+// after their operation had returned, and whether a goroutine sends them.
+type releaseRetries struct {
+	mu      sync.Mutex
+	pending []retryLease
+	running bool
+}
+
+type retryLease struct {
+	lease ctxlock.Lease
+	until time.Time // given up then: the lease has lapsed, or the node is gone
+}
+
+const (
+	// releaseRetryFor bounds how long a node's release is retried after a
+	// transient failure (see retryRelease).
+	releaseRetryFor = time.Minute
+	// maxReleaseRetries bounds the releases waiting to be retried per node;
+	// beyond it the oldest are dropped (they lapse at their TTL).
+	maxReleaseRetries = 10000
+)
 
 // attempts has, per node and key, the goroutines of take's fan-outs whose
 // node call has not returned. A node's call is invisible to the node
@@ -225,6 +250,7 @@ func New(clients []redis.UniversalClient, opts ...Option) (*Backend, error) {
 		quorum:  Quorum(n),
 		opts:    o,
 		done:    make(chan struct{}),
+		retries: make([]releaseRetries, n),
 	}
 	for i, c := range clients {
 		if isNil(c) {
@@ -529,7 +555,8 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 // ctxlock.ErrUnavailable (unless permanent errors alone caused it), so that
 // the Manager retries the release of old. Wherever a node's relock failed
 // (unreachable, timed out, or a permanent error), old is released there
-// right after, in the background and best effort like Release, so that it
+// right after, in the background (and again while that fails with a
+// transient error, as Release does), so that it
 // does not linger on those nodes for its TTL. Leases of different keys fall
 // back to ReleaseContended and Acquire (and never report wanted).
 func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (lease ctxlock.Lease, wanted, queued bool, err error) {
@@ -754,8 +781,96 @@ func (b *Backend) releaseLater(ctx context.Context, i int, timeout time.Duration
 	b.inflight.Go(func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer cancel()
-		b.nodes[i].Release(ctx, []ctxlock.Lease{lease})
+		leases := []ctxlock.Lease{lease}
+		b.retryRelease(i, leases, b.nodes[i].Release(ctx, leases))
 	})
+}
+
+// retryRelease queues, for node i, the leases whose release there (errs,
+// one per lease) failed with a transient error, and starts the node's
+// retrier if it is not running. A release that gives up on a node whose
+// outcome is unknown (it did not answer in time) would otherwise leave the
+// lease there for its TTL: harmless alone (a minority), but two such
+// leftovers of different holds on two of three nodes keep every owner from
+// a quorum until they lapse. The retrier sends the node's pending releases
+// in one pipeline, again after a back-off (50ms doubling to a second) while
+// they fail, each for at most releaseRetryFor, and stops when none is left
+// or the Backend is closed.
+func (b *Backend) retryRelease(i int, leases []ctxlock.Lease, errs []error) {
+	if b.retries == nil {
+		return
+	}
+	r := &b.retries[i]
+	until := time.Now().Add(releaseRetryFor)
+	r.mu.Lock()
+	for j, err := range errs {
+		if err != nil && errors.Is(err, ctxlock.ErrUnavailable) {
+			r.pending = append(r.pending, retryLease{leases[j], until})
+		}
+	}
+	if over := len(r.pending) - maxReleaseRetries; over > 0 {
+		r.pending = slices.Delete(r.pending, 0, over)
+	}
+	start := !r.running && len(r.pending) > 0 && !b.closed.Load()
+	if start {
+		r.running = true
+	}
+	r.mu.Unlock()
+	if start {
+		b.inflight.Go(func() { b.retrier(i) })
+	}
+}
+
+// retrier is node i's goroutine of retryRelease.
+func (b *Backend) retrier(i int) {
+	r := &b.retries[i]
+	delay := 50 * time.Millisecond
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.done:
+			r.mu.Lock()
+			r.pending, r.running = nil, false
+			r.mu.Unlock()
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		r.mu.Lock()
+		batch := slices.DeleteFunc(r.pending, func(p retryLease) bool { return now.After(p.until) })
+		r.pending = nil
+		r.mu.Unlock()
+		var failed []retryLease
+		if len(batch) > 0 {
+			leases := make([]ctxlock.Lease, len(batch))
+			for j, p := range batch {
+				leases[j] = p.lease
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), DefaultReleaseTimeout)
+			errs := b.nodes[i].Release(ctx, leases)
+			cancel()
+			for j, err := range errs {
+				if err != nil && errors.Is(err, ctxlock.ErrUnavailable) {
+					failed = append(failed, batch[j])
+				}
+			}
+		}
+		r.mu.Lock()
+		r.pending = append(failed, r.pending...)
+		if len(r.pending) == 0 {
+			r.running = false
+			r.mu.Unlock()
+			return
+		}
+		r.mu.Unlock()
+		if len(failed) > 0 {
+			delay = min(2*delay, time.Second)
+		} else {
+			delay = 50 * time.Millisecond
+		}
+		t.Reset(delay)
+	}
 }
 
 // acquired is one node's answer to an acquire.
@@ -836,7 +951,10 @@ func (b *Backend) releaseAfterFailure(ctx context.Context, req ctxlock.AcquireRe
 			// maybe after the Lock call left the queues, so it must not queue
 			// the waiter again (its next refusal puts it back in its place
 			// by id).
-			return errors.Join(b.nodes[i].Release(ctx, []ctxlock.Lease{lease})...)
+			leases := []ctxlock.Lease{lease}
+			errs := b.nodes[i].Release(ctx, leases)
+			b.retryRelease(i, leases, errs)
+			return errors.Join(errs...)
 		}
 		return b.nodes[i].Requeue(ctx, lease, req.Waiter, req.TTL)
 	})
@@ -1019,7 +1137,7 @@ func (b *Backend) releaseOn(ctx context.Context, timeout time.Duration, leases [
 		}
 	}
 	b.each(ctx, timeout, idx, func(ctx context.Context, i int) {
-		b.nodes[i].Release(ctx, perNode[i])
+		b.retryRelease(i, perNode[i], b.nodes[i].Release(ctx, perNode[i]))
 	})
 }
 
@@ -1028,7 +1146,10 @@ func (b *Backend) releaseOn(ctx context.Context, timeout time.Duration, leases [
 // most DefaultReleaseTimeout; it returns as soon as a quorum released every
 // lease, and slower nodes finish in the background. Per lease it reports nil once a quorum of
 // nodes released it (or no longer had it): a quorum of nodes is then free
-// for others, and the nodes that did not answer drop the lease at its TTL.
+// for others. Where a node's release fails with a transient error (it did
+// not answer in time, say), the release is sent there again in the
+// background, after a back-off, for up to a minute or until Close (see
+// retryRelease); the lease would otherwise stay there until its TTL.
 // Otherwise it returns a *QuorumError (matching ctxlock.ErrUnavailable
 // unless permanent errors caused it), and the Manager retries. On each node
 // the release first waits for that node's acquires and relocks of the key
@@ -1061,7 +1182,9 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 	res, contended := b.batch(context.WithoutCancel(ctx), min(DefaultReleaseTimeout, untilDeadline(ctx)), leases, func(ctx context.Context, i int) ([]error, []bool) {
 		ctx, cancel := b.afterAttempts(ctx, i, len(leases), func(j int) string { return leases[j].Key })
 		defer cancel()
-		return b.nodes[i].ReleaseContended(ctx, leases)
+		errs, contended := b.nodes[i].ReleaseContended(ctx, leases)
+		b.retryRelease(i, leases, errs)
+		return errs, contended
 	})
 	errs = make([]error, len(leases))
 	for j, nerrs := range res {

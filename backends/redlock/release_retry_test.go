@@ -1,0 +1,60 @@
+package redlock_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ctxlock/ctxlock"
+	"github.com/ctxlock/ctxlock/internal/faultproxy"
+	"github.com/ctxlock/ctxlock/internal/redistest"
+)
+
+// A release a node did not answer, once a quorum had released, is retried
+// in the background: the node drops the lease soon after it answers again,
+// not at the lease's TTL. Two such leftovers of different holds, on two of
+// three nodes, would otherwise keep every owner from a quorum until they
+// lapsed (seen in TestStressRedlock's heavier runs).
+func TestReleaseRetriedOnNodeThatDidNotAnswer(t *testing.T) {
+	c := startNodes(t, 3)
+	p := faultproxy.Start(t, c.servers[2].Addr())
+	slow := redis.NewClient(redistest.ClientOptions(p.Addr()))
+	t.Cleanup(func() { slow.Close() })
+	b := newBackend(t, []redis.UniversalClient{c.clients[0], c.clients[1], slow})
+	key := uniqueKey("retry")
+	req := lockReq(key)
+	req.TTL = 20 * time.Second
+	lease, err := b.Acquire(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "node 2 to hold the lease", func() bool { return holders(t, c, b, key)[2] == lease.Owner })
+
+	p.Blackhole() // node 2's release is lost
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	errs := b.Release(ctx, []ctxlock.Lease{lease})
+	cancel()
+	if errs[0] != nil {
+		t.Fatalf("Release with a quorum answering: %v", errs[0])
+	}
+	if h := holders(t, c, b, key); h[0] != "" || h[1] != "" || h[2] != lease.Owner {
+		t.Fatalf("holders after the release %q; want only node 2 (its release lost)", h)
+	}
+	p.Pass()
+	waitFor(t, "node 2 to drop the lease", func() bool { return holders(t, c, b, key)[2] == "" })
+}
+
+// waitFor polls cond (state on the servers) until it holds, failing after
+// well under the lease TTLs the tests use.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the servers
+	}
+}
