@@ -804,7 +804,7 @@ func (b *Backend) retryRelease(i int, leases []ctxlock.Lease, errs []error) {
 	until := time.Now().Add(releaseRetryFor)
 	r.mu.Lock()
 	for j, err := range errs {
-		if err != nil && errors.Is(err, ctxlock.ErrUnavailable) {
+		if errors.Is(err, ctxlock.ErrUnavailable) {
 			r.pending = append(r.pending, retryLease{leases[j], until})
 		}
 	}
@@ -851,7 +851,7 @@ func (b *Backend) retrier(i int) {
 			errs := b.nodes[i].Release(ctx, leases)
 			cancel()
 			for j, err := range errs {
-				if err != nil && errors.Is(err, ctxlock.ErrUnavailable) {
+				if errors.Is(err, ctxlock.ErrUnavailable) {
 					failed = append(failed, batch[j])
 				}
 			}

@@ -86,6 +86,15 @@ func newRun(t *testing.T, b ctxlock.Backend, cfg Config) *run {
 	return r
 }
 
+// managers returns cfg.Managers Managers on the run's backend (see manager).
+func (r *run) managers() []*ctxlock.Manager {
+	ms := make([]*ctxlock.Manager, r.cfg.Managers)
+	for i := range ms {
+		ms[i] = r.manager()
+	}
+	return ms
+}
+
 // manager returns a Manager on the run's backend, closed at the end of the
 // test (bounded) if the test did not close it.
 func (r *run) manager() *ctxlock.Manager {
@@ -603,10 +612,7 @@ func (r *run) closeAll(ms []*ctxlock.Manager) {
 // hold must end by Unlock alone, and every key be free afterwards.
 func mixed(t *testing.T, b ctxlock.Backend, cfg Config) {
 	r := newRun(t, b, cfg)
-	var ms []*ctxlock.Manager
-	for range cfg.Managers {
-		ms = append(ms, r.manager())
-	}
+	ms := r.managers()
 	ws := r.workers(ms, longTTL, false, false)
 	r.parallel(len(ws), func(i int) {
 		for range cfg.Ops {
@@ -633,10 +639,7 @@ func mixed(t *testing.T, b ctxlock.Backend, cfg Config) {
 // are closed every key is free at once.
 func closeRace(t *testing.T, b ctxlock.Backend, cfg Config) {
 	r := newRun(t, b, cfg)
-	var ms []*ctxlock.Manager
-	for range cfg.Managers {
-		ms = append(ms, r.manager())
-	}
+	ms := r.managers()
 	ws := r.workers(ms, longTTL, true, false)
 	var wg sync.WaitGroup
 	// Each Manager closes once its goroutines have made a random number of
@@ -686,10 +689,7 @@ func closeRace(t *testing.T, b ctxlock.Backend, cfg Config) {
 // expiry; whichever way, holds never overlap.
 func shortTTL(t *testing.T, b ctxlock.Backend, cfg Config) {
 	r := newRun(t, b, cfg)
-	var ms []*ctxlock.Manager
-	for range cfg.Managers {
-		ms = append(ms, r.manager())
-	}
+	ms := r.managers()
 	ws := r.workers(ms, cfg.ShortTTL, false, true)
 	r.parallel(len(ws), func(i int) {
 		for range max(cfg.Ops/6, 1) { // holds last longer here
