@@ -781,9 +781,16 @@ func (b *Backend) releaseLater(ctx context.Context, i int, timeout time.Duration
 	b.inflight.Go(func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer cancel()
-		leases := []ctxlock.Lease{lease}
-		b.retryRelease(i, leases, b.nodes[i].Release(ctx, leases))
+		b.releaseOnNode(ctx, i, []ctxlock.Lease{lease})
 	})
+}
+
+// releaseOnNode releases leases on node i, and has those whose release
+// failed with a transient error sent again (retryRelease).
+func (b *Backend) releaseOnNode(ctx context.Context, i int, leases []ctxlock.Lease) []error {
+	errs := b.nodes[i].Release(ctx, leases)
+	b.retryRelease(i, leases, errs)
+	return errs
 }
 
 // retryRelease queues, for node i, the leases whose release there (errs,
@@ -951,10 +958,7 @@ func (b *Backend) releaseAfterFailure(ctx context.Context, req ctxlock.AcquireRe
 			// maybe after the Lock call left the queues, so it must not queue
 			// the waiter again (its next refusal puts it back in its place
 			// by id).
-			leases := []ctxlock.Lease{lease}
-			errs := b.nodes[i].Release(ctx, leases)
-			b.retryRelease(i, leases, errs)
-			return errors.Join(errs...)
+			return errors.Join(b.releaseOnNode(ctx, i, []ctxlock.Lease{lease})...)
 		}
 		return b.nodes[i].Requeue(ctx, lease, req.Waiter, req.TTL)
 	})
@@ -1137,7 +1141,7 @@ func (b *Backend) releaseOn(ctx context.Context, timeout time.Duration, leases [
 		}
 	}
 	b.each(ctx, timeout, idx, func(ctx context.Context, i int) {
-		b.retryRelease(i, perNode[i], b.nodes[i].Release(ctx, perNode[i]))
+		b.releaseOnNode(ctx, i, perNode[i])
 	})
 }
 
