@@ -185,6 +185,19 @@
 // cluster-bus broadcast is the simpler trade. Health PINGs every master and
 // checks cluster_state.
 //
+// The trade has a latency cost. A release, and the hand-off to the next
+// waiter, is PUBLISHed on the key's master; unless that master is the one
+// the subscription is connected to, the message reaches it over the
+// cluster bus. Redis 7.0 does not disable Nagle's algorithm on the bus
+// connections a node opens (strace: no TCP_NODELAY after the connect), so
+// when messages follow each other on one node-to-node link (two hot keys on
+// one master, say) each can wait for the peer's delayed ACK, about 40ms
+// (redis/redis#11869, valkey-io/valkey#1758). In a stress run on a 3-master Cluster with both
+// contended keys on a master other than the subscription's, most hand-offs
+// took 20–100ms instead of under 10ms, and the run took 13–16s instead of
+// 2–3s; exclusion, fairness and every bound are unaffected. Keys on the
+// subscription's master, or one hot key per master, do not see it.
+//
 // While a slot migrates to another master (resharding), acquires and
 // releases of its keys are mostly refused with TRYAGAIN until the migration
 // ends: their scripts name five keys of the slot, some of which do not

@@ -196,8 +196,9 @@ func WithSubscribeWait(d time.Duration) Option {
 // CONFIG SET notify-keyspace-events Ex); the backend never changes server
 // configuration itself. Without it a waiter wakes at the holder's remaining
 // TTL, which the Manager tracks anyway. In Cluster mode keyspace events are
-// local to each node and the shared subscription hears one node, so expiry
-// wake-ups are then best effort.
+// local to each node and the shared subscription hears one node (the
+// master of the pattern's slot, or after a reconnect the master of one of
+// its channels), so expiry wake-ups are then best effort.
 func WithExpiryNotifications() Option { return func(o *options) { o.expiryEvents = true } }
 
 // Backend is a ctxlock.Backend storing leases in Redis through a go-redis v9
