@@ -613,7 +613,7 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 				r.err = errYielded
 			case r.err != nil && !errors.Is(r.err, ctxlock.ErrHeld):
 				// Unknown outcome: make sure old does not linger here.
-				b.releaseLater(ctx, i, timeout, *old)
+				b.releaseLater(ctx, i, *old)
 			}
 		}
 		if req.Waiter != "" && queues(old, r.err) && pl.queuedOn(i) {
@@ -776,10 +776,12 @@ func granted(errs []error) bool {
 func isYield(err error) bool { return err == errYielded }
 
 // releaseLater releases lease on node i in the background, with a context
-// that outlives the caller's cancellation but not timeout.
-func (b *Backend) releaseLater(ctx context.Context, i int, timeout time.Duration, lease ctxlock.Lease) {
+// that outlives the caller's cancellation, bounded by DefaultReleaseTimeout:
+// no caller waits for it, and the node it goes to was too slow for the
+// operation's own per-node timeout just now.
+func (b *Backend) releaseLater(ctx context.Context, i int, lease ctxlock.Lease) {
 	b.inflight.Go(func() {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultReleaseTimeout)
 		defer cancel()
 		b.releaseOnNode(ctx, i, []ctxlock.Lease{lease})
 	})
@@ -930,14 +932,17 @@ func (b *Backend) fence(ctx context.Context, op, key string, timeout time.Durati
 
 // releaseAfterFailure releases (owner-checked) a failed attempt's lease on
 // every node that granted it or whose outcome is unknown, at once, with a
-// context that outlives the caller's cancellation but not the per-node
-// timeout. Where the attempt was granted and its waiter is queued
+// context that outlives the caller's cancellation, each bounded by
+// DefaultReleaseTimeout rather than the attempt's per-node timeout: a node
+// whose answer came too late for the attempt would mostly miss that bound
+// again, and its give-back would fail and be retried, the lease left there
+// meanwhile (under load, thousands per minute). Where the attempt was granted and its waiter is queued
 // (requeue), it uses goredis.Backend.Requeue, which puts req.Waiter back in
 // its place in the node's queue: it stays the first waiter wherever it was,
 // and a node it frees for another first waiter tells that one.
 //
 // It waits for the nodes known to have granted, until deadline at most (a
-// zero deadline: until they answer, each within the per-node timeout), and
+// zero deadline: for the attempt's per-node timeout), and
 // returns an error naming those where the release failed or had not
 // answered by then; the release on nodes that did not answer the acquire
 // goes on in the background.
@@ -952,7 +957,7 @@ func (b *Backend) releaseAfterFailure(ctx context.Context, req ctxlock.AcquireRe
 		return nil
 	}
 	lease := ctxlock.Lease{Key: req.Key, Owner: req.Owner}
-	fn := startFan(b, context.WithoutCancel(ctx), b.nodeTimeout(req.TTL, req.Timeout), idx, errNoAnswer, func(ctx context.Context, i int) error {
+	fn := startFan(b, context.WithoutCancel(ctx), DefaultReleaseTimeout, idx, errNoAnswer, func(ctx context.Context, i int) error {
 		if errs[i] != nil || !requeue {
 			// Not queued; or an unknown outcome, released in the background,
 			// maybe after the Lock call left the queues, so it must not queue
@@ -962,12 +967,11 @@ func (b *Backend) releaseAfterFailure(ctx context.Context, req ctxlock.AcquireRe
 		}
 		return b.nodes[i].Requeue(ctx, lease, req.Waiter, req.TTL)
 	})
-	wctx := context.WithoutCancel(ctx)
-	if !deadline.IsZero() {
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithDeadline(wctx, deadline)
-		defer cancel()
+	if deadline.IsZero() {
+		deadline = time.Now().Add(b.nodeTimeout(req.TTL, req.Timeout))
 	}
+	wctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+	defer cancel()
 	_ = fn.untilDone(wctx, func(done []error) bool {
 		for i, err := range errs {
 			if err == nil && done[i] == errNoAnswer {
@@ -1118,9 +1122,9 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 	}
 	if len(unknown) > 0 {
 		// Where the outcome is unknown the node may be slow to answer: in
-		// the background (Close waits for it).
+		// the background (Close waits for it), with a release's bound.
 		rctx := context.WithoutCancel(ctx)
-		b.inflight.Go(func() { b.releaseOn(rctx, timeout, unknown, unknownOn) })
+		b.inflight.Go(func() { b.releaseOn(rctx, DefaultReleaseTimeout, unknown, unknownOn) })
 	}
 	if len(lost) > 0 {
 		b.releaseOn(context.WithoutCancel(ctx), timeout, lost, lostOn)
