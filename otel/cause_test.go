@@ -12,6 +12,11 @@ type typedCause struct{}
 func (typedCause) Error() string     { return "shutting down" }
 func (typedCause) ErrorType() string { return "app.shutdown" }
 
+type typedFault struct{}
+
+func (typedFault) Error() string     { return "db timed out" }
+func (typedFault) ErrorType() string { return "db.timeout" }
+
 // The cause a caller cancelled its context with is not a fault of the call
 // (a Lock inside Do, whose context ends with the loss of the outer lock);
 // a backend fault joined to the cancellation still is, and names error.type.
@@ -36,6 +41,10 @@ func TestClassifyCanceledIgnoresContextCause(t *testing.T) {
 		{"typed cause", withCause(typedCause{}), false, ""},
 		{"fault and ctxlock cause", joined(lost, fmt.Errorf("%w: %w", unavailable, context.DeadlineExceeded)), true, "ctxlock.backend_unavailable"},
 		{"fault and typed cause", joined(typedCause{}, fmt.Errorf("%w: dial", unavailable)), true, "ctxlock.backend_unavailable"},
+		// A fault with its own ErrorType names error.type, ahead of the
+		// ctxlock sentinel it is wrapped with, and not the typed cause.
+		{"typed fault and typed cause", joined(typedCause{}, fmt.Errorf("%w: %w", unavailable, typedFault{})), true, "db.timeout"},
+		{"typed fault alone", fmt.Errorf("ctxlock: lock %q: %w", "k", errors.Join(context.Canceled, typedFault{})), true, "db.timeout"},
 	} {
 		failed, etype := classify(OutcomeCanceled, c.err)
 		if failed != c.failed || etype != c.etype {
