@@ -357,3 +357,66 @@ func TestUnadoptedGrantReleasedWhenCallFails(t *testing.T) {
 		}
 	})
 }
+
+// failingRenewal is a grantingStub whose Extend fails, transiently.
+type failingRenewal struct {
+	*grantingStub
+	extends atomic.Int64
+}
+
+func (b *failingRenewal) Extend(ctx context.Context, ls []ctxlock.Lease, ttl time.Duration) []error {
+	b.extends.Add(1)
+	errs := make([]error, len(ls))
+	for i := range errs {
+		errs[i] = ctxlock.Unavailable(errors.New("stub: extend failed"))
+	}
+	return errs
+}
+
+// A short grant to a Lock without refreshes is renewed to the lock's TTL
+// before it is held; when that renewal fails the grant is neither held as it
+// is (it would lapse long before the lock's TTL) nor released: the call's
+// next attempt finds it still granted to its waiter and holds it, renewed.
+func TestShortGrantRenewalFailureRetriedByNextAttempt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &failingRenewal{grantingStub: &grantingStub{queueStub: &queueStub{Backend: memory.New()}}}
+		holder := leaseElsewhere(t, b.Backend, "k")
+		m := ctxlock.NewManager(b)
+		defer closeManager(t, m)
+		const ttl = 10 * time.Second
+		l := m.NewLock("k", ctxlock.WithTTL(ttl), ctxlock.WithoutRefresh())
+		type res struct {
+			ch  <-chan struct{}
+			err error
+		}
+		done := make(chan res, 1)
+		go func() { ch, err := l.Lock(context.Background()); done <- res{ch, err} }()
+		synctest.Wait() // refused, queued, listening for its turn
+		b.grant(t, "k", holder, time.Second)
+		r := <-done
+		if r.err != nil {
+			t.Fatalf("Lock: %v", r.err)
+		}
+		if n := b.extends.Load(); n != 1 {
+			t.Errorf("%d renewals (Extend) of the short grant; want 1", n)
+		}
+		if got, want := l.Token(), holder.Token+1; got != want {
+			t.Errorf("Lock holds token %d; want the grant's, %d", got, want)
+		}
+		b.mu.Lock()
+		released := slices.Clone(b.released)
+		b.mu.Unlock()
+		if len(released) != 0 {
+			t.Errorf("releases %q; want the grant kept and adopted", released)
+		}
+		if _, _, _, rem, ok := b.Holder("k"); !ok || rem < ttl-time.Second {
+			t.Errorf("lease held %v, remaining %v; want renewed to the lock's TTL %v", ok, rem, ttl)
+		}
+		select {
+		case <-r.ch:
+			t.Fatalf("hold ended with its 1s grant: %v", l.Err())
+		case <-time.After(5 * time.Second):
+		}
+		l.Unlock()
+	})
+}
