@@ -59,3 +59,32 @@ func TestNewAcceptsDistinctFailoverClients(t *testing.T) {
 		t.Fatalf("New with a Sentinel client twice: %v; want ErrInvalidOption", err)
 	}
 }
+
+// A Cluster passed twice counts twice in the quorum as a server does: New
+// refuses two Cluster clients that share a seed address, whatever the order
+// of their seeds, and accepts Cluster clients of distinct addresses. (No I/O:
+// New does not connect.)
+func TestNewRejectsSameClusterTwice(t *testing.T) {
+	cluster := func(addrs ...string) redis.UniversalClient {
+		c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	for name, clients := range map[string][]redis.UniversalClient{
+		"same seeds":           {cluster("127.0.0.1:7001", "127.0.0.1:7002"), cluster("127.0.0.1:7001", "127.0.0.1:7002"), cluster("127.0.0.1:7101")},
+		"seeds in other order": {cluster("127.0.0.1:7001", "127.0.0.1:7002"), cluster("127.0.0.1:7002", "127.0.0.1:7001"), cluster("127.0.0.1:7101")},
+		"one seed in common":   {cluster("127.0.0.1:7001", "127.0.0.1:7002"), cluster("127.0.0.1:7003", "127.0.0.1:7001"), cluster("127.0.0.1:7101")},
+	} {
+		if b, err := redlock.New(clients); !errors.Is(err, ctxlock.ErrInvalidOption) {
+			if err == nil {
+				_ = b.Close()
+			}
+			t.Errorf("New with %s: %v; want ErrInvalidOption", name, err)
+		}
+	}
+	b, err := redlock.New([]redis.UniversalClient{cluster("127.0.0.1:7001"), cluster("127.0.0.1:7101"), cluster("127.0.0.1:7201")})
+	if err != nil {
+		t.Fatalf("New with three distinct Clusters: %v", err)
+	}
+	_ = b.Close()
+}

@@ -220,8 +220,9 @@ var (
 // quorum of N/2+1, but only an odd N ≥ 3 survives node failures: N nodes
 // tolerate (N−1)/2 of them down, so 4 tolerate no more than 3 do, and 1 or 2
 // none (one node is a plain single-server lock, handy in tests). With no
-// clients, a nil client, a server passed twice (the same client, or two
-// clients of one address) or an invalid option, New returns an error
+// clients, a nil client, a server passed twice (the same client, two
+// clients of one address, or two Cluster clients sharing a seed address)
+// or an invalid option, New returns an error
 // matching ctxlock.ErrInvalidOption.
 //
 // The backend does not own the clients: Close stops the backend's
@@ -292,6 +293,18 @@ func sameNode(a redis.UniversalClient, aa string, b redis.UniversalClient, ba st
 	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
 	if va.Type() == vb.Type() && va.Comparable() && vb.Comparable() && a == b {
 		return true
+	}
+	// Two Cluster clients are one Cluster when they share a seed address:
+	// comparing their joined seed lists (aa == ba) missed the same Cluster
+	// given with its seeds in another order, or with other seeds besides.
+	if ca, ok := a.(*redis.ClusterClient); ok {
+		if cb, ok := b.(*redis.ClusterClient); ok {
+			for _, addr := range ca.Options().Addrs {
+				if slices.Contains(cb.Options().Addrs, addr) {
+					return true
+				}
+			}
+		}
 	}
 	known := func(c redis.UniversalClient) bool {
 		switch c := c.(type) {
