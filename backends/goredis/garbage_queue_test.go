@@ -11,6 +11,7 @@ import (
 	"github.com/ctxlock/ctxlock"
 	"github.com/ctxlock/ctxlock/backends/goredis"
 	"github.com/ctxlock/ctxlock/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // Garbage in a key's waiter-queue keys (the queue list, the entries hash),
@@ -57,18 +58,22 @@ func TestGarbageWaiterQueue(t *testing.T) {
 			return nil
 		}
 	}
-	wrongType := func(suffix string, set func(k string) error) setup {
+	// wrongType replaces a key in one transaction: a waiter's script may
+	// write the key between a DEL and the write that follows it.
+	wrongType := func(suffix string, set func(p redis.Pipeliner, k string)) setup {
 		return func(lk string) error {
-			if err := c.Del(ctx, lk+suffix).Err(); err != nil {
-				return err
-			}
-			return set(lk + suffix)
+			_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.Del(ctx, lk+suffix)
+				set(p, lk+suffix)
+				return nil
+			})
+			return err
 		}
 	}
-	str := func(k string) error { return c.Set(ctx, k, "x", 0).Err() }
-	set := func(k string) error { return c.SAdd(ctx, k, "x").Err() }
-	hash := func(k string) error { return c.HSet(ctx, k, "x", "y").Err() }
-	lst := func(k string) error { return c.RPush(ctx, k, "x").Err() }
+	str := func(p redis.Pipeliner, k string) { p.Set(ctx, k, "x", 0) }
+	set := func(p redis.Pipeliner, k string) { p.SAdd(ctx, k, "x") }
+	hash := func(p redis.Pipeliner, k string) { p.HSet(ctx, k, "x", "y") }
+	lst := func(p redis.Pipeliner, k string) { p.RPush(ctx, k, "x") }
 	for _, tc := range []struct {
 		name    string
 		garbage setup
