@@ -949,10 +949,11 @@ func (b *Backend) fence(ctx context.Context, op, key string, timeout time.Durati
 // DefaultReleaseTimeout rather than the attempt's per-node timeout: a node
 // whose answer came too late for the attempt would mostly miss that bound
 // again, and its give-back would fail and be retried, the lease left there
-// meanwhile (under load, thousands per minute). Where the attempt was granted and its waiter is queued
-// (requeue), it uses goredis.Backend.Requeue, which puts req.Waiter back in
-// its place in the node's queue: it stays the first waiter wherever it was,
-// and a node it frees for another first waiter tells that one.
+// meanwhile (under load, thousands per minute). Where the attempt was
+// granted and its waiter is queued (requeue), it uses
+// goredis.Backend.Requeue, which puts req.Waiter back in its place in the
+// node's queue: it stays the first waiter wherever it was, and a node it
+// frees for another first waiter tells that one.
 //
 // It waits for the nodes known to have granted, until deadline at most (a
 // zero deadline: for the attempt's per-node timeout), and
