@@ -389,7 +389,8 @@ func (b *Backend) each(ctx context.Context, timeout time.Duration, indices []int
 // fan is one operation sent to several nodes at once. Its results arrive
 // in any order; the caller collects as many as it needs (until) and may
 // leave the rest: those goroutines finish on their own, bounded by the
-// per-node timeout, and Close waits for them.
+// timeout each was given (the per-node timeout, or DefaultReleaseTimeout
+// for a release in the background), and Close waits for them.
 type fan[R any] struct {
 	res  []R // per node; pending until the node answered
 	ch   chan fanResult[R]
@@ -670,7 +671,7 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 		_ = b.releaseAfterFailure(ctx, req, errs, b.placed(req.Waiter, old, errs), deadline)
 		return ctxlock.Lease{}, false, false, err
 	}
-	// A refusal waits for the give-back's answers (each within the per-node
+	// A refusal waits for the give-back's answers (for one more per-node
 	// timeout), even past req.Timeout: only a failed one makes it a fault.
 	if err := b.releaseAfterFailure(ctx, req, errs, b.placed(req.Waiter, old, errs), time.Time{}); err != nil {
 		// A node that granted the key may keep it for a whole TTL: not a
@@ -1384,7 +1385,8 @@ func (b *Backend) Health(ctx context.Context) (conditions []string, err error) {
 }
 
 // Close waits for node calls still finishing in the background (each
-// bounded by its per-node timeout), ends every watch and stops every node
+// bounded by its per-node timeout, a release by DefaultReleaseTimeout),
+// ends every watch and stops every node
 // backend's subscription. It does not close the clients. Close the Managers
 // first. It is idempotent.
 func (b *Backend) Close() error {
@@ -1394,7 +1396,7 @@ func (b *Backend) Close() error {
 			close(b.done)
 		}
 	})
-	b.inflight.Wait() // bounded by the per-node timeouts, and by stopped watches
+	b.inflight.Wait() // bounded by the calls' timeouts, and by stopped watches
 	var errs []error
 	for _, n := range b.nodes {
 		errs = append(errs, n.Close())
