@@ -1386,9 +1386,8 @@ func (b *Backend) Health(ctx context.Context) (conditions []string, err error) {
 
 // Close waits for node calls still finishing in the background (each
 // bounded by its per-node timeout, a release by DefaultReleaseTimeout),
-// ends every watch and stops every node
-// backend's subscription. It does not close the clients. Close the Managers
-// first. It is idempotent.
+// ends every watch and stops every node backend's subscription. It does
+// not close the clients. Close the Managers first. It is idempotent.
 func (b *Backend) Close() error {
 	b.closed.Store(true)
 	b.once.Do(func() {
