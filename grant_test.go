@@ -127,28 +127,36 @@ func grantOutlivedByHold(t *testing.T, grantTTL time.Duration, opts ...ctxlock.L
 		m := ctxlock.NewManager(b)
 		defer m.Close(context.Background())
 		l := m.NewLock("k", opts...)
-		type res struct {
-			ch  <-chan struct{}
-			err error
-		}
-		done := make(chan res, 1)
-		go func() { ch, err := l.Lock(context.Background()); done <- res{ch, err} }()
-		synctest.Wait() // refused, queued, listening for its turn
-		b.grant(t, "k", holder, grantTTL)
-		r := <-done
-		if r.err != nil {
-			t.Fatalf("Lock: %v", r.err)
-		}
+		expired := lockOnGrant(t, l, func() { b.grant(t, "k", holder, grantTTL) })
 		granted := time.Now()
 		// The backend stays healthy: the hold must outlive its grant via a refresh.
 		select {
-		case <-r.ch:
+		case <-expired:
 			t.Fatalf("hold ended %v after the grant on a healthy backend: %v (Extend calls: %d)",
 				time.Since(granted), l.Err(), b.extends.Load())
 		case <-time.After(grantTTL + 2*time.Second):
 		}
 		l.Unlock()
 	})
+}
+
+// lockOnGrant calls l.Lock, which the backend refuses and queues, then
+// grant (inside a synctest bubble), and returns the hold's expiry channel.
+func lockOnGrant(t *testing.T, l ctxlock.Lock, grant func()) <-chan struct{} {
+	t.Helper()
+	type res struct {
+		ch  <-chan struct{}
+		err error
+	}
+	done := make(chan res, 1)
+	go func() { ch, err := l.Lock(context.Background()); done <- res{ch, err} }()
+	synctest.Wait() // refused, queued, listening for its turn
+	grant()
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("Lock: %v", r.err)
+	}
+	return r.ch
 }
 
 func (b *queueStub) queuedWaiter() string {
@@ -284,25 +292,17 @@ func TestLateGrantIsNotReleasedButAdopted(t *testing.T) {
 		m := ctxlock.NewManager(b)
 		defer m.Close(context.Background())
 		l := m.NewLock("k", ctxlock.WithTTL(10*time.Second))
-		type res struct {
-			ch  <-chan struct{}
-			err error
-		}
-		done := make(chan res, 1)
-		go func() { ch, err := l.Lock(context.Background()); done <- res{ch, err} }()
-		synctest.Wait() // refused, queued, listening for its turn
-
 		// The release grants the key for 50ms; the notice comes 100ms
 		// after the waiter's refusal, past the grant's validity (but the
 		// lease is still there, on the backend's clock, when the waiter asks).
-		w, tok, ch := b.grantQuietly(t, "k", holder, time.Second)
-		time.Sleep(100 * time.Millisecond)
-		ch <- ctxlock.Handoff{Token: tok, TTL: grantTTL}
-
-		r := <-done
-		if r.err != nil {
-			t.Fatalf("Lock: %v", r.err)
-		}
+		var w string
+		var tok uint64
+		expired := lockOnGrant(t, l, func() {
+			var ch chan<- ctxlock.Handoff
+			w, tok, ch = b.grantQuietly(t, "k", holder, time.Second)
+			time.Sleep(100 * time.Millisecond)
+			ch <- ctxlock.Handoff{Token: tok, TTL: grantTTL}
+		})
 		if got, want := l.Token(), tok; got != want {
 			t.Errorf("Lock holds token %d; want the grant's, %d", got, want)
 		}
@@ -313,7 +313,7 @@ func TestLateGrantIsNotReleasedButAdopted(t *testing.T) {
 			t.Errorf("the late grant was released (releases: %q); want it adopted by the next attempt", released)
 		}
 		select {
-		case <-r.ch:
+		case <-expired:
 			t.Fatalf("the adopted grant ended at once: %v", l.Err())
 		case <-time.After(2 * time.Second):
 		}
@@ -385,18 +385,7 @@ func TestShortGrantRenewalFailureRetriedByNextAttempt(t *testing.T) {
 		defer closeManager(t, m)
 		const ttl = 10 * time.Second
 		l := m.NewLock("k", ctxlock.WithTTL(ttl), ctxlock.WithoutRefresh())
-		type res struct {
-			ch  <-chan struct{}
-			err error
-		}
-		done := make(chan res, 1)
-		go func() { ch, err := l.Lock(context.Background()); done <- res{ch, err} }()
-		synctest.Wait() // refused, queued, listening for its turn
-		b.grant(t, "k", holder, time.Second)
-		r := <-done
-		if r.err != nil {
-			t.Fatalf("Lock: %v", r.err)
-		}
+		expired := lockOnGrant(t, l, func() { b.grant(t, "k", holder, time.Second) })
 		if n := b.extends.Load(); n != 1 {
 			t.Errorf("%d renewals (Extend) of the short grant; want 1", n)
 		}
@@ -413,7 +402,7 @@ func TestShortGrantRenewalFailureRetriedByNextAttempt(t *testing.T) {
 			t.Errorf("lease held %v, remaining %v; want renewed to the lock's TTL %v", ok, rem, ttl)
 		}
 		select {
-		case <-r.ch:
+		case <-expired:
 			t.Fatalf("hold ended with its 1s grant: %v", l.Err())
 		case <-time.After(5 * time.Second):
 		}
