@@ -196,9 +196,10 @@ func WithSubscribeWait(d time.Duration) Option {
 // CONFIG SET notify-keyspace-events Ex); the backend never changes server
 // configuration itself. Without it a waiter wakes at the holder's remaining
 // TTL, which the Manager tracks anyway. In Cluster mode keyspace events are
-// local to each node and the shared subscription hears one node (the
-// master of the pattern's slot, or after a reconnect the master of one of
-// its channels), so expiry wake-ups are then best effort.
+// local to each node: each master's subscription (see the package
+// documentation, Redis Cluster) subscribes the pattern there, and hears
+// the expiry of the keys on it; a key that has just moved to another
+// master is not heard until its watchers watch again.
 func WithExpiryNotifications() Option { return func(o *options) { o.expiryEvents = true } }
 
 // Backend is a ctxlock.Backend storing leases in Redis through a go-redis v9
@@ -210,8 +211,18 @@ type Backend struct {
 	cluster *redis.ClusterClient // non-nil in Cluster mode
 	opts    options
 	inbox   string // the channel grants to this backend's waiters are published on
-	hub     *hub
-	batch   *batcher // group-commits Acquire and Relock
+	// hub is the subscription outside Cluster mode. In Cluster mode it is
+	// the fallback for a key whose master the slot map does not give.
+	hub *hub
+	// In Cluster mode the watchers of a key, plain and queued, go to the
+	// hub of the key's master, subscribed there through go-redis's client
+	// for that node (see hubFor).
+	hubsMu     sync.Mutex
+	hubs       map[*redis.Client]*hub
+	hubsClosed bool           // by Close: watchers go to hub, closed too
+	nextSweep  time.Time      // of idle hubs
+	retiring   sync.WaitGroup // idle hubs being closed
+	batch      *batcher       // group-commits Acquire and Relock
 
 	// Script arguments that never change, converted to interfaces once:
 	// each conversion of a string or a large int64 allocates.
@@ -233,7 +244,7 @@ var (
 )
 
 // New returns a Backend over client. The backend does not own the client:
-// Close stops the backend's subscription but leaves the client open, and
+// Close stops the backend's subscriptions but leaves the client open, and
 // the caller closes the client after closing the backend.
 //
 // A nil client (or a nil *redis.Client, say) makes a Backend that is not
@@ -263,10 +274,6 @@ func New(client redis.UniversalClient, opts ...Option) *Backend {
 	}
 	b := &Backend{client: client, opts: o}
 	b.cluster, _ = client.(*redis.ClusterClient)
-	pattern := ""
-	if o.expiryEvents {
-		pattern = expiredPattern
-	}
 	// The scripts store the inbox in queue entries between spaces: no
 	// white space in it, whatever the prefix.
 	b.inbox = strings.Map(func(r rune) rune {
@@ -282,11 +289,112 @@ func New(client redis.UniversalClient, opts ...Option) *Backend {
 		b.hintArgs = []any{ms}
 		b.suffixes = &hintKeySuffixes
 	}
-	b.hub = newHub(client, b.inbox, pattern, o.healthEvery, o.subscribeWait)
+	b.hub = b.newHub(client, "")
 	b.batch = newBatcher(client)
-	b.hub.grantsAsHints = o.acks.n > 0
 	b.batch.acks = o.acks
 	return b
+}
+
+// newHub makes a hub subscribing through client; when client is a Cluster
+// node's, slotKey is a key of its slots (see hub.repin).
+func (b *Backend) newHub(client redis.UniversalClient, slotKey string) *hub {
+	pattern := ""
+	if b.opts.expiryEvents {
+		pattern = expiredPattern
+	}
+	h := newHub(client, b.inbox, pattern, b.opts.healthEvery, b.opts.subscribeWait)
+	h.grantsAsHints = b.opts.acks.n > 0
+	h.cluster = b.cluster
+	if node, ok := client.(*redis.Client); ok && b.cluster != nil {
+		h.addr, h.slotKey = node.Options().Addr, slotKey
+	}
+	return h
+}
+
+// hubFor returns the hub for the watchers of lockKey: outside Cluster mode
+// the Backend's one hub; in Cluster mode that of the key's master in the
+// client's slot map, made on first use.
+//
+// Redis Cluster relays every PUBLISH to every node over the cluster bus,
+// so one subscription anywhere would hear every key; but Redis 7.0 does
+// not set TCP_NODELAY on the bus connections it opens, and messages that
+// follow each other on one link wait for delayed ACKs (tens of ms). A
+// subscription on the key's master hears its releases and hand-offs
+// locally. The hub subscribes through go-redis's client for that node, so
+// that its reconnects stay there (a ClusterClient's PubSub reconnects to
+// the master of one of its channels, whichever). A key that moves to
+// another master (resharding) is still heard, relayed, until its watchers
+// come back, which go to the new master. A hub whose connection fails
+// moves to the master the reloaded slot map names for its first key, if
+// another (see hub.repin): after a failover, the replica that took over.
+// When the slot map cannot be had, the watchers go to the fallback hub, on
+// the ClusterClient.
+func (b *Backend) hubFor(lockKey string) *hub {
+	if b.cluster == nil {
+		return b.hub
+	}
+	// No I/O unless the client has no slot map yet.
+	ctx, cancel := context.WithTimeout(context.Background(), b.opts.healthEvery)
+	node, err := b.cluster.MasterForKey(ctx, lockKey)
+	cancel()
+	b.hubsMu.Lock()
+	defer b.hubsMu.Unlock()
+	b.sweepLocked()
+	if err != nil || b.hubsClosed {
+		return b.hub
+	}
+	h := b.hubs[node]
+	if h == nil {
+		if b.hubs == nil {
+			b.hubs = make(map[*redis.Client]*hub)
+		}
+		h = b.newHub(node, lockKey)
+		b.hubs[node] = h
+	}
+	return h
+}
+
+// sweepLocked closes, at most once a second, the hubs that have no channel
+// left (all lingered out): those of masters whose keys are no longer
+// watched, dead masters' included. Their goroutines stop in the
+// background; Close waits for them.
+func (b *Backend) sweepLocked() {
+	now := time.Now()
+	if now.Before(b.nextSweep) {
+		return
+	}
+	b.nextSweep = now.Add(time.Second)
+	for node, h := range b.hubs {
+		if h.stop(true) {
+			delete(b.hubs, node)
+			b.retiring.Add(1)
+			go func() {
+				defer b.retiring.Done()
+				h.join()
+			}()
+		}
+	}
+}
+
+// allHubs returns the hubs: the Backend's, and in Cluster mode the
+// masters'.
+func (b *Backend) allHubs() []*hub {
+	b.hubsMu.Lock()
+	defer b.hubsMu.Unlock()
+	hs := []*hub{b.hub}
+	for _, h := range b.hubs {
+		hs = append(hs, h)
+	}
+	return hs
+}
+
+// wake wakes this Backend's plain watchers of channel, whichever hub they
+// are on (in Cluster mode a key that moved has watchers on the hub of its
+// old master).
+func (b *Backend) wake(channel string) {
+	for _, h := range b.allHubs() {
+		h.wake(channel)
+	}
 }
 
 // isNilClient reports whether c is nil or a nil pointer in the interface.
@@ -451,7 +559,14 @@ func (b *Backend) WatchWaiter(key, waiter string) (turns <-chan ctxlock.Handoff,
 	if b.usable() != nil {
 		return nil, func() {}
 	}
-	return b.hub.watchWaiter(waiter)
+	for {
+		h := b.hubFor(b.lockKey(key))
+		turns, stop := h.watchWaiter(waiter)
+		if turns != nil || h == b.hub {
+			return turns, stop
+		}
+		// h was closed as idle since hubFor returned it: route again.
+	}
 }
 
 // Leave implements ctxlock.WaiterQueue: it takes waiter out of key's queue,
@@ -530,7 +645,7 @@ func (b *Backend) Requeue(ctx context.Context, lease ctxlock.Lease, waiter strin
 		return fmt.Errorf("goredis: requeue %q: %w: %T %v", lease.Key, errGarbage, res, res)
 	}
 	if n == 1 {
-		b.hub.wake(lk + channelSuffix) // as Release does
+		b.wake(lk + channelSuffix) // as Release does
 	}
 	return nil
 }
@@ -660,7 +775,7 @@ func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.Acq
 	var extra [6]any
 	lease, err = b.take(ctx, "relock", relockScript, relockSHA, req, keys, append(append(extra[:0], old.Owner, channel, req.Waiter, b.keepArg, b.inboxArg), b.hintArgs...)...)
 	if queued = errors.Is(err, errYieldedQueued); queued || errors.Is(err, errYielded) {
-		b.hub.wake(channel) // this backend's own watchers hear it at once
+		b.wake(channel) // this backend's own watchers hear it at once
 		return ctxlock.Lease{}, true, queued, nil
 	}
 	// A refusal queued the waiter, as Acquire's does (not with hints).
@@ -781,7 +896,7 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 		}
 		if n >= 1 {
 			// Wake this backend's own watchers at once; others hear the PUBLISH.
-			b.hub.wake(b.lockKey(l.Key) + channelSuffix)
+			b.wake(b.lockKey(l.Key) + channelSuffix)
 		}
 	}
 	return errs, contended
@@ -835,7 +950,7 @@ func (b *Backend) releaseAfter(calls []*call, leases []ctxlock.Lease) {
 				continue
 			}
 			if n, err := cmd.Int64(); err == nil && n >= 1 {
-				b.hub.wake(b.lockKey(again[i].Key) + channelSuffix)
+				b.wake(b.lockKey(again[i].Key) + channelSuffix)
 			}
 		}
 	})
@@ -901,7 +1016,8 @@ func isNoScript(err error) bool {
 }
 
 // Watch implements ctxlock.Backend. All watchers of a Backend share one
-// subscription (started by the first Watch); a key's channel is subscribed
+// subscription (started by the first Watch; in Cluster mode one per
+// master, that of the key's master); a key's channel is subscribed
 // while it has watchers. When the subscription is re-established after a
 // fault every watcher gets a (possibly spurious) wake-up, since a release may
 // have been missed. After Close, Watch returns a nil channel (poll).
@@ -909,7 +1025,15 @@ func (b *Backend) Watch(key string) (released <-chan struct{}, stop func()) {
 	if b.usable() != nil {
 		return nil, func() {}
 	}
-	return b.hub.watch(b.lockKey(key) + channelSuffix)
+	lk := b.lockKey(key)
+	for {
+		h := b.hubFor(lk)
+		released, stop := h.watch(lk + channelSuffix)
+		if released != nil || h == b.hub {
+			return released, stop
+		}
+		// h was closed as idle since hubFor returned it: route again.
+	}
 }
 
 // Health implements ctxlock.Backend. It PINGs the server (in Cluster mode
@@ -955,8 +1079,15 @@ func (b *Backend) Health(ctx context.Context) (conditions []string, err error) {
 	} else if e := b.client.Ping(ctx).Err(); e != nil {
 		fail(fmt.Sprintf("redis: unreachable: %v", e), fmt.Errorf("goredis: ping: %w", e))
 	}
-	if cond := b.hub.condition(); cond != "" {
-		conditions = append(conditions, cond)
+	if b.cluster != nil {
+		b.hubsMu.Lock()
+		b.sweepLocked()
+		b.hubsMu.Unlock()
+	}
+	for _, h := range b.allHubs() {
+		if cond := h.condition(); cond != "" {
+			conditions = append(conditions, cond)
+		}
 	}
 	sort.Strings(conditions)
 	if len(errs) > 0 {
@@ -965,7 +1096,7 @@ func (b *Backend) Health(ctx context.Context) (conditions []string, err error) {
 	return conditions, nil
 }
 
-// Close stops the backend's subscription and its goroutines, and wakes every
+// Close stops the backend's subscriptions and their goroutines, and wakes every
 // watcher; it waits for the Acquire and Relock pipelines in flight, and for
 // the second releases of Releases that stopped waiting for them (see
 // Release), which the calls' timeouts bound, and the client's timeouts
@@ -974,7 +1105,18 @@ func (b *Backend) Close() error {
 	if b.hub == nil {
 		return nil // the zero Backend
 	}
+	b.hubsMu.Lock()
+	b.hubsClosed = true
+	hubs := b.hubs
+	b.hubs = nil
+	b.hubsMu.Unlock()
+	var wg sync.WaitGroup
+	for _, h := range hubs {
+		wg.Go(h.close)
+	}
 	b.hub.close()
+	wg.Wait()
+	b.retiring.Wait()
 	b.batch.close()
 	return nil
 }

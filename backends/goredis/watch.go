@@ -39,13 +39,25 @@ const (
 	subDown
 )
 
-// hub is a Backend's one shared subscription. Two goroutines serve it: the
-// reader receives messages and fans them out (non-blocking) to buffered(1)
+// hub is a shared subscription: a Backend's only one outside Cluster mode,
+// one per master in Cluster mode (see Backend.hubFor). Two goroutines serve
+// it: the reader receives messages and fans them out (non-blocking) to buffered(1)
 // watcher channels; the subscriber sends SUBSCRIBE/UNSUBSCRIBE as channels
 // gain their first watcher or lose their last, so Watch and stop never block
 // on the network.
 type hub struct {
-	client      redis.UniversalClient
+	// client subscribes and probes. In Cluster mode it is a master's node
+	// client (go-redis's), so that the subscription stays on that master,
+	// reconnects included; or, for the fallback hub, the ClusterClient.
+	client redis.UniversalClient
+	// cluster, in Cluster mode, has its slot map reloaded when the
+	// subscription fails (see setDown).
+	cluster *redis.ClusterClient
+	addr    string // the master's address, for conditions ("" if not pinned)
+	// slotKey: a key of the master's slots (the first watched through this
+	// hub), to find the master that took over when the subscription fails
+	// (see repin). "" if not pinned.
+	slotKey     string
 	inbox       string // the channel grants to this backend's waiters come on
 	pattern     string // keyevent pattern, "" when off
 	healthEvery time.Duration
@@ -472,8 +484,9 @@ func (h *hub) readLoop() {
 					pingPending = true
 					ctx, cancel := context.WithTimeout(h.ctx, h.healthEvery)
 					// A probe that fails says nothing about the
-					// subscription (in Cluster mode it goes to any master,
-					// not the subscription's): it pings then.
+					// subscription (through the fallback hub's
+					// ClusterClient it goes to any master, not the
+					// subscription's): it pings then.
 					if !h.inboxConfirmed() || h.client.Publish(ctx, h.inbox, inboxProbe).Err() != nil {
 						cancel()
 						ctx, cancel = context.WithTimeout(h.ctx, h.healthEvery)
@@ -492,7 +505,9 @@ func (h *hub) readLoop() {
 				// The ping or probe went unanswered: drop the connection,
 				// start over.
 				h.setDown(fmt.Errorf("no reply to ping within %v", h.healthEvery))
-				h.reset()
+				if !h.repin() {
+					h.reset()
+				}
 				pingPending = false
 				continue
 			}
@@ -505,6 +520,7 @@ func (h *hub) readLoop() {
 				continue
 			}
 			h.setDown(err)
+			h.repin()
 			t := time.NewTimer(delay)
 			select {
 			case <-h.done:
@@ -668,11 +684,13 @@ func (h *hub) handle(msg any) {
 }
 
 func (h *hub) setDown(err error) {
-	if cc, ok := h.client.(*redis.ClusterClient); ok {
-		// The subscription reconnects to the master of its first channel's
-		// slot in the client's slot map, which go-redis would not reload
-		// for a minute after that master died (see Backend.wrap).
-		cc.ReloadState(context.Background())
+	if h.cluster != nil {
+		// The fallback hub's subscription reconnects to the master of its
+		// first channel's slot in the client's slot map, and new watches
+		// go to the hub of their key's master in it, which go-redis would
+		// not reload for a minute after that master died (see
+		// Backend.wrap).
+		h.cluster.ReloadState(context.Background())
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -692,6 +710,34 @@ func (h *hub) setDown(err error) {
 		e.confirmed = false
 		e.ready = make(chan struct{})
 	}
+}
+
+// repin, for a hub pinned to a Cluster master whose subscription failed,
+// moves the subscription to the master of slotKey's slot when the client's
+// slot map (which setDown has reloaded) names another node: after a
+// failover the replica that took over, and its watchers' keys with it. It
+// reports whether it did (with a reset). Only the reader calls it, which
+// reads client without the lock.
+func (h *hub) repin() bool {
+	if h.cluster == nil || h.slotKey == "" {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, h.healthEvery)
+	node, err := h.cluster.MasterForKey(ctx, h.slotKey)
+	cancel()
+	if err != nil {
+		return false
+	}
+	h.mu.Lock()
+	moved := h.client != redis.UniversalClient(node) && !h.closed
+	if moved {
+		h.client, h.addr = node, node.Options().Addr
+	}
+	h.mu.Unlock()
+	if moved {
+		h.reset()
+	}
+	return moved
 }
 
 // reset replaces the PubSub with a fresh one and has the subscriber send
@@ -724,7 +770,11 @@ func (h *hub) condition() string {
 	}
 	if h.state != subDown {
 		if h.refused != nil {
-			return fmt.Sprintf("redis: release subscription refused by the server: %s (waiters poll)", strings.TrimPrefix(h.refused.Error(), "redis: "))
+			msg := strings.TrimPrefix(h.refused.Error(), "redis: ")
+			if h.addr != "" {
+				msg += " (master " + h.addr + ")"
+			}
+			return fmt.Sprintf("redis: release subscription refused by the server: %s (waiters poll)", msg)
 		}
 		return ""
 	}
@@ -732,20 +782,39 @@ func (h *hub) condition() string {
 	if h.lastErr != nil {
 		msg = strings.TrimPrefix(h.lastErr.Error(), "redis: ")
 	}
+	if h.addr != "" {
+		msg += " (master " + h.addr + ")"
+	}
 	return fmt.Sprintf("redis: release subscription down for %s: %s (waiters poll)", since(h.downSince), msg)
 }
 
 func (h *hub) close() {
+	if h.stop(false) {
+		h.join()
+	}
+}
+
+// stop marks h closed (add fails from then on) and tells its goroutines to
+// stop, without waiting for them (join does). With idleOnly it does so only
+// if h has started and has no channel left, not even a lingering one. It
+// reports whether it stopped h.
+func (h *hub) stop(idleOnly bool) bool {
 	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
-		return
+	defer h.mu.Unlock()
+	if h.closed || idleOnly && (!h.started || len(h.entries) > 0) {
+		return false
 	}
 	h.closed = true
 	close(h.done)
 	h.cancel()
-	ps := h.ps
 	h.wakeAllLocked()
+	return true
+}
+
+// join closes the PubSub of h, stopped, and waits for its goroutines.
+func (h *hub) join() {
+	h.mu.Lock()
+	ps := h.ps // no reset replaces it once closed
 	h.mu.Unlock()
 	if ps != nil {
 		_ = ps.Close()
