@@ -150,8 +150,9 @@
 //
 // # Wake-ups
 //
-// Watch and WatchWaiter share one subscription per Backend: the first of
-// them starts it, each key's channel is subscribed while it has plain
+// Watch and WatchWaiter share one subscription per Backend (in Cluster
+// mode one per master, see Redis Cluster): the first of them starts it,
+// each key's channel is subscribed while it has plain
 // watchers, the Backend's inbox while it has waiters (channels linger 30s
 // after their last watcher), and one goroutine reads messages and signals
 // the watchers' channels without blocking; a hand-off replaces a pending
@@ -178,25 +179,36 @@
 //
 // Pass a *redis.ClusterClient. Lock keys are spread over the slots by their
 // hash tag. Wake-ups use classic PUBLISH/SUBSCRIBE, which Redis Cluster
-// delivers to subscribers on every node, so one subscription connection
-// hears releases of every slot and survives resharding and failover.
-// Sharded pub/sub (SPUBLISH/SSUBSCRIBE) would instead need one connection per
-// shard, re-routed whenever slots move; for lock release traffic the
-// cluster-bus broadcast is the simpler trade. Health PINGs every master and
-// checks cluster_state.
-//
-// The trade has a latency cost. A release, and the hand-off to the next
-// waiter, is PUBLISHed on the key's master; unless that master is the one
-// the subscription is connected to, the message reaches it over the
-// cluster bus. Redis 7.0 does not disable Nagle's algorithm on the bus
+// relays to subscribers on every node over the cluster bus. The relay is
+// slow: Redis 7.0 does not disable Nagle's algorithm on the bus
 // connections a node opens (strace: no TCP_NODELAY after the connect), so
 // when messages follow each other on one node-to-node link (two hot keys on
 // one master, say) each can wait for the peer's delayed ACK, about 40ms
-// (redis/redis#11869, valkey-io/valkey#1758). In a stress run on a 3-master Cluster with both
-// contended keys on a master other than the subscription's, most hand-offs
-// took 20–100ms instead of under 10ms, and the run took 13–16s instead of
-// 2–3s; exclusion, fairness and every bound are unaffected. Keys on the
-// subscription's master, or one hot key per master, do not see it.
+// (redis/redis#11869, valkey-io/valkey#1758). With one subscription on
+// one master, a stress run on a 3-master Cluster with both contended keys
+// on another master saw most hand-offs take 20–100ms instead of under
+// 10ms, and took 13–16s instead of 2–3s.
+//
+// So a Backend subscribes on each master whose keys it watches: Watch and
+// WatchWaiter go to the subscription of the key's master in the client's
+// slot map (made on first use, through go-redis's client for that node, so
+// that it reconnects to that node only), which subscribes the key's
+// channel, or the inbox while it has waiters. Releases and hand-offs are
+// then heard on the node that publishes them (TestClusterSubscriptionOnKeysMaster).
+// Other subscriptions of the Backend that have the inbox hear a relayed
+// copy of each hand-off and ignore it (the waiter is not theirs). A key
+// that moves to another master (resharding) is still heard over the bus
+// by its watchers until they watch again, which goes to the new master. A
+// subscription whose master dies is down (its watchers poll, and Health
+// reports it with the master's address) until the slot map names another
+// master for its slots: it then subscribes there, on the replica that took
+// over (TestClusterFailoverSubscriptionRecovers). A subscription with no
+// channel left (after they lingered) is closed. If the
+// slot map cannot be had, Watch uses a subscription through the
+// ClusterClient, on whichever master go-redis picks. Sharded pub/sub
+// (SPUBLISH/SSUBSCRIBE) is not used: its messages are not relayed at all,
+// so a watcher on the wrong node (a slot that just moved) would hear
+// nothing. Health PINGs every master and checks cluster_state.
 //
 // While a slot migrates to another master (resharding), acquires and
 // releases of its keys are mostly refused with TRYAGAIN until the migration
