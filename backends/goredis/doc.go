@@ -150,65 +150,65 @@
 //
 // # Wake-ups
 //
-// Watch and WatchWaiter share one subscription per Backend (in Cluster
-// mode one per master, see Redis Cluster): the first of them starts it,
-// each key's channel is subscribed while it has plain
-// watchers, the Backend's inbox while it has waiters (channels linger 30s
-// after their last watcher), and one goroutine reads messages and signals
-// the watchers' channels without blocking; a hand-off replaces a pending
-// hint, so it is never lost behind one. When the subscription has been
-// silent for WithHealthCheckInterval it pings the server or, while waiters
-// listen on the inbox, publishes a probe to the inbox through the client,
-// which proves that it hears what is published where the client writes;
-// with no answer by the next interval it reconnects. A SUBSCRIBE or
-// UNSUBSCRIBE that fails is an outage too: it is sent again after a pause
-// (backing off), and so is a SUBSCRIBE the server refuses (NOPERM, for an
-// ACL user without the channels), which Health reports as a condition
-// until a subscription is confirmed. After a reconnect or such an outage every watcher is
-// woken, since a release may have been missed; likewise a watcher whose
-// Watch or WatchWaiter returned before the server confirmed its
-// subscription (WithSubscribeWait) is hinted once the confirmation comes. Watchers of a lease that lapses (TTL
-// expiry rather than release) are woken only with WithExpiryNotifications
-// and notify-keyspace-events configured on the server; otherwise the
-// Manager retries at the holder's remaining TTL. Queued waiters are woken by
-// their hand-off only: a lease that lapses with waiters queued goes to the
-// first of them at its next retry (at the holder's remaining TTL, or within
-// ctxlock.MaxRetryDelay).
+// Watch and WatchWaiter share one subscription per Backend (in Cluster mode
+// one per master, see Redis Cluster): the first of them starts it, each
+// key's channel is subscribed while it has plain watchers, the Backend's
+// inbox while it has waiters (channels linger 30s after their last watcher),
+// and one goroutine reads messages and signals the watchers' channels
+// without blocking; a hand-off replaces a pending hint, so it is never lost
+// behind one. When the subscription has been silent for
+// WithHealthCheckInterval it pings the server or, while waiters listen on
+// the inbox, publishes a probe to the inbox through the client, which proves
+// that it hears what is published where the client writes; with no answer by
+// the next interval it reconnects. A SUBSCRIBE or UNSUBSCRIBE that fails is
+// an outage too: it is sent again after a pause (backing off), and so is a
+// SUBSCRIBE the server refuses (NOPERM, for an ACL user without the
+// channels), which Health reports as a condition until a subscription is
+// confirmed. After a reconnect or such an outage every watcher is woken,
+// since a release may have been missed; likewise a watcher whose Watch or
+// WatchWaiter returned before the server confirmed its subscription
+// (WithSubscribeWait) is hinted once the confirmation comes. Watchers of a
+// lease that lapses (TTL expiry rather than release) are woken only with
+// WithExpiryNotifications and notify-keyspace-events configured on the
+// server; otherwise the Manager retries at the holder's remaining TTL.
+// Queued waiters are woken by their hand-off only: a lease that lapses with
+// waiters queued goes to the first of them at its next retry (at the
+// holder's remaining TTL, or within ctxlock.MaxRetryDelay).
 //
 // # Redis Cluster
 //
 // Pass a *redis.ClusterClient. Lock keys are spread over the slots by their
 // hash tag. Wake-ups use classic PUBLISH/SUBSCRIBE, which Redis Cluster
 // relays to subscribers on every node over the cluster bus. The relay is
-// slow: Redis 7.0 does not disable Nagle's algorithm on the bus
-// connections a node opens (strace: no TCP_NODELAY after the connect), so
-// when messages follow each other on one node-to-node link (two hot keys on
-// one master, say) each can wait for the peer's delayed ACK, about 40ms
-// (redis/redis#11869, valkey-io/valkey#1758). With one subscription on
-// one master, a stress run on a 3-master Cluster with both contended keys
-// on another master saw most hand-offs take 20–100ms instead of under
-// 10ms, and took 13–16s instead of 2–3s.
+// slow: Redis 7.0 does not disable Nagle's algorithm on the bus connections
+// a node opens (strace: no TCP_NODELAY after the connect), so when messages
+// follow each other on one node-to-node link (two hot keys on one master,
+// say) each can wait for the peer's delayed ACK, about 40ms
+// (redis/redis#11869, valkey-io/valkey#1758). With one subscription on one
+// master, a stress run on a 3-master Cluster with both contended keys on
+// another master saw most hand-offs take 20–100ms instead of under 10ms, and
+// took 13–16s instead of 2–3s.
 //
 // So a Backend subscribes on each master whose keys it watches: Watch and
 // WatchWaiter go to the subscription of the key's master in the client's
 // slot map (made on first use, through go-redis's client for that node, so
-// that it reconnects to that node only), which subscribes the key's
-// channel, or the inbox while it has waiters. Releases and hand-offs are
-// then heard on the node that publishes them (TestClusterSubscriptionOnKeysMaster).
-// Other subscriptions of the Backend that have the inbox hear a relayed
-// copy of each hand-off and ignore it (the waiter is not theirs). A key
-// that moves to another master (resharding) is still heard over the bus
-// by its watchers until they watch again, which goes to the new master. A
+// that it reconnects to that node only), which subscribes the key's channel,
+// or the inbox while it has waiters. Releases and hand-offs are then heard
+// on the node that publishes them (TestClusterSubscriptionOnKeysMaster).
+// Other subscriptions of the Backend that have the inbox hear a relayed copy
+// of each hand-off and ignore it (the waiter is not theirs). A key that
+// moves to another master (resharding) is still heard over the bus by its
+// watchers until they watch again, which goes to the new master. A
 // subscription whose master dies is down (its watchers poll, and Health
 // reports it with the master's address) until the slot map names another
 // master for its slots: it then subscribes there, on the replica that took
 // over (TestClusterFailoverSubscriptionRecovers). A subscription with no
-// channel left (after they lingered) is closed. If the
-// slot map cannot be had, Watch uses a subscription through the
-// ClusterClient, on whichever master go-redis picks. Sharded pub/sub
-// (SPUBLISH/SSUBSCRIBE) is not used: its messages are not relayed at all,
-// so a watcher on the wrong node (a slot that just moved) would hear
-// nothing. Health PINGs every master and checks cluster_state.
+// channel left (after they lingered) is closed. If the slot map cannot be
+// had, Watch uses a subscription through the ClusterClient, on whichever
+// master go-redis picks. Sharded pub/sub (SPUBLISH/SSUBSCRIBE) is not used:
+// its messages are not relayed at all, so a watcher on the wrong node (a
+// slot that just moved) would hear nothing. Health PINGs every master and
+// checks cluster_state.
 //
 // While a slot migrates to another master (resharding), acquires and
 // releases of its keys are mostly refused with TRYAGAIN until the migration
