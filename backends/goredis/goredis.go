@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -217,8 +218,11 @@ type Backend struct {
 	// In Cluster mode the watchers of a key, plain and queued, go to the
 	// hub of the key's master, subscribed there through go-redis's client
 	// for that node (see hubFor).
-	hubsMu     sync.Mutex
-	hubs       map[*redis.Client]*hub
+	hubsMu sync.Mutex
+	hubs   map[*redis.Client]*hub
+	// moved: hubs taken out of hubs because they moved to another node
+	// (hub.repin); they serve the watchers they have until idle.
+	moved      []*hub
 	hubsClosed bool           // by Close: watchers go to hub, closed too
 	nextSweep  time.Time      // of idle hubs
 	retiring   sync.WaitGroup // idle hubs being closed
@@ -344,6 +348,16 @@ func (b *Backend) hubFor(lockKey string) *hub {
 		return b.hub
 	}
 	h := b.hubs[node]
+	if h != nil && !h.on(node) {
+		// h moved to another master since (repin: its first key's slot is
+		// served there now, after a resharding, or node was failed over
+		// and has come back as master). It keeps its watchers, but node's
+		// new ones get a hub on node: on h they would be heard relayed over
+		// the cluster bus only, for as long as h is kept busy.
+		delete(b.hubs, node)
+		b.moved = append(b.moved, h)
+		h = nil
+	}
 	if h == nil {
 		if b.hubs == nil {
 			b.hubs = make(map[*redis.Client]*hub)
@@ -364,16 +378,26 @@ func (b *Backend) sweepLocked() {
 		return
 	}
 	b.nextSweep = now.Add(time.Second)
+	retire := func(h *hub) {
+		b.retiring.Add(1)
+		go func() {
+			defer b.retiring.Done()
+			h.join()
+		}()
+	}
 	for node, h := range b.hubs {
 		if h.stop(true) {
 			delete(b.hubs, node)
-			b.retiring.Add(1)
-			go func() {
-				defer b.retiring.Done()
-				h.join()
-			}()
+			retire(h)
 		}
 	}
+	b.moved = slices.DeleteFunc(b.moved, func(h *hub) bool {
+		if h.stop(true) {
+			retire(h)
+			return true
+		}
+		return false
+	})
 }
 
 // allHubs returns the hubs: the Backend's, and in Cluster mode the
@@ -381,7 +405,7 @@ func (b *Backend) sweepLocked() {
 func (b *Backend) allHubs() []*hub {
 	b.hubsMu.Lock()
 	defer b.hubsMu.Unlock()
-	hs := []*hub{b.hub}
+	hs := append([]*hub{b.hub}, b.moved...)
 	for _, h := range b.hubs {
 		hs = append(hs, h)
 	}
@@ -1107,11 +1131,14 @@ func (b *Backend) Close() error {
 	}
 	b.hubsMu.Lock()
 	b.hubsClosed = true
-	hubs := b.hubs
-	b.hubs = nil
+	hubs, moved := b.hubs, b.moved
+	b.hubs, b.moved = nil, nil
 	b.hubsMu.Unlock()
 	var wg sync.WaitGroup
 	for _, h := range hubs {
+		wg.Go(h.close)
+	}
+	for _, h := range moved {
 		wg.Go(h.close)
 	}
 	b.hub.close()

@@ -740,6 +740,13 @@ func (h *hub) repin() bool {
 	return moved
 }
 
+// on reports whether h subscribes through node (it has not moved: repin).
+func (h *hub) on(node *redis.Client) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.client == redis.UniversalClient(node)
+}
+
 // reset replaces the PubSub with a fresh one and has the subscriber send
 // every watched channel again.
 func (h *hub) reset() {
