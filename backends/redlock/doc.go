@@ -74,10 +74,11 @@
 // Every release sent in the background, or left to finish there (a node
 // that had not answered when a quorum released), is sent again while it
 // fails with a transient error: after 50ms, doubling to a second, for up
-// to a minute, one pipeline per node for all of them, until Close. Left
-// alone such leases would stay on their nodes until their TTL: harmless one
-// at a time (a minority), but two of different holds on two of three nodes
-// would keep every owner from a quorum until they lapsed.
+// to a minute, one pipeline per node for all of them, until Close, which
+// sends what is still pending once more. Left alone such leases would stay
+// on their nodes until their TTL: harmless one at a time (a minority), but
+// two of different holds on two of three nodes would keep every owner from
+// a quorum until they lapsed.
 //
 // The backend implements ctxlock.ContentionReporter and ctxlock.Relocker
 // (and ctxlock.WaiterQueue, see Waiters).

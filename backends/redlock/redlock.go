@@ -818,7 +818,7 @@ func (b *Backend) releaseOnNode(ctx context.Context, i int, leases []ctxlock.Lea
 // a quorum until they lapse. The retrier sends the node's pending releases
 // in one pipeline, again after a back-off (50ms doubling to a second) while
 // they fail, each for at most releaseRetryFor, and stops when none is left
-// or the Backend is closed.
+// or the Backend is closed; Close sends what is left once (flushRetries).
 func (b *Backend) retryRelease(i int, leases []ctxlock.Lease, errs []error) {
 	if b.retries == nil {
 		return
@@ -854,24 +854,16 @@ func (b *Backend) retrier(i int) {
 		select {
 		case <-b.done:
 			r.mu.Lock()
-			r.pending, r.running = nil, false
+			r.running = false // what is pending, Close sends (flushRetries)
 			r.mu.Unlock()
 			return
 		case <-t.C:
 		}
-		now := time.Now()
-		r.mu.Lock()
-		batch := slices.DeleteFunc(r.pending, func(p retryLease) bool { return now.After(p.until) })
-		r.pending = nil
-		r.mu.Unlock()
+		batch := r.take()
 		var failed []retryLease
 		if len(batch) > 0 {
-			leases := make([]ctxlock.Lease, len(batch))
-			for j, p := range batch {
-				leases[j] = p.lease
-			}
 			ctx, cancel := context.WithTimeout(context.Background(), DefaultReleaseTimeout)
-			errs := b.nodes[i].Release(ctx, leases)
+			errs := b.nodes[i].Release(ctx, leasesOf(batch))
 			cancel()
 			for j, err := range errs {
 				if errors.Is(err, ctxlock.ErrUnavailable) {
@@ -1171,8 +1163,9 @@ func (b *Backend) releaseOn(ctx context.Context, timeout time.Duration, leases [
 // nodes released it (or no longer had it): a quorum of nodes is then free
 // for others. Where a node's release fails with a transient error (it did
 // not answer in time, say), the release is sent there again in the
-// background, after a back-off, for up to a minute or until Close (see
-// retryRelease); the lease would otherwise stay there until its TTL.
+// background, after a back-off, for up to a minute or until Close, which
+// sends it once more (see retryRelease); the lease would otherwise stay
+// there until its TTL.
 // Otherwise it returns a *QuorumError (matching ctxlock.ErrUnavailable
 // unless permanent errors caused it), and the Manager retries. On each node
 // the release first waits for that node's acquires and relocks of the key
@@ -1386,8 +1379,10 @@ func (b *Backend) Health(ctx context.Context) (conditions []string, err error) {
 
 // Close waits for node calls still finishing in the background (each
 // bounded by its per-node timeout, a release by DefaultReleaseTimeout),
-// ends every watch and stops every node backend's subscription. It does
-// not close the clients. Close the Managers first. It is idempotent.
+// sends once more the releases still queued to be retried (see
+// retryRelease; each node's at once, within DefaultReleaseTimeout), ends
+// every watch and stops every node backend's subscription. It does not
+// close the clients. Close the Managers first. It is idempotent.
 func (b *Backend) Close() error {
 	b.closed.Store(true)
 	b.once.Do(func() {
@@ -1396,11 +1391,49 @@ func (b *Backend) Close() error {
 		}
 	})
 	b.inflight.Wait() // bounded by the calls' timeouts, and by stopped watches
+	b.flushRetries()
 	var errs []error
 	for _, n := range b.nodes {
 		errs = append(errs, n.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// flushRetries sends, once, the releases still queued for retry when the
+// Backend closes (retryRelease: those of calls that failed just before, or
+// while Close waited for them), one pipeline per node, at once, each
+// bounded by DefaultReleaseTimeout: a lease whose release a node lost just
+// before a shutdown would otherwise stay there for its TTL.
+func (b *Backend) flushRetries() {
+	var wg sync.WaitGroup
+	for i := range b.retries {
+		if batch := b.retries[i].take(); len(batch) > 0 {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), DefaultReleaseTimeout)
+				defer cancel()
+				_ = b.nodes[i].Release(ctx, leasesOf(batch))
+			})
+		}
+	}
+	wg.Wait()
+}
+
+// take empties r, returning the releases still within their retry time.
+func (r *releaseRetries) take() []retryLease {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	batch := slices.DeleteFunc(r.pending, func(p retryLease) bool { return now.After(p.until) })
+	r.pending = nil
+	return batch
+}
+
+func leasesOf(rs []retryLease) []ctxlock.Lease {
+	leases := make([]ctxlock.Lease, len(rs))
+	for j, p := range rs {
+		leases[j] = p.lease
+	}
+	return leases
 }
 
 // fill returns n copies of err.

@@ -8,6 +8,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ctxlock/ctxlock"
+	"github.com/ctxlock/ctxlock/backends/redlock"
 	"github.com/ctxlock/ctxlock/internal/faultproxy"
 	"github.com/ctxlock/ctxlock/internal/redistest"
 )
@@ -56,5 +57,45 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond) // polling the servers
+	}
+}
+
+// A release still waiting to be sent again when the Backend closes is sent
+// once more by Close: a lease whose release a node lost just before a
+// shutdown would otherwise stay there for its TTL.
+func TestCloseSendsReleasesQueuedForRetry(t *testing.T) {
+	c := startNodes(t, 3)
+	p := faultproxy.Start(t, c.servers[2].Addr())
+	slow := redis.NewClient(redistest.ClientOptions(p.Addr()))
+	t.Cleanup(func() { slow.Close() })
+	b, err := redlock.New([]redis.UniversalClient{c.clients[0], c.clients[1], slow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	key := uniqueKey("close-retry")
+	req := lockReq(key)
+	req.TTL = 20 * time.Second
+	lease, err := b.Acquire(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "node 2 to hold the lease", func() bool { return holders(t, c, b, key)[2] == lease.Owner })
+
+	p.Blackhole() // node 2's release is lost
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	errs := b.Release(ctx, []ctxlock.Lease{lease})
+	cancel()
+	if errs[0] != nil {
+		t.Fatalf("Release with a quorum answering: %v", errs[0])
+	}
+	p.Pass()
+	// Close waits for node 2's release to time out; by then the Backend is
+	// closed and its retrier does not start.
+	if err := b.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if h := holders(t, c, b, key); h[2] != "" {
+		t.Fatalf("node 2 still holds the lease (%q) after Close; want its queued release sent by Close", h[2])
 	}
 }
