@@ -19,12 +19,23 @@ import (
 // three nodes, would otherwise keep every owner from a quorum until they
 // lapsed (seen in TestStressRedlock's heavier runs).
 func TestReleaseRetriedOnNodeThatDidNotAnswer(t *testing.T) {
-	c := startNodes(t, 3)
+	c, b, key := leaseLostOnNode2(t)
+	waitFor(t, "node 2 to drop the lease", func() bool { return holders(t, c, b, key)[2] == "" })
+}
+
+// leaseLostOnNode2 acquires a lease of key (TTL 20s) through a Backend
+// whose node 2 is behind a proxy, and releases it while the proxy
+// blackholes node 2: the Release succeeds on a quorum and node 2 keeps the
+// lease, its release still waiting for an answer. It returns with the
+// proxy passing traffic again.
+func leaseLostOnNode2(t *testing.T) (c *cluster, b *redlock.Backend, key string) {
+	t.Helper()
+	c = startNodes(t, 3)
 	p := faultproxy.Start(t, c.servers[2].Addr())
 	slow := redis.NewClient(redistest.ClientOptions(p.Addr()))
 	t.Cleanup(func() { slow.Close() })
-	b := newBackend(t, []redis.UniversalClient{c.clients[0], c.clients[1], slow})
-	key := uniqueKey("retry")
+	b = newBackend(t, []redis.UniversalClient{c.clients[0], c.clients[1], slow})
+	key = uniqueKey("retry")
 	req := lockReq(key)
 	req.TTL = 20 * time.Second
 	lease, err := b.Acquire(context.Background(), req)
@@ -44,7 +55,7 @@ func TestReleaseRetriedOnNodeThatDidNotAnswer(t *testing.T) {
 		t.Fatalf("holders after the release %q; want only node 2 (its release lost)", h)
 	}
 	p.Pass()
-	waitFor(t, "node 2 to drop the lease", func() bool { return holders(t, c, b, key)[2] == "" })
+	return c, b, key
 }
 
 // waitFor polls cond (state on the servers) until it holds, failing after
@@ -64,32 +75,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // once more by Close: a lease whose release a node lost just before a
 // shutdown would otherwise stay there for its TTL.
 func TestCloseSendsReleasesQueuedForRetry(t *testing.T) {
-	c := startNodes(t, 3)
-	p := faultproxy.Start(t, c.servers[2].Addr())
-	slow := redis.NewClient(redistest.ClientOptions(p.Addr()))
-	t.Cleanup(func() { slow.Close() })
-	b, err := redlock.New([]redis.UniversalClient{c.clients[0], c.clients[1], slow})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	key := uniqueKey("close-retry")
-	req := lockReq(key)
-	req.TTL = 20 * time.Second
-	lease, err := b.Acquire(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "node 2 to hold the lease", func() bool { return holders(t, c, b, key)[2] == lease.Owner })
-
-	p.Blackhole() // node 2's release is lost
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	errs := b.Release(ctx, []ctxlock.Lease{lease})
-	cancel()
-	if errs[0] != nil {
-		t.Fatalf("Release with a quorum answering: %v", errs[0])
-	}
-	p.Pass()
+	c, b, key := leaseLostOnNode2(t)
 	// Close waits for node 2's release to time out; by then the Backend is
 	// closed and its retrier does not start.
 	if err := b.Close(); err != nil {
