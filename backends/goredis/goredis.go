@@ -415,8 +415,21 @@ func (b *Backend) allHubs() []*hub {
 // wake wakes this Backend's plain watchers of channel, whichever hub they
 // are on (in Cluster mode a key that moved has watchers on the hub of its
 // old master).
+//
+// It runs for every release: outside Cluster mode it goes straight to the
+// one hub, and in Cluster mode it walks the hubs under hubsMu (the lock
+// order sweepLocked uses too) rather than copying them.
 func (b *Backend) wake(channel string) {
-	for _, h := range b.allHubs() {
+	b.hub.wake(channel)
+	if b.cluster == nil {
+		return
+	}
+	b.hubsMu.Lock()
+	defer b.hubsMu.Unlock()
+	for _, h := range b.moved {
+		h.wake(channel)
+	}
+	for _, h := range b.hubs {
 		h.wake(channel)
 	}
 }
