@@ -72,7 +72,7 @@ func TestChaosRedlock(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				chaosWorker(ctx, m, key, who, &checker, &tally, nil)
+				chaosWorker(ctx, m, key, who, &checker, &tally, nil, nil)
 			}()
 		}
 	}

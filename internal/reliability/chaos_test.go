@@ -89,7 +89,7 @@ func TestChaos(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				chaosWorker(ctx, m, key, who, &checker, &tally, probe)
+				chaosWorker(ctx, m, key, who, &checker, &tally, probe, nil)
 			}()
 		}
 	}
@@ -169,7 +169,7 @@ func totalFaults(s *stats) int {
 }
 
 func chaosWorker(ctx context.Context, m ctxlock.LockManager, key, who string, c *locktest.Checker, tally *stats,
-	probe func(key string, token uint64, at time.Time)) {
+	probe func(key string, token uint64, at time.Time), held func(locktest.Hold)) {
 	l := m.NewLock(key, lockOpts()...)
 	for i := 0; ctx.Err() == nil; i++ {
 		actx, cancel := context.WithTimeout(ctx, 3*ttl)
@@ -195,6 +195,9 @@ func chaosWorker(ctx context.Context, m ctxlock.LockManager, key, who string, c 
 		h, ended := holdFor(l, exp, who, start, token, d)
 		c.Record(h)
 		tally.add("holds", 1)
+		if held != nil {
+			held(h)
+		}
 		if ended {
 			r := reason(l.Err())
 			tally.add("ended "+r, 1)

@@ -105,7 +105,9 @@ type leaseState struct {
 func (s leaseState) lapseLow() time.Time  { return s.sent.Add(s.pttl - time.Millisecond) }
 func (s leaseState) lapseHigh() time.Time { return s.recv.Add(s.pttl + time.Millisecond) }
 
-func inspect(ctx context.Context, direct *redis.Client, b *goredis.Backend, key string) (leaseState, error) {
+// direct is a client that bypasses the fault proxies (a *redis.Client, or a
+// *redis.ClusterClient in Cluster mode).
+func inspect(ctx context.Context, direct redis.Scripter, b *goredis.Backend, key string) (leaseState, error) {
 	lk, fk, _ := b.Keys(key)
 	var st leaseState
 	st.sent = time.Now()
