@@ -75,4 +75,4 @@ end
 if ARGV[3] ~= '' then
   enqueue(KEYS[4], KEYS[5], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[2]), ARGV[5], metadata(ARGV[1]), ARGV[6])
 end
-return refused(KEYS[1], KEYS[3], KEYS[2], v, kept)
+return refused(KEYS[1], KEYS[3], KEYS[2], v, kept, ARGV[3], ARGV[5])

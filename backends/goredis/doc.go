@@ -42,7 +42,12 @@
 //   - "{K}:wanted" is set (with the holder's remaining TTL) when an acquire
 //     is refused: the holder's release reports the contention
 //     (ctxlock.ContentionReporter), so a process that re-locks at once
-//     yields instead of starving the others.
+//     yields instead of starving the others. Its value is "<inbox>
+//     <waiter>" of the refused waiter ("1" for a TryLock): a release or
+//     relock that frees the key without handing it to a waiter of its own
+//     queue tells that waiter to retry now ("0 0 <waiter>" on its inbox),
+//     which may queue in the other kind of queue (see WithWaiterHints) or
+//     in none.
 //   - "{K}:q" (a list) and "{K}:qd" (a hash of entries) are the waiter
 //     queue (ctxlock.WaiterQueue): a refused acquire with a waiter id joins
 //     the end of the list, or refreshes its entry: a deadline, and the

@@ -122,7 +122,13 @@ const DefaultHintWindow = 50 * time.Millisecond
 // waiter's place. The hinting queue has keys of its own ("{K}:hq",
 // "{K}:hqd"): Backends on the same keys with and without the option ignore
 // each other's queues (waiters of one are not served in order with the
-// other's), which keeps a rolling upgrade safe.
+// other's), which keeps a rolling upgrade safe. They still hear of each
+// other through the key's wanted mark: a release or relock that frees the
+// key without handing it to a waiter of its own queue tells the waiter
+// that was last refused, of either kind, to retry at once, so a process
+// of one kind that re-locks the key in a loop does not starve a waiter of
+// the other. While waiters of one kind hand the key on among themselves,
+// a waiter of the other kind waits until their queue runs dry.
 func WithWaiterHints(window time.Duration) Option {
 	return func(o *options) {
 		if window <= 0 {
@@ -587,11 +593,13 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 // zero Handoffs on (possibly spurious) wake-ups after the subscription
 // reconnects or confirms the inbox late (see WithSubscribeWait), on Close,
 // and, with WithWaiterHints, on each release while waiter is first in the
-// queue. It listens on the Backend's inbox only, not on key's release
-// channel: a release nobody is queued for, which publishes there (see
-// Watch), does not reach it, and a waiter that is not queued (its place
-// lapsed, or, with WithWaiterHints, its relock was refused) finds the key
-// free at its next retry.
+// queue, and on a release (or relock) that frees the key without a
+// hand-off after waiter's refusal was the last to mark the key wanted (see
+// the package doc). It listens on the Backend's inbox only, not on key's
+// release channel: a release nobody is queued for, which publishes there
+// (see Watch), does not reach it otherwise, and a waiter that is not
+// queued (its place lapsed, or, with WithWaiterHints, its relock was
+// refused) and not the last refused finds the key free at its next retry.
 func (b *Backend) WatchWaiter(key, waiter string) (turns <-chan ctxlock.Handoff, stop func()) {
 	if b.usable() != nil {
 		return nil, func() {}

@@ -166,6 +166,32 @@ local function hint(dkey, channel, head, entry, window)
   end
 end
 
+-- take_mark deletes the wanted mark and returns 1 and the mark's value
+-- (false when it is not a string), or 0 when the key was not wanted.
+local function take_mark(wantedkey)
+  local mark = redis.pcall('GET', wantedkey)
+  if type(mark) ~= 'string' then
+    mark = false
+  end
+  return redis.call('DEL', wantedkey), mark
+end
+
+-- wake_marked tells the waiter that marked the key wanted (see refused)
+-- to retry now, with a zero hand-off on its inbox. The key was freed
+-- without a hand-over, and that waiter may not be in this queue: it may
+-- queue in the other kind of queue (a Backend with WithWaiterHints beside
+-- one without, during a rolling upgrade), or, with hints, not at all (a
+-- refused relock). Without this it would sleep until its retry, and a
+-- holder that takes the key again at once could keep it from the waiter
+-- for good. A mark without a waiter ('1': TryLock, or an older version)
+-- tells nobody, nor does one of the caller's own waiter (except).
+local function wake_marked(mark, except)
+  local inbox, waiter = string.match(mark or '', '^(%S+) (.+)$')
+  if inbox and waiter ~= except then
+    redis.call('PUBLISH', inbox, '0 0 ' .. waiter)
+  end
+end
+
 -- dequeue takes waiter out of the queue, if it is in it.
 local function dequeue(qkey, dkey, waiter)
   if waiter ~= '' and redis.call('HDEL', dkey, waiter) == 1 then
@@ -193,7 +219,7 @@ end
 -- its holder's release can tell it that others are waiting. PTTL rounds
 -- down: a lease in its last millisecond reads 0, and 0 would tell the waiter
 -- "unknown, back off", so it is reported as 1.
-local function refused(lockkey, wantedkey, fencekey, held, kept)
+local function refused(lockkey, wantedkey, fencekey, held, kept, waiter, inbox)
   local pttl = kept or 0
   if held then
     pttl = redis.call('PTTL', lockkey)
@@ -201,7 +227,11 @@ local function refused(lockkey, wantedkey, fencekey, held, kept)
       pttl = 1
     end
     if pttl > 0 then
-      redis.call('SET', wantedkey, '1', 'PX', pttl)
+      local mark = '1'
+      if waiter ~= '' and inbox then
+        mark = inbox .. ' ' .. waiter
+      end
+      redis.call('SET', wantedkey, mark, 'PX', pttl)
     end
   end
   return {0, pttl, tonumber(redis.call('GET', fencekey)) or 0}

@@ -20,7 +20,7 @@ if v and (v == ARGV[1] or string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. '\0')
 end
 --#queue.lua
 if v and owned(v, ARGV[1]) then
-  local wanted = redis.call('DEL', KEYS[2])
+  local wanted, mark = take_mark(KEYS[2])
   local head, entry = first_waiter(KEYS[3], KEYS[4])
   if head and not ARGV[3] then
     -- hand_over overwrites the lease: a key deleted here could not be
@@ -34,6 +34,7 @@ if v and owned(v, ARGV[1]) then
     return 2
   end
   redis.call('PUBLISH', ARGV[2], KEYS[1])
+  wake_marked(mark)
   return 1 + wanted
 end
 return 0

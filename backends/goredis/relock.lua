@@ -38,7 +38,7 @@ local head, entry = first_waiter(KEYS[4], KEYS[5])
 -- yield to.
 local mine = ARGV[8] and head == ARGV[5]
 if v and owned(v, ARGV[3]) then
-  local wanted = redis.call('DEL', KEYS[3])
+  local wanted, mark = take_mark(KEYS[3])
   if not mine and (wanted == 1 or head) then
     if head then
       -- The caller queues before the head leaves the queue, and
@@ -62,6 +62,7 @@ if v and owned(v, ARGV[3]) then
       -- without getting ahead of them.
       redis.call('DEL', KEYS[1])
       redis.call('PUBLISH', ARGV[4], KEYS[1])
+      wake_marked(mark, ARGV[5])
     end
     return {2, 0}
   end
@@ -103,4 +104,4 @@ if ARGV[5] ~= '' and not ARGV[8] then
   -- (redlock's nodes) it does not: see redlock's queues.
   enqueue(KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[2]), ARGV[7], metadata(ARGV[1]), ARGV[8])
 end
-return refused(KEYS[1], KEYS[3], KEYS[2], v, kept)
+return refused(KEYS[1], KEYS[3], KEYS[2], v, kept, ARGV[5], ARGV[7])

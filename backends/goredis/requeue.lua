@@ -3,7 +3,8 @@
 -- it left as it took the key (WithWaiterHints: the queue is in the order of
 -- waiter ids), so that the waiter keeps its turn. If that frees the key, the queue's first live
 -- waiter is told (hint), unless it is the caller's waiter, which retries on
--- its own; with nobody queued the key's channel is.
+-- its own; with nobody queued the key's channel is, and the waiter that
+-- marked the key wanted (see queue.lua's wake_marked).
 -- KEYS[1] lock key; KEYS[2] wanted key; KEYS[3] queue; KEYS[4] entries
 -- (same hash slot)
 -- ARGV[1] owner; ARGV[2] release channel; ARGV[3] hint window (ms);
@@ -18,13 +19,15 @@ if not (v and owned(v, ARGV[1])) then
   -- same place (the queue is in id order).
   return 0
 end
-redis.call('DEL', KEYS[1], KEYS[2])
+local _, mark = take_mark(KEYS[2])
+redis.call('DEL', KEYS[1])
 if ARGV[4] ~= '' then
   enqueue(KEYS[3], KEYS[4], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], '', true)
 end
 local head, entry = first_waiter(KEYS[3], KEYS[4])
 if not head then
   redis.call('PUBLISH', ARGV[2], KEYS[1])
+  wake_marked(mark, ARGV[4])
 elseif head ~= ARGV[4] then
   hint(KEYS[4], ARGV[2], head, entry, tonumber(ARGV[3]))
 end

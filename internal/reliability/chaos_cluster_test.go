@@ -91,9 +91,10 @@ func TestChaosCluster(t *testing.T) {
 	// The keys of group 0 (one per master, then again) are contended by
 	// the granting Managers, those of group 1 by the hinting ones: a
 	// granting and a hinting Backend ignore each other's waiter queues, so
-	// mixed on one key they keep exclusion but not fairness (a waiter of
-	// one kind can wait for as long as one of the other kind keeps
-	// re-locking), which a liveness check cannot hold them to.
+	// mixed on one key they keep exclusion but not order (a waiter of one
+	// kind waits while those of the other kind hand the key on among
+	// themselves), which a liveness bound cannot hold them to.
+	// TestMixedHintsWaiterNotStarved (goredis) covers the mix.
 	keys := keysPerMaster(t, direct, ms[0].backend, nodes, 2**clusterChaosKeys)
 	groups := [2][]string{}
 	for k, key := range keys {
