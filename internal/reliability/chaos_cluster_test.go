@@ -108,28 +108,8 @@ func TestChaosCluster(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	// Liveness B margin probes, off the contenders' goroutines, straight to
-	// the masters (no proxy).
-	var probes sync.WaitGroup
-	probe := func(key string, token uint64, expiredAt time.Time) {
-		probes.Add(1)
-		go func() {
-			defer probes.Done()
-			pctx, pcancel := context.WithTimeout(context.Background(), netTimeout)
-			defer pcancel()
-			st, err := inspect(pctx, direct, ms[0].backend, key)
-			switch {
-			case err != nil:
-				tally.add("margin unmeasured (server frozen)", 1)
-			case st.fence != token:
-				tally.add("margin unmeasured (taken over)", 1)
-			case st.pttl <= 0:
-				tally.add("margin unmeasured (gone)", 1)
-			default:
-				tally.sample("margin", st.lapseLow().Sub(expiredAt))
-			}
-		}()
-	}
+	// Straight to the masters (no proxy).
+	probes := &marginProbes{direct: direct, backend: ms[0].backend, tally: &tally}
 
 	// Progress after the faults: calmFrom is set (Unix ns) once the faults
 	// have stopped and the cluster is healthy; each worker then reports its
@@ -169,7 +149,7 @@ func TestChaosCluster(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				chaosWorker(ctx, m, key, who, &checker, &tally, probe, held)
+				chaosWorker(ctx, m, key, who, &checker, &tally, probes.probe, held)
 			}()
 		}
 	}
@@ -251,7 +231,7 @@ func TestChaosCluster(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
-	probes.Wait()
+	probes.wg.Wait()
 	if stalled {
 		calmWaitMu.Lock()
 		t.Errorf("liveness: only %d of %d contenders locked within %v after the faults stopped and the cluster was healthy",

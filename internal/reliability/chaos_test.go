@@ -57,29 +57,7 @@ func TestChaos(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	// Liveness B margin probes, off the contenders' goroutines.
-	var probes sync.WaitGroup
-	probe := func(key string, token uint64, expiredAt time.Time) {
-		probes.Add(1)
-		go func() {
-			defer probes.Done()
-			pctx, pcancel := context.WithTimeout(context.Background(), netTimeout)
-			defer pcancel()
-			st, err := inspect(pctx, direct, ms[0].backend, key)
-			switch {
-			case err != nil:
-				tally.add("margin unmeasured (server frozen)", 1)
-			case st.fence != token:
-				// Someone acquired after us: Redis ordered it after our lapse.
-				tally.add("margin unmeasured (taken over)", 1)
-			case st.pttl <= 0:
-				// Released by our own post-expiry release, or lapsed.
-				tally.add("margin unmeasured (gone)", 1)
-			default:
-				tally.sample("margin", st.lapseLow().Sub(expiredAt))
-			}
-		}()
-	}
+	probes := &marginProbes{direct: direct, backend: ms[0].backend, tally: &tally}
 
 	var wg sync.WaitGroup
 	for i, m := range ms {
@@ -89,7 +67,7 @@ func TestChaos(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				chaosWorker(ctx, m, key, who, &checker, &tally, probe, nil)
+				chaosWorker(ctx, m, key, who, &checker, &tally, probes.probe, nil)
 			}()
 		}
 	}
@@ -135,7 +113,7 @@ func TestChaos(t *testing.T) {
 	time.Sleep(2 * ttl)
 	cancel()
 	wg.Wait()
-	probes.Wait()
+	probes.wg.Wait()
 
 	calm := 0
 	for _, h := range checker.Holds() {

@@ -238,3 +238,37 @@ func checkNoViolations(t *testing.T, c *locktest.Checker, tr *trail) int {
 	}
 	return n
 }
+
+// marginProbes measures the Liveness B margin of holds that expired: how
+// long before the server-side TTL the expiry channel closed, where the
+// server still has the lease. Each probe reads the key's fence and PTTL
+// through direct (past the fault proxies), off the contenders' goroutines;
+// wg waits for them.
+type marginProbes struct {
+	direct  redis.Scripter
+	backend *goredis.Backend
+	tally   *stats
+	wg      sync.WaitGroup
+}
+
+func (p *marginProbes) probe(key string, token uint64, expiredAt time.Time) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), netTimeout)
+		defer cancel()
+		st, err := inspect(ctx, p.direct, p.backend, key)
+		switch {
+		case err != nil:
+			p.tally.add("margin unmeasured (server frozen)", 1)
+		case st.fence != token:
+			// Someone acquired after us: Redis ordered it after our lapse.
+			p.tally.add("margin unmeasured (taken over)", 1)
+		case st.pttl <= 0:
+			// Released by our own post-expiry release, or lapsed.
+			p.tally.add("margin unmeasured (gone)", 1)
+		default:
+			p.tally.sample("margin", st.lapseLow().Sub(expiredAt))
+		}
+	}()
+}
