@@ -36,7 +36,7 @@ if not v and redis.call('EXISTS', KEYS[4]) == 0 then
 end
 --#queue.lua
 -- The first live waiter, dropping the ones that stopped retrying.
-local head = first_waiter(KEYS[4], KEYS[5])
+local head, entry = first_waiter(KEYS[4], KEYS[5])
 if v == ARGV[1] then
   -- A retry of an attempt that already succeeded (same owner, same hold):
   -- nobody else can have acquired since, so the counter is still our token.
@@ -75,4 +75,6 @@ end
 if ARGV[3] ~= '' then
   enqueue(KEYS[4], KEYS[5], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[2]), ARGV[5], metadata(ARGV[1]), ARGV[6])
 end
-return refused(KEYS[1], KEYS[3], KEYS[2], v, kept, ARGV[3], ARGV[5])
+-- The caller, if it waits, is queued now: first when nobody was.
+local tell, inbox = to_tell(head, entry, ARGV[3], ARGV[5], ARGV[6])
+return refused(KEYS[1], KEYS[3], KEYS[2], v, kept, tell, inbox)

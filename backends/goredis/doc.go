@@ -43,11 +43,14 @@
 //     is refused: the holder's release reports the contention
 //     (ctxlock.ContentionReporter), so a process that re-locks at once
 //     yields instead of starving the others. Its value is "<inbox>
-//     <waiter>" of the refused waiter ("1" for a TryLock): a release or
-//     relock that frees the key without handing it to a waiter of its own
-//     queue tells that waiter to retry now ("0 0 <waiter>" on its inbox),
-//     which may queue in the other kind of queue (see WithWaiterHints) or
-//     in none.
+//     <waiter>" of the waiter that can take the key once it is free: the
+//     first waiter of the refused caller's queue ("{K}:q" refuses the free
+//     key to the others), or, with WithWaiterHints, the refused waiter
+//     itself (the first of "{K}:hq" for a TryLock); "1" when there is none.
+//     A release or relock that frees the key without handing it to a
+//     waiter of its own queue tells that waiter to retry now ("0 0
+//     <waiter>" on its inbox), which may queue in the other kind of queue
+//     (see WithWaiterHints) or in none.
 //   - "{K}:q" (a list) and "{K}:qd" (a hash of entries) are the waiter
 //     queue (ctxlock.WaiterQueue): a refused acquire with a waiter id joins
 //     the end of the list, or refreshes its entry: a deadline, and the

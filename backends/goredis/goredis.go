@@ -125,7 +125,9 @@ const DefaultHintWindow = 50 * time.Millisecond
 // other's), which keeps a rolling upgrade safe. They still hear of each
 // other through the key's wanted mark: a release or relock that frees the
 // key without handing it to a waiter of its own queue tells the waiter
-// that was last refused, of either kind, to retry at once, so a process
+// that the last refusal named, of either kind (the first waiter of the
+// refused caller's queue; with hints the refused caller itself, or the
+// first waiter for a TryLock), to retry at once, so a process
 // of one kind that re-locks the key in a loop does not starve a waiter of
 // the other. While waiters of one kind hand the key on among themselves,
 // a waiter of the other kind waits until their queue runs dry.
@@ -594,12 +596,13 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 // reconnects or confirms the inbox late (see WithSubscribeWait), on Close,
 // and, with WithWaiterHints, on each release while waiter is first in the
 // queue, and on a release (or relock) that frees the key without a
-// hand-off after waiter's refusal was the last to mark the key wanted (see
-// the package doc). It listens on the Backend's inbox only, not on key's
+// hand-off while the key's wanted mark names waiter (see the package
+// doc). It listens on the Backend's inbox only, not on key's
 // release channel: a release nobody is queued for, which publishes there
 // (see Watch), does not reach it otherwise, and a waiter that is not
 // queued (its place lapsed, or, with WithWaiterHints, its relock was
-// refused) and not the last refused finds the key free at its next retry.
+// refused) and not named by the mark finds the key free at its next
+// retry.
 func (b *Backend) WatchWaiter(key, waiter string) (turns <-chan ctxlock.Handoff, stop func()) {
 	if b.usable() != nil {
 		return nil, func() {}

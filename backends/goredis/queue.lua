@@ -176,8 +176,8 @@ local function take_mark(wantedkey)
   return redis.call('DEL', wantedkey), mark
 end
 
--- wake_marked tells the waiter that marked the key wanted (see refused)
--- to retry now, with a zero hand-off on its inbox. The key was freed
+-- wake_marked tells the waiter the wanted mark names (see refused and
+-- to_tell) to retry now, with a zero hand-off on its inbox. The key was freed
 -- without a hand-over, and that waiter may not be in this queue: it may
 -- queue in the other kind of queue (a Backend with WithWaiterHints beside
 -- one without, during a rolling upgrade), or, with hints, not at all (a
@@ -190,6 +190,21 @@ local function wake_marked(mark, except)
   if inbox and waiter ~= except then
     redis.call('PUBLISH', inbox, '0 0 ' .. waiter)
   end
+end
+
+-- to_tell returns whom a refusal's wanted mark names (see refused and
+-- wake_marked), and its inbox: the waiter that can take the key when a
+-- release of the other kind frees it. In a granting queue that is the
+-- queue's first live waiter (head, with its entry, from first_waiter; the
+-- free key is refused to the others), whoever the caller is; with hints
+-- (anyone may take a free key no hint keeps) the caller if it waits, else
+-- the first waiter. An entry without an inbox (an older version, which
+-- hears the key's channel) names nobody (a nil inbox).
+local function to_tell(head, entry, waiter, inbox, hints)
+  if head and (not hints or waiter == '') then
+    return head, string.match(entry, '^%d+ %d+ (%S+)')
+  end
+  return waiter, inbox
 end
 
 -- dequeue takes waiter out of the queue, if it is in it.
@@ -216,7 +231,8 @@ end
 -- counter}, PTTL 0 when the free key is kept for an earlier waiter, or how
 -- long it is still kept (kept, in ms) when a hint keeps it. A held
 -- key is marked wanted for as long as the current lease may last, so that
--- its holder's release can tell it that others are waiting. PTTL rounds
+-- its holder's release can tell it that others are waiting; the mark names
+-- waiter and its inbox (from to_tell), or nobody ('1'). PTTL rounds
 -- down: a lease in its last millisecond reads 0, and 0 would tell the waiter
 -- "unknown, back off", so it is reported as 1.
 local function refused(lockkey, wantedkey, fencekey, held, kept, waiter, inbox)

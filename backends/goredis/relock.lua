@@ -104,4 +104,5 @@ if ARGV[5] ~= '' and not ARGV[8] then
   -- (redlock's nodes) it does not: see redlock's queues.
   enqueue(KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[2]), ARGV[7], metadata(ARGV[1]), ARGV[8])
 end
-return refused(KEYS[1], KEYS[3], KEYS[2], v, kept, ARGV[5], ARGV[7])
+local tell, inbox = to_tell(head, entry, ARGV[5], ARGV[7], ARGV[8])
+return refused(KEYS[1], KEYS[3], KEYS[2], v, kept, tell, inbox)

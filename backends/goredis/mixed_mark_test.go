@@ -1,0 +1,55 @@
+package goredis_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/ctxlock/ctxlock"
+	"github.com/ctxlock/ctxlock/backends/goredis"
+	"github.com/ctxlock/ctxlock/internal/redistest"
+)
+
+// A release that frees a wanted key without a hand-off tells the waiter
+// that can take the key: with a granting queue ("{K}:q") that is its first
+// waiter, whoever was refused last (a later waiter of that queue, or a
+// TryLock). Telling a later waiter woke one that is refused the free key
+// (it is kept for the first), while the first slept until its retry, up to
+// ctxlock.MaxRetryDelay, and a holder of the other kind re-locking in a
+// loop took the key back meanwhile. With hints ("{K}:hq") anyone may take
+// a free key that no hint keeps, so a waiting caller names itself, and a
+// TryLock names the queue's first waiter.
+func TestMixedHintsMarkNamesWhoCanTakeTheKey(t *testing.T) {
+	hints := []goredis.Option{goredis.WithWaiterHints(time.Minute)}
+	for _, tc := range []struct {
+		name           string
+		holder, waiter []goredis.Option
+		later          string // refused after w1: another waiter, or "" (a TryLock)
+	}{
+		{"granting waiters, second refused last", hints, nil, "w2"},
+		{"granting waiter, TryLock refused last", hints, nil, ""},
+		{"hinting waiter, TryLock refused last", nil, hints, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := redistest.StartServer(t)
+			holding := newBackend(t, s.Client(t), tc.holder...)
+			waiting := newBackend(t, s.Client(t), tc.waiter...)
+			ctx := context.Background()
+			holder := acquire(t, holding, "q", 10*time.Second)
+			mustRefuse(t, waiting, "w1")
+			mustRefuse(t, waiting, tc.later)
+			ch1, stop := waiting.WatchWaiter("q", "w1")
+			defer stop()
+			drain(ch1)
+
+			if errs := holding.Release(ctx, []ctxlock.Lease{holder}); errors.Join(errs...) != nil {
+				t.Fatal(errs)
+			}
+			hinted(t, ch1, "a release of the other kind (w1 can take the key)")
+			if _, err := waiting.Acquire(ctx, waitReq("w1")); err != nil {
+				t.Fatalf("w1's retry: %v; want the key", err)
+			}
+		})
+	}
+}
