@@ -99,7 +99,9 @@
 // relock) on a node tells that node's first live waiter, and no one else,
 // that the key is free, and keeps it free for that waiter for a short
 // window (goredis.DefaultHintWindow); WatchWaiter merges the nodes' hints.
-// The waiter then acquires as always, on a quorum. No node grants the key on
+// (With nobody queued there, a release tells the waiter the node's wanted
+// mark names instead, such as one whose relock that node refused: a
+// refused relock does not queue.) The waiter then acquires as always, on a quorum. No node grants the key on
 // its own, since one node's grant means nothing, and nodes keeping the key
 // for different waiters for long could leave no one with a quorum. So that
 // every node has the same first waiter, the queues are ordered by waiter id

@@ -1235,7 +1235,9 @@ func (b *Backend) Watch(key string) (released <-chan struct{}, stop func()) {
 // Acquire or a yielding Relock with req.Waiter queues it on the nodes that
 // refused it, in the order of waiter ids, and a release (or a Leave of the
 // first waiter, with the key free) tells each node's first live waiter, and
-// no one else, that the key is free there. WatchWaiter merges those hints
+// no one else, that the key is free there (with nobody queued there, the
+// waiter the node's wanted mark names instead, such as one whose relock the
+// node refused, which does not queue). WatchWaiter merges those hints
 // from every node into one channel of zero Handoffs: the backend never
 // grants a key on its own, the waiter takes it with an Acquire that needs a
 // quorum as always. A node keeps the free key for the waiter it told for a
