@@ -520,7 +520,7 @@ const (
 	hintQueueSuffix    = ":hq"
 	hintDeadlineSuffix = ":hqd"
 	expiredPattern     = "__keyevent@*__:expired"
-	inboxPrefix        = "ctxlock:inbox:" // + a random id per Backend
+	inboxPrefix        = "ctxlock:inbox:" // + a random id per Backend (queue.lua's wake_marked matches it)
 	metaSeparator      = "\x00"
 )
 

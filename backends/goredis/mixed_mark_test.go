@@ -9,6 +9,7 @@ import (
 	"github.com/ctxlock/ctxlock"
 	"github.com/ctxlock/ctxlock/backends/goredis"
 	"github.com/ctxlock/ctxlock/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // A release that frees a wanted key without a hand-off tells the waiter
@@ -51,5 +52,40 @@ func TestMixedHintsMarkNamesWhoCanTakeTheKey(t *testing.T) {
 				t.Fatalf("w1's retry: %v; want the key", err)
 			}
 		})
+	}
+}
+
+// A string in "{K}:wanted" that is no mark of this package (garbage, not
+// "<inbox> <waiter>" with an inbox of a Backend) tells nobody: with the
+// ACL the package documents, publishing on its first word as a channel
+// failed the release script after it had freed the key, so Release
+// reported an error for a released lease.
+func TestGarbageMarkTellsNobody(t *testing.T) {
+	s := redistest.StartServer(t)
+	admin := s.Client(t)
+	ctx := context.Background()
+	if err := admin.Do(ctx, append([]any{"ACL", "SETUSER", "locker"}, anys(minimalACL)...)...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c := s.Client(t, func(o *redis.Options) { o.Username, o.Password = "locker", "pw" })
+	for _, hints := range []bool{false, true} {
+		var opts []goredis.Option
+		if hints {
+			opts = append(opts, goredis.WithWaiterHints(time.Minute))
+		}
+		b := newBackend(t, c, opts...)
+		lk, _, _ := b.Keys("q")
+		for _, mark := range []string{"some garbage", "foo:inbox:1 w1", "\x00 \x00"} {
+			l := acquire(t, b, "q", 10*time.Second)
+			if err := admin.Set(ctx, lk+":wanted", mark, time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if errs := b.Release(ctx, []ctxlock.Lease{l}); errors.Join(errs...) != nil {
+				t.Fatalf("hints %v: Release with the wanted mark %q: %v; want released", hints, mark, errs)
+			}
+			if v := lockValue(t, s, b, "q"); v != "" {
+				t.Fatalf("hints %v: key after the release holds %q", hints, v)
+			}
+		}
 	}
 }

@@ -184,11 +184,15 @@ end
 -- refused relock). Without this it would sleep until its retry, and a
 -- holder that takes the key again at once could keep it from the waiter
 -- for good. A mark without a waiter ('1': TryLock, or an older version)
--- tells nobody, nor does one of the caller's own waiter (except).
+-- tells nobody, nor does one of the caller's own waiter (except), nor a
+-- string in the wanted key that names no Backend's inbox ("<prefix>
+-- ctxlock:inbox:<hex>", see goredis.go's inboxPrefix): garbage. The
+-- PUBLISH is best effort: a channel the caller's ACL user may not publish
+-- on must not fail a script that has freed the key.
 local function wake_marked(mark, except)
-  local inbox, waiter = string.match(mark or '', '^(%S+) (.+)$')
+  local inbox, waiter = string.match(mark or '', '^(%S*ctxlock:inbox:%x+) (.+)$')
   if inbox and waiter ~= except then
-    redis.call('PUBLISH', inbox, '0 0 ' .. waiter)
+    redis.pcall('PUBLISH', inbox, '0 0 ' .. waiter)
   end
 end
 
