@@ -123,7 +123,8 @@ func TestChaosCluster(t *testing.T) {
 	var (
 		wg    sync.WaitGroup
 		onces []*sync.Once // one per worker, for its progressed.Done
-		whos  []string
+		whos  []string     // per worker, for the stall report
+		moved []bool       // per worker: it locked after the calm (calmWaitMu)
 	)
 	for i, m := range ms {
 		for j := 0; j < *clusterChaosWorkers; j++ {
@@ -132,7 +133,9 @@ func TestChaosCluster(t *testing.T) {
 			key := group[((i/2)**clusterChaosWorkers+j)%len(group)]
 			once := new(sync.Once)
 			onces = append(onces, once)
+			idx := len(whos)
 			whos = append(whos, who+" on "+key)
+			moved = append(moved, false)
 			progressed.Add(1)
 			held := func(h locktest.Hold) {
 				from := calmFrom.Load()
@@ -142,6 +145,7 @@ func TestChaosCluster(t *testing.T) {
 				once.Do(func() {
 					calmWaitMu.Lock()
 					calmWaits = append(calmWaits, h.Start.Sub(time.Unix(0, from)))
+					moved[idx] = true
 					calmWaitMu.Unlock()
 					progressed.Done()
 				})
@@ -234,8 +238,14 @@ func TestChaosCluster(t *testing.T) {
 	probes.wg.Wait()
 	if stalled {
 		calmWaitMu.Lock()
-		t.Errorf("liveness: only %d of %d contenders locked within %v after the faults stopped and the cluster was healthy",
-			len(calmWaits), len(onces), progressBound)
+		var stuck []string
+		for i, ok := range moved {
+			if !ok {
+				stuck = append(stuck, whos[i])
+			}
+		}
+		t.Errorf("liveness: only %d of %d contenders locked within %v after the faults stopped and the cluster was healthy; not: %v",
+			len(calmWaits), len(onces), progressBound, stuck)
 		calmWaitMu.Unlock()
 		perOwner := map[string]int{}
 		for _, h := range checker.Holds() {
