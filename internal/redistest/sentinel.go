@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -392,4 +393,90 @@ func (s *Server) running() bool {
 	default:
 		return true
 	}
+}
+
+// WaitHealthy waits until every sentinel names the same master, that
+// server says it is one, every other running server replicates it with its
+// link up, and every sentinel lists them all as healthy replicas: the state
+// from which Sentinel can fail over again. It returns the master.
+func (s *Sentinel) WaitHealthy(ctx context.Context) (*Server, error) {
+	var last error
+	for {
+		m, err := s.agreedMaster(ctx)
+		if err == nil {
+			if err = s.waitReplicasOnce(ctx, m, nil); err == nil {
+				err = s.sentinelsReady(ctx, m)
+			}
+		}
+		if err == nil {
+			return m, nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("not healthy: %w (last: %v)", ctx.Err(), last)
+		case <-time.After(20 * time.Millisecond): // polling external processes
+		}
+	}
+}
+
+// WaitMaster waits until every sentinel names the same master, that server
+// says it is one, and at least replicas replicas are online on it (INFO
+// replication). It returns the master. Servers that have not yet followed
+// a failover (a demoted master that Sentinel has not yet turned into a
+// replica) may still be out of line.
+func (s *Sentinel) WaitMaster(ctx context.Context, replicas int) (*Server, error) {
+	var last error
+	for {
+		m, err := s.agreedMaster(ctx)
+		if err == nil {
+			var online int
+			if online, err = onlineReplicas(ctx, m); err == nil && online < replicas {
+				err = fmt.Errorf("%s has %d replicas online, want %d", m.Addr(), online, replicas)
+			}
+		}
+		if err == nil {
+			return m, nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("no master with %d replicas: %w (last: %v)", replicas, ctx.Err(), last)
+		case <-time.After(20 * time.Millisecond): // polling external processes
+		}
+	}
+}
+
+// onlineReplicas counts the replicas srv lists as online.
+func onlineReplicas(ctx context.Context, srv *Server) (int, error) {
+	c := redis.NewClient(ClientOptions(srv.Addr()))
+	defer c.Close()
+	info, err := c.Info(ctx, "replication").Result()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for k, v := range parseInfo(info) {
+		if strings.HasPrefix(k, "slave") && strings.Contains(v, "state=online") {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// RestartAsReplica restarts srv, one of the servers, after Kill, configured
+// as a replica of master (as a Sentinel's config rewrite would have left a
+// replica), and returns at once: it syncs in the background.
+func (s *Sentinel) RestartAsReplica(srv, master *Server) {
+	srv.t.Helper()
+	args := make([]string, 0, len(srv.args)+3)
+	for i := 0; i < len(srv.args); i++ {
+		if srv.args[i] == "--replicaof" && i+2 < len(srv.args) {
+			i += 2
+			continue
+		}
+		args = append(args, srv.args[i])
+	}
+	srv.args = append(args, "--replicaof", "127.0.0.1", strconv.Itoa(master.Port()))
+	srv.Restart()
 }
