@@ -269,7 +269,17 @@
 //     at least two replicas (so that the new master keeps one): the old
 //     master then refuses writes as soon as its replicas have left it
 //     (NOREPLICAS, which the Manager retries), and the Lock lands on the
-//     new master.
+//     new master. That narrows the window but does not close it: until
+//     Sentinel has moved it, the replica the new master did not come from
+//     still follows the old master, which goes on taking writes that the
+//     replica acknowledges (WithReplicaAcks too) and then drops as it
+//     resyncs from the new master. Exclusion and increasing tokens are not
+//     promised for holds alive during a planned failover: in
+//     TestChaosSentinel's long runs (2 minutes, 2-3 planned failovers
+//     each) each run saw one such hold overlap another (103ms) or a token
+//     go backwards. Holds through a master's death or freeze are checked
+//     there and kept exclusion. Stop locking, or accept the risk, around a
+//     SENTINEL FAILOVER.
 //
 // After a planned failover the subscription is still on the demoted
 // master, alive but deaf to the new master's releases until Sentinel makes
