@@ -16,6 +16,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -205,7 +207,17 @@ func (s *Server) start() error {
 			return fmt.Errorf("redis-server on port %d exited: %s", s.port, log)
 		default:
 		}
-		if err := ping(s.Addr()); err == nil {
+		if pid, err := ping(s.Addr()); err == nil {
+			if pid != cmd.Process.Pid {
+				// Another process took the port (a test of another
+				// package, or any listener the kernel gave it to while
+				// this server was down for a Restart): this server
+				// cannot bind it, and a test must not go on against
+				// the other one as if it were this.
+				s.Kill()
+				return fmt.Errorf("%w: port %d is answered by process %d, not by this redis-server (%d)",
+					errBind, s.port, pid, cmd.Process.Pid)
+			}
 			return nil
 		} else if time.Now().After(deadline) {
 			s.Kill()
@@ -216,25 +228,47 @@ func (s *Server) start() error {
 	}
 }
 
-// ping sends a raw PING and expects +PONG.
-func ping(addr string) error {
+// ping sends a raw PING, expects +PONG, then asks INFO server for the
+// answering process's id.
+func ping(addr string) (pid int, err error) {
 	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
 	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
+		return 0, err
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if !strings.HasPrefix(line, "+PONG") {
-		return fmt.Errorf("unexpected reply %q", strings.TrimSpace(line))
+		return 0, fmt.Errorf("unexpected reply %q", strings.TrimSpace(line))
 	}
-	return nil
+	if _, err := c.Write([]byte("INFO server\r\n")); err != nil {
+		return 0, err
+	}
+	line, err = r.ReadString('\n')
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "$")))
+	if !strings.HasPrefix(line, "$") || err != nil || n < 0 {
+		return 0, fmt.Errorf("unexpected INFO reply %q", strings.TrimSpace(line))
+	}
+	body := make([]byte, n+2)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "process_id:"); ok {
+			return strconv.Atoi(v)
+		}
+	}
+	return 0, errors.New("INFO server has no process_id")
 }
 
 func (s *Server) logTail() string {
@@ -245,13 +279,45 @@ func (s *Server) logTail() string {
 	return strings.TrimSpace(string(b))
 }
 
+// freePort returns a port free on 127.0.0.1 now. It prefers one below the
+// kernel's ephemeral range, which no listener on port 0 and no outgoing
+// connection is given: a server killed for a Restart leaves its port free,
+// and a port of the ephemeral range can be handed meanwhile to a proxy or a
+// server of a test running in parallel (start then fails with errBind).
 func freePort() (int, error) {
+	if lo := ephemeralLow(); lo > lowPortBase+1000 {
+		for range 50 {
+			port := lowPortBase + rand.IntN(lo-lowPortBase)
+			if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+				_ = l.Close()
+				return port, nil
+			}
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// lowPortBase is the lowest port freePort picks (well above 6379).
+const lowPortBase = 20000
+
+// ephemeralLow returns the low end of the kernel's ephemeral port range, 0
+// when unknown.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	lo, _ := strconv.Atoi(f[0])
+	return lo
 }
 
 // Addr returns "127.0.0.1:port".
