@@ -233,7 +233,9 @@ func TestLeaveReturnsWhenContextEnds(t *testing.T) {
 	time.AfterFunc(100*time.Millisecond, cancel)
 	start := time.Now()
 	err := b.Leave(ctx, "k", "waiter")
-	if el := time.Since(start); !errors.Is(err, context.Canceled) || el > 600*time.Millisecond {
+	// A Leave that ignored the cancellation would wait for the nodes' 1s
+	// release timeout; the rest is slack for a loaded machine.
+	if el := time.Since(start); !errors.Is(err, context.Canceled) || el > 900*time.Millisecond {
 		t.Fatalf("Leave with 2 of 3 nodes frozen, cancelled after 100ms: %v after %v; want Canceled at about 100ms", err, el)
 	}
 }

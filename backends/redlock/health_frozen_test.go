@@ -34,8 +34,11 @@ func TestHealthFrozenMinorityWithinDeadline(t *testing.T) {
 	if err != nil || !strings.Contains(strings.Join(conds, "\n"), c.servers[0].Addr()) {
 		t.Errorf("Health with 1 of 3 frozen: %q, %v; want a condition naming %s and no error", conds, err, c.servers[0].Addr())
 	}
-	if took > 500*time.Millisecond {
-		t.Errorf("Health took %v; want it by ctx's deadline (300ms)", took)
+	// A Health that ignored ctx would wait for the frozen node's read
+	// timeout (1s, redistest.ClientOptions); the slack over ctx's 300ms is
+	// for a loaded machine (500ms failed once with three helpers running).
+	if took > 900*time.Millisecond {
+		t.Errorf("Health took %v; want it by ctx's deadline (300ms), not the frozen node's 1s read timeout", took)
 	}
 	c.servers[1].Stop()
 	defer c.servers[1].Cont()
