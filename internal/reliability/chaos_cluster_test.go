@@ -272,24 +272,7 @@ func TestChaosCluster(t *testing.T) {
 
 	// Every Close returns, and cleanly: nothing is left abandoned.
 	for i, m := range ms {
-		start := time.Now()
-		cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := m.Close(cctx)
-		ccancel()
-		if err != nil {
-			t.Errorf("m%d: Manager.Close after the faults: %v (%v)", i, err, time.Since(start))
-		}
-		done := make(chan error, 1)
-		go func() { done <- m.backend.Close() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("m%d: Backend.Close: %v", i, err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("m%d: Backend.Close has not returned after 5s", i)
-		}
-		tally.sample("close", time.Since(start))
+		closeCleanly(t, fmt.Sprintf("m%d", i), m.Manager, m.backend, &tally)
 	}
 	// The Dialer hook did route every node connection through the proxies.
 	for i, pxs := range proxies {
