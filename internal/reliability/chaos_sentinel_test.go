@@ -142,7 +142,7 @@ func TestChaosSentinel(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				sentinelWorker(ctx, m, key, who, &all, &tally, probes.probe, held)
+				chaosWorkerTTL(ctx, m, key, who, sentinelTTL, &all, &tally, probes.probe, held)
 			}()
 		}
 	}
@@ -447,43 +447,4 @@ func newSentinelManager(t testing.TB, sen *redistest.Sentinel, opts ...ctxlock.M
 		_ = b.Close()
 	})
 	return &sentinelManager{Manager: m, backend: b, client: c}
-}
-
-// sentinelWorker is chaosWorker with sentinelTTL: mostly short holds, one
-// in 17 longer than the TTL (refreshed, maybe across a failover).
-func sentinelWorker(ctx context.Context, m ctxlock.LockManager, key, who string, c *locktest.Checker, tally *stats,
-	probe func(key string, token uint64, at time.Time), held func(locktest.Hold)) {
-	l := m.NewLock(key, lockOpts(ctxlock.WithTTL(sentinelTTL))...)
-	for i := 0; ctx.Err() == nil; i++ {
-		actx, cancel := context.WithTimeout(ctx, 3*sentinelTTL)
-		exp, err := l.Lock(actx)
-		cancel()
-		if err != nil {
-			if ctx.Err() == nil {
-				tally.add("lock timeouts", 1)
-			}
-			continue
-		}
-		start := time.Now()
-		token := l.Token()
-		if token == 0 {
-			tally.add("ended at once", 1)
-			continue
-		}
-		d := time.Duration(i%10+1) * 3 * time.Millisecond
-		if i%17 == 16 {
-			d = sentinelTTL + sentinelTTL/2
-		}
-		h, ended := holdFor(l, exp, who, start, token, d)
-		c.Record(h)
-		tally.add("holds", 1)
-		held(h)
-		if ended {
-			r := reason(l.Err())
-			tally.add("ended "+r, 1)
-			if r == "expired" {
-				probe(key, token, h.End)
-			}
-		}
-	}
 }

@@ -148,9 +148,15 @@ func totalFaults(s *stats) int {
 
 func chaosWorker(ctx context.Context, m ctxlock.LockManager, key, who string, c *locktest.Checker, tally *stats,
 	probe func(key string, token uint64, at time.Time), held func(locktest.Hold)) {
-	l := m.NewLock(key, lockOpts()...)
+	chaosWorkerTTL(ctx, m, key, who, ttl, c, tally, probe, held)
+}
+
+// chaosWorkerTTL is chaosWorker with holdTTL as the locks' TTL.
+func chaosWorkerTTL(ctx context.Context, m ctxlock.LockManager, key, who string, holdTTL time.Duration, c *locktest.Checker, tally *stats,
+	probe func(key string, token uint64, at time.Time), held func(locktest.Hold)) {
+	l := m.NewLock(key, lockOpts(ctxlock.WithTTL(holdTTL))...)
 	for i := 0; ctx.Err() == nil; i++ {
-		actx, cancel := context.WithTimeout(ctx, 3*ttl)
+		actx, cancel := context.WithTimeout(ctx, 3*holdTTL)
 		exp, err := l.Lock(actx)
 		cancel()
 		if err != nil {
@@ -168,7 +174,7 @@ func chaosWorker(ctx context.Context, m ctxlock.LockManager, key, who string, c 
 		// Mostly short holds, sometimes one longer than the TTL (refreshed).
 		d := time.Duration(i%10+1) * 3 * time.Millisecond
 		if i%17 == 0 {
-			d = ttl + ttl/2
+			d = holdTTL + holdTTL/2
 		}
 		h, ended := holdFor(l, exp, who, start, token, d)
 		c.Record(h)
