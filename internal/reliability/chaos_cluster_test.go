@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -111,45 +109,15 @@ func TestChaosCluster(t *testing.T) {
 	// Straight to the masters (no proxy).
 	probes := &marginProbes{direct: direct, backend: ms[0].backend, tally: &tally}
 
-	// Progress after the faults: calmFrom is set (Unix ns) once the faults
-	// have stopped and the cluster is healthy; each worker then reports its
-	// first hold that started after it.
-	var (
-		calmFrom   atomic.Int64
-		progressed sync.WaitGroup
-		calmWaitMu sync.Mutex
-		calmWaits  []time.Duration
-	)
-	var (
-		wg    sync.WaitGroup
-		onces []*sync.Once // one per worker, for its progressed.Done
-		whos  []string     // per worker, for the stall report
-		moved []bool       // per worker: it locked after the calm (calmWaitMu)
-	)
+	// Progress once the faults have stopped and the cluster is healthy.
+	progress := newCalmProgress()
+	var wg sync.WaitGroup
 	for i, m := range ms {
 		for j := 0; j < *clusterChaosWorkers; j++ {
 			who := fmt.Sprintf("m%d/g%d", i, j)
 			group := groups[i%2]
 			key := group[((i/2)**clusterChaosWorkers+j)%len(group)]
-			once := new(sync.Once)
-			onces = append(onces, once)
-			idx := len(whos)
-			whos = append(whos, who+" on "+key)
-			moved = append(moved, false)
-			progressed.Add(1)
-			held := func(h locktest.Hold) {
-				from := calmFrom.Load()
-				if from == 0 || h.Start.UnixNano() <= from {
-					return
-				}
-				once.Do(func() {
-					calmWaitMu.Lock()
-					calmWaits = append(calmWaits, h.Start.Sub(time.Unix(0, from)))
-					moved[idx] = true
-					calmWaitMu.Unlock()
-					progressed.Done()
-				})
-			}
+			held := progress.add(who + " on " + key)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -220,33 +188,15 @@ func TestChaosCluster(t *testing.T) {
 	// within a bound.
 	cl.WaitReady(t)
 	calm := time.Now()
-	calmFrom.Store(calm.UnixNano())
+	progress.start(calm)
 	const progressBound = 10 * time.Second
-	allProgressed := make(chan struct{})
-	go func() {
-		progressed.Wait()
-		close(allProgressed)
-	}()
-	stalled := false
-	select {
-	case <-allProgressed:
-	case <-time.After(progressBound):
-		stalled = true
-	}
+	stuck := progress.wait(progressBound)
 	cancel()
 	wg.Wait()
 	probes.wg.Wait()
-	if stalled {
-		calmWaitMu.Lock()
-		var stuck []string
-		for i, ok := range moved {
-			if !ok {
-				stuck = append(stuck, whos[i])
-			}
-		}
-		t.Errorf("liveness: only %d of %d contenders locked within %v after the faults stopped and the cluster was healthy; not: %v",
-			len(calmWaits), len(onces), progressBound, stuck)
-		calmWaitMu.Unlock()
+	if stuck != nil {
+		t.Errorf("liveness: %d contenders did not lock within %v after the faults stopped and the cluster was healthy: %v",
+			len(stuck), progressBound, stuck)
 		perOwner := map[string]int{}
 		for _, h := range checker.Holds() {
 			if h.Start.After(calm) {
@@ -265,10 +215,6 @@ func TestChaosCluster(t *testing.T) {
 			t.Logf("key %s: fence %d pttl %v err %v", k, st.fence, st.pttl, err)
 		}
 	}
-	for _, once := range onces { // the stalled ones, so that the waiting goroutine ends
-		once.Do(progressed.Done)
-	}
-	<-allProgressed
 
 	// Every Close returns, and cleanly: nothing is left abandoned.
 	for i, m := range ms {
@@ -290,10 +236,7 @@ func TestChaosCluster(t *testing.T) {
 			t.Errorf("Liveness B: an expiry channel closed %v after the server-side TTL ended", -m)
 		}
 	}
-	calmWaitMu.Lock()
-	waits := append([]time.Duration(nil), calmWaits...)
-	calmWaitMu.Unlock()
-	slices.Sort(waits)
+	waits := progress.lockWaits()
 	t.Logf("chaos cluster result: seed %d, %v: faults injected %d (%s); holds checked %d; violations %d; %s; "+
 		"first lock after the calm %s; Close %s; Liveness B margin %s",
 		seed, *clusterChaosDuration, totalFaults(&faults), faults.String(), n, len(checker.Violations()), tally.String(),

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -112,33 +111,13 @@ func TestChaosSentinel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	var (
-		calmFrom   atomic.Int64
-		progressed sync.WaitGroup
-		calmWaitMu sync.Mutex
-		calmWaits  []time.Duration
-		wg         sync.WaitGroup
-		onces      []*sync.Once
-	)
+	progress := newCalmProgress()
+	var wg sync.WaitGroup
 	for i, m := range ms {
 		for j := 0; j < *sentinelChaosWorkers; j++ {
 			who := fmt.Sprintf("m%d/g%d", i, j)
 			key := fmt.Sprintf("schaos-%d", (i**sentinelChaosWorkers+j)%*sentinelChaosKeys)
-			once := new(sync.Once)
-			onces = append(onces, once)
-			progressed.Add(1)
-			held := func(h locktest.Hold) {
-				from := calmFrom.Load()
-				if from == 0 || h.Start.UnixNano() <= from {
-					return
-				}
-				once.Do(func() {
-					calmWaitMu.Lock()
-					calmWaits = append(calmWaits, h.Start.Sub(time.Unix(0, from)))
-					calmWaitMu.Unlock()
-					progressed.Done()
-				})
-			}
+			held := progress.add(who + " on " + key)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -242,26 +221,14 @@ faults:
 	}
 	wcancel()
 	calm := time.Now()
-	calmFrom.Store(calm.UnixNano())
-	allProgressed := make(chan struct{})
-	go func() {
-		progressed.Wait()
-		close(allProgressed)
-	}()
-	stalled := false
-	select {
-	case <-allProgressed:
-	case <-time.After(sentinelProgress):
-		stalled = true
-	}
+	progress.start(calm)
+	stuck := progress.wait(sentinelProgress)
 	cancel()
 	wg.Wait()
 	probes.wg.Wait()
-	if stalled {
-		calmWaitMu.Lock()
-		t.Errorf("liveness: only %d of %d contenders locked within %v after the faults stopped and a master had a replica",
-			len(calmWaits), len(onces), sentinelProgress)
-		calmWaitMu.Unlock()
+	if stuck != nil {
+		t.Errorf("liveness: %d contenders did not lock within %v after the faults stopped and a master had a replica: %v",
+			len(stuck), sentinelProgress, stuck)
 		for i, m := range ms {
 			hctx, hcancel := context.WithTimeout(context.Background(), time.Second)
 			conds, err := m.Health(hctx)
@@ -269,10 +236,6 @@ faults:
 			t.Logf("m%d Health: %v, %v", i, conds, err)
 		}
 	}
-	for _, once := range onces {
-		once.Do(progressed.Done)
-	}
-	<-allProgressed
 
 	for i, m := range ms {
 		closeCleanly(t, fmt.Sprintf("m%d", i), m.Manager, m.backend, &tally)
@@ -302,10 +265,7 @@ faults:
 			t.Errorf("Liveness B: an expiry channel closed %v after the server-side TTL ended", -m)
 		}
 	}
-	calmWaitMu.Lock()
-	waits := slices.Clone(calmWaits)
-	calmWaitMu.Unlock()
-	slices.Sort(waits)
+	waits := progress.lockWaits()
 	t.Logf("chaos sentinel result: seed %d, %v: failovers %d, faults %d (%s); holds checked %d, violations %d; "+
 		"holds across a planned failover (not checked) %d, violations among all holds %d; %s; "+
 		"failover kill %s, stop %s, planned %s; first lock after the calm %s; Close %s; Liveness B margin %s",

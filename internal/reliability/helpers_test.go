@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -296,4 +297,79 @@ func closeCleanly(t *testing.T, name string, m *ctxlock.Manager, b *goredis.Back
 		t.Fatalf("%s: Backend.Close has not returned after 5s", name)
 	}
 	tally.sample("close", time.Since(start))
+}
+
+// calmProgress checks liveness once the faults have stopped: every
+// contender (add) must lock again, a hold that starts after the calm
+// (start), within a bound (wait).
+type calmProgress struct {
+	from  atomic.Int64 // the calm, in Unix ns; 0 before it
+	done  chan struct{}
+	mu    sync.Mutex
+	names []string
+	waits []time.Duration // per contender, from the calm to its first hold; -1 until then
+	moved int
+}
+
+func newCalmProgress() *calmProgress { return &calmProgress{done: make(chan struct{})} }
+
+// add registers a contender before the workers start, and returns the
+// function its worker calls with every hold.
+func (p *calmProgress) add(name string) func(locktest.Hold) {
+	p.mu.Lock()
+	i := len(p.names)
+	p.names = append(p.names, name)
+	p.waits = append(p.waits, -1)
+	p.mu.Unlock()
+	return func(h locktest.Hold) {
+		from := p.from.Load()
+		if from == 0 || h.Start.UnixNano() <= from {
+			return
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.waits[i] >= 0 {
+			return
+		}
+		p.waits[i] = h.Start.Sub(time.Unix(0, from))
+		if p.moved++; p.moved == len(p.names) {
+			close(p.done)
+		}
+	}
+}
+
+// start marks the calm.
+func (p *calmProgress) start(calm time.Time) { p.from.Store(calm.UnixNano()) }
+
+// wait waits until every contender has locked since the calm, or bound has
+// passed; it returns the contenders that have not (nil when none).
+func (p *calmProgress) wait(bound time.Duration) (stuck []string) {
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(bound):
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, w := range p.waits {
+		if w < 0 {
+			stuck = append(stuck, p.names[i])
+		}
+	}
+	return stuck
+}
+
+// lockWaits returns, sorted, how long after the calm each contender that
+// locked again did.
+func (p *calmProgress) lockWaits() []time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var ws []time.Duration
+	for _, w := range p.waits {
+		if w >= 0 {
+			ws = append(ws, w)
+		}
+	}
+	slices.Sort(ws)
+	return ws
 }
