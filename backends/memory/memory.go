@@ -10,7 +10,12 @@
 // SetLatency are switches for tests: they make the store fail or slow.
 //
 // Several Managers sharing one Backend contend as separate processes would.
-// The store keeps one small entry (its fencing counter) per key ever locked.
+// A key that is free and unwatched is forgotten, so a long-running program
+// that locks many distinct keys (one per order, say) keeps memory only for
+// the keys held or watched now. Tokens stay strictly increasing per key: a
+// key locked again after it was forgotten starts above every token of a
+// forgotten key, so only the first lock of a new store is sure to get
+// token 1.
 //
 //	store := memory.New()
 //	defer store.Close() // after the Managers: a Manager does not own its backend
@@ -47,6 +52,12 @@ type Backend struct {
 	keys   map[string]*entry
 	closed bool
 	stats  Stats
+	// floor is the highest fencing token of a forgotten key: a new entry's
+	// counter starts there.
+	floor uint64
+	// sweepAt is the number of entries at which the next new key first
+	// forgets the lapsed leases that nobody released or looked at since.
+	sweepAt int
 }
 
 type entry struct {
@@ -78,7 +89,48 @@ var (
 
 // New returns an empty store.
 func New() *Backend {
-	return &Backend{keys: make(map[string]*entry)}
+	return &Backend{keys: make(map[string]*entry), sweepAt: minSweep}
+}
+
+// minSweep is the smallest store that is swept for lapsed leases: below it
+// the sweep would cost more than the entries it frees.
+const minSweep = 1024
+
+// entryLocked returns key's entry, making one (counting on from the floor)
+// if the key has none.
+func (b *Backend) entryLocked(key string, now time.Time) *entry {
+	if e := b.keys[key]; e != nil {
+		return e
+	}
+	if len(b.keys) >= b.sweepAt {
+		b.sweepLocked(now)
+	}
+	e := &entry{fence: b.floor}
+	b.keys[key] = e
+	return e
+}
+
+// forgetLocked drops key's entry if it is free and unwatched. Its counter
+// survives as the floor, which every later new entry starts from.
+func (b *Backend) forgetLocked(key string, e *entry) {
+	if e.owner != "" || len(e.watchers) > 0 || b.keys[key] != e {
+		return
+	}
+	b.floor = max(b.floor, e.fence)
+	delete(b.keys, key)
+}
+
+// sweepLocked forgets the unwatched keys whose leases lapsed without a
+// release (their holders crashed, or never came back), so that they do not
+// pile up; amortised, each new key pays for one entry looked at.
+func (b *Backend) sweepLocked(now time.Time) {
+	for key, e := range b.keys {
+		if e.owner != "" && len(e.watchers) == 0 && !now.Before(e.expires) {
+			e.owner, e.metadata, e.wanted = "", "", false
+		}
+		b.forgetLocked(key, e)
+	}
+	b.sweepAt = max(2*len(b.keys), minSweep)
 }
 
 // BackendName returns "memory".
@@ -127,6 +179,7 @@ func (b *Backend) Evict(key string) {
 	if e := b.keys[key]; e != nil && e.owner != "" {
 		e.owner, e.metadata = "", ""
 		notifyLocked(e)
+		b.forgetLocked(key, e)
 	}
 }
 
@@ -205,11 +258,7 @@ func (b *Backend) acquireLocked(req ctxlock.AcquireRequest, now time.Time) (ctxl
 		}
 		return ctxlock.Lease{}, &ctxlock.HeldError{Remaining: e.expires.Sub(now)}
 	}
-	e := b.keys[req.Key]
-	if e == nil {
-		e = &entry{}
-		b.keys[req.Key] = e
-	}
+	e := b.entryLocked(req.Key, now)
 	e.owner, e.metadata = req.Owner, req.Metadata
 	e.wanted = false
 	e.expires = now.Add(req.TTL)
@@ -249,7 +298,11 @@ func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.Acq
 			notifyLocked(e)
 		}
 		if wanted {
+			b.forgetLocked(old.Key, e)
 			return ctxlock.Lease{}, true, false, nil
+		}
+		if old.Key != req.Key {
+			b.forgetLocked(old.Key, e)
 		}
 	}
 	lease, err = b.acquireLocked(req, now)
@@ -323,6 +376,7 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 				e.timer.Stop()
 			}
 			notifyLocked(e)
+			b.forgetLocked(l.Key, e)
 		}
 	}
 	return make([]error, len(leases)), contended
@@ -382,11 +436,7 @@ func (b *Backend) Watch(key string) (<-chan struct{}, func()) {
 	if b.closed {
 		return nil, func() {}
 	}
-	e := b.keys[key]
-	if e == nil {
-		e = &entry{}
-		b.keys[key] = e
-	}
+	e := b.entryLocked(key, time.Now())
 	if e.watchers == nil {
 		e.watchers = make(map[*watcher]struct{})
 	}
@@ -401,6 +451,10 @@ func (b *Backend) Watch(key string) (<-chan struct{}, func()) {
 			if len(e.watchers) == 0 && e.timer != nil {
 				e.timer.Stop()
 				e.timer = nil
+			}
+			if !b.closed {
+				b.liveLocked(key, time.Now()) // a lapsed lease need not be kept
+				b.forgetLocked(key, e)
 			}
 		})
 	}
