@@ -18,6 +18,13 @@
 //	case <-work():
 //	}
 //
+// The channel closes at Unlock, at Close, when a refresh finds the lease
+// gone, and, while the backend does not answer, before the lease could
+// lapse there (Liveness B below). A lease that the backend itself loses
+// (deleted by hand, evicted, lost in a failover) is noticed at the next
+// refresh, up to the refresh interval (TTL/3 by default) later: in that
+// window only fencing tokens (Lock.Token) protect the resource.
+//
 // # Guarantees
 //
 // Each guarantee is proven by a named test on every backend (see

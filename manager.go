@@ -1419,6 +1419,11 @@ func (m *Manager) backendHealth(ctx context.Context) ([]string, error) {
 // bounded by their own deadlines and the backend's timeouts, and Close's
 // error says so.
 //
+// A release the backend does not confirm is retried until its lease lapses,
+// so with a backend that is down Close waits up to the TTL for it: pass a
+// ctx with a deadline to bound the wait (what is left then lapses on the
+// backend on its own).
+//
 // Releases still pending when ctx ends are abandoned: those leases lapse at
 // their TTL, and Close returns an error saying how many, and what else was
 // left running (a Lock call still running then gives back what its attempt

@@ -11,10 +11,12 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Defaults of LockOptions, kept from the API ctxlock was drawn from.
+// Defaults of LockOptions. Their names are those of the lock API ctxlock's
+// design started from, so code ported from it keeps compiling.
 const (
-	// DefaultTimeout is the lease TTL: how long the backend keeps a lock whose
-	// holder stops refreshing it (for instance because the process died).
+	// DefaultTimeout is the default lease TTL (WithTTL): how long the backend
+	// keeps a lock whose holder stops refreshing it (for instance because the
+	// process died). It is not a timeout on waiting: ctx bounds that.
 	DefaultTimeout = 10 * time.Second
 	// DefaultRetryDelay is the first delay between acquire attempts while a
 	// lock is held elsewhere; later delays double up to MaxRetryDelay (or the

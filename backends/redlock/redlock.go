@@ -1163,9 +1163,9 @@ func (b *Backend) releaseOn(ctx context.Context, timeout time.Duration, leases [
 // nodes released it (or no longer had it): a quorum of nodes is then free
 // for others. Where a node's release fails with a transient error (it did
 // not answer in time, say), the release is sent there again in the
-// background, after a back-off, for up to a minute or until Close, which
-// sends it once more (see retryRelease); the lease would otherwise stay
-// there until its TTL.
+// background, after a back-off (50ms doubling to a second), for up to a
+// minute or until Close, which sends it once more; the lease would
+// otherwise stay there until its TTL.
 // Otherwise it returns a *QuorumError (matching ctxlock.ErrUnavailable
 // unless permanent errors caused it), and the Manager retries. On each node
 // the release first waits for that node's acquires and relocks of the key
@@ -1381,8 +1381,8 @@ func (b *Backend) Health(ctx context.Context) (conditions []string, err error) {
 
 // Close waits for node calls still finishing in the background (each
 // bounded by its per-node timeout, a release by DefaultReleaseTimeout),
-// sends once more the releases still queued to be retried (see
-// retryRelease; each node's at once, within DefaultReleaseTimeout), ends
+// sends once more the releases still queued to be retried (see Release;
+// each node's at once, within DefaultReleaseTimeout), ends
 // every watch and stops every node backend's subscription. It does not
 // close the clients. Close the Managers first. It is idempotent.
 func (b *Backend) Close() error {
