@@ -83,6 +83,11 @@ func isGlobalDelegate(v any) bool {
 
 // Instrumentation records spans and metrics for one Manager. Its methods are
 // safe for concurrent use; a nil *Instrumentation records nothing.
+//
+// Applications never need it: ctxlock.NewManager makes one from its
+// WithTracerProvider and WithMeterProvider options. It is exported for
+// package ctxlock (see "Contract with package ctxlock" in the package
+// documentation), and for tests that check what a Manager records.
 type Instrumentation struct {
 	backendAttr    attribute.KeyValue
 	backendAddOpts []metric.AddOption // {WithAttributeSet(backend)}
