@@ -63,7 +63,8 @@ const DefaultReplicaAckTimeout = 50 * time.Millisecond
 // It needs a *redis.Client (standalone, or redis.NewFailoverClient): a
 // Cluster or Ring client splits pipelines across servers, and WAIT counts
 // the writes of one connection. With any other client Acquire, Relock and
-// Extend fail with ctxlock.ErrInvalidOption.
+// Extend fail with ctxlock.ErrInvalidOption, and Health reports the mistake
+// (so a start-up check with Manager.Health finds it before any Lock).
 func WithReplicaAcks(n int, timeout time.Duration) Option {
 	return func(o *options) {
 		if timeout <= 0 {

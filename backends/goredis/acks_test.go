@@ -240,6 +240,11 @@ func TestReplicaAcksNeedsOneServerClient(t *testing.T) {
 		if !errors.Is(errs[0], ctxlock.ErrInvalidOption) {
 			t.Fatalf("Extend through a %s client with WithReplicaAcks = %v; want ErrInvalidOption", name, errs[0])
 		}
+		// A start-up health check tells of the mistake before any Lock.
+		conds, err := b.Health(ctx)
+		if !errors.Is(err, ctxlock.ErrInvalidOption) || len(conds) == 0 || !strings.Contains(conds[0], "WithReplicaAcks") {
+			t.Fatalf("Health through a %s client with WithReplicaAcks = %q, %v; want a WithReplicaAcks condition and ErrInvalidOption", name, conds, err)
+		}
 	}
 }
 

@@ -1103,6 +1103,9 @@ func (b *Backend) Health(ctx context.Context) (conditions []string, err error) {
 			errs = append(errs, e)
 		}
 	}
+	if e := b.acksUnsupported(); e != nil {
+		fail(fmt.Sprintf("redis: WithReplicaAcks needs a *redis.Client (standalone or Sentinel), not a %T: every Lock fails", b.client), e)
+	}
 	if b.cluster != nil {
 		ferr := b.cluster.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
 			if e := node.Ping(ctx).Err(); e != nil {
