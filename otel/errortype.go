@@ -15,13 +15,22 @@ const ErrorTypeOther = "_OTHER"
 // sentinelPrefix is the text every ctxlock sentinel error starts with.
 const sentinelPrefix = "ctxlock: "
 
+// errorTypeUnavailable is the error type of ctxlock.ErrUnavailable.
+const errorTypeUnavailable = "ctxlock.backend_unavailable"
+
 // ErrorType returns the value of the error.type attribute for err, a short,
 // low-cardinality name of what went wrong. It is, in this order:
 //
 //  1. "" for a nil err;
 //  2. the result of the ErrorType() string method of the first error in err's
 //     tree that has one (the convention of go.opentelemetry.io/otel/semconv);
-//  3. "context.DeadlineExceeded" or "context.Canceled" when err matches them;
+//  3. "context.DeadlineExceeded" or "context.Canceled" when err matches them,
+//     except that a deadline that also matches ctxlock.ErrUnavailable (not
+//     as the cause a context was cancelled with) gives
+//     "ctxlock.backend_unavailable": that is a backend call that ran out of
+//     time (an attempt's WithAcquireTimeout, a refresh or release batch's
+//     bound), which a dashboard should count as the backend's fault, not
+//     as the caller's deadline;
 //  4. for a ctxlock sentinel error in err's tree (the errors.New values of
 //     package ctxlock, whose text starts with "ctxlock: "), "ctxlock." and its
 //     text with spaces as underscores: ErrLost ("ctxlock: lock lost") gives
@@ -57,6 +66,9 @@ func errorType(err error, skipContext bool) string {
 	}
 	if !skipContext {
 		if errors.Is(err, context.DeadlineExceeded) {
+			if s := findSentinel(err, true, 0); s == errorTypeUnavailable {
+				return s
+			}
 			return "context.DeadlineExceeded"
 		}
 		if errors.Is(err, context.Canceled) {

@@ -534,6 +534,10 @@ func TestErrorType(t *testing.T) {
 		{context.Canceled, "context.Canceled"},
 		{fmt.Errorf("wait: %w", context.DeadlineExceeded), "context.DeadlineExceeded"},
 		{errors.Join(context.Canceled, errUnavailable), "context.Canceled"},
+		// A backend call that timed out is the backend's fault.
+		{fmt.Errorf("%w: %w", errUnavailable, fmt.Errorf("goredis: acquire: %w", context.DeadlineExceeded)), "ctxlock.backend_unavailable"},
+		// But a loss the caller cancelled with is not a fault of the call.
+		{fmt.Errorf("%w: %w", context.DeadlineExceeded, errUnavailable), "context.DeadlineExceeded"},
 		{fmt.Errorf("x: %w", typedErr{}), "my.Type"},
 		{&net.OpError{Op: "dial"}, "net.OpError"},
 		{fmt.Errorf("wrap: %w", &net.OpError{Op: "dial"}), "net.OpError"},
