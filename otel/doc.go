@@ -25,7 +25,9 @@
 // off and costs next to nothing: the recording methods make no allocation and
 // no span. Set the globals before acquiring locks: ctxlock.held counts a hold
 // up when it is acquired and down when it ends, so a hold acquired while
-// metrics were off and ended after they came on makes it read one low.
+// metrics were off and ended after they came on makes it read one low
+// (likewise ctxlock.release.pending, for a release queued before and
+// confirmed after: it can then read below 0).
 //
 // The tracer and meter are named [ScopeName] (this package's import path) with
 // version [Version].
