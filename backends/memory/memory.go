@@ -448,9 +448,15 @@ func (b *Backend) Watch(key string) (<-chan struct{}, func()) {
 			b.mu.Lock()
 			defer b.mu.Unlock()
 			delete(e.watchers, w)
-			if len(e.watchers) == 0 && e.timer != nil {
-				e.timer.Stop()
-				e.timer = nil
+			if len(e.watchers) == 0 {
+				// The entry stays for good (its fencing counter): drop the
+				// empty map too, which would more than double the entry of
+				// every key ever waited for (a map does not shrink).
+				e.watchers = nil
+				if e.timer != nil {
+					e.timer.Stop()
+					e.timer = nil
+				}
 			}
 			if !b.closed {
 				b.liveLocked(key, time.Now()) // a lapsed lease need not be kept
