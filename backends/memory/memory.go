@@ -449,9 +449,8 @@ func (b *Backend) Watch(key string) (<-chan struct{}, func()) {
 			defer b.mu.Unlock()
 			delete(e.watchers, w)
 			if len(e.watchers) == 0 {
-				// The entry stays for good (its fencing counter): drop the
-				// empty map too, which would more than double the entry of
-				// every key ever waited for (a map does not shrink).
+				// A held key's entry stays: drop the empty map, which
+				// would more than double it (a map does not shrink).
 				e.watchers = nil
 				if e.timer != nil {
 					e.timer.Stop()
