@@ -146,3 +146,22 @@ func TestUnwatchedFreeKeyForgotten(t *testing.T) {
 		t.Fatalf("%d entries after the watch stopped, want 0", n)
 	}
 }
+
+// A lapsed lease is forgotten as soon as anything looks at its key.
+func TestLapsedLeaseForgottenWhenSeen(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := New()
+		defer b.Close()
+		first := acquire(t, b, "k", time.Second)
+		time.Sleep(2 * time.Second)
+		if _, _, _, _, ok := b.Holder("k"); ok {
+			t.Fatal("a lapsed lease is reported held")
+		}
+		if n := b.entries(); n != 0 {
+			t.Fatalf("%d entries after the lapsed lease was seen, want 0", n)
+		}
+		if again := acquire(t, b, "k", time.Second); again.Token <= first.Token {
+			t.Fatalf("token %d after %d", again.Token, first.Token)
+		}
+	})
+}

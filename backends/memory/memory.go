@@ -222,6 +222,7 @@ func (b *Backend) liveLocked(key string, now time.Time) *entry {
 	}
 	if !now.Before(e.expires) {
 		e.owner, e.metadata, e.wanted = "", "", false
+		b.forgetLocked(key, e)
 		return nil
 	}
 	return e
