@@ -1258,6 +1258,11 @@ func parseReply(res any) (scriptReply, error) {
 // a minute after its replica had taken over.
 func (b *Backend) wrap(op, key string, err error) error {
 	e := fmt.Errorf("goredis: %s %q: %w", op, key, err)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// go-redis keeps re-dialing a server that refuses connections
+		// within the call, so the deadline hides why: say where to look.
+		e = fmt.Errorf("goredis: %s %q: no answer before the deadline (Manager.Health reports whether the server is reachable): %w", op, key, err)
+	}
 	if !isTransient(err) {
 		return e
 	}

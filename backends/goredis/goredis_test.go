@@ -704,3 +704,23 @@ func TestRefusalInLastMillisecond(t *testing.T) {
 		t.Fatal("no attempt found the lease alive: the test checked nothing")
 	}
 }
+
+// With the server down, go-redis re-dials within the call until the
+// attempt's deadline, so the error is a deadline: it says where to find the
+// cause, and Health names it.
+func TestUnreachableServerErrorPointsToHealth(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", ContextTimeoutEnabled: true, MaxRetries: -1})
+	t.Cleanup(func() { _ = c.Close() })
+	b := newBackend(t, c)
+	_, err := b.Acquire(context.Background(), ctxlock.AcquireRequest{Key: "k", Owner: owner(), TTL: time.Second, Timeout: 50 * time.Millisecond})
+	if !errors.Is(err, ctxlock.ErrUnavailable) {
+		t.Fatalf("Acquire = %v; want ErrUnavailable", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "refused") && !strings.Contains(msg, "Health") {
+		t.Fatalf("Acquire = %v; want the cause, or a pointer to Health", err)
+	}
+	conds, herr := b.Health(context.Background())
+	if herr == nil || len(conds) == 0 || !strings.Contains(conds[0], "refused") {
+		t.Fatalf("Health = %q, %v; want the refused connection named", conds, herr)
+	}
+}
