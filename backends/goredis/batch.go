@@ -97,10 +97,11 @@ type call struct {
 	done chan struct{}
 
 	// Room for keys and the EVALSHA arguments, so that a call of
-	// Backend.take is one allocation: EVALSHA, SHA1, 5 keys, and 7
-	// arguments (relock.lua's).
+	// Backend.take is one allocation: EVALSHA, SHA1, 5 keys, and 9
+	// arguments (relock.lua's, at most: with WithWaiterHints and
+	// WithClockTokens).
 	keyBuf [5]string
-	cmdBuf [3 + 5 + 8]any
+	cmdBuf [3 + 5 + 9]any
 }
 
 // newCall returns a call of s, whose SHA1 is sha, with keys and args.

@@ -22,6 +22,16 @@ func TestConformanceStandalone(t *testing.T) {
 	locktest.Run(t, func(t *testing.T) ctxlock.Backend { return faulty(t, c) }, locktest.WithTTL(conformanceTTL))
 }
 
+// TestConformanceClockTokens runs the suite with fencing tokens from the
+// server's clock (WithClockTokens).
+func TestConformanceClockTokens(t *testing.T) {
+	s := redistest.StartServer(t)
+	c := s.Client(t)
+	locktest.Run(t, func(t *testing.T) ctxlock.Backend {
+		return faulty(t, c, goredis.WithClockTokens(time.Hour))
+	}, locktest.WithTTL(conformanceTTL))
+}
+
 func TestConformanceCluster(t *testing.T) {
 	cl := redistest.StartCluster(t, 3)
 	c := cl.Client(t)
@@ -38,10 +48,10 @@ type faultyBackend struct {
 	client redis.UniversalClient
 }
 
-func faulty(t *testing.T, c redis.UniversalClient) *faultyBackend {
+func faulty(t *testing.T, c redis.UniversalClient, opts ...goredis.Option) *faultyBackend {
 	// Each leaf test gets a new Backend (its own subscription); locktest
 	// gives every leaf test its own keys.
-	b := newBackend(t, c)
+	b := newBackend(t, c, opts...)
 	return &faultyBackend{RelockingOutage: locktest.NewRelockingOutage(b), rb: b, client: c}
 }
 

@@ -98,3 +98,25 @@ func Example_sentinel() {
 	defer lock.Unlock()
 	<-expired
 }
+
+// With WithClockTokens the fencing counters of keys nobody locks for an
+// hour disappear, and tokens keep increasing across a restart of a Redis
+// without persistence: each token is at least the server's clock in µs.
+// Every Backend that locks these keys must use the option.
+func ExampleWithClockTokens() {
+	client := redis.NewClient(&redis.Options{Addr: "localhost:6379", ContextTimeoutEnabled: true})
+	defer client.Close()
+	backend := goredis.New(client, goredis.WithClockTokens(time.Hour))
+	defer backend.Close()
+
+	m := ctxlock.NewManager(backend)
+	defer m.Close(context.Background())
+
+	lock := m.NewLock("order:123") // one of many per-entity keys
+	if _, err := lock.Lock(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	defer lock.Unlock()
+	// lock.Token() is about 1.8e15 (µs since 1970): pass it to the resource
+	// with every write, as any fencing token.
+}

@@ -95,6 +95,55 @@ type options struct {
 	waiterKeep    time.Duration
 	hintWindow    time.Duration // WithWaiterHints, when > 0
 	acks          replicaAcks   // WithReplicaAcks
+	clockTokens   bool          // WithClockTokens
+	counterTTL    time.Duration // WithClockTokens: the fence counter's TTL, when > 0
+}
+
+// WithClockTokens makes fencing tokens follow the server's clock, so that
+// a key's fencing counter "{K}:fence" need not be kept for good: every
+// script that issues a token (an acquire, a relock, the hand-off of a
+// release or Leave to the first waiter) makes it
+//
+//	max(counter + 1, server clock in µs)   (TIME: seconds·10⁶ + µs)
+//
+// and stores it back in the counter, with a TTL of counterTTL (PX,
+// refreshed at every token) when counterTTL > 0, so that the counters of
+// keys no longer locked disappear: without it every key ever locked
+// ("order:123") leaves a counter in Redis for good. With counterTTL ≤ 0 the
+// counters are kept for good, as without the option, but still seeded from
+// the clock.
+//
+// Tokens stay strictly increasing per key as long as the server's clock
+// does not step back by more than the time since the key's last token: a
+// token is never below the clock, so a counter that expired, or a server
+// restarted empty (no persistence: see the package doc), goes on above
+// every earlier token, where plain counters would start again at 1. Keep
+// counterTTL well above the clock steps the servers may take, and above
+// the lease TTLs (a counter that expires during a hold makes a refusal
+// report fencing counter 0): an hour or more. Without persistence a
+// restart also forgets the leases, as ever: only the tokens are safe.
+//
+// The tokens are large numbers (about 1.8·10¹⁵, µs since 1970), still
+// exact: below 2^53 (Lua numbers are doubles) until the year 2255, and
+// uint64 in Lease.Token. A resource that checks tokens compares them as
+// before. In Redis Cluster each master reads its own clock, which is
+// enough: a key's counter lives on one master. A failover (Cluster or
+// Sentinel) hands the key to a server whose clock counts from then on: keep
+// the servers' clocks synchronised (NTP). Replication and WithReplicaAcks
+// are unaffected (scripts replicate their writes, not the TIME they read).
+//
+// Every Backend that locks the same keys must use the option: one without
+// it (or an older version) increments an expired counter from 1, a token
+// below the ones issued before — unsafe. Turning the option on for a live
+// deployment is safe (tokens jump up to the clock); turning it off is safe
+// only for counters that still exist (counterTTL ≤ 0, or keys used within
+// counterTTL). The uncontended paths then run TIME and a SET of the
+// counter besides the INCR. In the redlock backend (redlock.WithNodeOptions)
+// the nodes' clocks differ, so the counters of a quorum nearly always
+// differ and each acquisition raises the lagging ones (one more round trip
+// to them, see the redlock package); raised counters get the same TTL.
+func WithClockTokens(counterTTL time.Duration) Option {
+	return func(o *options) { o.clockTokens, o.counterTTL = true, counterTTL }
 }
 
 // DefaultHintWindow is how long, with WithWaiterHints, a free key is kept
@@ -243,7 +292,14 @@ type Backend struct {
 	// hintArgs is the scripts' last argument with WithWaiterHints (the
 	// window in ms), else empty: the scripts then grant.
 	hintArgs []any
-	suffixes *scriptKeys // keySuffixes, or hintKeySuffixes
+	// tailArgs end the arguments of acquire.lua, relock.lua and
+	// release.lua: hintArgs, or, with WithClockTokens, the hint window (""
+	// without hints) and the counter TTL in ms (0: none); leaveArgs end
+	// leave.lua's likewise (with an empty Dequeue flag between them).
+	// Without WithClockTokens the scripts get exactly the arguments they
+	// always had.
+	tailArgs, leaveArgs []any
+	suffixes            *scriptKeys // keySuffixes, or hintKeySuffixes
 	// ttlArg is the last TTL (ms, int64) Acquire or Relock sent, as an
 	// interface: a Manager's locks mostly share one TTL, so reusing it
 	// spares an allocation per call. A different TTL just replaces it.
@@ -300,6 +356,18 @@ func New(client redis.UniversalClient, opts ...Option) *Backend {
 		ms, _ := ttlMillis(o.hintWindow)
 		b.hintArgs = []any{ms}
 		b.suffixes = &hintKeySuffixes
+	}
+	b.tailArgs, b.leaveArgs = b.hintArgs, b.hintArgs
+	if o.clockTokens {
+		var hints, ttl any = "", int64(0)
+		if len(b.hintArgs) > 0 {
+			hints = b.hintArgs[0]
+		}
+		if o.counterTTL > 0 {
+			ms, _ := ttlMillis(o.counterTTL)
+			ttl = ms
+		}
+		b.tailArgs, b.leaveArgs = []any{hints, ttl}, []any{hints, "", ttl}
 	}
 	b.hub = b.newHub(client, "")
 	b.batch = newBatcher(client)
@@ -500,6 +568,17 @@ func randomID() string {
 	return hex.EncodeToString(r[:])
 }
 
+// ClockTokens reports whether the Backend issues fencing tokens from the
+// server's clock (WithClockTokens), and the TTL its fencing counters get (0:
+// none). A backend built on several Backends that writes the counters
+// itself (redlock raises lagging ones) gives them the same TTL.
+func (b *Backend) ClockTokens() (counterTTL time.Duration, on bool) {
+	if b.opts.counterTTL > 0 {
+		counterTTL = b.opts.counterTTL
+	}
+	return counterTTL, b.opts.clockTokens
+}
+
 // Keys returns the Redis keys that hold the lease of the (full) lock key and
 // its fencing counter, and the channel a release is published on. It is
 // meant for operators and tests.
@@ -585,8 +664,8 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 	if err := b.validate(req.Key, req.Owner); err != nil {
 		return ctxlock.Lease{}, err
 	}
-	var extra [4]any
-	return b.take(ctx, "acquire", acquireScript, acquireSHA, req, b.scriptKeys(req.Key), append(append(extra[:0], req.Waiter, b.keepArg, b.inboxArg), b.hintArgs...)...)
+	var extra [5]any
+	return b.take(ctx, "acquire", acquireScript, acquireSHA, req, b.scriptKeys(req.Key), append(append(extra[:0], req.Waiter, b.keepArg, b.inboxArg), b.tailArgs...)...)
 }
 
 // WatchWaiter implements ctxlock.WaiterQueue: the channel receives the
@@ -624,7 +703,7 @@ func (b *Backend) WatchWaiter(key, waiter string) (turns <-chan ctxlock.Handoff,
 // for this Backend's Acquire and Relock calls on key still queued or in
 // flight, so that a refusal arriving late does not queue waiter again.
 func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
-	return b.leave(ctx, "leave", key, append([]any{waiter, b.lockKey(key) + channelSuffix}, b.hintArgs...))
+	return b.leave(ctx, "leave", key, append([]any{waiter, b.lockKey(key) + channelSuffix}, b.leaveArgs...))
 }
 
 // leave runs leave.lua on key with args after settle, and again once the
@@ -715,7 +794,7 @@ func (b *Backend) take(ctx context.Context, op string, script *redis.Script, sha
 	if req.Metadata != "" {
 		value += metaSeparator + req.Metadata
 	}
-	var args [8]any // relock.lua's arguments, at most (copied by newCall)
+	var args [9]any // relock.lua's arguments, at most (copied by newCall)
 	c := newCall(script, sha, keys[:5], append(append(args[:0], value, b.ttlArgOf(ms)), extra...)...)
 	res, err := b.batch.do(ctx, req.Timeout, c)
 	if err != nil {
@@ -817,11 +896,11 @@ func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.Acq
 		return ctxlock.Lease{}, false, false, err
 	}
 	// relock.lua's arguments: value, ttl (from take), old owner, channel,
-	// waiter, waiter keep, inbox[, hints].
+	// waiter, waiter keep, inbox[, hints][, clock tokens] (tailArgs).
 	keys := b.scriptKeys(req.Key)
 	channel := keys[5]
-	var extra [6]any
-	lease, err = b.take(ctx, "relock", relockScript, relockSHA, req, keys, append(append(extra[:0], old.Owner, channel, req.Waiter, b.keepArg, b.inboxArg), b.hintArgs...)...)
+	var extra [7]any
+	lease, err = b.take(ctx, "relock", relockScript, relockSHA, req, keys, append(append(extra[:0], old.Owner, channel, req.Waiter, b.keepArg, b.inboxArg), b.tailArgs...)...)
 	if queued = errors.Is(err, errYieldedQueued); queued || errors.Is(err, errYielded) {
 		b.wake(channel) // this backend's own watchers hear it at once
 		return ctxlock.Lease{}, true, queued, nil
@@ -951,7 +1030,7 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 }
 
 func (b *Backend) releaseArgs(l ctxlock.Lease) []any {
-	return append([]any{l.Owner, b.lockKey(l.Key) + channelSuffix}, b.hintArgs...)
+	return append([]any{l.Owner, b.lockKey(l.Key) + channelSuffix}, b.tailArgs...)
 }
 
 // laterTimeout bounds what runAfter runs.

@@ -28,10 +28,15 @@ type handoffEnv struct {
 }
 
 func newHandoffEnv(t *testing.T, keep time.Duration, opts ...ctxlock.LockOption) *handoffEnv {
+	return newHandoffEnvWith(t, keep, nil, opts...)
+}
+
+// newHandoffEnvWith is newHandoffEnv with Backend options for both Managers.
+func newHandoffEnvWith(t *testing.T, keep time.Duration, bopts []goredis.Option, opts ...ctxlock.LockOption) *handoffEnv {
 	s := redistest.StartServer(t)
 	e := &handoffEnv{t: t, c: s.Client(t), counter: &pipelineCounter{}, got: make(chan error, 1)}
 	newManager := func(c redis.UniversalClient) (*ctxlock.Manager, *goredis.Backend) {
-		b := newBackend(t, c, goredis.WithWaiterKeep(keep))
+		b := newBackend(t, c, append([]goredis.Option{goredis.WithWaiterKeep(keep)}, bopts...)...)
 		m := ctxlock.NewManager(b)
 		t.Cleanup(func() { m.Close(context.Background()) })
 		return m, b

@@ -17,13 +17,43 @@
 -- again: hand_over overwrites the lease, and a relock queues its caller
 -- before the head leaves the queue.
 
-local now -- the server's clock in ms, read only when a queue is involved
+-- The server's clock in ms and in µs, read (TIME) once per script, only
+-- when a queue is involved or a token comes from the clock.
+local now, now_us
+local function read_clock()
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  now_us = tonumber(t[1]) * 1000000 + tonumber(t[2]) -- < 2^53: exact
+end
 local function clock()
   if not now then
-    local t = redis.call('TIME')
-    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    read_clock()
   end
   return now
+end
+
+-- next_token issues the key's next fencing token: INCR of the fence key.
+-- With WithClockTokens (clocked: the counter's TTL in ms, "0" for none;
+-- nil without the option) the token is at least the server's clock in µs,
+-- and is stored back in the counter with that TTL (PX, refreshed at every
+-- token): an expired counter, or a server restarted empty, goes on from the
+-- clock, above every earlier token. (The fast paths of acquire.lua and
+-- relock.lua do the same inline, before the helpers are defined.) %d: Lua
+-- writes numbers of 15 digits or more as "1e+14" otherwise.
+local function next_token(fencekey, clocked)
+  local token = redis.call('INCR', fencekey)
+  if clocked then
+    if not now_us then
+      read_clock()
+    end
+    token = math.max(token, now_us)
+    if clocked ~= '0' then
+      redis.call('SET', fencekey, string.format('%d', token), 'PX', clocked)
+    else
+      redis.call('SET', fencekey, string.format('%d', token))
+    end
+  end
+  return token
 end
 
 -- owned reports whether the lock value v (owner, or owner .. "\0" ..
@@ -114,11 +144,12 @@ end
 -- hand_over gives the key, free or still holding the lease being
 -- released (which it overwrites), to head, the first live waiter (with its
 -- entry, from first_waiter): a lease owned by "<waiter>:<token>" with a new
--- fencing token, announced as "<token> <TTL ms> <waiter>" on the waiter's
--- inbox, a channel only its process listens to. An entry without a lease
+-- fencing token (next_token, clocked as there), announced as "<token> <TTL
+-- ms> <waiter>" on the waiter's inbox, a channel only its process listens
+-- to. An entry without a lease
 -- (written by an older version) only has the key freed and its channel
 -- told the waiter's id.
-local function hand_over(lockkey, fencekey, qkey, dkey, channel, head, entry)
+local function hand_over(lockkey, fencekey, qkey, dkey, channel, head, entry, clocked)
   redis.call('LPOP', qkey)
   redis.call('HDEL', dkey, head)
   local ttl, inbox, meta = string.match(entry, '^%d+ (%d+) (%S+) (.*)$')
@@ -133,7 +164,7 @@ local function hand_over(lockkey, fencekey, qkey, dkey, channel, head, entry)
     redis.call('PUBLISH', channel, head)
     return
   end
-  local token = redis.call('INCR', fencekey)
+  local token = next_token(fencekey, clocked)
   if token >= 9007199254740992 then
     -- Past 2^53 tokens would repeat (Lua numbers are doubles): free the
     -- key instead of granting it; the acquires then fail (acquire.lua).

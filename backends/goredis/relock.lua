@@ -8,7 +8,9 @@
 -- ARGV[5] waiter id ("" if none); ARGV[6] how long a queued waiter keeps its
 -- place without retrying (ms); ARGV[7] the channel the waiter's process
 -- hears grants on; ARGV[8] the hint window in ms when the queue only hints
--- (WithWaiterHints, see acquire.lua). A relock that hands the key to the
+-- (WithWaiterHints, see acquire.lua), "" (no hints) when ARGV[9] follows;
+-- ARGV[9] WithClockTokens: the fencing counter's TTL in ms ("0": none),
+-- absent otherwise (see acquire.lua). A relock that hands the key to the
 -- first queued waiter queues the waiter behind the others (if the waiter is
 -- that first one, the key is handed to it). With hints, a
 -- relock by the queue's first waiter takes the key: its turn comes before a
@@ -26,6 +28,16 @@ local v = redis.call('GET', KEYS[1])
 if v and (v == ARGV[3] or string.sub(v, 1, #ARGV[3] + 1) == ARGV[3] .. '\0')
     and redis.call('EXISTS', KEYS[3], KEYS[4]) == 0 then
   local token = redis.call('INCR', KEYS[2])
+  if ARGV[9] then
+    -- WithClockTokens, as queue.lua's next_token (not defined yet here).
+    local t = redis.call('TIME')
+    token = math.max(token, tonumber(t[1]) * 1000000 + tonumber(t[2]))
+    if ARGV[9] ~= '0' then
+      redis.call('SET', KEYS[2], string.format('%d', token), 'PX', ARGV[9])
+    else
+      redis.call('SET', KEYS[2], string.format('%d', token))
+    end
+  end
   if token >= 9007199254740992 then
     return redis.error_reply('ctxlock: fencing counter reached 2^53 (Lua numbers are doubles): tokens would repeat')
   end
@@ -33,10 +45,11 @@ if v and (v == ARGV[3] or string.sub(v, 1, #ARGV[3] + 1) == ARGV[3] .. '\0')
   return {1, token}
 end
 --#queue.lua
+local hints = ARGV[8] ~= '' and ARGV[8]
 local head, entry = first_waiter(KEYS[4], KEYS[5])
 -- With hints, the caller's own waiter first in line is next: no one to
 -- yield to.
-local mine = ARGV[8] and head == ARGV[5]
+local mine = hints and head == ARGV[5]
 if v and owned(v, ARGV[3]) then
   local wanted, mark = take_mark(KEYS[3])
   if not mine and (wanted == 1 or head) then
@@ -47,14 +60,14 @@ if v and owned(v, ARGV[3]) then
       -- queue.lua).
       local queued = 0
       if ARGV[5] ~= '' then
-        enqueue(KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[2]), ARGV[7], metadata(ARGV[1]), ARGV[8])
+        enqueue(KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[2]), ARGV[7], metadata(ARGV[1]), hints)
         queued = 1
       end
-      if ARGV[8] then
+      if hints then
         redis.call('DEL', KEYS[1])
-        hint(KEYS[5], ARGV[4], head, entry, tonumber(ARGV[8]))
+        hint(KEYS[5], ARGV[4], head, entry, tonumber(hints))
       else
-        hand_over(KEYS[1], KEYS[2], KEYS[4], KEYS[5], ARGV[4], head, entry)
+        hand_over(KEYS[1], KEYS[2], KEYS[4], KEYS[5], ARGV[4], head, entry, ARGV[9])
       end
       return {2, queued}
     else
@@ -76,12 +89,12 @@ if granted then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return {3, granted}
 end
-local kept = not v and ARGV[8] and kept_for_other(KEYS[5], head, ARGV[5])
-if not v and (not head or (ARGV[5] ~= '' and head == ARGV[5]) or (ARGV[8] and not kept)) then
+local kept = not v and hints and kept_for_other(KEYS[5], head, ARGV[5])
+if not v and (not head or (ARGV[5] ~= '' and head == ARGV[5]) or (hints and not kept)) then
   if head then
     dequeue(KEYS[4], KEYS[5], ARGV[5])
   end
-  local token = redis.call('INCR', KEYS[2])
+  local token = next_token(KEYS[2], ARGV[9])
   if token >= 9007199254740992 then
     return redis.error_reply('ctxlock: fencing counter reached 2^53 (Lua numbers are doubles): tokens would repeat')
   end
@@ -98,11 +111,11 @@ if v == ARGV[1] then
     return {1, token}
   end
 end
-if ARGV[5] ~= '' and not ARGV[8] then
+if ARGV[5] ~= '' and not hints then
   -- Refused as acquire.lua would refuse it: the waiter queues (or keeps its
   -- place) as it would there, rather than a retry delay later. With hints
   -- (redlock's nodes) it does not: see redlock's queues.
-  enqueue(KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[2]), ARGV[7], metadata(ARGV[1]), ARGV[8])
+  enqueue(KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[2]), ARGV[7], metadata(ARGV[1]), hints)
 end
-local tell, inbox = to_tell(head, entry, ARGV[5], ARGV[7], ARGV[8])
+local tell, inbox = to_tell(head, entry, ARGV[5], ARGV[7], hints)
 return refused(KEYS[1], KEYS[3], KEYS[2], v, kept, tell, inbox)

@@ -71,7 +71,13 @@ func (f *faultyBackend) Evict(key string) {
 // answered after the quorum: the nodes are then in their final state.
 func settled(t *testing.T, clients []redis.UniversalClient, f func(b *redlock.Backend)) {
 	t.Helper()
-	b := newBackend(t, clients)
+	settledWith(t, clients, nil, f)
+}
+
+// settledWith is settled with options for the Backend.
+func settledWith(t *testing.T, clients []redis.UniversalClient, opts []redlock.Option, f func(b *redlock.Backend)) {
+	t.Helper()
+	b := newBackend(t, clients, opts...)
 	f(b)
 	if err := b.Close(); err != nil {
 		t.Fatalf("Close: %v", err)

@@ -925,8 +925,17 @@ func (b *Backend) fence(ctx context.Context, op, key string, timeout time.Durati
 		return token, nil
 	}
 	_, fenceKey, _ := b.Keys(key)
+	args := []any{token}
+	if ttl, on := b.nodes[0].ClockTokens(); on {
+		// The raised counters expire as the nodes' own do.
+		ms := ttl.Milliseconds()
+		if ttl%time.Millisecond != 0 {
+			ms++
+		}
+		args = append(args, ms)
+	}
 	b.each(ctx, timeout, lagging, func(ctx context.Context, i int) {
-		if err := raiseScript.Run(ctx, b.clients[i], []string{fenceKey}, token).Err(); err != nil {
+		if err := raiseScript.Run(ctx, b.clients[i], []string{fenceKey}, args...).Err(); err != nil {
 			errs[i] = ctxlock.Unavailable(fmt.Errorf("redlock: raise fencing counter of %q to %d: %w", key, token, err))
 		}
 	})
