@@ -38,7 +38,16 @@
 //     acquire; its new value is the hold's fencing token. It has no TTL: a
 //     counter that disappeared (FLUSHDB, or eviction under an allkeys-*
 //     maxmemory policy) would restart the tokens, so do not let Redis evict
-//     it (noeviction or volatile-* policies keep it).
+//     it (noeviction or volatile-* policies keep it). So every key ever
+//     locked keeps its counter for good. With WithClockTokens(counterTTL) a
+//     token is max(counter + 1, the server's clock in µs), about 1.8·10¹⁵,
+//     stored back in the counter with PX counterTTL (refreshed at every
+//     token; none when counterTTL ≤ 0): the counter of a key not locked for
+//     counterTTL disappears, and the next token, from the clock, is still
+//     above the earlier ones (as long as the clock does not step back by
+//     more than the time since the key's last token). Every Backend on the
+//     keys must then use the option: one without it would count an expired
+//     counter up from 1.
 //   - "{K}:wanted" is set (with the holder's remaining TTL) when an acquire
 //     is refused: the holder's release reports the contention
 //     (ctxlock.ContentionReporter), so a process that re-locks at once

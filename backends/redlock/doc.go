@@ -172,6 +172,24 @@
 // losing a node's disk loses its counters, and nothing here survives a
 // majority of nodes losing theirs.
 //
+// The tokens (not the leases) can be made to survive node loss with
+// WithNodeOptions(goredis.WithClockTokens(time.Hour)), on every Backend
+// that locks the keys: each node's token is then max(its counter + 1, its
+// clock in µs), so a node restarted empty, or one whose counter expired
+// (the counters get the TTL given, raised ones included), issues tokens
+// above every one it issued before. In the case above B's token is then
+// above A's as long as the clock of the node the quorums share has passed
+// A's token, which is some node's clock when A was granted: the nodes'
+// clocks must agree within the time between A's grant and B's (keep them
+// synchronised: NTP), and no clock may step back by more than the time
+// since the key's last token (TestClockTokensWhenSharedNodeRestarts). It
+// has a cost: the nodes' clocks differ, so the counters of a quorum nearly
+// always differ, and each acquisition raises the lagging ones (one more
+// round trip to them). The tokens are about 1.8·10¹⁵. A Backend without
+// the option on the same keys counts an expired counter up from 1 again:
+// unsafe. A restarted node's leases are lost as before, so mutual
+// exclusion across a restart still needs persistence or the delay above.
+//
 // The Kleppmann/antirez debate: Martin Kleppmann ("How to do distributed
 // locking", 2016) argued that Redlock is unsafe for correctness because it
 // depends on timing — a process paused by GC, a slow network or a jumping
