@@ -481,7 +481,7 @@ func acctMetric(rm metricdata.ResourceMetrics, name string) (metricdata.Metrics,
 func acctAttrs(s attribute.Set) string {
 	var out []string
 	for _, kv := range s.ToSlice() {
-		out = append(out, fmt.Sprintf("%s=%s", kv.Key, kv.Value.Emit()))
+		out = append(out, fmt.Sprintf("%s=%s", kv.Key, kv.Value.String()))
 	}
 	return strings.Join(out, ",")
 }
@@ -609,7 +609,7 @@ func (r *acctRig) check() {
 				acquiredSpans[s.SpanContext().SpanID()] = true
 				tok, ok := a[ctxlockotel.AttrFencingToken]
 				if failed || typed || !ok || tok.AsInt64() <= 0 {
-					t.Errorf("%s acquired: status %v, error.type %q, fencing token %v", name, s.Status(), et.AsString(), tok.Emit())
+					t.Errorf("%s acquired: status %v, error.type %q, fencing token %v", name, s.Status(), et.AsString(), tok.String())
 				} else if !tl.tokens[uint64(tok.AsInt64())] {
 					// Token() right after a successful return reads 0 only
 					// when the hold already ended.
