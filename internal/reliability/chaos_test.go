@@ -21,6 +21,10 @@ var (
 	chaosManagers = flag.Int("chaos.managers", 3, "Managers (each on its own client and fault proxy) in TestChaos")
 	chaosWorkers  = flag.Int("chaos.workers", 3, "contending goroutines per Manager in TestChaos")
 	chaosKeys     = flag.Int("chaos.keys", 2, "keys contended in TestChaos")
+	// chaosClockTokens runs every goredis Backend of the package's tests
+	// (newRedisManager, and TestChaosRedlock's nodes) with
+	// goredis.WithClockTokens, whose tokens the checker then sees.
+	chaosClockTokens = flag.Bool("chaos.clocktokens", false, "goredis.WithClockTokens(time.Hour) on the Backends of TestChaos, TestChaosRedlock and the scenarios")
 )
 
 // TestChaos runs contenders in several Managers, each Manager on its own
@@ -115,12 +119,7 @@ func TestChaos(t *testing.T) {
 	wg.Wait()
 	probes.wg.Wait()
 
-	calm := 0
-	for _, h := range checker.Holds() {
-		if h.Start.After(calmFrom) {
-			calm++
-		}
-	}
+	calm, maxToken := holdsAfter(&checker, calmFrom)
 	n := checkNoViolations(t, &checker, &tr)
 	if calm == 0 {
 		t.Errorf("no hold in the calm period after the faults")
@@ -132,8 +131,8 @@ func TestChaos(t *testing.T) {
 			t.Errorf("Liveness B: an expiry channel closed %v after the server-side TTL ended", -m)
 		}
 	}
-	t.Logf("chaos result: seed %d, %v: faults injected %d (%s); holds checked %d (%d in the final calm); violations %d; %s; Liveness B margin %s",
-		seed, *chaosDuration, totalFaults(&faults), faults.String(), n, calm, overlaps, tally.String(), summary(margins))
+	t.Logf("chaos result: seed %d, %v: faults injected %d (%s); holds checked %d (%d in the final calm, highest token %d); violations %d; %s; Liveness B margin %s",
+		seed, *chaosDuration, totalFaults(&faults), faults.String(), n, calm, maxToken, overlaps, tally.String(), summary(margins))
 }
 
 func totalFaults(s *stats) int {

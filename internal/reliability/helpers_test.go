@@ -80,7 +80,7 @@ type redisManager struct {
 func newRedisManager(t testing.TB, addr string, opts ...ctxlock.ManagerOption) *redisManager {
 	t.Helper()
 	c := redis.NewClient(clientOptions(addr))
-	b := goredis.New(c, goredis.WithHealthCheckInterval(netTimeout), goredis.WithSubscribeWait(100*time.Millisecond))
+	b := goredis.New(c, append(clockTokenOptions(), goredis.WithHealthCheckInterval(netTimeout), goredis.WithSubscribeWait(100*time.Millisecond))...)
 	m := ctxlock.NewManager(b, opts...)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -90,6 +90,27 @@ func newRedisManager(t testing.TB, addr string, opts ...ctxlock.ManagerOption) *
 		_ = c.Close()
 	})
 	return &redisManager{Manager: m, backend: b, client: c}
+}
+
+// holdsAfter counts the holds that started after from, and returns the
+// highest token of all (with -chaos.clocktokens, about the clock in µs).
+func holdsAfter(c *locktest.Checker, from time.Time) (n int, maxToken uint64) {
+	for _, h := range c.Holds() {
+		if h.Start.After(from) {
+			n++
+		}
+		maxToken = max(maxToken, h.Token)
+	}
+	return n, maxToken
+}
+
+// clockTokenOptions is goredis.WithClockTokens when -chaos.clocktokens is
+// set, else nothing.
+func clockTokenOptions() []goredis.Option {
+	if *chaosClockTokens {
+		return []goredis.Option{goredis.WithClockTokens(time.Hour)}
+	}
+	return nil
 }
 
 // inspectScript reads a lock's fencing counter and remaining TTL atomically.
