@@ -96,7 +96,11 @@ func ctxlockImpl() Impl {
 		if err != nil {
 			return nil, err
 		}
-		b := goredis.New(c)
+		var bopts []goredis.Option
+		if *clockTokens {
+			bopts = append(bopts, goredis.WithClockTokens(time.Hour))
+		}
+		b := goredis.New(c, bopts...)
 		var opts []ctxlock.LockOption
 		if ttl > 0 {
 			opts = append(opts, ctxlock.WithTTL(ttl))

@@ -40,6 +40,8 @@ func writeHeapProfile(path string) {
 
 var verbose = flag.Bool("v", false, "print per-command server call breakdowns to stderr")
 
+var clockTokens = flag.Bool("clocktokens", false, "run ctxlock with goredis.WithClockTokens(time.Hour) (tokens from the server clock, counters with a TTL)")
+
 func allImpls() []Impl {
 	return []Impl{
 		ctxlockImpl(),

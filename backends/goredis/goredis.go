@@ -138,7 +138,9 @@ type options struct {
 // deployment is safe (tokens jump up to the clock); turning it off is safe
 // only for counters that still exist (counterTTL ≤ 0, or keys used within
 // counterTTL). The uncontended paths then run TIME and a SET of the
-// counter besides the INCR. In the redlock backend (redlock.WithNodeOptions)
+// counter besides the INCR: in the benchmark of an uncontended Lock+Unlock
+// loop (bench/, -clocktokens) about 2µs more server CPU per lock (+19%) and
+// 8% fewer locks per second. In the redlock backend (redlock.WithNodeOptions)
 // the nodes' clocks differ, so the counters of a quorum nearly always
 // differ and each acquisition raises the lagging ones (one more round trip
 // to them, see the redlock package); raised counters get the same TTL.
