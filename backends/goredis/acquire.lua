@@ -91,4 +91,4 @@ if ARGV[3] ~= '' then
 end
 -- The caller, if it waits, is queued now: first when nobody was.
 local tell, inbox = to_tell(head, entry, ARGV[3], ARGV[5], hints)
-return refused(KEYS[1], KEYS[3], KEYS[2], v, kept, tell, inbox)
+return refused(KEYS[1], KEYS[3], KEYS[2], v, kept, tell, inbox, ARGV[7])

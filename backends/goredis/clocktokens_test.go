@@ -392,3 +392,162 @@ func TestClockTokensOffByDefault(t *testing.T) {
 		})
 	}
 }
+
+// A refusal after a grant reports a fence at or above the grant's token
+// (ctxlock.Handoff: a grant not above a later refusal's Fence is stale),
+// also once the counter expired while the key is held: a hold kept by
+// Extend outlives counterTTL even when counterTTL is above the lease TTL.
+// A refusal reporting 0 there made the Manager adopt a grant that lapsed
+// long before, while another owner holds the key.
+func TestClockTokensRefusalFenceAfterCounterExpired(t *testing.T) {
+	s := redistest.StartServer(t)
+	c := s.Client(t)
+	b := newBackend(t, c, goredis.WithClockTokens(300*time.Millisecond))
+	ctx := context.Background()
+	first := acquire(t, b, "q", 10*time.Second)
+	ch, stop := b.WatchWaiter("q", "w")
+	defer stop()
+	drain(ch)
+	mustRefuse(t, b, "w")
+	release(t, b, first)
+	h := granted(t, ch, "the release (w is queued)")
+	// w never hears it (a lost or late message) and gives up: the grant
+	// ends, and x takes the key and keeps it with a 200ms lease.
+	if err := b.Leave(ctx, "q", "w"); err != nil {
+		t.Fatal(err)
+	}
+	x := acquire(t, b, "q", 200*time.Millisecond)
+	if x.Token <= h.Token {
+		t.Fatalf("token %d after the grant's %d", x.Token, h.Token)
+	}
+	_, fk, _ := b.Keys("q")
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		if errs := b.Extend(ctx, []ctxlock.Lease{x}, 200*time.Millisecond); errors.Join(errs...) != nil {
+			t.Fatalf("Extend: %v", errs)
+		}
+		if n, err := c.Exists(ctx, fk).Result(); err != nil || n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the fence counter is still there 3s after its 300ms TTL")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, err := b.Acquire(ctx, waitReq("w"))
+	var he *ctxlock.HeldError
+	if !errors.As(err, &he) {
+		t.Fatalf("Acquire while x holds the key: %v; want a HeldError", err)
+	}
+	if he.Fence < x.Token {
+		t.Fatalf("refusal's Fence %d, below the holder's token %d and the earlier grant's %d: the stale grant would pass as newer than the refusal", he.Fence, x.Token, h.Token)
+	}
+}
+
+// lateGrants holds back the grants WatchWaiter hears until the next
+// refused Acquire has returned: a hand-off message delivered late.
+type lateGrants struct {
+	*goredis.Backend
+	mu      sync.Mutex
+	held    []ctxlock.Handoff
+	out     chan ctxlock.Handoff
+	refused chan struct{} // one per refusal
+}
+
+func (w *lateGrants) WatchWaiter(key, waiter string) (<-chan ctxlock.Handoff, func()) {
+	in, stop := w.Backend.WatchWaiter(key, waiter)
+	out := make(chan ctxlock.Handoff, 16)
+	w.mu.Lock()
+	w.out = out
+	w.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		for {
+			var h ctxlock.Handoff
+			select {
+			case h = <-in:
+			case <-done:
+				return
+			}
+			w.mu.Lock()
+			if h.Token > 0 {
+				w.held = append(w.held, h)
+			} else {
+				select {
+				case out <- h:
+				default:
+				}
+			}
+			w.mu.Unlock()
+		}
+	}()
+	var once sync.Once
+	return out, func() { stop(); once.Do(func() { close(done) }) }
+}
+
+func (w *lateGrants) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	l, err := w.Backend.Acquire(ctx, req)
+	if errors.Is(err, ctxlock.ErrHeld) {
+		w.mu.Lock()
+		for _, h := range w.held {
+			w.out <- h
+		}
+		w.held = nil
+		w.mu.Unlock()
+		select {
+		case w.refused <- struct{}{}:
+		default:
+		}
+	}
+	return l, err
+}
+
+// The Manager's view of TestClockTokensRefusalFenceAfterCounterExpired: a
+// grant that lapsed, heard only after a refusal by a later holder whose
+// hold outlived the counter, must not make a second holder.
+func TestClockTokensLateGrantAfterCounterExpired(t *testing.T) {
+	s := redistest.StartServer(t)
+	c := s.Client(t)
+	opt := goredis.WithClockTokens(300 * time.Millisecond)
+	b := newBackend(t, c, opt)
+	ctx := context.Background()
+	a, err := b.Acquire(ctx, ctxlock.AcquireRequest{Key: "k", Owner: owner(), TTL: 1200 * time.Millisecond, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lg := &lateGrants{Backend: newBackend(t, s.Client(t), opt), refused: make(chan struct{}, 16)}
+	m := ctxlock.NewManager(lg)
+	defer m.Close(ctx)
+	w := m.NewLock("k", ctxlock.WithTTL(200*time.Millisecond))
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	got := make(chan error, 1)
+	go func() { _, err := w.Lock(lctx); got <- err }()
+	lockKey, _, _ := b.Keys("k")
+	// The first refusal queues w; the second comes once it listens on its
+	// inbox; then it sleeps for a's remaining TTL.
+	<-lg.refused
+	<-lg.refused
+	time.Sleep(20 * time.Millisecond) // the Manager's goroutine reaching its wait: no other signal
+	release(t, b, a)                  // granted to w for 200ms; w hears of it late
+	for {
+		if n, err := c.Exists(ctx, lockKey).Result(); err != nil || n == 0 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond) // polling the server: the grant lapses
+	}
+	x := acquire(t, b, "k", 200*time.Millisecond)
+	for {
+		select {
+		case err := <-got:
+			if err == nil {
+				t.Fatalf("w locked the key (token %d) while x holds it (token %d)", w.Token(), x.Token)
+			}
+			return
+		case <-time.After(50 * time.Millisecond):
+			if errs := b.Extend(ctx, []ctxlock.Lease{x}, 200*time.Millisecond); errors.Join(errs...) != nil {
+				t.Fatalf("Extend: %v", errs)
+			}
+		}
+	}
+}

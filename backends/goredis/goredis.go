@@ -119,8 +119,10 @@ type options struct {
 // restarted empty (no persistence: see the package doc), goes on above
 // every earlier token, where plain counters would start again at 1. Keep
 // counterTTL well above the clock steps the servers may take, and above
-// the lease TTLs (a counter that expires during a hold makes a refusal
-// report fencing counter 0): an hour or more. Without persistence a
+// the lease TTLs: an hour or more. (A hold that Extend keeps past
+// counterTTL outlives its counter; a refusal then reports the server's
+// clock as the fencing counter, which no earlier token is above, so that a
+// waiter still tells a stale grant from a new one.) Without persistence a
 // restart also forgets the leases, as ever: only the tokens are safe.
 //
 // The tokens are large numbers (about 1.8·10¹⁵, µs since 1970), still

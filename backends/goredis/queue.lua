@@ -269,8 +269,12 @@ end
 -- its holder's release can tell it that others are waiting; the mark names
 -- waiter and its inbox (from to_tell), or nobody ('1'). PTTL rounds
 -- down: a lease in its last millisecond reads 0, and 0 would tell the waiter
--- "unknown, back off", so it is reported as 1.
-local function refused(lockkey, wantedkey, fencekey, held, kept, waiter, inbox)
+-- "unknown, back off", so it is reported as 1. With WithClockTokens
+-- (clocked, as next_token's) a counter that expired, possibly during the
+-- hold (Extend keeps a hold past counterTTL), is reported as the server's
+-- clock in µs, which no token issued before is above: a grant to the waiter
+-- made before this refusal must not look newer than it (ctxlock.Handoff).
+local function refused(lockkey, wantedkey, fencekey, held, kept, waiter, inbox, clocked)
   local pttl = kept or 0
   if held then
     pttl = redis.call('PTTL', lockkey)
@@ -285,5 +289,12 @@ local function refused(lockkey, wantedkey, fencekey, held, kept, waiter, inbox)
       redis.call('SET', wantedkey, mark, 'PX', pttl)
     end
   end
-  return {0, pttl, tonumber(redis.call('GET', fencekey)) or 0}
+  local fence = tonumber(redis.call('GET', fencekey))
+  if not fence and clocked then
+    if not now_us then
+      read_clock()
+    end
+    fence = now_us
+  end
+  return {0, pttl, fence or 0}
 end

@@ -118,4 +118,4 @@ if ARGV[5] ~= '' and not hints then
   enqueue(KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[2]), ARGV[7], metadata(ARGV[1]), hints)
 end
 local tell, inbox = to_tell(head, entry, ARGV[5], ARGV[7], hints)
-return refused(KEYS[1], KEYS[3], KEYS[2], v, kept, tell, inbox)
+return refused(KEYS[1], KEYS[3], KEYS[2], v, kept, tell, inbox, ARGV[9])
