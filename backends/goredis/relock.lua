@@ -104,12 +104,18 @@ end
 if v == ARGV[1] then
   -- A retry of a relock that already succeeded (its reply lost; go-redis
   -- retries on network errors): the lease is the new owner's, and nobody
-  -- can have acquired since, so the counter is still its token.
+  -- can have acquired since, so the counter is still its token; a counter
+  -- gone since (expired with WithClockTokens, or evicted) gets a new one,
+  -- as in acquire.lua.
   local token = tonumber(redis.call('GET', KEYS[2]))
-  if token then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    return {1, token}
+  if not token then
+    token = next_token(KEYS[2], ARGV[9])
+    if token >= 9007199254740992 then
+      return redis.error_reply('ctxlock: fencing counter reached 2^53 (Lua numbers are doubles): tokens would repeat')
+    end
   end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, token}
 end
 if ARGV[5] ~= '' and not hints then
   -- Refused as acquire.lua would refuse it: the waiter queues (or keeps its

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ctxlock/ctxlock"
+	"github.com/ctxlock/ctxlock/backends/goredis"
 	"github.com/ctxlock/ctxlock/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
@@ -144,5 +145,35 @@ func TestRelockRetryAfterSuccess(t *testing.T) {
 	again, wanted, _, err := b.Relock(ctx, first, req)
 	if err != nil || wanted || again != second {
 		t.Fatalf("the same Relock again = %+v, wanted %v, %v; want %+v back", again, wanted, err, second)
+	}
+}
+
+// The same retry when the key's fence counter is gone (WithClockTokens
+// counters expire; without it, a counter evicted): as acquire.lua's retry,
+// it issues a new token rather than refusing the key to its own owner
+// until the lease lapses.
+func TestRelockRetryAfterSuccessWithoutCounter(t *testing.T) {
+	s := redistest.StartServer(t)
+	c := s.Client(t)
+	for name, opts := range map[string][]goredis.Option{"plain": nil, "clock": {goredis.WithClockTokens(time.Hour)}} {
+		t.Run(name, func(t *testing.T) {
+			b := newBackend(t, c, opts...)
+			ctx := context.Background()
+			key := "rc-" + name
+			first := acquire(t, b, key, 10*time.Second)
+			req := ctxlock.AcquireRequest{Key: key, Owner: owner(), TTL: 10 * time.Second, Timeout: time.Second}
+			second, _, _, err := b.Relock(ctx, first, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, fk, _ := b.Keys(key)
+			if err := c.Del(ctx, fk).Err(); err != nil {
+				t.Fatal(err)
+			}
+			again, wanted, _, err := b.Relock(ctx, first, req)
+			if err != nil || wanted || again.Owner != second.Owner || again.Token == 0 {
+				t.Fatalf("the same Relock again without the counter = %+v, wanted %v, %v; want the lease back with a token", again, wanted, err)
+			}
+		})
 	}
 }
