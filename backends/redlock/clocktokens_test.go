@@ -12,8 +12,6 @@ import (
 	"github.com/ctxlock/ctxlock/backends/goredis"
 	"github.com/ctxlock/ctxlock/backends/locktest"
 	"github.com/ctxlock/ctxlock/backends/redlock"
-	"github.com/ctxlock/ctxlock/internal/faultproxy"
-	"github.com/ctxlock/ctxlock/internal/redistest"
 )
 
 var clockTokens = redlock.WithNodeOptions(goredis.WithClockTokens(time.Hour))
@@ -86,14 +84,7 @@ func TestClockTokensAfterNodeRestart(t *testing.T) {
 // still above A's.
 func TestClockTokensWhenSharedNodeRestarts(t *testing.T) {
 	c := startNodes(t, 3)
-	p0 := faultproxy.Start(t, c.servers[0].Addr())
-	p1 := faultproxy.Start(t, c.servers[1].Addr())
-	var clients []redis.UniversalClient
-	for _, p := range []*faultproxy.Proxy{p0, p1} {
-		cl := redis.NewClient(redistest.ClientOptions(p.Addr()))
-		t.Cleanup(func() { _ = cl.Close() })
-		clients = append(clients, cl)
-	}
+	p0, p1, clients := proxyFirstTwo(t, c)
 	ctx := context.Background()
 	key := uniqueKey("k")
 	var first, second ctxlock.Lease

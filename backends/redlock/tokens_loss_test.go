@@ -22,14 +22,7 @@ import (
 // and B's quorum is nodes 1 and 2 (node 0 unreachable then).
 func TestTokensAfterOneNodeLosesCounters(t *testing.T) {
 	c := startNodes(t, 3)
-	p0 := faultproxy.Start(t, c.servers[0].Addr())
-	p1 := faultproxy.Start(t, c.servers[1].Addr())
-	var clients []redis.UniversalClient
-	for _, p := range []*faultproxy.Proxy{p0, p1} {
-		cl := redis.NewClient(redistest.ClientOptions(p.Addr()))
-		t.Cleanup(func() { _ = cl.Close() })
-		clients = append(clients, cl)
-	}
+	p0, p1, clients := proxyFirstTwo(t, c)
 	clients = append(clients, c.clients[2])
 	ctx := context.Background()
 	key := uniqueKey("k")
@@ -62,4 +55,19 @@ func TestTokensAfterOneNodeLosesCounters(t *testing.T) {
 		t.Fatalf("B's token %d > A's %d: the limit documented no longer applies; update the package doc", second.Token, first.Token)
 	}
 	t.Logf("A's token %d, B's token %d: one node of three lost its counters", first.Token, second.Token)
+}
+
+// proxyFirstTwo puts a fault proxy before each of nodes 0 and 1 of c, and
+// returns them with a client through each (node 2 is reached directly, by
+// c.clients[2]).
+func proxyFirstTwo(t *testing.T, c *cluster) (p0, p1 *faultproxy.Proxy, clients []redis.UniversalClient) {
+	t.Helper()
+	p0 = faultproxy.Start(t, c.servers[0].Addr())
+	p1 = faultproxy.Start(t, c.servers[1].Addr())
+	for _, p := range []*faultproxy.Proxy{p0, p1} {
+		cl := redis.NewClient(redistest.ClientOptions(p.Addr()))
+		t.Cleanup(func() { _ = cl.Close() })
+		clients = append(clients, cl)
+	}
+	return p0, p1, clients
 }
