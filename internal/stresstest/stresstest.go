@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -77,6 +78,9 @@ type run struct {
 	errs    chan string
 	ended   atomic.Int64 // holds that ended before their holder let go
 	stalled atomic.Bool  // a key stayed held (see stuck): the run stops
+	// lateness, when set (runs whose holds expire), measures how late this
+	// process's timers and goroutines ran meanwhile: see finish.
+	lateness *latenessProbe
 }
 
 func newRun(t *testing.T, b ctxlock.Backend, cfg Config) *run {
@@ -150,7 +154,12 @@ func (r *run) finish() {
 	for e := range r.errs {
 		r.t.Error(e)
 	}
-	n := r.checker.Check(r.t)
+	var n int
+	if r.lateness == nil {
+		n = r.checker.Check(r.t)
+	} else {
+		n = r.checkExpiring()
+	}
 	r.t.Logf("%d holds checked, %d ended before their holder let go", n, r.ended.Load())
 	if n == 0 {
 		r.t.Error("no hold at all: the run checked nothing")
@@ -691,6 +700,8 @@ func closeRace(t *testing.T, b ctxlock.Backend, cfg Config) {
 // expiry; whichever way, holds never overlap.
 func shortTTL(t *testing.T, b ctxlock.Backend, cfg Config) {
 	r := newRun(t, b, cfg)
+	r.lateness = startLatenessProbe()
+	t.Cleanup(func() { r.lateness.stop() }) // if the run fails before finish
 	ms := r.managers()
 	ws := r.workers(ms, cfg.ShortTTL, false, true)
 	r.parallel(len(ws), func(i int) {
@@ -700,4 +711,86 @@ func shortTTL(t *testing.T, b ctxlock.Backend, cfg Config) {
 	})
 	r.closeAll(ms)
 	r.finish()
+}
+
+// checkExpiring checks the holds of a run whose holds expire on their own,
+// and returns how many it checked. Such a hold ends when the Manager's
+// scheduler sees its validity deadline pass and its holder then sees the
+// closed channel: two goroutines that must run on time. The drift allowance
+// (ShortTTL × ShortDrift + 2ms) is their margin: the lease lapses on the
+// server no earlier than that after the deadline. When the machine is so
+// loaded that this process's timers fire later than that, a hold can be seen
+// open after the next one began without any defect. So an overlap is
+// excused (logged) only up to what the lateness the probe measured during
+// the run explains: twice the worst lateness (the scheduler's timer, then
+// the holder's wake-up) less the allowance; longer ones fail the test. On a
+// machine that is not overloaded that is nothing, and every overlap fails,
+// as before. Tokens must increase regardless.
+func (r *run) checkExpiring() int {
+	r.t.Helper()
+	late := r.lateness.stop()
+	allowance := time.Duration(float64(r.cfg.ShortTTL)*r.cfg.ShortDrift) + 2*time.Millisecond
+	excused := max(2*late-allowance, 0)
+	holds := r.checker.Holds()
+	byKey := map[string][]locktest.Hold{}
+	for _, h := range holds {
+		byKey[h.Key] = append(byKey[h.Key], h)
+	}
+	for key, hs := range byKey {
+		slices.SortFunc(hs, func(a, b locktest.Hold) int { return a.Start.Compare(b.Start) })
+		for i := 1; i < len(hs); i++ {
+			prev, cur := hs[i-1], hs[i]
+			if over := prev.End.Sub(cur.Start); over > 0 {
+				msg := fmt.Sprintf("key %q: hold of %s (token %d) started %v before the hold of %s (token %d) ended",
+					key, cur.Owner, cur.Token, over, prev.Owner, prev.Token)
+				if over > excused {
+					r.t.Errorf("%s (timers ran at most %v late during the run, which explains overlaps up to %v)", msg, late, excused)
+				} else {
+					r.t.Logf("%s: explained by this process's timers running up to %v late during the run (a loaded machine: up to %v), not counted", msg, late, excused)
+				}
+			}
+			if cur.Token <= prev.Token {
+				r.t.Errorf("key %q: token %d of %s does not increase on token %d of %s",
+					key, cur.Token, cur.Owner, prev.Token, prev.Owner)
+			}
+		}
+	}
+	r.t.Logf("timers ran at most %v late during the run: overlaps up to %v excused", late, excused)
+	return len(holds)
+}
+
+// latenessProbe measures how late this process's timers fire: a goroutine
+// (its own, stopped by stop) that sleeps a millisecond at a time and
+// records the worst overshoot.
+type latenessProbe struct {
+	quit, done chan struct{}
+	once       sync.Once
+	worst      time.Duration
+}
+
+func startLatenessProbe() *latenessProbe {
+	p := &latenessProbe{quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		tick := time.NewTimer(time.Millisecond)
+		defer tick.Stop()
+		for {
+			t0 := time.Now()
+			tick.Reset(time.Millisecond)
+			select {
+			case <-p.quit:
+				return
+			case <-tick.C:
+			}
+			p.worst = max(p.worst, time.Since(t0)-time.Millisecond)
+		}
+	}()
+	return p
+}
+
+// stop ends the probe and returns the worst lateness it measured.
+func (p *latenessProbe) stop() time.Duration {
+	p.once.Do(func() { close(p.quit) })
+	<-p.done
+	return p.worst
 }
