@@ -151,7 +151,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Backend, err
 		return nil, fmt.Errorf("postgres: %w: channel name %q: want a plain identifier ([A-Za-z_][A-Za-z0-9_]*, at most 63 bytes)", ctxlock.ErrInvalidOption, cfg.channel)
 	}
 	if !cfg.noCreate {
-		if _, err := pool.Exec(ctx, createTableSQL(table)); err != nil {
+		if _, err := pool.Exec(ctx, createTableSQL(table)); err != nil && !createdConcurrently(err) {
 			return nil, classify("create table "+table, err)
 		}
 	}
@@ -167,6 +167,15 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Backend, err
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	return b, nil
+}
+
+// createdConcurrently reports whether CREATE TABLE IF NOT EXISTS failed
+// because another session created the table at the same time (PostgreSQL
+// then reports a unique violation on its catalog, 42P07 or 42710): the table
+// exists, which is all New wants.
+func createdConcurrently(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "23505" || pgErr.Code == "42P07" || pgErr.Code == "42710")
 }
 
 // Table returns the lease table's name, quoted as it appears in SQL.

@@ -306,3 +306,29 @@ func TestClose(t *testing.T) {
 		t.Errorf("the pool after Close: %v", err)
 	}
 }
+
+// Processes starting together each run New's CREATE TABLE IF NOT EXISTS on
+// a fresh database; PostgreSQL may then report a catalog conflict to all
+// but one, which New takes as the table existing.
+func TestConcurrentNewCreatesTableOnce(t *testing.T) {
+	s := pgtest.Start(t)
+	pool := s.Pool(t)
+	for round := range 3 {
+		table := randomName(fmt.Sprint("race", round))
+		errs := make(chan error, 8)
+		for range cap(errs) {
+			go func() {
+				b, err := postgres.New(testCtx(t, 30*time.Second), pool, postgres.WithTable(table))
+				if err == nil {
+					_ = b.Close()
+				}
+				errs <- err
+			}()
+		}
+		for range cap(errs) {
+			if err := <-errs; err != nil {
+				t.Fatalf("concurrent New: %v", err)
+			}
+		}
+	}
+}
