@@ -91,7 +91,9 @@
 // Acquire is one statement (INSERT … ON CONFLICT DO UPDATE): it takes a
 // free or lapsed key, renews a lease the caller already owns (a retried
 // attempt whose first answer was lost), or refuses, marking the row wanted
-// and returning the holder's remaining TTL (ctxlock.HeldError). Extend and
+// and returning the holder's remaining TTL (ctxlock.HeldError); a refusal
+// therefore writes the row too (a HOT update: the key does not change).
+// Extend and
 // Release each take a whole batch in one statement (unnest of key and owner
 // arrays). A lease that Extend does not find owned and live is lost
 // (ctxlock.ErrLost); one that Release does not find owned is gone either

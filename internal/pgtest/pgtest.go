@@ -121,10 +121,10 @@ func Start(t testing.TB) *Server {
 	t.Helper()
 	bin := Require(t)
 	s := &Server{t: t, bin: bin}
+	t.Cleanup(s.cleanup) // also removes the directory of a failed prepare
 	if err := s.prepare(); err != nil {
-		t.Fatalf("pgtest: %v", err)
+		t.Fatalf("pgtest: %v; log: %s", err, s.LogTail())
 	}
-	t.Cleanup(s.cleanup)
 	var lastErr error
 	for range 8 {
 		port, err := freePort()
@@ -420,7 +420,9 @@ func (s *Server) signal(sig syscall.Signal, stopped bool) {
 // directory.
 func (s *Server) cleanup() {
 	s.shutdown()
-	_ = os.RemoveAll(s.dir)
+	if s.dir != "" {
+		_ = os.RemoveAll(s.dir)
+	}
 }
 
 func (s *Server) shutdown() {
