@@ -47,6 +47,13 @@ func wanted(t *testing.T, pool *pgxpool.Pool, b *postgres.Backend, key string) b
 	return err == nil && w
 }
 
+// healthy reports whether b's Health finds nothing to report (the listener,
+// once started, is listening).
+func healthy(t *testing.T, b *postgres.Backend) bool {
+	conds, err := b.Health(testCtx(t, 5*time.Second))
+	return err == nil && len(conds) == 0
+}
+
 // listenerPids returns the backend pids of the Backends' listeners.
 func listenerPids(t *testing.T, pool *pgxpool.Pool) []int32 {
 	rows, err := pool.Query(testCtx(t, 5*time.Second), "SELECT pid FROM pg_stat_activity WHERE application_name = $1", postgres.ListenerApplicationName)
@@ -81,6 +88,11 @@ func waiterWokenByRelease(t *testing.T, pool *pgxpool.Pool, table string, betwee
 	if _, err := holder.Lock(testCtx(t, 30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
+	// Start the waiter's listener first: its first LISTEN wakes every
+	// watcher, which would make the waiter retry on its own.
+	_, stopWarm := b2.Watch("warm-up")
+	defer stopWarm()
+	pollUntil(t, 10*time.Second, "the waiter's listener", func() bool { return healthy(t, b2) })
 	type result struct {
 		err error
 		at  time.Time
@@ -119,12 +131,16 @@ func TestWatchWakesWaiterOnRelease(t *testing.T) {
 
 // The listener's connection is terminated by the server
 // (pg_terminate_backend) while a waiter waits: the Backend reconnects,
-// LISTENs again, and the release still wakes the waiter. Health reports
-// the outage of the listener until then.
+// LISTENs again and wakes its watchers (the waiter retries: its refusal
+// marks the row wanted again), and the release still wakes the waiter.
 func TestWatchAfterListenerTerminated(t *testing.T) {
 	s := pgtest.Start(t)
 	pool := s.Pool(t)
-	waiterWokenByRelease(t, pool, randomName("relisten"), func(b *postgres.Backend) {
+	table := randomName("relisten")
+	waiterWokenByRelease(t, pool, table, func(b *postgres.Backend) {
+		if _, err := pool.Exec(testCtx(t, 5*time.Second), "UPDATE "+b.Table()+" SET wanted = false"); err != nil {
+			t.Fatal(err)
+		}
 		var old []int32
 		pollUntil(t, 10*time.Second, "a listener", func() bool {
 			old = listenerPids(t, pool)
@@ -146,9 +162,9 @@ func TestWatchAfterListenerTerminated(t *testing.T) {
 					}
 				}
 			}
-			conds, err := b.Health(testCtx(t, 5*time.Second))
-			return err == nil && len(conds) == 0
+			return healthy(t, b)
 		})
+		pollUntil(t, 10*time.Second, "the waiter's retry after the re-LISTEN", func() bool { return wanted(t, pool, b, "k") })
 	})
 }
 
