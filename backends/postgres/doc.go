@@ -100,7 +100,11 @@
 // way (nil). Acquire applies AcquireRequest.Timeout to its context; pgx
 // bounds a statement's I/O by its context, and a statement cut off by a
 // timeout has an unknown outcome (ctxlock.ErrUnavailable: the Manager then
-// releases the owner, which is harmless if nothing was taken).
+// releases the owner, which is harmless if nothing was taken). The
+// attempt's bound (ctxlock.WithAcquireTimeout, 100ms by default) includes
+// waiting for a pool connection, and dialing one when the pool has none
+// idle: give the pool MinConns, or the locks a longer acquire timeout,
+// where connecting is slow (TLS, a remote server).
 //
 // # Notifications
 //

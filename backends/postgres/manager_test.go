@@ -81,7 +81,10 @@ func waiterWokenByRelease(t *testing.T, pool *pgxpool.Pool, table string, betwee
 	t.Helper()
 	b1 := newBackend(t, pool, postgres.WithTable(table))
 	b2 := newBackend(t, pool, postgres.WithTable(table))
-	opts := []ctxlock.LockOption{ctxlock.WithTTL(time.Minute), ctxlock.WithRetryDelay(time.Minute)}
+	// A generous acquire timeout: an attempt that timed out (a new pool
+	// connection on a loaded machine) would make the waiter back off for
+	// its retry delay, a minute.
+	opts := []ctxlock.LockOption{ctxlock.WithTTL(time.Minute), ctxlock.WithRetryDelay(time.Minute), ctxlock.WithAcquireTimeout(5 * time.Second)}
 	m1 := newManager(t, b1, ctxlock.WithDefaultLockOptions(opts...))
 	m2 := newManager(t, b2, ctxlock.WithDefaultLockOptions(opts...))
 	holder := m1.NewLock("k")
