@@ -21,7 +21,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -35,6 +34,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ctxlock/ctxlock/internal/testport"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -127,7 +127,7 @@ func Start(t testing.TB) *Server {
 	}
 	var lastErr error
 	for range 8 {
-		port, err := freePort()
+		port, err := testport.Free()
 		if err != nil {
 			t.Fatalf("pgtest: no free port: %v", err)
 		}
@@ -463,47 +463,4 @@ func tail(s string) string {
 		s = s[len(s)-2000:]
 	}
 	return strings.TrimSpace(s)
-}
-
-// freePort returns a port free on 127.0.0.1 now, preferring one below the
-// kernel's ephemeral range (see internal/redistest): a server killed for a
-// Restart leaves its port free, and no outgoing connection takes it
-// meanwhile.
-func freePort() (int, error) {
-	if lo := ephemeralLow(); lo > lowPortBase+1000 {
-		for range 50 {
-			port := lowPortBase + rand.IntN(lo-lowPortBase)
-			if port == 5432 || port == 6379 {
-				continue
-			}
-			if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
-				_ = l.Close()
-				return port, nil
-			}
-		}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// lowPortBase is the lowest port freePort picks.
-const lowPortBase = 20000
-
-// ephemeralLow returns the low end of the kernel's ephemeral port range, 0
-// when unknown.
-func ephemeralLow() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
-	}
-	lo, _ := strconv.Atoi(f[0])
-	return lo
 }

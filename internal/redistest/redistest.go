@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -29,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ctxlock/ctxlock/internal/testport"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -124,13 +124,13 @@ func startServer(t testing.TB, cluster bool, opts []Option) *Server {
 	t.Cleanup(s.shutdown)
 	var lastErr error
 	for attempt := 0; attempt < 8; attempt++ {
-		port, err := freePort()
+		port, err := testport.Free()
 		if err != nil {
 			t.Fatalf("redistest: no free port: %v", err)
 		}
 		s.port, s.busPort = port, 0
 		if cluster {
-			if s.busPort, err = freePort(); err != nil {
+			if s.busPort, err = testport.Free(); err != nil {
 				t.Fatalf("redistest: no free port: %v", err)
 			}
 		}
@@ -277,47 +277,6 @@ func (s *Server) logTail() string {
 		b = b[len(b)-2000:]
 	}
 	return strings.TrimSpace(string(b))
-}
-
-// freePort returns a port free on 127.0.0.1 now. It prefers one below the
-// kernel's ephemeral range, which no listener on port 0 and no outgoing
-// connection is given: a server killed for a Restart leaves its port free,
-// and a port of the ephemeral range can be handed meanwhile to a proxy or a
-// server of a test running in parallel (start then fails with errBind).
-func freePort() (int, error) {
-	if lo := ephemeralLow(); lo > lowPortBase+1000 {
-		for range 50 {
-			port := lowPortBase + rand.IntN(lo-lowPortBase)
-			if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
-				_ = l.Close()
-				return port, nil
-			}
-		}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// lowPortBase is the lowest port freePort picks (well above 6379).
-const lowPortBase = 20000
-
-// ephemeralLow returns the low end of the kernel's ephemeral port range, 0
-// when unknown.
-func ephemeralLow() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
-	}
-	lo, _ := strconv.Atoi(f[0])
-	return lo
 }
 
 // Addr returns "127.0.0.1:port".
