@@ -101,3 +101,55 @@ func TestHugeRetryDelayDoesNotSpinRefresh(t *testing.T) {
 		}
 	})
 }
+
+// extendCounter counts Extend calls, and past a limit reports the leases
+// lost, so that a hot loop ends the hold instead of running for its TTL.
+type extendCounter struct {
+	*memory.Backend
+	mu    sync.Mutex
+	calls int
+}
+
+func (b *extendCounter) Extend(ctx context.Context, ls []ctxlock.Lease, ttl time.Duration) []error {
+	b.mu.Lock()
+	b.calls++
+	n := b.calls
+	b.mu.Unlock()
+	if n > 1000 {
+		errs := make([]error, len(ls))
+		for i := range errs {
+			errs[i] = errors.Join(ctxlock.ErrLost, errSpin)
+		}
+		return errs
+	}
+	return b.Backend.Extend(ctx, ls, ttl)
+}
+
+// The refresh backoff doubles up to half the refresh interval however small
+// the retry delay: it stopped doubling after 10 failures, so with a retry
+// delay of 1ns a hold whose backend was down re-sent Extend every
+// microsecond until its validity ended (found by FuzzHolds).
+func TestTinyRetryDelayBacksOffRefresh(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &extendCounter{Backend: memory.New()}
+		defer b.Close()
+		m := ctxlock.NewManager(b)
+		defer m.Close(context.Background())
+		// Refresh every 100ms, valid 295ms: the retries back off from 1ns
+		// to 50ms in about 26 failures, then a few more at 25-50ms.
+		l := m.NewLock("k", ctxlock.WithTTL(300*time.Millisecond), ctxlock.WithRetryDelay(time.Nanosecond))
+		exp, err := l.Lock(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.SetUnavailable(true)
+		<-exp
+		b.SetUnavailable(false)
+		b.mu.Lock()
+		calls := b.calls
+		b.mu.Unlock()
+		if calls > 64 || !errors.Is(l.Err(), ctxlock.ErrExpired) {
+			t.Fatalf("%d Extend calls during a 200ms outage, hold ended with %v; want a backoff to 50ms and ErrExpired", calls, l.Err())
+		}
+	})
+}
