@@ -251,8 +251,12 @@ func (m *Manager) applyRefreshLocked(h *hold, err error, t0, now time.Time) {
 		}
 		h.failures++
 		h.refreshErr = err
+		// Doubled per failure up to half the refresh interval. 63
+		// doublings take any positive delay past any limit (doubled
+		// saturates): a bound of 10 left a retry delay of 1ns at 1µs, and
+		// an outage had the hold re-send Extend every microsecond.
 		retry := h.lock.opts.RetryDelay
-		for range min(h.failures, 10) {
+		for range min(h.failures, 63) {
 			retry = doubled(retry, h.lock.interval/2)
 		}
 		h.refreshAt = now.Add(min(jitter(retry), h.lock.interval/2))
