@@ -536,7 +536,9 @@ func TestClockTokensLateGrantAfterCounterExpired(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond) // polling the server: the grant lapses
 	}
-	x := acquire(t, b, "k", 200*time.Millisecond)
+	// x's hold outlives the counter (300ms) by Extend. Its TTL leaves this
+	// goroutine a second to extend it, even on a loaded machine.
+	x := acquire(t, b, "k", time.Second)
 	for {
 		select {
 		case err := <-got:
@@ -545,7 +547,7 @@ func TestClockTokensLateGrantAfterCounterExpired(t *testing.T) {
 			}
 			return
 		case <-time.After(50 * time.Millisecond):
-			if errs := b.Extend(ctx, []ctxlock.Lease{x}, 200*time.Millisecond); errors.Join(errs...) != nil {
+			if errs := b.Extend(ctx, []ctxlock.Lease{x}, time.Second); errors.Join(errs...) != nil {
 				t.Fatalf("Extend: %v", errs)
 			}
 		}
