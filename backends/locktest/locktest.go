@@ -179,7 +179,10 @@ func (e *env) opts(opts ...ctxlock.LockOption) []ctxlock.LockOption {
 	if !e.cfg.fake {
 		// Real schedulers are late by milliseconds: give the validity window
 		// room, so that expiry tests measure the contract, not the machine.
-		base = append(base, ctxlock.WithDriftFactor(0.1))
+		// Likewise one attempt gets up to half the TTL, not the default
+		// 100ms, which a loaded CI machine overran (a TryLock of a held
+		// key then reports the backend unavailable instead of false).
+		base = append(base, ctxlock.WithDriftFactor(0.1), ctxlock.WithAcquireTimeout(max(e.cfg.ttl/2, ctxlock.DefaultAcquireTimeout)))
 	}
 	return append(base, opts...)
 }
