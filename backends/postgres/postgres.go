@@ -208,11 +208,25 @@ RETURNING t.owner = $2::bytea, t.token,
 // free: the existing row is free or its lease has lapsed, at the insert's now.
 const free = `(t.owner IS NULL OR t.expires_at <= excluded.expires_at - $3::bigint * interval '1 microsecond')`
 
-// extendSQL renews the leases still owned and not lapsed.
+// extendSQL renews the leases still owned and not lapsed. The rows are
+// locked in key order first, as releaseSQL does: an UPDATE joined to the
+// arrays locks them in whatever order its plan visits them (the arrays'
+// order, once the table is large enough for index lookups), and two
+// batches sharing leases in different orders (an Extend and a Release of
+// the same holds, which a Manager sends together when it unlocks during a
+// refresh) would deadlock until deadlock_timeout (1s) aborted one.
 // $1 keys, $2 owners, $3 TTL in µs.
-const extendSQL = `UPDATE %[1]s AS t SET expires_at = clock_timestamp() + $3::bigint * interval '1 microsecond'
-FROM unnest($1::bytea[], $2::bytea[]) AS l(key, owner)
-WHERE t.key = l.key AND t.owner = l.owner AND t.expires_at > clock_timestamp()
+const extendSQL = `WITH l AS (
+	SELECT * FROM unnest($1::bytea[], $2::bytea[]) AS l(key, owner)
+), o AS (
+	SELECT t.key, t.owner
+	FROM %[1]s AS t JOIN l ON t.key = l.key AND t.owner = l.owner
+	WHERE t.expires_at > clock_timestamp()
+	ORDER BY t.key
+	FOR UPDATE OF t
+)
+UPDATE %[1]s AS t SET expires_at = clock_timestamp() + $3::bigint * interval '1 microsecond'
+FROM o WHERE t.key = o.key AND t.owner = o.owner AND t.expires_at > clock_timestamp()
 RETURNING t.key, t.owner`
 
 // releaseSQL frees the rows still owned (the token stays), reports whether
