@@ -3,9 +3,11 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ctxlock/ctxlock"
@@ -230,5 +232,37 @@ func TestLivenessBFrozenServer(t *testing.T) {
 	}
 	if err := waiter.Unlock(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The listener's connection is made as the pool's are: with its
+// BeforeConnect and AfterConnect hooks (credentials that a hook fills in,
+// such as short-lived tokens, are common). Here the pool's configuration
+// names a role that does not exist and BeforeConnect puts the right one
+// in: without the hook the listener could never log in, and waiters would
+// only poll.
+func TestListenerUsesPoolHooks(t *testing.T) {
+	s := pgtest.Start(t)
+	var after atomic.Int32
+	pool := s.Pool(t, func(c *pgxpool.Config) {
+		c.ConnConfig.User = "no_such_role"
+		c.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
+			cc.User = pgtest.Superuser
+			return nil
+		}
+		c.AfterConnect = func(context.Context, *pgx.Conn) error {
+			after.Add(1)
+			return nil
+		}
+	})
+	b := newBackend(t, pool)
+	_, stop := b.Watch("k")
+	defer stop()
+	pollUntil(t, 10*time.Second, "the listener (LISTEN through the pool's hooks)", func() bool { return healthy(t, b) })
+	if len(listenerPids(t, pool)) != 1 {
+		t.Fatal("no listener connection")
+	}
+	if after.Load() < 2 { // the pool's connection, and the listener's
+		t.Errorf("AfterConnect ran %d times; want it for the listener's connection too", after.Load())
 	}
 }
