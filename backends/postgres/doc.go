@@ -111,7 +111,8 @@
 // A release notifies (pg_notify, sent when the statement commits) the
 // channel with the hex SHA-256 of each freed key. The first Watch starts
 // one listener per Backend: a dedicated connection made with the pool's
-// connection config (not taken from the pool), application_name
+// connection config and its BeforeConnect and AfterConnect hooks (not
+// taken from the pool), application_name
 // ListenerApplicationName, and one goroutine that wakes the watchers of the
 // notified key. It pings the connection after 15s without a notification,
 // reconnects with backoff (50ms up to 2s) when the connection fails, and

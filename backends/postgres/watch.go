@@ -31,7 +31,8 @@ const (
 // holder's remaining TTL instead, and the Manager wakes its waiters then.
 //
 // The first Watch starts the Backend's listener: one dedicated connection
-// (not from the pool, made with the pool's connection config) that LISTENs
+// (not from the pool, made with the pool's connection config and its
+// BeforeConnect and AfterConnect hooks) that LISTENs
 // on the channel, and one goroutine. It stays until Close, also when the
 // last watcher stops. After Close, Watch returns a nil channel and a no-op
 // stop.
@@ -114,7 +115,15 @@ func (b *Backend) listen() {
 func (b *Backend) connectListener() (*pgx.Conn, error) {
 	ctx, cancel := context.WithTimeout(b.ctx, listenPing)
 	defer cancel()
-	cfg := b.pool.Config().ConnConfig
+	pc := b.pool.Config() // a copy: ours to change
+	cfg := pc.ConnConfig
+	// The pool's hooks, as pgxpool runs them for its own connections
+	// (credentials set by BeforeConnect, session setup in AfterConnect).
+	if pc.BeforeConnect != nil {
+		if err := pc.BeforeConnect(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("connect: BeforeConnect: %w", err)
+		}
+	}
 	if cfg.RuntimeParams == nil {
 		cfg.RuntimeParams = make(map[string]string)
 	}
@@ -122,6 +131,12 @@ func (b *Backend) connectListener() (*pgx.Conn, error) {
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
+	}
+	if pc.AfterConnect != nil {
+		if err := pc.AfterConnect(ctx, conn); err != nil {
+			_ = conn.Close(context.Background())
+			return nil, fmt.Errorf("connect: AfterConnect: %w", err)
+		}
 	}
 	if _, err := conn.Exec(ctx, b.listenSQL); err != nil {
 		_ = conn.Close(context.Background())
