@@ -97,10 +97,14 @@
 // Release each take a whole batch in one statement (unnest of key and owner
 // arrays). A lease that Extend does not find owned and live is lost
 // (ctxlock.ErrLost); one that Release does not find owned is gone either
-// way (nil). Acquire applies AcquireRequest.Timeout to its context; pgx
-// bounds a statement's I/O by its context, and a statement cut off by a
-// timeout has an unknown outcome (ctxlock.ErrUnavailable: the Manager then
-// releases the owner, which is harmless if nothing was taken). The
+// way (nil). Acquire bounds its statement by AcquireRequest.Timeout (and
+// ctx's deadline, if sooner), and waits for the answer within that bound
+// even when ctx is cancelled, as go-redis calls do: pgx cancels a statement
+// by dropping its connection, while the server may still run it and take
+// the key after the Manager's release of the attempt. A statement cut off
+// by its deadline has an unknown outcome (ctxlock.ErrUnavailable: the
+// Manager then releases the owner, which is harmless if nothing was taken,
+// and repeats that release until the lease would have lapsed). The
 // attempt's bound (ctxlock.WithAcquireTimeout, 100ms by default) includes
 // waiting for a pool connection, and dialing one when the pool has none
 // idle: give the pool MinConns, or the locks a longer acquire timeout,
@@ -132,7 +136,8 @@
 // match ctxlock.ErrUnavailable, so that the Manager retries them: network
 // errors and timeouts, connect failures, and the SQLSTATEs of class 08
 // (connection), 53 (insufficient resources), 58 (system error), 40001
-// (serialization failure), 40P01 (deadlock), 55P03 (lock not available),
+// (serialization failure), 40003 (statement completion unknown), 40P01
+// (deadlock), 55P03 (lock not available),
 // 57014 (query canceled), 57P01–57P03 and 57P05 (shutdown, recovery, idle
 // timeout) and 25006 (read-only transaction, as on a standby during a
 // failover). Other server errors are permanent and returned by Lock and

@@ -282,8 +282,18 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 		return ctxlock.Lease{}, fmt.Errorf("postgres: invalid acquire request (key %q, owner %q, ttl %v)", req.Key, req.Owner, req.TTL)
 	}
 	if req.Timeout > 0 {
+		// The statement runs to its answer or its deadline even when ctx is
+		// cancelled meanwhile, as go-redis calls do. A cancellation would
+		// drop the connection while the server may still run the INSERT,
+		// and take the key after the Manager's release of this owner ran
+		// on another connection; waiting for the answer (at most the
+		// attempt's timeout) makes the outcome known instead.
+		deadline := time.Now().Add(req.Timeout)
+		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+			deadline = d
+		}
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, req.Timeout)
+		ctx, cancel = context.WithDeadline(context.WithoutCancel(ctx), deadline)
 		defer cancel()
 	}
 	var (
@@ -470,6 +480,7 @@ var transientCodes = map[string]bool{
 	"53":    true, // insufficient resources (too many connections, disk full, out of memory)
 	"58":    true, // system error (I/O)
 	"40001": true, // serialization failure
+	"40003": true, // statement completion unknown
 	"40P01": true, // deadlock detected
 	"55P03": true, // lock not available
 	"57014": true, // query canceled (statement_timeout, cancel request)

@@ -21,14 +21,18 @@ import (
 //
 // CloseRacesCalls is skipped: it requires every key to be free at once
 // after the Managers closed, which the contract does not promise here. Its
-// goroutines cancel Lock contexts while attempts are in flight; pgx then
-// drops the connection, but the server process of that connection may
-// still run the INSERT after the Manager's release of the attempt's owner
-// ran on another connection (seen in the server's statement log: the
-// release at .104, the orphaned attempt taking the key at .105). The
-// Manager repeats such releases until the lease would have lapsed, but
-// Close abandons the repeats (see the root package's repeatLocked), so the
-// orphaned lease holds the key for its TTL (a minute in that case). Redis
+// goroutines give Lock calls contexts that end while attempts are in
+// flight. An attempt cut off by its deadline has an unknown outcome: pgx
+// drops the connection, but the server process of that connection may still
+// run the INSERT after the Manager's release of the attempt's owner ran on
+// another connection (seen in the server's statement log: the release at
+// .104, the orphaned attempt taking the key at .105). The Manager repeats
+// such releases until the lease would have lapsed, but Close abandons the
+// repeats (see the root package's repeatLocked), so the orphaned lease
+// holds the key for its TTL (a minute in that case). Acquire no longer
+// gives up its statement on a cancelled ctx (it waits for the answer, as
+// go-redis calls do), but contexts that end by their deadline remain: the
+// case fails in about 1 of 5 runs either way. Redis
 // runs requests one at a time in arrival order, which makes the window too
 // small to hit there.
 func TestStress(t *testing.T) {
@@ -54,7 +58,7 @@ func TestStress(t *testing.T) {
 	}
 	stresstest.Run(t, func(t *testing.T) ctxlock.Backend {
 		if strings.HasSuffix(t.Name(), "/CloseRacesCalls") {
-			t.Skip("an attempt orphaned by a cancelled context can take its key after its release, and Close abandons the repeated releases (see TestStress)")
+			t.Skip("an attempt cut off by its deadline can take its key after its release, and Close abandons the repeated releases (see TestStress)")
 		}
 		b = newBackend(t, pool, postgres.WithTable(randomName("stress")))
 		return b
