@@ -30,29 +30,19 @@ func TestConformance(t *testing.T) {
 }
 
 // faultyBackend adds the locktest fault switches to a real Backend: an
-// outage switch (locktest.Outage, with ReleaseContended behind it too) and
-// Evict (the row's lease is forgotten, its token kept, as data loss of the
-// lease alone would).
+// outage switch (locktest.RelockingOutage: Relock and ReleaseContended
+// behind it too) and Evict (the row's lease is forgotten, its token kept, as
+// data loss of the lease alone would).
 type faultyBackend struct {
-	*locktest.Outage
+	*locktest.RelockingOutage
 	pb    *postgres.Backend
 	pool  *pgxpool.Pool
 	table string
 }
 
-var _ ctxlock.ContentionReporter = (*faultyBackend)(nil)
-
 func faulty(t *testing.T, pool *pgxpool.Pool, table string) *faultyBackend {
 	b := newBackend(t, pool, postgres.WithTable(table), postgres.WithoutCreateTable())
-	return &faultyBackend{Outage: locktest.NewOutage(b), pb: b, pool: pool, table: table}
-}
-
-// ReleaseContended implements ctxlock.ContentionReporter behind the switch.
-func (f *faultyBackend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) ([]error, []bool) {
-	if f.Down() {
-		return locktest.Failed(len(leases)), nil
-	}
-	return f.pb.ReleaseContended(ctx, leases)
+	return &faultyBackend{RelockingOutage: locktest.NewRelockingOutage(b), pb: b, pool: pool, table: table}
 }
 
 // Evict frees key's row, keeping its token.

@@ -93,8 +93,12 @@
 // attempt whose first answer was lost), or refuses, marking the row wanted
 // and returning the holder's remaining TTL (ctxlock.HeldError); a refusal
 // therefore writes the row too (a HOT update: the key does not change).
-// Extend and
-// Release each take a whole batch in one statement (unnest of key and owner
+// Relock (ctxlock.Relocker: a Lock of a key whose release by the same
+// Manager is still pending, as in a loop of Unlock and Lock) is one UPDATE
+// that hands the row to the new owner with a new token when the old lease
+// still holds it and nobody was refused the key meanwhile; otherwise a
+// release (which notifies) and, unless the key was wanted, an acquire.
+// Extend and Release each take a whole batch in one statement (unnest of key and owner
 // arrays). A lease that Extend does not find owned and live is lost
 // (ctxlock.ErrLost); one that Release does not find owned is gone either
 // way (nil). Acquire bounds its statement by AcquireRequest.Timeout (and
@@ -147,10 +151,10 @@
 //
 // # Not supported
 //
-// The Backend implements ctxlock.ContentionReporter and
-// ctxlock.BackendNamer ("postgres"), not ctxlock.Relocker (a re-lock costs
-// a release and an acquire), ctxlock.WaiterQueue (waiters race for a
-// released key; the Manager's local queue keeps one attempt per process)
+// The Backend implements ctxlock.ContentionReporter, ctxlock.Relocker and
+// ctxlock.BackendNamer ("postgres"), not ctxlock.WaiterQueue (waiters race
+// for a released key; the Manager's local queue keeps one attempt per
+// process, and a process that re-locks yields once another was refused)
 // or ctxlock.RoundTripNotifier. Leases on an asynchronous replica promoted
 // by a failover may lack the last commits: a lease or token written just
 // before the failover can be lost, as with any asynchronously replicated

@@ -108,6 +108,7 @@ type Backend struct {
 	acquireSQL string
 	extendSQL  string
 	releaseSQL string
+	relockSQL  string
 
 	ctx    context.Context // ended by Close: stops the listener
 	cancel context.CancelFunc
@@ -126,6 +127,7 @@ type watcher struct{ ch chan struct{} }
 var (
 	_ ctxlock.Backend            = (*Backend)(nil)
 	_ ctxlock.ContentionReporter = (*Backend)(nil)
+	_ ctxlock.Relocker           = (*Backend)(nil)
 	_ ctxlock.BackendNamer       = (*Backend)(nil)
 )
 
@@ -163,6 +165,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Backend, err
 		acquireSQL: fmt.Sprintf(acquireSQL, table),
 		extendSQL:  fmt.Sprintf(extendSQL, table),
 		releaseSQL: fmt.Sprintf(releaseSQL, table),
+		relockSQL:  fmt.Sprintf(relockSQL, table),
 		watchers:   make(map[string]map[*watcher]struct{}),
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
@@ -207,6 +210,18 @@ RETURNING t.owner = $2::bytea, t.token,
 
 // free: the existing row is free or its lease has lapsed, at the insert's now.
 const free = `(t.owner IS NULL OR t.expires_at <= excluded.expires_at - $3::bigint * interval '1 microsecond')`
+
+// relockSQL hands a row still owned by the old owner ($2), its lease not
+// lapsed and not wanted by another owner, to the new one ($3) with a new
+// token, as acquireSQL would after a release. $1 key, $4 TTL in µs, $5
+// metadata.
+const relockSQL = `UPDATE %[1]s AS t SET owner = $3::bytea,
+	token = greatest(t.token + 1, (extract(epoch FROM n.now) * 1000000)::bigint),
+	expires_at = n.now + $4::bigint * interval '1 microsecond',
+	metadata = $5::text, wanted = false
+FROM (SELECT clock_timestamp() AS now) AS n
+WHERE t.key = $1::bytea AND t.owner = $2::bytea AND t.expires_at > n.now AND NOT t.wanted
+RETURNING t.token`
 
 // extendSQL renews the leases still owned and not lapsed. The rows are
 // locked in key order first, as releaseSQL does: an UPDATE joined to the
@@ -275,27 +290,43 @@ func (b *Backend) isClosed() bool {
 
 // Acquire implements ctxlock.Backend in one statement (one round trip).
 func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	if err := b.checkRequest(req); err != nil {
+		return ctxlock.Lease{}, err
+	}
+	ctx, cancel := attemptContext(ctx, req.Timeout)
+	defer cancel()
+	return b.acquire(ctx, req)
+}
+
+func (b *Backend) checkRequest(req ctxlock.AcquireRequest) error {
 	if b.isClosed() {
-		return ctxlock.Lease{}, ErrClosed
+		return ErrClosed
 	}
 	if req.Key == "" || req.Owner == "" || req.TTL <= 0 {
-		return ctxlock.Lease{}, fmt.Errorf("postgres: invalid acquire request (key %q, owner %q, ttl %v)", req.Key, req.Owner, req.TTL)
+		return fmt.Errorf("postgres: invalid acquire request (key %q, owner %q, ttl %v)", req.Key, req.Owner, req.TTL)
 	}
-	if req.Timeout > 0 {
-		// The statement runs to its answer or its deadline even when ctx is
-		// cancelled meanwhile, as go-redis calls do. A cancellation would
-		// drop the connection while the server may still run the INSERT,
-		// and take the key after the Manager's release of this owner ran
-		// on another connection; waiting for the answer (at most the
-		// attempt's timeout) makes the outcome known instead.
-		deadline := time.Now().Add(req.Timeout)
-		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-			deadline = d
-		}
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(context.WithoutCancel(ctx), deadline)
-		defer cancel()
+	return nil
+}
+
+// attemptContext bounds an attempt by timeout (when > 0) and ctx's deadline,
+// if sooner. The statement runs to its answer or that deadline even when
+// ctx is cancelled meanwhile, as go-redis calls do. A cancellation would
+// drop the connection while the server may still run the statement, and
+// take the key after the Manager's release of this owner ran on another
+// connection; waiting for the answer (at most the attempt's timeout) makes
+// the outcome known instead.
+func attemptContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if timeout <= 0 {
+		return ctx, func() {}
 	}
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), deadline)
+}
+
+func (b *Backend) acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
 	var (
 		ok        bool
 		token     int64
@@ -311,10 +342,52 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 		// hint, not 0 (unknown).
 		return ctxlock.Lease{}, &ctxlock.HeldError{Remaining: max(time.Duration(remaining)*time.Microsecond, time.Millisecond)}
 	}
+	return lease(req, token)
+}
+
+func lease(req ctxlock.AcquireRequest, token int64) (ctxlock.Lease, error) {
 	if token <= 0 {
 		return ctxlock.Lease{}, fmt.Errorf("postgres: acquire %q: the table holds a non-positive token %d", req.Key, token)
 	}
 	return ctxlock.Lease{Key: req.Key, Owner: req.Owner, Token: uint64(token)}, nil
+}
+
+// Relock implements ctxlock.Relocker. When old still holds its key, its
+// lease has not lapsed, and no other owner was refused the key meanwhile
+// (the row's wanted mark), one statement hands the row to req.Owner with a
+// new token: the loop "Unlock, then Lock the same key again" costs one round
+// trip instead of two. Otherwise it releases old as ReleaseContended does
+// (notifying the key's watchers) and, unless the key was wanted, acquires as
+// Acquire does: two round trips, as without Relock. It never queues
+// (queued is always false: the Backend has no waiter queue).
+func (b *Backend) Relock(ctx context.Context, old ctxlock.Lease, req ctxlock.AcquireRequest) (l ctxlock.Lease, wanted, queued bool, err error) {
+	if err := b.checkRequest(req); err != nil {
+		return ctxlock.Lease{}, false, false, err
+	}
+	if old.Key != req.Key {
+		return ctxlock.Lease{}, false, false, fmt.Errorf("postgres: relock: %w: old lease of %q, request for %q", ctxlock.ErrInvalidOption, old.Key, req.Key)
+	}
+	ctx, cancel := attemptContext(ctx, req.Timeout)
+	defer cancel()
+	var token int64
+	err = b.pool.QueryRow(ctx, b.relockSQL, []byte(req.Key), []byte(old.Owner), []byte(req.Owner), micros(req.TTL), validText(req.Metadata)).
+		Scan(&token)
+	switch {
+	case err == nil:
+		l, err = lease(req, token)
+		return l, false, false, err
+	case !errors.Is(err, pgx.ErrNoRows):
+		return ctxlock.Lease{}, false, false, classify("relock", err)
+	}
+	errs, contended := b.ReleaseContended(ctx, []ctxlock.Lease{old})
+	if errs[0] != nil {
+		return ctxlock.Lease{}, false, false, errs[0]
+	}
+	if len(contended) > 0 && contended[0] {
+		return ctxlock.Lease{}, true, false, nil
+	}
+	l, err = b.acquire(ctx, req)
+	return l, false, false, err
 }
 
 // leaseArgs returns the keys and owners of leases as bytea arrays.

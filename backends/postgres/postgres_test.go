@@ -109,6 +109,9 @@ func TestBinaryKeysAndMetadata(t *testing.T) {
 	}
 	ch, stop := b.Watch(key)
 	defer stop()
+	// The listener's first LISTEN wakes every watcher: wait for it, so that
+	// only the release's notification can wake this one.
+	pollUntil(t, 10*time.Second, "the listener", func() bool { return healthy(t, b) })
 	drain(ch)
 	release(t, b, l)
 	select {
