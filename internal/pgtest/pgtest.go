@@ -34,9 +34,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ctxlock/ctxlock/internal/testport"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ctxlock/ctxlock/internal/testport"
 )
 
 // Timeouts for waiting on the external processes.

@@ -28,8 +28,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ctxlock/ctxlock/internal/testport"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/ctxlock/ctxlock/internal/testport"
 )
 
 // ServerBinary is the name of the executable looked up on PATH.
