@@ -306,18 +306,10 @@ func (s *Server) Pool(t testing.TB, opts ...func(*pgxpool.Config)) *pgxpool.Pool
 // Kill sends SIGKILL to the server and all its child processes (a crash) and waits
 // for the postmaster to exit. It is a no-op when the server is not running.
 func (s *Server) Kill() {
-	s.mu.Lock()
-	cmd, exited := s.cmd, s.exited
-	s.mu.Unlock()
-	if cmd == nil {
+	pid, exited, ok := s.running()
+	if !ok {
 		return
 	}
-	select {
-	case <-exited:
-		return
-	default:
-	}
-	pid := cmd.Process.Pid
 	// Freeze the postmaster first so that it forks no more backends, then
 	// kill the backends (each is its own process group leader: setsid) and
 	// the postmaster.
@@ -426,24 +418,33 @@ func (s *Server) cleanup() {
 	}
 }
 
-func (s *Server) shutdown() {
+// running returns the postmaster's pid and exit channel, and false when no
+// postmaster is running.
+func (s *Server) running() (pid int, exited <-chan struct{}, ok bool) {
 	s.mu.Lock()
-	cmd, exited := s.cmd, s.exited
+	cmd, ex := s.cmd, s.exited
 	s.mu.Unlock()
 	if cmd == nil {
-		return
+		return 0, nil, false
 	}
 	select {
-	case <-exited:
-		return
+	case <-ex:
+		return 0, nil, false
 	default:
 	}
-	pid := cmd.Process.Pid
+	return cmd.Process.Pid, ex, true
+}
+
+func (s *Server) shutdown() {
+	pid, exited, ok := s.running()
+	if !ok {
+		return
+	}
 	for _, c := range children(pid) {
 		_ = syscall.Kill(c, syscall.SIGCONT)
 	}
 	_ = syscall.Kill(pid, syscall.SIGCONT)
-	_ = cmd.Process.Signal(syscall.SIGINT) // fast shutdown: disconnects clients
+	_ = syscall.Kill(pid, syscall.SIGINT) // fast shutdown: disconnects clients
 	timer := time.NewTimer(stopTimeout)
 	defer timer.Stop()
 	select {
