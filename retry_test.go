@@ -153,3 +153,41 @@ func TestTinyRetryDelayBacksOffRefresh(t *testing.T) {
 		}
 	})
 }
+
+// A failing refresh of a long lease backs off no further than it did before
+// the tiny-delay fix (1,024 retry delays, 10.24s by default), not to half
+// the refresh interval (10 minutes for a TTL of an hour): once the backend
+// is back, the hold is refreshed within seconds.
+func TestLongTTLRefreshRetriesWithinSeconds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &extendCounter{Backend: memory.New()}
+		defer b.Close()
+		m := ctxlock.NewManager(b)
+		defer m.Close(context.Background())
+		l := m.NewLock("k", ctxlock.WithTTL(time.Hour))
+		exp, err := l.Lock(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.SetUnavailable(true)
+		time.Sleep(50 * time.Minute) // refreshes fail from 20 minutes on
+		synctest.Wait()
+		b.SetUnavailable(false)
+		b.mu.Lock()
+		failed := b.calls
+		b.mu.Unlock()
+		time.Sleep(11 * time.Second)
+		synctest.Wait()
+		b.mu.Lock()
+		retried := b.calls - failed
+		b.mu.Unlock()
+		if retried == 0 {
+			t.Fatalf("no refresh within 11s of the backend's return (%d failed before)", failed)
+		}
+		select {
+		case <-exp:
+			t.Fatalf("hold ended: %v", l.Err())
+		default:
+		}
+	})
+}

@@ -3,6 +3,7 @@ package ctxlock
 import (
 	"context"
 	"errors"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -251,13 +252,19 @@ func (m *Manager) applyRefreshLocked(h *hold, err error, t0, now time.Time) {
 		}
 		h.failures++
 		h.refreshErr = err
-		// Doubled per failure up to half the refresh interval. 63
-		// doublings take any positive delay past any limit (doubled
-		// saturates): a bound of 10 left a retry delay of 1ns at 1µs, and
-		// an outage had the hold re-send Extend every microsecond.
+		// Doubled per failure up to 1,024 retry delays (10.24s by
+		// default), but at least MaxRetryDelay (a retry delay of 1ns would
+		// otherwise re-send Extend every microsecond through an outage),
+		// and at most half the refresh interval. 63 doublings take any
+		// positive delay to any limit (doubled saturates).
 		retry := h.lock.opts.RetryDelay
+		limit := retry
+		for range 10 {
+			limit = doubled(limit, math.MaxInt64)
+		}
+		limit = min(max(limit, MaxRetryDelay), h.lock.interval/2)
 		for range min(h.failures, 63) {
-			retry = doubled(retry, h.lock.interval/2)
+			retry = doubled(retry, limit)
 		}
 		h.refreshAt = now.Add(min(jitter(retry), h.lock.interval/2))
 		if h.refreshAt.After(h.validUntil) {
