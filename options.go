@@ -98,7 +98,9 @@ func (o *LockOptions) Apply(opts ...LockOption) {
 func WithTTL(ttl time.Duration) LockOption { return func(o *LockOptions) { o.TTL = ttl } }
 
 // WithRetryDelay sets the first delay between acquire attempts while
-// waiting. It must be positive.
+// waiting, and between retries of a refresh that failed with a transient
+// error (doubled per failure up to 1,024 delays, at least MaxRetryDelay, and
+// at most half the refresh interval). It must be positive.
 func WithRetryDelay(d time.Duration) LockOption { return func(o *LockOptions) { o.RetryDelay = d } }
 
 // WithAcquireTimeout bounds each backend acquire attempt. It must be positive.
