@@ -1,0 +1,643 @@
+package etcd
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ctxlock/ctxlock"
+)
+
+// DefaultPrefix is the prefix of every key the Backend writes unless
+// WithPrefix says otherwise.
+const DefaultPrefix = "ctxlock/"
+
+// maxTxnOps is etcd's default limit of operations in one transaction
+// (--max-txn-ops): Extend reads a batch in transactions of at most this many
+// keys.
+const maxTxnOps = 128
+
+// maxConcurrentRevokes bounds the LeaseRevoke calls one Release has in
+// flight (they share the client's connection).
+const maxConcurrentRevokes = 64
+
+// Watch reconnection backoff.
+const (
+	watchRetryMin = 50 * time.Millisecond
+	watchRetryMax = 2 * time.Second
+)
+
+// ErrClosed is returned by every call on a closed Backend.
+var ErrClosed = errors.New("etcd: backend closed")
+
+// Option configures New.
+type Option func(*config)
+
+type config struct{ prefix string }
+
+// WithPrefix sets the prefix of every key the Backend writes (DefaultPrefix
+// by default). Backends that lock the same keys must use the same prefix.
+func WithPrefix(p string) Option { return func(c *config) { c.prefix = p } }
+
+// Backend is a ctxlock.Backend on an etcd cluster. Make it with New.
+type Backend struct {
+	client     *clientv3.Client
+	leases     pb.LeaseClient // on the client's connection: grants with chosen IDs, batched keep-alives
+	lockPrefix string         // prefix + "k/"
+	metaPrefix string         // prefix + "m/"
+
+	ctx    context.Context // ended by Close: stops the watch loop
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	closed    bool
+	watchers  map[string]map[*watcher]struct{} // by etcd key
+	watching  bool                             // the watch loop was started
+	watchDone chan struct{}                    // closed when it returns
+	watchErr  error                            // why the watch is not in force now; nil when it is
+}
+
+type watcher struct{ ch chan struct{} }
+
+var (
+	_ ctxlock.Backend      = (*Backend)(nil)
+	_ ctxlock.BackendNamer = (*Backend)(nil)
+)
+
+// New returns a Backend on client's cluster. The caller owns client: Close
+// does not close it, and it must outlive the Backend.
+func New(client *clientv3.Client, opts ...Option) (*Backend, error) {
+	if client == nil {
+		return nil, fmt.Errorf("etcd: %w: nil client", ctxlock.ErrInvalidOption)
+	}
+	cfg := config{prefix: DefaultPrefix}
+	for _, o := range opts {
+		if o != nil {
+			o(&cfg)
+		}
+	}
+	b := &Backend{
+		client:     client,
+		leases:     pb.NewLeaseClient(client.ActiveConnection()),
+		lockPrefix: cfg.prefix + "k/",
+		metaPrefix: cfg.prefix + "m/",
+		watchers:   make(map[string]map[*watcher]struct{}),
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	return b, nil
+}
+
+// BackendName returns "etcd".
+func (b *Backend) BackendName() string { return "etcd" }
+
+// LockKey returns the etcd key that holds the lease of key (a full key, as
+// the Manager passes it: namespace included).
+func (b *Backend) LockKey(key string) string { return b.lockPrefix + key }
+
+func (b *Backend) metaKey(key string) string { return b.metaPrefix + key }
+
+// leaseID is the etcd lease of the hold of owner. Owners are unique per
+// hold, so a hold's lease can be found (kept alive, revoked) from its owner
+// alone, also for an attempt whose answer was lost. A 63-bit hash of two
+// owners can collide; the second grant then fails (etcd refuses an existing
+// ID), and its Lock reports an error instead of sharing a lease.
+func leaseID(owner string) int64 {
+	sum := sha256.Sum256([]byte(owner))
+	id := int64(binary.BigEndian.Uint64(sum[:8]) >> 1)
+	if id == 0 {
+		id = 1
+	}
+	return id
+}
+
+// ttlSeconds is the lease TTL etcd is asked for: whole seconds, rounded up,
+// so that a lease never lasts less than the Manager believes.
+func ttlSeconds(d time.Duration) int64 {
+	return int64((d + time.Second - 1) / time.Second)
+}
+
+func (b *Backend) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
+// Acquire takes req.Key for req.Owner: it grants the hold's lease, then
+// puts the key with that lease if the key does not exist (one transaction).
+// Two round trips; a refusal revokes the lease and asks for the holder's
+// remaining TTL (a third, in parallel).
+func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	if b.isClosed() {
+		return ctxlock.Lease{}, ErrClosed
+	}
+	if req.TTL <= 0 {
+		return ctxlock.Lease{}, fmt.Errorf("etcd: %w: TTL %v", ctxlock.ErrInvalidOption, req.TTL)
+	}
+	if req.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, req.Timeout)
+		defer cancel()
+	}
+	id := leaseID(req.Owner)
+	if _, err := b.leases.LeaseGrant(ctx, &pb.LeaseGrantRequest{ID: id, TTL: ttlSeconds(req.TTL)}); err != nil {
+		if errors.Is(rpctypes.Error(err), rpctypes.ErrLeaseExist) {
+			// Not ours (owners are unique per attempt): a hash collision.
+			// Not ErrUnavailable, whose release would revoke the other
+			// hold's lease.
+			return ctxlock.Lease{}, fmt.Errorf("etcd: lease id %x of owner %q is taken (hash collision); try again", id, req.Owner)
+		}
+		return ctxlock.Lease{}, classify("grant", err)
+	}
+	k := b.LockKey(req.Key)
+	put := []clientv3.Op{clientv3.OpPut(k, req.Owner, clientv3.WithLease(clientv3.LeaseID(id)))}
+	if req.Metadata != "" {
+		put = append(put, clientv3.OpPut(b.metaKey(req.Key), req.Metadata, clientv3.WithLease(clientv3.LeaseID(id))))
+	}
+	resp, err := b.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(put...).
+		Else(clientv3.OpGet(k)).
+		Commit()
+	if err != nil {
+		return ctxlock.Lease{}, classify("acquire", err)
+	}
+	if resp.Header == nil {
+		return ctxlock.Lease{}, garbage("acquire: answer without a header")
+	}
+	if resp.Succeeded {
+		if resp.Header.Revision <= 0 {
+			return ctxlock.Lease{}, garbage(fmt.Sprintf("acquire: revision %d", resp.Header.Revision))
+		}
+		return ctxlock.Lease{Key: req.Key, Owner: req.Owner, Token: uint64(resp.Header.Revision)}, nil
+	}
+	var holder *mvccpb.KeyValue
+	if len(resp.Responses) == 1 {
+		if r := resp.Responses[0].GetResponseRange(); r != nil && len(r.Kvs) == 1 {
+			holder = r.Kvs[0]
+		}
+	}
+	// The key may have been deleted between the compare and the read
+	// (no: a transaction is atomic), so no holder is an answer nobody
+	// should give.
+	if holder == nil {
+		return ctxlock.Lease{}, garbage("acquire: refused without the holder")
+	}
+	return ctxlock.Lease{}, b.refused(ctx, id, holder)
+}
+
+// refused revokes the refused attempt's lease (nothing is attached to it)
+// and reads the holder's remaining TTL, in parallel.
+func (b *Backend) refused(ctx context.Context, id int64, holder *mvccpb.KeyValue) error {
+	held := &ctxlock.HeldError{}
+	var wg sync.WaitGroup
+	wg.Go(func() { _, _ = b.leases.LeaseRevoke(ctx, &pb.LeaseRevokeRequest{ID: id}) })
+	if holder.Lease != 0 {
+		if ttl, err := b.leases.LeaseTimeToLive(ctx, &pb.LeaseTimeToLiveRequest{ID: holder.Lease}); err == nil && ttl.TTL > 0 {
+			held.Remaining = time.Duration(ttl.TTL) * time.Second
+		}
+	}
+	wg.Wait()
+	return held
+}
+
+// Extend keeps alive the lease of every hold whose key its owner still
+// holds. etcd's keep-alive renews a lease for the TTL it was granted with
+// (the Manager always extends with the TTL it acquired with); an Extend
+// for a longer TTL than a lease was granted reports ErrInvalidOption for it.
+// Two requests in parallel: one keep-alive stream for the batch, and a read
+// of the keys.
+func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.Duration) []error {
+	errs := make([]error, len(leases))
+	if len(leases) == 0 {
+		return errs
+	}
+	if ttl <= 0 {
+		for i := range errs {
+			errs[i] = fmt.Errorf("etcd: %w: extend TTL %v", ctxlock.ErrInvalidOption, ttl)
+		}
+		return errs
+	}
+	if b.isClosed() {
+		fill(errs, ErrClosed)
+		return errs
+	}
+	want := ttlSeconds(ttl)
+	kept := make([]error, len(leases))
+	owned := make([]error, len(leases))
+	var wg sync.WaitGroup
+	wg.Go(func() { b.keepAlive(ctx, leases, want, kept) })
+	b.checkOwned(ctx, leases, owned)
+	wg.Wait()
+	for i := range leases {
+		// A lost lease is lost whatever the other request says; otherwise
+		// either error is the answer.
+		switch {
+		case errors.Is(owned[i], ctxlock.ErrLost) || errors.Is(kept[i], ctxlock.ErrLost):
+			errs[i] = firstLost(owned[i], kept[i])
+		case owned[i] != nil:
+			errs[i] = owned[i]
+		default:
+			errs[i] = kept[i]
+		}
+	}
+	return errs
+}
+
+func firstLost(a, b error) error {
+	if errors.Is(a, ctxlock.ErrLost) {
+		return a
+	}
+	return b
+}
+
+// keepAlive sends one keep-alive per lease on one stream and reads the
+// answers (etcd answers in order).
+func (b *Backend) keepAlive(ctx context.Context, leases []ctxlock.Lease, want int64, errs []error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the stream
+	stream, err := b.leases.LeaseKeepAlive(ctx)
+	if err != nil {
+		fill(errs, classify("keep-alive", err))
+		return
+	}
+	sendErr := make(chan error, 1)
+	go func() {
+		for _, l := range leases {
+			if err := stream.Send(&pb.LeaseKeepAliveRequest{ID: leaseID(l.Owner)}); err != nil {
+				sendErr <- err
+				return
+			}
+		}
+		sendErr <- stream.CloseSend()
+	}()
+	byID := make(map[int64][]int, len(leases))
+	for i, l := range leases {
+		id := leaseID(l.Owner)
+		byID[id] = append(byID[id], i)
+	}
+	answered := make([]bool, len(leases))
+	for n := 0; n < len(leases); n++ {
+		resp, err := stream.Recv()
+		if err != nil {
+			if err == io.EOF {
+				err = garbage("keep-alive: stream ended before every lease was answered")
+			} else {
+				err = classify("keep-alive", err)
+			}
+			for i := range errs {
+				if !answered[i] {
+					errs[i] = err
+				}
+			}
+			break
+		}
+		idx := byID[resp.ID]
+		if len(idx) == 0 {
+			fill(errs, garbage(fmt.Sprintf("keep-alive: answer for lease %x, which was not asked", resp.ID)))
+			break
+		}
+		i := idx[0]
+		byID[resp.ID] = idx[1:]
+		answered[i] = true
+		switch {
+		case resp.TTL <= 0:
+			errs[i] = fmt.Errorf("etcd: %w: lease of %q lapsed", ctxlock.ErrLost, leases[i].Key)
+		case resp.TTL < want:
+			errs[i] = fmt.Errorf("etcd: %w: extend to %ds: the lease of %q was granted for %ds, and etcd renews a lease only for the TTL it was granted with",
+				ctxlock.ErrInvalidOption, want, leases[i].Key, resp.TTL)
+		}
+	}
+	cancel()
+	<-sendErr
+}
+
+// checkOwned reads the keys of the leases and reports ErrLost for every key
+// not held by its lease's owner (with its lease).
+func (b *Backend) checkOwned(ctx context.Context, leases []ctxlock.Lease, errs []error) {
+	for start := 0; start < len(leases); start += maxTxnOps {
+		chunk := leases[start:min(start+maxTxnOps, len(leases))]
+		ops := make([]clientv3.Op, len(chunk))
+		for i, l := range chunk {
+			ops[i] = clientv3.OpGet(b.LockKey(l.Key))
+		}
+		resp, err := b.client.Txn(ctx).Then(ops...).Commit()
+		if err == nil && len(resp.Responses) != len(chunk) {
+			err = garbage(fmt.Sprintf("read %d keys: %d answers", len(chunk), len(resp.Responses)))
+		}
+		for i, l := range chunk {
+			switch {
+			case err != nil:
+				errs[start+i] = classify("read", err)
+			default:
+				r := resp.Responses[i].GetResponseRange()
+				if r == nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != l.Owner || r.Kvs[0].Lease != leaseID(l.Owner) {
+					errs[start+i] = fmt.Errorf("etcd: %w: %q is no longer held by this owner", ctxlock.ErrLost, l.Key)
+				}
+			}
+		}
+	}
+}
+
+// Release revokes the lease of every hold, which deletes its key (and
+// metadata) if the hold still has it, and wakes the key's watchers. A
+// lease that is gone (lapsed, or released before) is released either way.
+func (b *Backend) Release(ctx context.Context, leases []ctxlock.Lease) []error {
+	errs := make([]error, len(leases))
+	if len(leases) == 0 {
+		return errs
+	}
+	if b.isClosed() {
+		fill(errs, ErrClosed)
+		return errs
+	}
+	var g errgroup.Group
+	g.SetLimit(maxConcurrentRevokes)
+	for i, l := range leases {
+		g.Go(func() error {
+			_, err := b.leases.LeaseRevoke(ctx, &pb.LeaseRevokeRequest{ID: leaseID(l.Owner)})
+			if err != nil && !errors.Is(rpctypes.Error(err), rpctypes.ErrLeaseNotFound) {
+				errs[i] = classify("release", err)
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return errs
+}
+
+// Watch returns a channel that receives a value when key is deleted: a
+// release or a lapse (etcd deletes the key of an expired lease). One watch
+// on the Backend's key prefix serves every key.
+func (b *Backend) Watch(key string) (<-chan struct{}, func()) {
+	w := &watcher{ch: make(chan struct{}, 1)}
+	k := b.LockKey(key)
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, func() {}
+	}
+	set := b.watchers[k]
+	if set == nil {
+		set = make(map[*watcher]struct{})
+		b.watchers[k] = set
+	}
+	set[w] = struct{}{}
+	if !b.watching {
+		b.watching = true
+		b.watchErr = errors.New("etcd: watch starting")
+		b.watchDone = make(chan struct{})
+		go b.watchLoop()
+	}
+	b.mu.Unlock()
+	var once sync.Once
+	return w.ch, func() {
+		once.Do(func() {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			if set := b.watchers[k]; set != nil {
+				delete(set, w)
+				if len(set) == 0 {
+					delete(b.watchers, k)
+				}
+			}
+		})
+	}
+}
+
+// watchLoop watches deletions under the lock prefix until Close, and
+// reconnects (resuming from the last revision seen, so that no deletion is
+// missed unless etcd compacted it away) with backoff.
+func (b *Backend) watchLoop() {
+	defer close(b.watchDone)
+	var rev int64 // the revision to resume from; 0: now
+	delay := watchRetryMin
+	for b.ctx.Err() == nil {
+		ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(b.ctx))
+		opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithFilterPut(), clientv3.WithCreatedNotify()}
+		if rev > 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		var lastErr error
+		for resp := range b.client.Watch(ctx, b.lockPrefix, opts...) {
+			if resp.Created {
+				b.setWatchErr(nil)
+				delay = watchRetryMin
+				// A deletion may have gone unseen while the watch was down.
+				b.wakeAll()
+				continue
+			}
+			if resp.CompactRevision != 0 {
+				rev = 0 // resume from now; wakeAll at the next Created covers the gap
+				lastErr = fmt.Errorf("etcd: watch: revision %d compacted", resp.CompactRevision)
+				break
+			}
+			if err := resp.Err(); err != nil {
+				lastErr = err
+				break
+			}
+			for _, ev := range resp.Events {
+				if ev.Type == clientv3.EventTypeDelete && ev.Kv != nil {
+					b.wake(string(ev.Kv.Key))
+				}
+			}
+			if resp.Header.Revision > 0 {
+				rev = resp.Header.Revision + 1
+			}
+		}
+		cancel()
+		if b.ctx.Err() != nil {
+			return
+		}
+		if lastErr == nil {
+			lastErr = errors.New("etcd: watch ended")
+		}
+		b.setWatchErr(fmt.Errorf("etcd: watch reconnecting: %w", lastErr))
+		t := time.NewTimer(delay)
+		select {
+		case <-b.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		delay = min(2*delay, watchRetryMax)
+	}
+}
+
+func (b *Backend) setWatchErr(err error) {
+	b.mu.Lock()
+	b.watchErr = err
+	b.mu.Unlock()
+}
+
+func (b *Backend) wake(k string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for w := range b.watchers[k] {
+		notify(w.ch)
+	}
+}
+
+func (b *Backend) wakeAll() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, set := range b.watchers {
+		for w := range set {
+			notify(w.ch)
+		}
+	}
+}
+
+func notify(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Health asks every endpoint of the client for its status. It reports
+// endpoints that do not answer, a cluster without a leader, alarms (such as
+// NOSPACE) and a watch that is reconnecting; err is non-nil when no
+// endpoint answers, or when the Backend is closed.
+func (b *Backend) Health(ctx context.Context) ([]string, error) {
+	b.mu.Lock()
+	closed, watching, watchErr := b.closed, b.watching, b.watchErr
+	b.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	eps := b.client.Endpoints()
+	conds := make([]string, len(eps))
+	ok := make([]bool, len(eps))
+	var wg sync.WaitGroup
+	for i, ep := range eps {
+		wg.Go(func() {
+			st, err := b.client.Status(ctx, ep)
+			switch {
+			case err != nil:
+				conds[i] = fmt.Sprintf("etcd endpoint %s: %v", ep, err)
+			case st.Leader == 0:
+				conds[i] = fmt.Sprintf("etcd endpoint %s: no leader", ep)
+			case len(st.Errors) > 0:
+				ok[i] = true
+				conds[i] = fmt.Sprintf("etcd endpoint %s: %v", ep, st.Errors)
+			default:
+				ok[i] = true
+			}
+		})
+	}
+	wg.Wait()
+	var out []string
+	anyOK := false
+	for i := range eps {
+		anyOK = anyOK || ok[i]
+		if conds[i] != "" {
+			out = append(out, conds[i])
+		}
+	}
+	if watching && watchErr != nil {
+		out = append(out, watchErr.Error())
+	}
+	if !anyOK {
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		return out, fmt.Errorf("etcd: %w: no endpoint of %v answers with a leader", ctxlock.ErrUnavailable, eps)
+	}
+	return out, nil
+}
+
+// Close stops the Backend's watch and makes every later call fail with
+// ErrClosed. It does not close the client. It is idempotent.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	done := b.watchDone
+	for _, set := range b.watchers {
+		for w := range set {
+			notify(w.ch)
+		}
+	}
+	b.mu.Unlock()
+	b.cancel()
+	if done != nil {
+		<-done
+	}
+	return nil
+}
+
+func fill(errs []error, err error) {
+	for i := range errs {
+		if errs[i] == nil {
+			errs[i] = err
+		}
+	}
+}
+
+// garbage is the error of an answer that breaks etcd's protocol: transient,
+// as a fault of the server or the connection would be.
+func garbage(what string) error {
+	return ctxlock.Unavailable(fmt.Errorf("etcd: unexpected answer: %s", what))
+}
+
+// classify marks the errors the Manager should retry: timeouts, a server
+// without a leader, an unreachable cluster, exhausted resources (NOSPACE,
+// too many requests), and any answer whose outcome is unknown. Bad requests
+// (a key too large), missing permissions and a closed client are permanent.
+func classify(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	err = rpctypes.Error(err)
+	wrapped := fmt.Errorf("etcd: %s: %w", op, err)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return ctxlock.Unavailable(wrapped)
+	}
+	if errors.Is(err, context.Canceled) {
+		return wrapped // the caller's: the Manager looks at its context
+	}
+	if errors.Is(err, clientv3.ErrNoAvailableEndpoints) {
+		return ctxlock.Unavailable(wrapped)
+	}
+	code := status.Code(err)
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		code = ee.Code()
+	}
+	switch code {
+	case codes.InvalidArgument, codes.PermissionDenied, codes.Unauthenticated,
+		codes.FailedPrecondition, codes.OutOfRange, codes.Unimplemented, codes.AlreadyExists:
+		return wrapped
+	case codes.Canceled:
+		if isClientClosing(err) {
+			return wrapped
+		}
+		return ctxlock.Unavailable(wrapped)
+	default:
+		// Unavailable, DeadlineExceeded, ResourceExhausted, Aborted,
+		// Internal, Unknown, NotFound (a lease that lapsed between the
+		// grant and the put): the request may or may not have been applied.
+		return ctxlock.Unavailable(wrapped)
+	}
+}
+
+func isClientClosing(err error) bool {
+	s, ok := status.FromError(err)
+	return ok && s.Message() == "grpc: the client connection is closing"
+}
