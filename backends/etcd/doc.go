@@ -1,3 +1,132 @@
 // Package etcd is a ctxlock.Backend on an etcd v3 cluster, through a
-// clientv3.Client.
+// [clientv3.Client].
+//
+// It is a module of its own (github.com/ctxlock/ctxlock/backends/etcd), so
+// that etcd's client and gRPC enter only the builds that use it.
+//
+// # Quick start
+//
+//	client, err := clientv3.New(clientv3.Config{
+//		Endpoints:   []string{"etcd-1:2379", "etcd-2:2379", "etcd-3:2379"},
+//		DialTimeout: 5 * time.Second,
+//	})
+//	if err != nil { ... }
+//	defer client.Close() // after the Backend: the caller owns the client
+//
+//	backend, err := etcd.New(client)
+//	if err != nil { ... }
+//	defer backend.Close() // after the Managers; does not close the client
+//
+//	m := ctxlock.NewManager(backend, ctxlock.WithNamespace("myapp:"))
+//	defer m.Close(context.Background())
+//
+//	lock := m.NewLock("nightly-report", ctxlock.WithTTL(10*time.Second))
+//	expired, err := lock.Lock(ctx)
+//
+// Every process that locks the same keys must use the same prefix
+// (WithPrefix).
+//
+// # Keys and leases
+//
+// A hold is one etcd key and one etcd lease:
+//
+//   - <prefix>k/<key> (the key as the Manager passes it, namespace
+//     included) holds the owner's id, attached to the hold's lease;
+//   - <prefix>m/<key> holds the holder's ctxlock.WithMetadata text, when
+//     it has some, attached to the same lease;
+//   - the lease's ID is derived from the owner (63 bits of its SHA-256),
+//     so that the Backend finds a hold's lease from the owner alone, also
+//     for an attempt whose answer was lost. Owners are unique per attempt;
+//     should two hash to the same ID while both are live, etcd refuses the
+//     second grant and that attempt fails with an error (it never shares a
+//     lease).
+//
+// "Who holds what" for an operator:
+//
+//	etcdctl get --prefix ctxlock/k/       # keys and owners
+//	etcdctl get --prefix ctxlock/m/       # metadata
+//	etcdctl lease timetolive <lease-id>   # the lease of a key (etcdctl get -w json shows it)
+//
+// Nothing stays behind: a released or lapsed hold leaves no key and no
+// lease, so a service that locks many distinct keys ("order:123") does not
+// grow the keyspace (compaction, as for any etcd workload, reclaims the
+// history).
+//
+// # Fencing tokens
+//
+// A hold's token is the revision of the transaction that created its key:
+// etcd's revision counter is cluster-wide, strictly increasing and
+// durable, so tokens increase per key (and across keys) across releases,
+// lapses, restarts and leader changes, with nothing stored per key.
+//
+// # TTLs and time
+//
+// etcd leases count whole seconds: a TTL is rounded up to the next second,
+// and etcd raises it to its minimum lease TTL, which it derives from its
+// election timeout (1.5 times it, in whole seconds). Leases expire on
+// the leader's clock; a new leader renews every lease on election (they
+// last longer, never shorter). A lease thus lasts at least the TTL the
+// Manager measures its validity window against, and the window closes
+// first; the price of the rounding is that a crashed holder's key is free
+// only when the rounded lease lapses (and etcd revokes expired leases in
+// batches, at most 1,000 a second by default). TTLs under a second work,
+// but gain nothing over one second.
+//
+// Extend renews leases with etcd's keep-alive, which renews a lease for
+// the TTL it was granted with: the Manager always extends with the TTL it
+// acquired with. An Extend asking for a longer TTL reports
+// ctxlock.ErrInvalidOption for the lease (the lease is still renewed for
+// its own TTL).
+//
+// # Round trips
+//
+//   - Acquire: LeaseGrant, then one transaction (the key is put with the
+//     lease if it does not exist, else read). Two round trips. A refusal
+//     revokes the attempt's lease and asks the holder's lease for its
+//     remaining TTL (ctxlock.HeldError.Remaining), in parallel: a third.
+//   - Extend: one keep-alive stream carries the whole batch, while one
+//     read-only transaction per 128 keys (etcd's default --max-txn-ops)
+//     checks that each key is still held by its owner with its lease: one
+//     round trip, in parallel. A lease that is gone, or whose key is gone
+//     or held by another owner, is lost (ctxlock.ErrLost).
+//   - Release: LeaseRevoke of each hold's lease (in parallel, at most 64
+//     in flight per batch), which deletes its keys. A lease that is gone is
+//     released either way.
+//
+// Every call is bounded by its context (Acquire also by
+// AcquireRequest.Timeout); gRPC calls that time out have an unknown
+// outcome and report ctxlock.ErrUnavailable, so that the Manager releases
+// the attempt.
+//
+// # Notifications
+//
+// etcd deletes a key when its hold is released and when its lease lapses,
+// and watchers see both. The first Watch starts one watch per Backend on
+// <prefix>k/ (deletions only, on the client's connection) and one goroutine
+// that wakes the watchers of the deleted key. The watch requires a leader
+// (clientv3.WithRequireLeader), resumes from the last revision it saw when
+// it reconnects (no deletion is missed unless etcd compacted it away), and
+// wakes every watcher whenever it (re)starts. Health reports a watch that
+// is reconnecting; waiters then fall back to their backoff. The watch stays
+// until Close.
+//
+// # Errors
+//
+// Faults whose outcome is unknown are transient and match
+// ctxlock.ErrUnavailable, so that the Manager retries them: timeouts, an
+// unreachable cluster, a member without a leader, gRPC codes Unavailable,
+// DeadlineExceeded, ResourceExhausted (NOSPACE, too many requests),
+// Aborted, Internal, Unknown and NotFound. Requests etcd refuses as such
+// are permanent and returned by Lock and TryLock: InvalidArgument (a key
+// larger than the server's request limit), PermissionDenied and
+// Unauthenticated (etcd auth: the client's user needs read and write on
+// the prefix and lease permissions), FailedPrecondition, and a closed
+// client.
+//
+// # Not supported
+//
+// The Backend implements ctxlock.BackendNamer ("etcd"), not
+// ctxlock.WaiterQueue (waiters race for a released key; the Manager's local
+// queue keeps one attempt per process), ctxlock.ContentionReporter,
+// ctxlock.Relocker or ctxlock.RoundTripNotifier.
 package etcd

@@ -34,6 +34,12 @@ const maxTxnOps = 128
 // flight (they share the client's connection).
 const maxConcurrentRevokes = 64
 
+// endpointStatusTimeout bounds Health's status request to one endpoint:
+// the client waits for a connection to a member that is down until its
+// context ends, and one dead member must not hold up the report of the
+// others.
+const endpointStatusTimeout = 2 * time.Second
+
 // Watch reconnection backoff.
 const (
 	watchRetryMin = 50 * time.Millisecond
@@ -507,10 +513,11 @@ func notify(ch chan struct{}) {
 	}
 }
 
-// Health asks every endpoint of the client for its status. It reports
-// endpoints that do not answer, a cluster without a leader, alarms (such as
-// NOSPACE) and a watch that is reconnecting; err is non-nil when no
-// endpoint answers, or when the Backend is closed.
+// Health asks every endpoint of the client for its status, each within 2s
+// (and ctx). It reports endpoints that do not answer, a cluster without a
+// leader, alarms (such as NOSPACE) and a watch that is reconnecting; err is
+// non-nil (matching ctxlock.ErrUnavailable) when no endpoint answers with a
+// leader, or when the Backend is closed.
 func (b *Backend) Health(ctx context.Context) ([]string, error) {
 	b.mu.Lock()
 	closed, watching, watchErr := b.closed, b.watching, b.watchErr
@@ -524,6 +531,8 @@ func (b *Backend) Health(ctx context.Context) ([]string, error) {
 	var wg sync.WaitGroup
 	for i, ep := range eps {
 		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(ctx, endpointStatusTimeout)
+			defer cancel()
 			st, err := b.client.Status(ctx, ep)
 			switch {
 			case err != nil:
