@@ -72,6 +72,16 @@
 // batches, at most 1,000 a second by default). TTLs under a second work,
 // but gain nothing over one second.
 //
+// The Manager's window relies on etcd keeping a lease for its TTL. etcd
+// releases before 3.5.3 could renew a lease at a member that had just lost
+// its leadership (etcd-io/etcd#13675, fixed by a linearizable renewal), and
+// a leader stalled by a slow disk has been seen revoking leases after it
+// stepped down (etcd-io/etcd#15247): then a key can be deleted, and taken by
+// another owner, before the holder's expiry channel closes (it closes at
+// the next refresh). Prefer etcd 3.5.3 or later, and pass the fencing
+// token to the resource, as with any store whose leases the server may end
+// early.
+//
 // Extend renews leases with etcd's keep-alive, which renews a lease for
 // the TTL it was granted with: the Manager always extends with the TTL it
 // acquired with. An Extend asking for a longer TTL reports
