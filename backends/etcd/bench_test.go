@@ -40,7 +40,8 @@ func BenchmarkLockUnlock(b *testing.B) {
 // BenchmarkContended has 4 Managers (processes, each with its own client and
 // watch) take turns on one key, each hold released at once. It reports
 // hand-offs per second: holds whose Manager differs from the previous
-// holder's (each one a deletion seen by the watch and a waiter's acquire).
+// holder's (each one a deletion seen by the watch and a waiter's acquire),
+// and min/max: the fewest acquisitions of one Manager over the most.
 func BenchmarkContended(b *testing.B) {
 	s, _ := start(b)
 	const managers = 4
@@ -55,6 +56,7 @@ func BenchmarkContended(b *testing.B) {
 		left     atomic.Int64
 		last     atomic.Int64
 		handoffs atomic.Int64
+		per      [managers]atomic.Int64
 		wg       sync.WaitGroup
 	)
 	left.Store(int64(b.N))
@@ -72,6 +74,7 @@ func BenchmarkContended(b *testing.B) {
 					b.Error(err)
 					return
 				}
+				per[i].Add(1)
 				if last.Swap(int64(i)) != int64(i) {
 					handoffs.Add(1)
 				}
@@ -81,4 +84,9 @@ func BenchmarkContended(b *testing.B) {
 	}
 	wg.Wait()
 	b.ReportMetric(float64(handoffs.Load())/time.Since(start).Seconds(), "handoffs/s")
+	lo, hi := per[0].Load(), per[0].Load()
+	for i := range per {
+		lo, hi = min(lo, per[i].Load()), max(hi, per[i].Load())
+	}
+	b.ReportMetric(float64(lo)/float64(max(hi, 1)), "min/max")
 }
