@@ -106,7 +106,11 @@
 // Every call is bounded by its context (Acquire also by
 // AcquireRequest.Timeout); gRPC calls that time out have an unknown
 // outcome and report ctxlock.ErrUnavailable, so that the Manager releases
-// the attempt.
+// the attempt. Such an attempt can never take the key after its release:
+// the release revokes the attempt's lease, and etcd refuses to put a key
+// with a lease that does not exist (a grant that lands after the revoke
+// makes a lease with no key, which the Manager's repeated releases revoke
+// too).
 //
 // # Notifications
 //
