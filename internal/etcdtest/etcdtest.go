@@ -24,12 +24,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ctxlock/ctxlock/internal/testport"
+	"github.com/ctxlock/ctxlock/internal/testproc"
 )
 
 // Timeouts for waiting on the external processes.
@@ -71,10 +71,7 @@ type Server struct {
 	cluster    string // --initial-cluster
 	token      string
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed when cmd has been waited for
-	stopped bool          // SIGSTOPped
+	proc testproc.Proc
 }
 
 // Start starts a one-member cluster and waits until it has a leader (itself).
@@ -230,27 +227,17 @@ func (s *Server) launch() error {
 	cmd.Dir = s.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	setPdeathsig(cmd.SysProcAttr)
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	s.mu.Lock()
-	s.cmd, s.exited, s.stopped = cmd, exited, false
-	s.mu.Unlock()
-	return nil
+	_, err = s.proc.Start(cmd)
+	return err
 }
 
 // waitHealthy polls the member's /health endpoint until it reports a
 // healthy cluster (a leader elected).
 func (s *Server) waitHealthy() error {
-	s.mu.Lock()
-	exited := s.exited
-	s.mu.Unlock()
+	_, exited, ok := s.proc.Running()
+	if !ok {
+		return fmt.Errorf("etcd %s is not running: %s", s.Addr(), s.LogTail())
+	}
 	deadline := time.Now().Add(startTimeout)
 	for {
 		select {
@@ -309,32 +296,13 @@ func (s *Server) isLeader() bool {
 
 // Kill sends SIGKILL to the member (a crash) and waits for it to exit. It
 // is a no-op when the member is not running.
-func (s *Server) Kill() {
-	s.mu.Lock()
-	cmd, exited := s.cmd, s.exited
-	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
-	<-exited
-}
+func (s *Server) Kill() { s.proc.Kill() }
 
 // Restart starts the member again on the same ports and data directory
-// after Kill, and waits until it is healthy (which, in a cluster, needs a
+// after Kill (it fails the test while the member still runs), and waits until it is healthy (which, in a cluster, needs a
 // quorum of members running).
 func (s *Server) Restart() {
 	s.t.Helper()
-	s.mu.Lock()
-	exited := s.exited
-	s.mu.Unlock()
-	if exited != nil {
-		select {
-		case <-exited:
-		default:
-			s.t.Fatalf("etcdtest: Restart of %s while it is still running (Kill it first)", s.Addr())
-		}
-	}
 	if err := s.launch(); err != nil {
 		s.t.Fatalf("etcdtest: restart %s: %v", s.Addr(), err)
 	}
@@ -345,22 +313,15 @@ func (s *Server) Restart() {
 
 // Stop freezes the member with SIGSTOP: connections stay open but nothing
 // is answered until Cont.
-func (s *Server) Stop() { s.signal(syscall.SIGSTOP, true) }
+func (s *Server) Stop() { s.signal(syscall.SIGSTOP) }
 
 // Cont resumes a member frozen by Stop (SIGCONT).
-func (s *Server) Cont() { s.signal(syscall.SIGCONT, false) }
+func (s *Server) Cont() { s.signal(syscall.SIGCONT) }
 
-func (s *Server) signal(sig syscall.Signal, stopped bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return
-	}
-	if err := syscall.Kill(s.cmd.Process.Pid, sig); err != nil {
+func (s *Server) signal(sig syscall.Signal) {
+	if err := s.proc.Signal(sig); err != nil {
 		s.t.Errorf("etcdtest: signal %v to %s: %v", sig, s.Addr(), err)
-		return
 	}
-	s.stopped = stopped
 }
 
 // LogTail returns the end of the member's log.
@@ -374,13 +335,7 @@ func (s *Server) LogTail() string {
 }
 
 func (s *Server) cleanup() {
-	s.mu.Lock()
-	stopped := s.stopped
-	s.mu.Unlock()
-	if stopped {
-		s.Cont()
-	}
-	s.Kill()
+	s.proc.Kill()
 	if s.dir != "" {
 		_ = os.RemoveAll(s.dir)
 	}

@@ -29,7 +29,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,6 +37,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ctxlock/ctxlock/internal/testport"
+	"github.com/ctxlock/ctxlock/internal/testproc"
 )
 
 // Timeouts for waiting on the external processes.
@@ -109,10 +109,7 @@ type Server struct {
 	port int
 	cred *syscall.Credential // nil unless the test runs as root
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed when cmd has been waited for
-	stopped bool          // SIGSTOPped
+	proc testproc.Proc // the postmaster
 }
 
 // Start initialises a data directory, starts a server on a free loopback
@@ -203,17 +200,10 @@ func (s *Server) start() error {
 	cmd.Dir = s.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = s.procAttr()
-	if err := cmd.Start(); err != nil {
+	exited, err := s.proc.Start(cmd)
+	if err != nil {
 		return err
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	s.mu.Lock()
-	s.cmd, s.exited, s.stopped = cmd, exited, false
-	s.mu.Unlock()
 
 	deadline := time.Now().Add(startTimeout)
 	for {
@@ -263,13 +253,11 @@ func (s *Server) probe() error {
 	return nil
 }
 
-// procAttr puts the server in its own process group, has the kernel kill it when the test
-// binary dies without running its cleanups, and runs it as the postgres
-// user when the test runs as root.
+// procAttr puts the server in its own process group and runs it as the
+// postgres user when the test runs as root (testproc has the kernel kill
+// the postmaster when the test binary dies without running its cleanups).
 func (s *Server) procAttr() *syscall.SysProcAttr {
-	a := &syscall.SysProcAttr{Setpgid: true, Credential: s.cred}
-	setPdeathsig(a)
-	return a
+	return &syscall.SysProcAttr{Setpgid: true, Credential: s.cred}
 }
 
 // DSN returns a key=value connection string for the superuser over TCP.
@@ -306,7 +294,7 @@ func (s *Server) Pool(t testing.TB, opts ...func(*pgxpool.Config)) *pgxpool.Pool
 // Kill sends SIGKILL to the server and all its child processes (a crash) and waits
 // for the postmaster to exit. It is a no-op when the server is not running.
 func (s *Server) Kill() {
-	pid, exited, ok := s.running()
+	pid, exited, ok := s.proc.Running()
 	if !ok {
 		return
 	}
@@ -353,15 +341,8 @@ func children(pid int) []int {
 // first attempts fail; Restart retries until startTimeout.
 func (s *Server) Restart() {
 	s.t.Helper()
-	s.mu.Lock()
-	exited := s.exited
-	s.mu.Unlock()
-	if exited != nil {
-		select {
-		case <-exited:
-		default:
-			s.t.Fatalf("pgtest: Restart of %s while it is still running (Kill it first)", s.Addr())
-		}
+	if _, _, running := s.proc.Running(); running {
+		s.t.Fatalf("pgtest: Restart of %s while it is still running (Kill it first)", s.Addr())
 	}
 	deadline := time.Now().Add(startTimeout)
 	for {
@@ -384,15 +365,13 @@ func (s *Server) Stop() { s.signal(syscall.SIGSTOP, true) }
 func (s *Server) Cont() { s.signal(syscall.SIGCONT, false) }
 
 func (s *Server) signal(sig syscall.Signal, stopped bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
+	pid, _, ok := s.proc.Running()
+	if !ok {
 		return
 	}
-	pid := s.cmd.Process.Pid
 	if stopped {
 		// The postmaster first, so that it forks no more backends.
-		if err := syscall.Kill(pid, sig); err != nil {
+		if err := s.proc.Signal(sig); err != nil {
 			s.t.Errorf("pgtest: signal %v to %s: %v", sig, s.Addr(), err)
 			return
 		}
@@ -401,12 +380,10 @@ func (s *Server) signal(sig syscall.Signal, stopped bool) {
 		_ = syscall.Kill(c, sig)
 	}
 	if !stopped {
-		if err := syscall.Kill(pid, sig); err != nil {
+		if err := s.proc.Signal(sig); err != nil {
 			s.t.Errorf("pgtest: signal %v to %s: %v", sig, s.Addr(), err)
-			return
 		}
 	}
-	s.stopped = stopped
 }
 
 // cleanup stops the server (fast shutdown, then SIGKILL) and removes its
@@ -418,25 +395,8 @@ func (s *Server) cleanup() {
 	}
 }
 
-// running returns the postmaster's pid and exit channel, and false when no
-// postmaster is running.
-func (s *Server) running() (pid int, exited <-chan struct{}, ok bool) {
-	s.mu.Lock()
-	cmd, ex := s.cmd, s.exited
-	s.mu.Unlock()
-	if cmd == nil {
-		return 0, nil, false
-	}
-	select {
-	case <-ex:
-		return 0, nil, false
-	default:
-	}
-	return cmd.Process.Pid, ex, true
-}
-
 func (s *Server) shutdown() {
-	pid, exited, ok := s.running()
+	pid, exited, ok := s.proc.Running()
 	if !ok {
 		return
 	}

@@ -23,7 +23,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,6 +30,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ctxlock/ctxlock/internal/testport"
+	"github.com/ctxlock/ctxlock/internal/testproc"
 )
 
 // ServerBinary is the name of the executable looked up on PATH.
@@ -91,10 +91,7 @@ type Server struct {
 	busPort int // cluster bus port, 0 when not a cluster node
 	args    []string
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed when cmd has been waited for
-	stopped bool          // SIGSTOPped
+	proc testproc.Proc
 }
 
 // StartServer starts a standalone redis-server on a free loopback port and
@@ -184,18 +181,10 @@ var errBind = errors.New("address in use")
 func (s *Server) start() error {
 	cmd := exec.Command(s.bin, s.args...)
 	cmd.Dir = s.dir
-	cmd.SysProcAttr = procAttr()
-	if err := cmd.Start(); err != nil {
+	exited, err := s.proc.Start(cmd)
+	if err != nil {
 		return err
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	s.mu.Lock()
-	s.cmd, s.exited, s.stopped = cmd, exited, false
-	s.mu.Unlock()
 
 	deadline := time.Now().Add(startTimeout)
 	for {
@@ -291,31 +280,12 @@ func (s *Server) BusPort() int { return s.busPort }
 
 // Kill sends SIGKILL and waits for the process to exit. It is a no-op when
 // the process is not running.
-func (s *Server) Kill() {
-	s.mu.Lock()
-	cmd, exited := s.cmd, s.exited
-	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	<-exited
-}
+func (s *Server) Kill() { s.proc.Kill() }
 
 // Restart starts the server again on the same port after Kill and waits
 // until it answers PING. A cluster node keeps its identity (nodes.conf).
 func (s *Server) Restart() {
 	s.t.Helper()
-	s.mu.Lock()
-	exited := s.exited
-	s.mu.Unlock()
-	if exited != nil {
-		select {
-		case <-exited:
-		default:
-			s.t.Fatalf("redistest: Restart of %s while it is still running (Kill it first)", s.Addr())
-		}
-	}
 	if err := s.start(); err != nil {
 		s.t.Fatalf("redistest: restart %s: %v", s.Addr(), err)
 	}
@@ -323,48 +293,19 @@ func (s *Server) Restart() {
 
 // Stop freezes the process with SIGSTOP: connections stay open but nothing
 // is answered until Cont.
-func (s *Server) Stop() { s.signal(syscall.SIGSTOP, true) }
+func (s *Server) Stop() { s.signal(syscall.SIGSTOP) }
 
 // Cont resumes a process frozen by Stop (SIGCONT).
-func (s *Server) Cont() { s.signal(syscall.SIGCONT, false) }
+func (s *Server) Cont() { s.signal(syscall.SIGCONT) }
 
-func (s *Server) signal(sig syscall.Signal, stopped bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return
-	}
-	if err := s.cmd.Process.Signal(sig); err != nil {
+func (s *Server) signal(sig syscall.Signal) {
+	if err := s.proc.Signal(sig); err != nil {
 		s.t.Errorf("redistest: signal %v to %s: %v", sig, s.Addr(), err)
-		return
 	}
-	s.stopped = stopped
 }
 
 // shutdown stops the process: SIGCONT (if frozen), SIGTERM, then SIGKILL.
-func (s *Server) shutdown() {
-	s.mu.Lock()
-	cmd, exited := s.cmd, s.exited
-	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	select {
-	case <-exited:
-		return
-	default:
-	}
-	_ = cmd.Process.Signal(syscall.SIGCONT)
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	timer := time.NewTimer(stopTimeout)
-	defer timer.Stop()
-	select {
-	case <-exited:
-	case <-timer.C:
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		<-exited
-	}
-}
+func (s *Server) shutdown() { s.proc.Shutdown(syscall.SIGTERM, stopTimeout) }
 
 // ClientOptions returns go-redis options suitable for tests against addr:
 // short timeouts, context deadlines honoured.

@@ -382,17 +382,8 @@ func (s *Sentinel) sentinelsReady(ctx context.Context, master *Server) error {
 
 // running reports whether the process has been started and not exited.
 func (s *Server) running() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.exited == nil {
-		return false
-	}
-	select {
-	case <-s.exited:
-		return false
-	default:
-		return true
-	}
+	_, _, ok := s.proc.Running()
+	return ok
 }
 
 // WaitHealthy waits until every sentinel names the same master, that

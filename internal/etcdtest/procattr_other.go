@@ -1,8 +1,0 @@
-//go:build !linux
-
-package etcdtest
-
-import "syscall"
-
-// setPdeathsig: only Linux can tie a server's life to the test binary's.
-func setPdeathsig(*syscall.SysProcAttr) {}
