@@ -2,14 +2,12 @@ package postgres_test
 
 import (
 	"context"
-	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ctxlock/ctxlock"
 	"github.com/ctxlock/ctxlock/backends/postgres"
+	"github.com/ctxlock/ctxlock/internal/benchtest"
 	"github.com/ctxlock/ctxlock/internal/pgtest"
 )
 
@@ -22,65 +20,22 @@ func BenchmarkLockUnlock(b *testing.B) {
 	s := pgtest.Start(b)
 	m := ctxlock.NewManager(newBackend(b, s.Pool(b)))
 	defer m.Close(context.Background())
-	var n atomic.Int64
-	b.SetParallelism(4) // 8 goroutines on 2 cores
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		l := m.NewLock(fmt.Sprint("bench-", n.Add(1)))
-		ctx := context.Background()
-		for pb.Next() {
-			if _, err := l.Lock(ctx); err != nil {
-				b.Error(err)
-				return
-			}
-			_ = l.Unlock()
-		}
-	})
+	benchtest.LockUnlock(b, m)
 }
 
 // BenchmarkContended has 4 Managers (processes, each with its own pool and
 // listener) take turns on one key, each hold released at once. It reports
-// hand-offs per second: holds whose Manager differs from the previous
-// holder's (each one a release notification and a waiter's acquire).
+// hand-offs per second (each one a release notification and a waiter's
+// acquire) and min/max acquisitions per Manager.
 func BenchmarkContended(b *testing.B) {
 	s := pgtest.Start(b)
-	const managers = 4
 	table := randomName("bench")
 	var ms []*ctxlock.Manager
-	for range managers {
+	for range 4 {
 		m := ctxlock.NewManager(newBackend(b, s.Pool(b), postgres.WithTable(table)),
 			ctxlock.WithDefaultLockOptions(ctxlock.WithAcquireTimeout(time.Second)))
 		defer m.Close(context.Background())
 		ms = append(ms, m)
 	}
-	var (
-		left     atomic.Int64
-		last     atomic.Int64
-		handoffs atomic.Int64
-		wg       sync.WaitGroup
-	)
-	left.Store(int64(b.N))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	b.ResetTimer()
-	start := time.Now()
-	for i, m := range ms {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l := m.NewLock("contended")
-			for left.Add(-1) >= 0 {
-				if _, err := l.Lock(ctx); err != nil {
-					b.Error(err)
-					return
-				}
-				if last.Swap(int64(i)) != int64(i) {
-					handoffs.Add(1)
-				}
-				_ = l.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	b.ReportMetric(float64(handoffs.Load())/time.Since(start).Seconds(), "handoffs/s")
+	benchtest.Contended(b, ms)
 }
