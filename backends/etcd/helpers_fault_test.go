@@ -25,7 +25,7 @@ func newManager(t *testing.T, b ctxlock.Backend, opts ...ctxlock.ManagerOption) 
 
 // pollUntil polls external server state until cond holds, failing the test
 // after d.
-func pollUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+func pollUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
