@@ -46,7 +46,9 @@ func bounded(t *testing.T, d time.Duration, what string, f func()) {
 func TestBlackholeLiveness(t *testing.T) {
 	s := etcdtest.Start(t)
 	proxy := faultproxy.Start(t, s.Addr())
-	b1 := newBackend(t, newClient(t, proxy.Addr()))
+	client1 := newClient(t, proxy.Addr())
+	b1 := newBackend(t, client1)
+	b3 := newBackend(t, client1) // closed during the partition
 	b2 := newBackend(t, newClient(t, s.Addr()))
 	const ttl = time.Second
 	opts := ctxlock.WithDefaultLockOptions(ctxlock.WithTTL(ttl), ctxlock.WithAcquireTimeout(2*time.Second))
@@ -55,11 +57,11 @@ func TestBlackholeLiveness(t *testing.T) {
 	// Both watches are up before the fault.
 	for _, b := range []interface {
 		Watch(string) (<-chan struct{}, func())
-	}{b1, b2} {
+	}{b1, b2, b3} {
 		_, stop := b.Watch("warm-up")
 		defer stop()
 	}
-	pollUntil(t, 10*time.Second, "the watches", func() bool { return watchInForce(t, b1) && watchInForce(t, b2) })
+	pollUntil(t, 10*time.Second, "the watches", func() bool { return watchInForce(t, b1) && watchInForce(t, b2) && watchInForce(t, b3) })
 	if st := proxy.Stats(); st.Open < 1 {
 		t.Fatalf("want the holder's client connected through the proxy; %+v", st)
 	}
@@ -119,6 +121,11 @@ func TestBlackholeLiveness(t *testing.T) {
 		defer cancel()
 		if _, err := b1.Health(ctx); err == nil {
 			t.Error("Health through a dead link reports no error")
+		}
+	})
+	bounded(t, callBound, "Close of a watching Backend during the partition", func() {
+		if err := b3.Close(); err != nil {
+			t.Errorf("Close: %v", err)
 		}
 	})
 	// The Backend's own calls, with 1s contexts.
