@@ -117,12 +117,15 @@
 // etcd deletes a key when its hold is released and when its lease lapses,
 // and watchers see both. The first Watch starts one watch per Backend on
 // <prefix>k/ (deletions only, on the client's connection) and one goroutine
-// that wakes the watchers of the deleted key. The watch requires a leader
-// (clientv3.WithRequireLeader), resumes from the last revision it saw when
-// it reconnects (no deletion is missed unless etcd compacted it away), and
-// wakes every watcher whenever it (re)starts. Health reports a watch that
-// is reconnecting; waiters then fall back to their backoff. The watch stays
-// until Close.
+// that wakes the watchers of the deleted key. The etcd client resumes the
+// watch by itself when its connection breaks, from the last revision it
+// delivered. The Backend watches anew only when the client gives up on the
+// watch (the member lost its leader: the watch requires one,
+// clientv3.WithRequireLeader; or the history it needed was compacted away):
+// it resumes after the last deletion it saw, and wakes every watcher once
+// the new watch is in force, since a deletion may have gone unseen. Health
+// reports such a watch while it is being re-established; waiters then fall
+// back to their backoff. The watch stays until Close.
 //
 // # Errors
 //

@@ -459,9 +459,7 @@ func (b *Backend) watchLoop() {
 					b.wake(string(ev.Kv.Key))
 				}
 			}
-			if resp.Header.Revision > 0 {
-				rev = resp.Header.Revision + 1
-			}
+			rev = resumeRevision(rev, resp.Events)
 		}
 		cancel()
 		if b.ctx.Err() != nil {
@@ -480,6 +478,19 @@ func (b *Backend) watchLoop() {
 		}
 		delay = min(2*delay, watchRetryMax)
 	}
+}
+
+// resumeRevision is where a watch that has seen events resumes: after the
+// last event it delivered. Not after the response header's revision: a
+// watcher catching up on a backlog gets events in batches whose header
+// carries the store's current revision, ahead of the events still to come.
+func resumeRevision(rev int64, events []*clientv3.Event) int64 {
+	for _, ev := range events {
+		if ev.Kv != nil && ev.Kv.ModRevision >= rev {
+			rev = ev.Kv.ModRevision + 1
+		}
+	}
+	return rev
 }
 
 func (b *Backend) setWatchErr(err error) {

@@ -14,31 +14,7 @@ import (
 	"github.com/ctxlock/ctxlock/internal/etcdtest"
 )
 
-func newManager(t testing.TB, b ctxlock.Backend, opts ...ctxlock.ManagerOption) *ctxlock.Manager {
-	t.Helper()
-	m := ctxlock.NewManager(b, opts...)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = m.Close(ctx)
-	})
-	return m
-}
-
-// pollUntil polls cond (an external server's state) until it holds or d
-// passes.
-func pollUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a server's state
-	}
-}
-
-// get returns key's etcd key-value, nil when absent.
+// getKV returns key's value, lease and revision; ok false when absent.
 func getKV(t testing.TB, c *clientv3.Client, key string) (value string, lease int64, modRev int64, ok bool) {
 	t.Helper()
 	resp, err := c.Get(testCtx(t, 5*time.Second), key)

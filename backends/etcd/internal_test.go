@@ -8,6 +8,7 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -109,3 +110,18 @@ func TestTTLSeconds(t *testing.T) {
 }
 
 func leaseGrant(id, ttl int64) *pb.LeaseGrantRequest { return &pb.LeaseGrantRequest{ID: id, TTL: ttl} }
+
+// A watch resumes after the last event it delivered, not after the header's
+// revision, which runs ahead while a backlog is sent in batches.
+func TestResumeRevision(t *testing.T) {
+	ev := func(rev int64) *clientv3.Event {
+		return &clientv3.Event{Type: clientv3.EventTypeDelete, Kv: &mvccpb.KeyValue{Key: []byte("k"), ModRevision: rev}}
+	}
+	resp := clientv3.WatchResponse{Header: pb.ResponseHeader{Revision: 2000}, Events: []*clientv3.Event{ev(1400), ev(1500)}}
+	if got := resumeRevision(0, resp.Events); got != 1501 {
+		t.Fatalf("resume after events up to 1500 (header 2000) at %d; want 1501", got)
+	}
+	if got := resumeRevision(1501, nil); got != 1501 {
+		t.Fatalf("a response without events moved the resume point to %d", got)
+	}
+}

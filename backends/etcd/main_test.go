@@ -9,6 +9,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
+	"github.com/ctxlock/ctxlock"
 	"github.com/ctxlock/ctxlock/backends/etcd"
 	"github.com/ctxlock/ctxlock/internal/etcdtest"
 )
@@ -58,3 +59,29 @@ func start(t testing.TB) (*etcdtest.Server, *clientv3.Client) {
 }
 
 func clientv3LeaseID(id int64) clientv3.LeaseID { return clientv3.LeaseID(id) }
+
+// newManager returns a Manager on b, closed when the test ends (before b,
+// whose cleanup was registered first).
+func newManager(t testing.TB, b ctxlock.Backend, opts ...ctxlock.ManagerOption) *ctxlock.Manager {
+	t.Helper()
+	m := ctxlock.NewManager(b, opts...)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = m.Close(ctx)
+	})
+	return m
+}
+
+// pollUntil polls cond (an external server's state) until it holds or d
+// passes.
+func pollUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, d)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a server's state
+	}
+}
