@@ -31,8 +31,14 @@ const (
 	PhaseTimeout = 60 * time.Second
 	// lockTimeout bounds one Lock call (the server may be down).
 	lockTimeout = 3 * time.Second
-	// work is how long a worker keeps a lock it got.
+	// work is how long a worker keeps a lock it got, but for the long
+	// holder.
 	work = 5 * time.Millisecond
+	// longHolds is how many TTLs worker 0, the long holder, keeps a lock
+	// it got (refreshed by its Manager): its holds are live when faults
+	// strike, so a fault must end them (expiry) or leave them valid, never
+	// let another worker in while they last.
+	longHolds = 2
 )
 
 // Step is one fault of the schedule. Inject puts the fault in force and
@@ -78,7 +84,8 @@ type Result struct {
 }
 
 // Run has Workers workers lock Keys keys on managers (with their default
-// lock options: the caller sets the TTL, ttl, on them) until HoldsPerPhase
+// lock options: the caller sets the TTL, ttl, on them; worker 0 keeps each
+// lock for 2 TTLs, the others for 5ms) until HoldsPerPhase
 // holds have ended, then injects each step in turn and waits for
 // HoldsPerPhase more after each. It fails t when a phase makes no progress
 // within PhaseTimeout, or when the checker finds two holds of a key that
@@ -115,7 +122,11 @@ func Run(t *testing.T, managers []*ctxlock.Manager, ttl time.Duration, steps ...
 					continue // the server is down: try again
 				}
 				h := locktest.Hold{Key: key, Owner: fmt.Sprint("worker ", i), Token: l.Token(), Start: time.Now()}
-				timer := time.NewTimer(work) // the "work" done under the lock
+				d := work
+				if i == 0 {
+					d = longHolds * ttl
+				}
+				timer := time.NewTimer(d) // the "work" done under the lock
 				select {
 				case <-exp:
 					h.End = time.Now()
