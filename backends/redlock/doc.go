@@ -209,6 +209,7 @@
 // the resource: send Lock.Token with every write and make the resource
 // reject tokens lower than the highest it has seen (or compare-and-set on
 // the owner) — and prefer a backend built on consensus with durable,
-// linearizable counters, such as etcd (revisions as tokens), or a
-// relational database in one transaction with the data it protects.
+// linearizable counters, such as etcd (backends/etcd: revisions as
+// tokens), or a relational database in one transaction with the data it
+// protects (backends/postgres).
 package redlock
