@@ -178,7 +178,14 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 		Else(clientv3.OpGet(k)).
 		Commit()
 	if err != nil {
-		return ctxlock.Lease{}, classify("acquire", err)
+		err = classify("acquire", err)
+		if !errors.Is(err, ctxlock.ErrUnavailable) && ctx.Err() == nil {
+			// Refused as such (no permission, a key too large): nothing
+			// was put, and the Manager releases nothing, so give the lease
+			// back now rather than leave it to lapse.
+			_, _ = b.leases.LeaseRevoke(ctx, &pb.LeaseRevokeRequest{ID: id})
+		}
+		return ctxlock.Lease{}, err
 	}
 	if resp.Header == nil {
 		return ctxlock.Lease{}, garbage("acquire: answer without a header")
