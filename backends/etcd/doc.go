@@ -136,9 +136,11 @@
 // Aborted, Internal, Unknown and NotFound. Requests etcd refuses as such
 // are permanent and returned by Lock and TryLock: InvalidArgument (a key
 // larger than the server's request limit), PermissionDenied and
-// Unauthenticated (etcd auth: the client's user needs read and write on
-// the prefix and lease permissions), FailedPrecondition, and a closed
-// client.
+// Unauthenticated (with etcd authentication on, the client's user needs
+// read and write permission on the keys under the prefix, and nothing
+// else: etcdctl role grant-permission --prefix=true <role> readwrite
+// ctxlock/), FailedPrecondition, and a closed client. An acquire refused as
+// such gives its lease back at once.
 //
 // # Not supported
 //
