@@ -7,8 +7,9 @@
 // elects a leader at once and the shortest lease is one second), and is
 // stopped and its directory removed when the test ends (t.Cleanup).
 //
-// The server binary is `etcd` on PATH (Debian's etcd-server package). When
-// it is missing the test is skipped, unless the environment asks for etcd
+// The server binary is `etcd` on PATH (Debian's etcd-server package), or
+// the one CTXLOCK_ETCD_BIN names (to test against another etcd release).
+// When it is missing the test is skipped, unless the environment asks for etcd
 // (CTXLOCK_REQUIRE_ETCD=1 or CI=true), in which case it fails.
 package etcdtest
 
@@ -39,10 +40,16 @@ const (
 )
 
 // Require makes the availability decision: it returns the path of the etcd
-// binary, skips the test when it is missing, or fails it when
-// CTXLOCK_REQUIRE_ETCD=1 or CI=true.
+// binary (CTXLOCK_ETCD_BIN if set, else etcd on PATH), skips the test when
+// it is missing, or fails it when CTXLOCK_REQUIRE_ETCD=1 or CI=true.
 func Require(t testing.TB) string {
 	t.Helper()
+	if p := os.Getenv("CTXLOCK_ETCD_BIN"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("CTXLOCK_ETCD_BIN=%s: %v", p, err)
+		}
+		return p
+	}
 	if p, err := exec.LookPath("etcd"); err == nil {
 		return p
 	}
