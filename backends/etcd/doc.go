@@ -129,6 +129,11 @@
 // reports such a watch while it is being re-established; waiters then fall
 // back to their backoff. The watch stays until Close.
 //
+// Every Backend hears every deletion under its prefix, as every listener
+// of a PostgreSQL channel hears every notification: where thousands of
+// keys are released a second, give groups of processes that never share
+// keys prefixes of their own.
+//
 // # Errors
 //
 // Faults whose outcome is unknown are transient and match
