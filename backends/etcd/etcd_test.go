@@ -3,6 +3,7 @@ package etcd_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -258,5 +259,54 @@ func TestClosedAndNil(t *testing.T) {
 	if ch, stop := b.Watch("k"); ch != nil {
 		stop()
 		t.Error("Watch on a closed Backend returned a channel")
+	}
+}
+
+// Batches larger than etcd's 128 operations per transaction (the read of
+// Extend is split) and than the 64 revokes Release has in flight: one
+// result per lease, in order, the deleted key's lease lost, every key gone
+// after the release.
+func TestLargeBatches(t *testing.T) {
+	_, client := start(t)
+	b := newBackend(t, client)
+	ctx := testCtx(t, 60*time.Second)
+	const n = 300
+	leases := make([]ctxlock.Lease, n)
+	for i := range leases {
+		l, err := b.Acquire(ctx, ctxlock.AcquireRequest{Key: fmt.Sprint("k", i), Owner: fmt.Sprint("o", i), TTL: 5 * time.Second, Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		leases[i] = l
+	}
+	const gone = 200 // in the second transaction of the read
+	if _, err := client.Delete(ctx, b.LockKey(leases[gone].Key)); err != nil {
+		t.Fatal(err)
+	}
+	errs := b.Extend(ctx, leases, 5*time.Second)
+	if len(errs) != n {
+		t.Fatalf("Extend of %d leases: %d results", n, len(errs))
+	}
+	for i, err := range errs {
+		if (i == gone) != errors.Is(err, ctxlock.ErrLost) || (i != gone && err != nil) {
+			t.Fatalf("Extend result %d: %v (lost expected only at %d)", i, err, gone)
+		}
+	}
+	errs = b.Release(ctx, leases)
+	if len(errs) != n {
+		t.Fatalf("Release of %d leases: %d results", n, len(errs))
+	}
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Release result %d: %v", i, err)
+		}
+	}
+	resp, err := client.Get(ctx, etcd.DefaultPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil || resp.Count != 0 {
+		t.Fatalf("keys left after releasing every lease: %v (%v)", resp.Count, err)
+	}
+	left, err := client.Leases(ctx)
+	if err != nil || len(left.Leases) != 0 {
+		t.Fatalf("leases left after releasing every lease: %d (%v)", len(left.Leases), err)
 	}
 }
