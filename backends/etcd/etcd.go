@@ -141,13 +141,31 @@ func (b *Backend) isClosed() bool {
 	return b.closed
 }
 
+// errClientClosed is the error of a call on a Backend whose client was
+// closed first. Checked up front: clientv3's retry interceptor takes the
+// closed connection's codes.Canceled for a context error and retries it a
+// hundred times (about 2.5s) before it answers.
+var errClientClosed = errors.New("etcd: the client is closed")
+
+// closedErr returns ErrClosed when the Backend is closed, errClientClosed
+// when its client is (both permanent), else nil.
+func (b *Backend) closedErr() error {
+	if b.isClosed() {
+		return ErrClosed
+	}
+	if b.client.Ctx().Err() != nil {
+		return errClientClosed
+	}
+	return nil
+}
+
 // Acquire takes req.Key for req.Owner: it grants the hold's lease, then
 // puts the key with that lease if the key does not exist (one transaction).
 // Two round trips; a refusal revokes the lease and asks for the holder's
 // remaining TTL (a third, in parallel).
 func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
-	if b.isClosed() {
-		return ctxlock.Lease{}, ErrClosed
+	if err := b.closedErr(); err != nil {
+		return ctxlock.Lease{}, err
 	}
 	if req.TTL <= 0 {
 		return ctxlock.Lease{}, fmt.Errorf("etcd: %w: TTL %v", ctxlock.ErrInvalidOption, req.TTL)
@@ -243,8 +261,8 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 		}
 		return errs
 	}
-	if b.isClosed() {
-		fill(errs, ErrClosed)
+	if err := b.closedErr(); err != nil {
+		fill(errs, err)
 		return errs
 	}
 	want := ttlSeconds(ttl)
@@ -372,8 +390,8 @@ func (b *Backend) Release(ctx context.Context, leases []ctxlock.Lease) []error {
 	if len(leases) == 0 {
 		return errs
 	}
-	if b.isClosed() {
-		fill(errs, ErrClosed)
+	if err := b.closedErr(); err != nil {
+		fill(errs, err)
 		return errs
 	}
 	var g errgroup.Group
