@@ -18,9 +18,10 @@ import (
 // startWithAuth starts a member with etcd authentication on: a root user,
 // and a user "locker" whose only permission is read and write on the keys
 // under etcd.DefaultPrefix, as the package docs ask; "stranger" has none.
-func startWithAuth(t *testing.T) *etcdtest.Server {
+func startWithAuth(t *testing.T, args ...string) *etcdtest.Server {
 	t.Helper()
-	s, root := start(t)
+	s := etcdtest.Start(t, args...)
+	root := newClient(t, s.Addr())
 	ctx := testCtx(t, 30*time.Second)
 	must := func(what string, err error) {
 		t.Helper()
@@ -89,5 +90,28 @@ func TestNoPermissionIsPermanent(t *testing.T) {
 	leases, lerr := authClient(t, s, "root").Leases(testCtx(t, 10*time.Second))
 	if lerr != nil || len(leases.Leases) != 0 {
 		t.Fatalf("leases after the refused Lock: %v (%v); want none", leases.Leases, lerr)
+	}
+}
+
+// A hold outlives the auth token its client authenticated with: with
+// tokens that expire after a second, a hold with a 2s TTL is refreshed for
+// 5s (its keep-alive stream, opened with the first token, is reopened with
+// a new one when etcd refuses the old one), and its expiry channel stays
+// open throughout.
+func TestHoldOutlivesAuthToken(t *testing.T) {
+	s := startWithAuth(t, "--auth-token-ttl", "1")
+	m := newManager(t, newBackend(t, authClient(t, s, "locker")))
+	l := m.NewLock("k", ctxlock.WithTTL(2*time.Second))
+	expired, err := l.Lock(testCtx(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-expired:
+		t.Fatalf("the hold ended while its tokens expired: %v", l.Err())
+	case <-time.After(5 * time.Second): // five token lifetimes of refreshes
+	}
+	if err := l.Unlock(); err != nil {
+		t.Fatalf("Unlock: %v", err)
 	}
 }

@@ -96,11 +96,18 @@
 //     lease if it does not exist, else read). Two round trips. A refusal
 //     revokes the attempt's lease and asks the holder's lease for its
 //     remaining TTL (ctxlock.HeldError.Remaining), in parallel: a third.
-//   - Extend: one keep-alive stream carries the whole batch, while one
-//     read-only transaction per 128 keys (etcd's default --max-txn-ops)
-//     checks that each key is still held by its owner with its lease: one
-//     round trip, in parallel. A lease that is gone, or whose key is gone
-//     or held by another owner, is lost (ctxlock.ErrLost).
+//   - Extend: keep-alives on the Backend's LeaseKeepAlive streams (kept
+//     open, up to 4; a batch of more than 128 leases is split over several,
+//     since a member that is not the leader forwards a stream's renewals to
+//     the leader one at a time), while one read-only transaction per 128
+//     keys (etcd's default --max-txn-ops) checks that each key is still
+//     held by its owner with its lease: one round trip, in parallel. A
+//     lease that is gone, or whose key is gone or held by another owner, is
+//     lost (ctxlock.ErrLost). The streams stay open because clientv3
+//     authenticates again for every stream it opens (with etcd
+//     authentication on, a bcrypt check and a Raft proposal on the server);
+//     a call cut off by its context takes its stream down, and the next
+//     call opens another.
 //   - Release: LeaseRevoke of each hold's lease (in parallel, at most 64
 //     in flight per batch), which deletes its keys. A lease that is gone is
 //     released either way.
@@ -140,13 +147,15 @@
 // ctxlock.ErrUnavailable, so that the Manager retries them: timeouts, an
 // unreachable cluster, a member without a leader, gRPC codes Unavailable,
 // DeadlineExceeded, ResourceExhausted (NOSPACE, too many requests),
-// Aborted, Internal, Unknown and NotFound. Requests etcd refuses as such
+// Aborted, Internal, Unknown and NotFound, and an auth token that expired
+// or predates a change of users or roles (the client authenticates again). Requests etcd refuses as such
 // are permanent and returned by Lock and TryLock: InvalidArgument (a key
 // larger than the server's request limit), PermissionDenied and
-// Unauthenticated (with etcd authentication on, the client's user needs
+// other Unauthenticated errors (with etcd authentication on, the client's user needs
 // read and write permission on the keys under the prefix, and nothing
 // else: etcdctl role grant-permission --prefix=true <role> readwrite
-// ctxlock/), FailedPrecondition, and a closed client. An acquire refused as
+// ctxlock/), FailedPrecondition, and a closed client (at once: the Backend
+// checks the client before each call). An acquire refused as
 // such gives its lease back at once.
 //
 // # Not supported

@@ -30,6 +30,14 @@ const DefaultPrefix = "ctxlock/"
 // keys.
 const maxTxnOps = 128
 
+// keepAliveStreams is how many LeaseKeepAlive streams a Backend keeps, and
+// keepAliveChunk the smallest share of a batch that goes on a stream of its
+// own.
+const (
+	keepAliveStreams = 4
+	keepAliveChunk   = 128
+)
+
 // maxConcurrentRevokes bounds the LeaseRevoke calls one Release has in
 // flight (they share the client's connection).
 const maxConcurrentRevokes = 64
@@ -74,6 +82,10 @@ type Backend struct {
 	watching  bool                             // the watch loop was started
 	watchDone chan struct{}                    // closed when it returns
 	watchErr  error                            // why the watch is not in force now; nil when it is
+
+	keepAliveSlots chan struct{}      // one token per stream not in use (keepAliveStreams in all)
+	keepAliveMu    sync.Mutex         // guards keepAliveFree
+	keepAliveFree  []*keepAliveStream // streams not in use; the last freed is taken first, so that a lone caller keeps one stream
 }
 
 type watcher struct{ ch chan struct{} }
@@ -96,11 +108,16 @@ func New(client *clientv3.Client, opts ...Option) (*Backend, error) {
 		}
 	}
 	b := &Backend{
-		client:     client,
-		leases:     pb.NewLeaseClient(client.ActiveConnection()),
-		lockPrefix: cfg.prefix + "k/",
-		metaPrefix: cfg.prefix + "m/",
-		watchers:   make(map[string]map[*watcher]struct{}),
+		client:         client,
+		leases:         pb.NewLeaseClient(client.ActiveConnection()),
+		lockPrefix:     cfg.prefix + "k/",
+		metaPrefix:     cfg.prefix + "m/",
+		watchers:       make(map[string]map[*watcher]struct{}),
+		keepAliveSlots: make(chan struct{}, keepAliveStreams),
+	}
+	for range keepAliveStreams {
+		b.keepAliveSlots <- struct{}{}
+		b.keepAliveFree = append(b.keepAliveFree, &keepAliveStream{})
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	return b, nil
@@ -294,16 +311,73 @@ func firstLost(a, b error) error {
 	return b
 }
 
-// keepAlive sends one keep-alive per lease on one stream and reads the
-// answers (etcd answers in order).
+// keepAliveStream is one of the Backend's LeaseKeepAlive streams. Streams
+// are opened on first use and kept: opening one costs a round trip, and
+// with etcd authentication an Authenticate call (clientv3 authenticates
+// again for every stream it opens: a bcrypt check and a Raft proposal on
+// the server). A stream is used by one Extend at a time, and dropped when a
+// call on it fails or is cut off by its context (its answers could no
+// longer be matched).
+type keepAliveStream struct {
+	stream pb.Lease_LeaseKeepAliveClient // nil until opened, or after a failure
+	cancel context.CancelFunc
+}
+
+// keepAlive renews the leases: one keep-alive per lease, on as many of the
+// Backend's streams as the batch has chunks of keepAliveChunk (a member
+// that is not the leader forwards a stream's renewals to the leader one
+// after another, so large batches go on parallel streams).
 func (b *Backend) keepAlive(ctx context.Context, leases []ctxlock.Lease, want int64, errs []error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // ends the stream
-	stream, err := b.leases.LeaseKeepAlive(ctx)
-	if err != nil {
+	chunk := max(keepAliveChunk, (len(leases)+keepAliveStreams-1)/keepAliveStreams)
+	var wg sync.WaitGroup
+	for start := 0; start < len(leases); start += chunk {
+		end := min(start+chunk, len(leases))
+		wg.Go(func() { b.keepAliveOn(ctx, leases[start:end], want, errs[start:end]) })
+	}
+	wg.Wait()
+}
+
+// keepAliveOn renews the leases on one stream, waiting for a free one.
+func (b *Backend) keepAliveOn(ctx context.Context, leases []ctxlock.Lease, want int64, errs []error) {
+	select {
+	case <-b.keepAliveSlots:
+	case <-ctx.Done():
+		fill(errs, classify("keep-alive", ctx.Err()))
+		return
+	}
+	b.keepAliveMu.Lock()
+	s := b.keepAliveFree[len(b.keepAliveFree)-1]
+	b.keepAliveFree = b.keepAliveFree[:len(b.keepAliveFree)-1]
+	b.keepAliveMu.Unlock()
+	defer func() {
+		b.keepAliveMu.Lock()
+		b.keepAliveFree = append(b.keepAliveFree, s)
+		b.keepAliveMu.Unlock()
+		b.keepAliveSlots <- struct{}{}
+	}()
+	if err := ctx.Err(); err != nil {
 		fill(errs, classify("keep-alive", err))
 		return
 	}
+	if s.stream == nil {
+		sctx, cancel := context.WithCancel(b.ctx) // the stream outlives the call
+		stream, err := b.leases.LeaseKeepAlive(sctx)
+		if err != nil {
+			cancel()
+			fill(errs, classify("keep-alive", err))
+			return
+		}
+		s.stream, s.cancel = stream, cancel
+	}
+	stream := s.stream
+	broken := false
+	stop := context.AfterFunc(ctx, s.cancel) // a call cut off takes its stream down
+	defer func() {
+		if !stop() || broken {
+			s.cancel()
+			s.stream, s.cancel = nil, nil
+		}
+	}()
 	sendErr := make(chan error, 1)
 	go func() {
 		for _, l := range leases {
@@ -312,7 +386,7 @@ func (b *Backend) keepAlive(ctx context.Context, leases []ctxlock.Lease, want in
 				return
 			}
 		}
-		sendErr <- stream.CloseSend()
+		sendErr <- nil
 	}()
 	byID := make(map[int64][]int, len(leases))
 	for i, l := range leases {
@@ -323,8 +397,11 @@ func (b *Backend) keepAlive(ctx context.Context, leases []ctxlock.Lease, want in
 	for n := 0; n < len(leases); n++ {
 		resp, err := stream.Recv()
 		if err != nil {
+			broken = true
 			if err == io.EOF {
 				err = garbage("keep-alive: stream ended before every lease was answered")
+			} else if ctx.Err() != nil {
+				err = classify("keep-alive", ctx.Err())
 			} else {
 				err = classify("keep-alive", err)
 			}
@@ -337,6 +414,7 @@ func (b *Backend) keepAlive(ctx context.Context, leases []ctxlock.Lease, want in
 		}
 		idx := byID[resp.ID]
 		if len(idx) == 0 {
+			broken = true
 			fill(errs, garbage(fmt.Sprintf("keep-alive: answer for lease %x, which was not asked", resp.ID)))
 			break
 		}
@@ -351,8 +429,14 @@ func (b *Backend) keepAlive(ctx context.Context, leases []ctxlock.Lease, want in
 				ctxlock.ErrInvalidOption, want, leases[i].Key, resp.TTL)
 		}
 	}
-	cancel()
-	<-sendErr
+	if broken {
+		s.cancel() // unblocks a Send waiting on flow control
+	}
+	if err := <-sendErr; err != nil && !broken {
+		// Every lease was answered, yet a send failed: impossible, but the
+		// stream is not to be trusted any more.
+		broken = true
+	}
 }
 
 // checkOwned reads the keys of the leases and reports ErrLost for every key
@@ -658,6 +742,12 @@ func classify(op string, err error) error {
 		return wrapped // the caller's: the Manager looks at its context
 	}
 	if errors.Is(err, clientv3.ErrNoAvailableEndpoints) {
+		return ctxlock.Unavailable(wrapped)
+	}
+	if errors.Is(err, rpctypes.ErrInvalidAuthToken) || errors.Is(err, rpctypes.ErrAuthOldRevision) {
+		// A token that expired, or predates a change of users or roles:
+		// the client authenticates again (for a keep-alive stream, when
+		// the next call reopens it), so a retry goes through.
 		return ctxlock.Unavailable(wrapped)
 	}
 	code := status.Code(err)

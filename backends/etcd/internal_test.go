@@ -36,7 +36,9 @@ func TestClassify(t *testing.T) {
 		{clientv3.ErrNoAvailableEndpoints, true},
 		{rpctypes.ErrGRPCRequestTooLarge, false},
 		{rpctypes.ErrGRPCPermissionDenied, false},
-		{rpctypes.ErrGRPCInvalidAuthToken, false},
+		{rpctypes.ErrGRPCInvalidAuthToken, true},
+		{rpctypes.ErrGRPCAuthOldRevision, true},
+		{rpctypes.ErrGRPCAuthFailed, false},
 		{status.Error(codes.Canceled, "grpc: the client connection is closing"), false},
 		{context.Canceled, false},
 	} {

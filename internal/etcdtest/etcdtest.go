@@ -77,24 +77,31 @@ type Server struct {
 	peerPort   int
 	cluster    string // --initial-cluster
 	token      string
+	args       []string // more command-line arguments
 
 	proc testproc.Proc
 }
 
-// Start starts a one-member cluster and waits until it has a leader (itself).
-func Start(t testing.TB) *Server {
+// Start starts a one-member cluster and waits until it has a leader
+// (itself). args are added to etcd's command line ("--auth-token-ttl", "1").
+func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
-	return StartCluster(t, 1).Members[0]
+	return startClusterArgs(t, 1, args).Members[0]
 }
 
 // StartCluster starts a cluster of n members and waits until every member
 // is healthy (the cluster has a leader).
 func StartCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
+	return startClusterArgs(t, n, nil)
+}
+
+func startClusterArgs(t testing.TB, n int, args []string) *Cluster {
+	t.Helper()
 	bin := Require(t)
 	var lastErr error
 	for range 5 {
-		c, err := startCluster(t, bin, n)
+		c, err := startCluster(t, bin, n, args)
 		if err == nil {
 			return c
 		}
@@ -109,12 +116,12 @@ func StartCluster(t testing.TB, n int) *Cluster {
 
 var errBind = errors.New("address in use")
 
-func startCluster(t testing.TB, bin string, n int) (*Cluster, error) {
+func startCluster(t testing.TB, bin string, n int, args []string) (*Cluster, error) {
 	c := &Cluster{}
 	token := fmt.Sprintf("ctxlock-%d-%d", os.Getpid(), time.Now().UnixNano())
 	var peers []string
 	for i := range n {
-		s := &Server{t: t, bin: bin, name: "m" + strconv.Itoa(i), token: token}
+		s := &Server{t: t, bin: bin, name: "m" + strconv.Itoa(i), token: token, args: args}
 		var err error
 		if s.clientPort, err = testport.Free(); err != nil {
 			return nil, err
@@ -231,6 +238,7 @@ func (s *Server) launch() error {
 		"--log-outputs", "stderr",
 		"--log-level", "warn",
 	)
+	cmd.Args = append(cmd.Args, s.args...)
 	cmd.Dir = s.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
