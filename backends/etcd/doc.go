@@ -148,15 +148,16 @@
 // unreachable cluster, a member without a leader, gRPC codes Unavailable,
 // DeadlineExceeded, ResourceExhausted (NOSPACE, too many requests),
 // Aborted, Internal, Unknown and NotFound, and an auth token that expired
-// or predates a change of users or roles (the client authenticates again). Requests etcd refuses as such
-// are permanent and returned by Lock and TryLock: InvalidArgument (a key
-// larger than the server's request limit), PermissionDenied and
-// other Unauthenticated errors (with etcd authentication on, the client's user needs
-// read and write permission on the keys under the prefix, and nothing
-// else: etcdctl role grant-permission --prefix=true <role> readwrite
-// ctxlock/), FailedPrecondition, and a closed client (at once: the Backend
-// checks the client before each call). An acquire refused as
-// such gives its lease back at once.
+// or predates a change of users or roles (the client authenticates
+// again). Requests etcd refuses as such are permanent and returned by Lock
+// and TryLock: InvalidArgument (a key larger than the server's request
+// limit), PermissionDenied and other Unauthenticated errors (with etcd
+// authentication on, the client's user needs read and write permission on
+// the keys under the prefix, and nothing else: etcdctl role
+// grant-permission --prefix=true <role> readwrite ctxlock/),
+// FailedPrecondition, and a closed client (at once: the Backend checks the
+// client before each call). An acquire refused as such gives its lease
+// back at once.
 //
 // # Not supported
 //
