@@ -118,7 +118,7 @@ func TestChaos(t *testing.T) {
 			key := fmt.Sprintf("chaos-%d", (i*chaosWorkers+j)%chaosKeys)
 			held := progress.add(who + " on " + key)
 			wg.Go(func() {
-				chaosEtcdWorker(t, ctx, m, key, who, &checker, &tally, probes.probe, held)
+				chaosEtcdWorker(t, ctx, m, key, who, &checker, &tally, probes.probe, held, progress.calm)
 			})
 		}
 	}
@@ -255,6 +255,7 @@ func TestChaos(t *testing.T) {
 		}
 	}
 
+	t.Logf("first lock after the calm, per worker: %v", progress)
 	n := checker.Check(t)
 	violations := checker.Violations()
 	if len(violations) > 0 {
@@ -296,11 +297,12 @@ func newChaosClient(t testing.TB, endpoints []string) *clientv3.Client {
 }
 
 // chaosEtcdWorker locks key on m over and over until ctx ends: mostly
-// short holds, every 17th longer than the TTL. Every hold goes to c, every
-// Lock call's duration to tally's "lock" sample (and fails t past its
-// bound).
+// short holds, every 17th longer than the TTL until the calm (after it,
+// the liveness bound measures the recovery, not a queue of long holds).
+// Every hold goes to c, every Lock call's duration to tally's "lock"
+// sample (and fails t past its bound).
 func chaosEtcdWorker(t *testing.T, ctx context.Context, m *ctxlock.Manager, key, who string, c *locktest.Checker, tally *chaosStats,
-	probe func(key string, token uint64, at time.Time), held func(locktest.Hold)) {
+	probe func(key string, token uint64, at time.Time), held func(locktest.Hold), calm func() bool) {
 	l := m.NewLock(key)
 	for i := 0; ctx.Err() == nil; i++ {
 		actx, cancel := context.WithTimeout(ctx, chaosLockTimeout)
@@ -325,7 +327,7 @@ func chaosEtcdWorker(t *testing.T, ctx context.Context, m *ctxlock.Manager, key,
 			continue
 		}
 		d := time.Duration(i%10+1) * 3 * time.Millisecond
-		if i%17 == 0 {
+		if i%17 == 16 && !calm() {
 			d = chaosTTL + chaosTTL/2
 			tally.add("long holds", 1)
 		}
@@ -533,6 +535,9 @@ func (p *chaosProgress) add(name string) func(locktest.Hold) {
 // start marks the calm.
 func (p *chaosProgress) start(calm time.Time) { p.from.Store(calm.UnixNano()) }
 
+// calm reports whether the calm has started.
+func (p *chaosProgress) calm() bool { return p.from.Load() != 0 }
+
 // wait waits until every worker has locked since the calm, or bound has
 // passed; it returns the workers that have not (nil when none).
 func (p *chaosProgress) wait(bound time.Duration) (stuck []string) {
@@ -551,6 +556,24 @@ func (p *chaosProgress) wait(bound time.Duration) (stuck []string) {
 		}
 	}
 	return stuck
+}
+
+// String lists each worker's wait from the calm to its first hold.
+func (p *chaosProgress) String() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := ""
+	for i, w := range p.waits {
+		if i > 0 {
+			out += ", "
+		}
+		if w < 0 {
+			out += p.names[i] + " none"
+		} else {
+			out += fmt.Sprintf("%s %v", p.names[i], w.Round(time.Millisecond))
+		}
+	}
+	return out
 }
 
 // lockWaits returns, sorted, how long after the calm each worker that
