@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -259,6 +260,7 @@ func TestChaos(t *testing.T) {
 	n := checker.Check(t)
 	violations := checker.Violations()
 	if len(violations) > 0 {
+		chaosHistory(t, direct, backends[0], checker.Holds(), violations)
 		for _, h := range checker.Holds() {
 			t.Logf("hold %s on %s token %d [%v .. %v]", h.Owner, h.Key, h.Token,
 				h.Start.Sub(began).Round(time.Microsecond), h.End.Sub(began).Round(time.Microsecond))
@@ -589,4 +591,48 @@ func (p *chaosProgress) lockWaits() []time.Duration {
 	}
 	slices.Sort(ws)
 	return ws
+}
+
+// chaosHistory logs, for a failed run, the etcd history of the lock
+// prefix around the holds that overlap: every put and delete with its
+// revision, owner and lease, so that a violation shows which request
+// freed the key.
+func chaosHistory(t *testing.T, direct *clientv3.Client, b *etcd.Backend, holds []locktest.Hold, violations []string) {
+	t.Helper()
+	var lo, hi int64
+	for _, v := range violations {
+		for _, h := range holds {
+			if h.Token != 0 && strings.Contains(v, fmt.Sprintf("(token %d)", h.Token)) {
+				if lo == 0 || int64(h.Token) < lo {
+					lo = int64(h.Token)
+				}
+				hi = max(hi, int64(h.Token))
+			}
+		}
+	}
+	if lo == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	from := max(lo-20, 1)
+	for resp := range direct.Watch(wctx, b.LockKey(""), clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithPrevKV()) {
+		if err := resp.Err(); err != nil {
+			t.Logf("history: %v", err)
+			return
+		}
+		for _, ev := range resp.Events {
+			kv := ev.Kv
+			lease, owner := kv.Lease, string(kv.Value)
+			if ev.Type == clientv3.EventTypeDelete && ev.PrevKv != nil {
+				lease, owner = ev.PrevKv.Lease, string(ev.PrevKv.Value)
+			}
+			t.Logf("history: rev %d %s %s owner %q lease %x (created at %d)", kv.ModRevision, ev.Type, kv.Key, owner, lease, kv.CreateRevision)
+			if kv.ModRevision >= hi+10 {
+				return
+			}
+		}
+	}
 }
