@@ -74,6 +74,7 @@ func TestChaos(t *testing.T) {
 	c := etcdtest.StartCluster(t, chaosMembers)
 	direct := newClient(t, c.Endpoints()...) // past the proxies: probes
 
+	var trail backendTrail
 	var (
 		proxies  [][]*faultproxy.Proxy // [manager][member]
 		backends []*etcd.Backend
@@ -90,7 +91,7 @@ func TestChaos(t *testing.T) {
 		proxies = append(proxies, pxs)
 		b := newBackend(t, newChaosClient(t, eps))
 		backends = append(backends, b)
-		ms = append(ms, newManager(t, b, ctxlock.WithDefaultLockOptions(
+		ms = append(ms, newManager(t, &tracedBackend{Backend: b, name: fmt.Sprintf("m%d", len(ms)), trail: &trail}, ctxlock.WithDefaultLockOptions(
 			ctxlock.WithTTL(chaosTTL),
 			ctxlock.WithDriftFactor(chaosDrift),
 			ctxlock.WithAcquireTimeout(chaosAcquireTimeout),
@@ -261,6 +262,10 @@ func TestChaos(t *testing.T) {
 	violations := checker.Violations()
 	if len(violations) > 0 {
 		chaosHistory(t, direct, backends[0], checker.Holds(), violations)
+		trail.dump(t)
+		for i, m := range c.Members {
+			t.Logf("member %d log tail: %s", i, m.LogTail())
+		}
 		for _, h := range checker.Holds() {
 			t.Logf("hold %s on %s token %d [%v .. %v]", h.Owner, h.Key, h.Token,
 				h.Start.Sub(began).Round(time.Microsecond), h.End.Sub(began).Round(time.Microsecond))
@@ -635,4 +640,62 @@ func chaosHistory(t *testing.T, direct *clientv3.Client, b *etcd.Backend, holds 
 			}
 		}
 	}
+}
+
+// backendTrail records every Backend call of the Managers (what was asked,
+// what came back, when), for the post-mortem of a violation.
+type backendTrail struct {
+	mu    sync.Mutex
+	start time.Time
+	lines []string
+}
+
+func (tr *backendTrail) add(format string, args ...any) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if tr.start.IsZero() {
+		tr.start = time.Now()
+	}
+	tr.lines = append(tr.lines, fmt.Sprintf("%v ", time.Since(tr.start).Round(time.Microsecond))+fmt.Sprintf(format, args...))
+}
+
+func (tr *backendTrail) dump(t *testing.T) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	for _, l := range tr.lines[max(len(tr.lines)-3000, 0):] {
+		t.Log("trail: " + l)
+	}
+}
+
+// tracedBackend records the calls of one Manager's Backend.
+type tracedBackend struct {
+	*etcd.Backend
+	name  string
+	trail *backendTrail
+}
+
+func (b *tracedBackend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	b.trail.add("%s acquire %s owner %s start", b.name, req.Key, req.Owner)
+	l, err := b.Backend.Acquire(ctx, req)
+	b.trail.add("%s acquire %s owner %s -> token %d err %v", b.name, req.Key, req.Owner, l.Token, err)
+	return l, err
+}
+
+func (b *tracedBackend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.Duration) []error {
+	errs := b.Backend.Extend(ctx, leases, ttl)
+	for i, l := range leases {
+		b.trail.add("%s extend %s owner %s token %d -> %v", b.name, l.Key, l.Owner, l.Token, errs[i])
+	}
+	return errs
+}
+
+func (b *tracedBackend) Release(ctx context.Context, leases []ctxlock.Lease) []error {
+	for _, l := range leases {
+		b.trail.add("%s release %s owner %s token %d start", b.name, l.Key, l.Owner, l.Token)
+	}
+	errs := b.Backend.Release(ctx, leases)
+	for i, l := range leases {
+		b.trail.add("%s release %s owner %s token %d -> %v", b.name, l.Key, l.Owner, l.Token, errs[i])
+	}
+	return errs
 }
