@@ -6,10 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/ctxlock/ctxlock"
 	"github.com/ctxlock/ctxlock/backends/etcd"
 	"github.com/ctxlock/ctxlock/backends/locktest"
+	"github.com/ctxlock/ctxlock/internal/chaostest"
 	"github.com/ctxlock/ctxlock/internal/etcdtest"
 	"github.com/ctxlock/ctxlock/internal/faultproxy"
 )
@@ -100,10 +99,10 @@ func TestChaos(t *testing.T) {
 
 	var (
 		checker  locktest.Checker
-		tally    chaosStats
-		faults   chaosStats
+		tally    chaostest.Stats
+		faults   chaostest.Stats
 		wg       sync.WaitGroup
-		progress = newChaosProgress()
+		progress = chaostest.NewCalmProgress()
 	)
 	probes := &chaosProbes{direct: direct, backend: backends[0], tally: &tally}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -118,9 +117,9 @@ func TestChaos(t *testing.T) {
 		for j := range chaosWorkers {
 			who := fmt.Sprintf("m%d/g%d", i, j)
 			key := fmt.Sprintf("chaos-%d", (i*chaosWorkers+j)%chaosKeys)
-			held := progress.add(who + " on " + key)
+			held := progress.Add(who + " on " + key)
 			wg.Go(func() {
-				chaosEtcdWorker(t, ctx, m, key, who, &checker, &tally, probes.probe, held, progress.calm)
+				chaosEtcdWorker(t, ctx, m, key, who, &checker, &tally, probes.probe, held, progress.Calm)
 			})
 		}
 	}
@@ -164,14 +163,14 @@ func TestChaos(t *testing.T) {
 			}
 			d := between(300*time.Millisecond, 1500*time.Millisecond)
 			logFault("delay %v up, %v down on %s for %v", up, down, what, d)
-			faults.add("delay", 1)
+			faults.Add("delay", 1)
 			time.Sleep(d)
 		case k < 7:
 			m, n := rng.IntN(len(proxies)), rng.IntN(chaosMembers)
 			d := between(200*time.Millisecond, 3*time.Second) // sometimes past the TTL
 			logFault("blackhole of m%d to member %d for %v", m, n, d)
 			proxies[m][n].Blackhole()
-			faults.add("blackhole", 1)
+			faults.Add("blackhole", 1)
 			time.Sleep(d)
 		case k < 9:
 			what, pxs := links()
@@ -180,7 +179,7 @@ func TestChaos(t *testing.T) {
 			for _, px := range pxs {
 				px.Reset()
 			}
-			faults.add("reset", 1)
+			faults.Add("reset", 1)
 			time.Sleep(d)
 		case k < 11:
 			m := rng.IntN(len(proxies))
@@ -189,14 +188,14 @@ func TestChaos(t *testing.T) {
 			for _, px := range proxies[m] {
 				px.Blackhole()
 			}
-			faults.add("manager cut", 1)
+			faults.Add("manager cut", 1)
 			time.Sleep(d)
 		case k < 16:
 			n, which := member()
 			d := between(100*time.Millisecond, 3*time.Second) // sometimes past the TTL
 			logFault("SIGSTOP of member %d (%s) for %v", n, which, d)
 			c.Members[n].Stop()
-			faults.add("sigstop "+which, 1)
+			faults.Add("sigstop "+which, 1)
 			time.Sleep(d)
 			c.Members[n].Cont()
 		default:
@@ -204,7 +203,7 @@ func TestChaos(t *testing.T) {
 			d := between(0, 2*time.Second)
 			logFault("SIGKILL of member %d (%s), restarted after %v", n, which, d)
 			c.Members[n].Kill()
-			faults.add("sigkill "+which, 1)
+			faults.Add("sigkill "+which, 1)
 			time.Sleep(d)
 			c.Members[n].Restart() // returns once the member is healthy
 		}
@@ -219,8 +218,8 @@ func TestChaos(t *testing.T) {
 	// lock again within a bound.
 	pollUntil(t, 30*time.Second, "a leader after the faults", func() bool { return c.Leader() >= 0 })
 	calm := time.Now()
-	progress.start(calm)
-	stuck := progress.wait(chaosCalmBound)
+	progress.Start(calm)
+	stuck := progress.Wait(chaosCalmBound)
 	cancel()
 	wg.Wait()
 	probes.wg.Wait()
@@ -246,7 +245,7 @@ func TestChaos(t *testing.T) {
 		if err := backends[i].Close(); err != nil {
 			t.Errorf("m%d: Backend.Close: %v", i, err)
 		}
-		tally.sample("close", time.Since(start))
+		tally.Sample("close", time.Since(start))
 	}
 	// Each client did reach each member through its own proxy.
 	for i, pxs := range proxies {
@@ -279,9 +278,9 @@ func TestChaos(t *testing.T) {
 	}
 	t.Logf("chaos result: seed %d, %v: faults injected %d (%s); holds checked %d (%d in the final calm); violations %d; %s; "+
 		"Lock calls %s; first lock after the calm %s; Close %s; Liveness B margin (lease TTL left, whole seconds) %s",
-		seed, *chaosDuration, faults.total(), faults.String(), n, calmHolds, len(violations), tally.String(),
-		chaosSummary(tally.samples("lock")), chaosSummary(progress.lockWaits()), chaosSummary(tally.samples("close")),
-		chaosSummary(tally.samples("margin")))
+		seed, *chaosDuration, faults.Total(), faults.String(), n, calmHolds, len(violations), tally.String(),
+		chaostest.Summary(tally.Samples("lock")), chaostest.Summary(progress.LockWaits()), chaostest.Summary(tally.Samples("close")),
+		chaostest.Summary(tally.Samples("margin")))
 }
 
 // newChaosClient is newClient with gRPC keep-alive pings, so that a
@@ -308,7 +307,7 @@ func newChaosClient(t testing.TB, endpoints []string) *clientv3.Client {
 // the liveness bound measures the recovery, not a queue of long holds).
 // Every hold goes to c, every Lock call's duration to tally's "lock"
 // sample (and fails t past its bound).
-func chaosEtcdWorker(t *testing.T, ctx context.Context, m *ctxlock.Manager, key, who string, c *locktest.Checker, tally *chaosStats,
+func chaosEtcdWorker(t *testing.T, ctx context.Context, m *ctxlock.Manager, key, who string, c *locktest.Checker, tally *chaostest.Stats,
 	probe func(key string, token uint64, at time.Time), held func(locktest.Hold), calm func() bool) {
 	l := m.NewLock(key)
 	for i := 0; ctx.Err() == nil; i++ {
@@ -317,61 +316,39 @@ func chaosEtcdWorker(t *testing.T, ctx context.Context, m *ctxlock.Manager, key,
 		exp, err := l.Lock(actx)
 		took := time.Since(called)
 		cancel()
-		tally.sample("lock", took)
+		tally.Sample("lock", took)
 		if took > chaosLockTimeout+chaosLockSlack {
 			t.Errorf("%s: Lock returned after %v (context %v): %v", who, took, chaosLockTimeout, err)
 		}
 		if err != nil {
 			if ctx.Err() == nil {
-				tally.add("lock timeouts", 1)
+				tally.Add("lock timeouts", 1)
 			}
 			continue
 		}
 		start := time.Now()
 		token := l.Token()
 		if token == 0 {
-			tally.add("ended at once", 1)
+			tally.Add("ended at once", 1)
 			continue
 		}
 		d := time.Duration(i%10+1) * 3 * time.Millisecond
 		if i%17 == 16 && !calm() {
 			d = chaosTTL + chaosTTL/2
-			tally.add("long holds", 1)
+			tally.Add("long holds", 1)
 		}
-		h, ended := chaosHoldFor(l, exp, who, start, token, d)
+		h, ended := chaostest.HoldFor(l, exp, who, start, token, d)
 		c.Record(h)
-		tally.add("holds", 1)
+		tally.Add("holds", 1)
 		held(h)
 		if ended {
 			r := chaosReason(l.Err())
-			tally.add("ended "+r, 1)
+			tally.Add("ended "+r, 1)
 			if r == "expired" {
 				probe(key, token, h.End)
 			}
 		}
 	}
-}
-
-// chaosHoldFor keeps a hold for d, watching the expiry channel, then
-// unlocks it. It returns the hold as the checker wants it and whether the
-// hold ended on its own.
-func chaosHoldFor(l ctxlock.Lock, exp <-chan struct{}, who string, start time.Time, token uint64, d time.Duration) (locktest.Hold, bool) {
-	h := locktest.Hold{Key: l.Key(), Owner: who, Token: token, Start: start}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-exp:
-		h.End = time.Now()
-		return h, true
-	case <-timer.C:
-	}
-	h.End = time.Now()
-	if err := l.Unlock(); err != nil {
-		// The hold ended between the timer and Unlock: End is still an
-		// upper bound of when it was relied on.
-		return h, true
-	}
-	return h, false
 }
 
 func chaosReason(err error) string {
@@ -396,7 +373,7 @@ func chaosReason(err error) string {
 type chaosProbes struct {
 	direct  *clientv3.Client
 	backend *etcd.Backend
-	tally   *chaosStats
+	tally   *chaostest.Stats
 	wg      sync.WaitGroup
 }
 
@@ -407,195 +384,26 @@ func (p *chaosProbes) probe(key string, token uint64, expiredAt time.Time) {
 		resp, err := p.direct.Get(ctx, p.backend.LockKey(key))
 		switch {
 		case err != nil:
-			p.tally.add("margin unmeasured (no answer)", 1)
+			p.tally.Add("margin unmeasured (no answer)", 1)
 			return
 		case len(resp.Kvs) == 0:
 			// Released by the Manager after the expiry, or lapsed.
-			p.tally.add("margin unmeasured (gone)", 1)
+			p.tally.Add("margin unmeasured (gone)", 1)
 			return
 		case uint64(resp.Kvs[0].CreateRevision) != token:
-			p.tally.add("margin unmeasured (taken over)", 1)
+			p.tally.Add("margin unmeasured (taken over)", 1)
 			return
 		}
 		ttl, err := p.direct.TimeToLive(ctx, clientv3.LeaseID(resp.Kvs[0].Lease))
 		switch {
 		case err != nil:
-			p.tally.add("margin unmeasured (no answer)", 1)
+			p.tally.Add("margin unmeasured (no answer)", 1)
 		case ttl.TTL < 0:
-			p.tally.add("margin unmeasured (gone)", 1)
+			p.tally.Add("margin unmeasured (gone)", 1)
 		default:
-			p.tally.sample("margin", time.Duration(ttl.TTL)*time.Second)
+			p.tally.Sample("margin", time.Duration(ttl.TTL)*time.Second)
 		}
 	})
-}
-
-// chaosStats is a thread-safe tally of named counters and samples.
-type chaosStats struct {
-	mu sync.Mutex
-	n  map[string]int
-	d  map[string][]time.Duration
-}
-
-func (s *chaosStats) add(name string, k int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.n == nil {
-		s.n = map[string]int{}
-	}
-	s.n[name] += k
-}
-
-func (s *chaosStats) sample(name string, d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.d == nil {
-		s.d = map[string][]time.Duration{}
-	}
-	s.d[name] = append(s.d[name], d)
-}
-
-// samples returns name's samples, sorted.
-func (s *chaosStats) samples(name string) []time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := slices.Clone(s.d[name])
-	slices.Sort(out)
-	return out
-}
-
-func (s *chaosStats) total() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, k := range s.n {
-		n += k
-	}
-	return n
-}
-
-func (s *chaosStats) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	keys := make([]string, 0, len(s.n))
-	for k := range s.n {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	out := ""
-	for i, k := range keys {
-		if i > 0 {
-			out += " "
-		}
-		out += fmt.Sprintf("%s=%d", k, s.n[k])
-	}
-	return out
-}
-
-// chaosSummary formats sorted samples as min/median/max.
-func chaosSummary(ds []time.Duration) string {
-	if len(ds) == 0 {
-		return "no samples"
-	}
-	return fmt.Sprintf("n=%d min=%v median=%v max=%v", len(ds), ds[0].Round(time.Millisecond),
-		ds[len(ds)/2].Round(time.Millisecond), ds[len(ds)-1].Round(time.Millisecond))
-}
-
-// chaosProgress checks liveness once the faults have stopped: every worker
-// (add) must lock again, a hold that starts after the calm (start), within
-// a bound (wait).
-type chaosProgress struct {
-	from  atomic.Int64 // the calm, in Unix ns; 0 before it
-	done  chan struct{}
-	mu    sync.Mutex
-	names []string
-	waits []time.Duration // per worker, from the calm to its first hold; -1 until then
-	moved int
-}
-
-func newChaosProgress() *chaosProgress { return &chaosProgress{done: make(chan struct{})} }
-
-// add registers a worker before the workers start, and returns the
-// function its worker calls with every hold.
-func (p *chaosProgress) add(name string) func(locktest.Hold) {
-	p.mu.Lock()
-	i := len(p.names)
-	p.names = append(p.names, name)
-	p.waits = append(p.waits, -1)
-	p.mu.Unlock()
-	return func(h locktest.Hold) {
-		from := p.from.Load()
-		if from == 0 || h.Start.UnixNano() <= from {
-			return
-		}
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if p.waits[i] >= 0 {
-			return
-		}
-		p.waits[i] = h.Start.Sub(time.Unix(0, from))
-		if p.moved++; p.moved == len(p.names) {
-			close(p.done)
-		}
-	}
-}
-
-// start marks the calm.
-func (p *chaosProgress) start(calm time.Time) { p.from.Store(calm.UnixNano()) }
-
-// calm reports whether the calm has started.
-func (p *chaosProgress) calm() bool { return p.from.Load() != 0 }
-
-// wait waits until every worker has locked since the calm, or bound has
-// passed; it returns the workers that have not (nil when none).
-func (p *chaosProgress) wait(bound time.Duration) (stuck []string) {
-	timer := time.NewTimer(bound)
-	defer timer.Stop()
-	select {
-	case <-p.done:
-		return nil
-	case <-timer.C:
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for i, w := range p.waits {
-		if w < 0 {
-			stuck = append(stuck, p.names[i])
-		}
-	}
-	return stuck
-}
-
-// String lists each worker's wait from the calm to its first hold.
-func (p *chaosProgress) String() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := ""
-	for i, w := range p.waits {
-		if i > 0 {
-			out += ", "
-		}
-		if w < 0 {
-			out += p.names[i] + " none"
-		} else {
-			out += fmt.Sprintf("%s %v", p.names[i], w.Round(time.Millisecond))
-		}
-	}
-	return out
-}
-
-// lockWaits returns, sorted, how long after the calm each worker that
-// locked again did.
-func (p *chaosProgress) lockWaits() []time.Duration {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var ws []time.Duration
-	for _, w := range p.waits {
-		if w >= 0 {
-			ws = append(ws, w)
-		}
-	}
-	slices.Sort(ws)
-	return ws
 }
 
 // chaosHistory logs, for a failed run, the etcd history of the lock

@@ -15,6 +15,7 @@ import (
 	"github.com/ctxlock/ctxlock"
 	"github.com/ctxlock/ctxlock/backends/goredis"
 	"github.com/ctxlock/ctxlock/backends/locktest"
+	"github.com/ctxlock/ctxlock/internal/chaostest"
 	"github.com/ctxlock/ctxlock/internal/faultproxy"
 	"github.com/ctxlock/ctxlock/internal/redistest"
 )
@@ -110,14 +111,14 @@ func TestChaosCluster(t *testing.T) {
 	probes := &marginProbes{direct: direct, backend: ms[0].backend, tally: &tally}
 
 	// Progress once the faults have stopped and the cluster is healthy.
-	progress := newCalmProgress()
+	progress := chaostest.NewCalmProgress()
 	var wg sync.WaitGroup
 	for i, m := range ms {
 		for j := 0; j < *clusterChaosWorkers; j++ {
 			who := fmt.Sprintf("m%d/g%d", i, j)
 			group := groups[i%2]
 			key := group[((i/2)**clusterChaosWorkers+j)%len(group)]
-			held := progress.add(who + " on " + key)
+			held := progress.Add(who + " on " + key)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -136,17 +137,17 @@ func TestChaosCluster(t *testing.T) {
 		case k < 2:
 			m, n := link()
 			proxies[m][n].Delay(between(0, 200*time.Millisecond), between(0, 200*time.Millisecond))
-			faults.add("delay", 1)
+			faults.Add("delay", 1)
 			time.Sleep(between(300*time.Millisecond, 1200*time.Millisecond))
 		case k < 4:
 			m, n := link()
 			proxies[m][n].Blackhole()
-			faults.add("blackhole", 1)
+			faults.Add("blackhole", 1)
 			time.Sleep(between(200*time.Millisecond, 1200*time.Millisecond))
 		case k < 5:
 			m, n := link()
 			proxies[m][n].Reset()
-			faults.add("reset", 1)
+			faults.Add("reset", 1)
 			time.Sleep(between(50*time.Millisecond, 400*time.Millisecond))
 		case k < 6:
 			// One Manager cut from the whole cluster.
@@ -154,14 +155,14 @@ func TestChaosCluster(t *testing.T) {
 			for _, px := range proxies[m] {
 				px.Blackhole()
 			}
-			faults.add("manager cut", 1)
+			faults.Add("manager cut", 1)
 			time.Sleep(between(200*time.Millisecond, 1200*time.Millisecond))
 		case k < 9:
 			// Shorter than cluster-node-timeout (1s): no FAIL, no
 			// CLUSTERDOWN, and with no replicas no failover anyway.
 			n := nodes[rng.IntN(len(nodes))]
 			n.Stop()
-			faults.add("sigstop", 1)
+			faults.Add("sigstop", 1)
 			time.Sleep(between(100*time.Millisecond, 700*time.Millisecond))
 			n.Cont()
 		default:
@@ -173,7 +174,7 @@ func TestChaosCluster(t *testing.T) {
 			}
 			nodes[ni].Stop()
 			proxies[m][n].Reset()
-			faults.add("sigstop+reset", 1)
+			faults.Add("sigstop+reset", 1)
 			time.Sleep(between(100*time.Millisecond, 600*time.Millisecond))
 			nodes[ni].Cont()
 		}
@@ -188,9 +189,9 @@ func TestChaosCluster(t *testing.T) {
 	// within a bound.
 	cl.WaitReady(t)
 	calm := time.Now()
-	progress.start(calm)
+	progress.Start(calm)
 	const progressBound = 10 * time.Second
-	stuck := progress.wait(progressBound)
+	stuck := progress.Wait(progressBound)
 	cancel()
 	wg.Wait()
 	probes.wg.Wait()
@@ -230,17 +231,17 @@ func TestChaosCluster(t *testing.T) {
 	}
 
 	n := checkNoViolations(t, &checker, &tr)
-	margins := tally.samples("margin")
+	margins := tally.Samples("margin")
 	for _, m := range margins {
 		if m <= 0 {
 			t.Errorf("Liveness B: an expiry channel closed %v after the server-side TTL ended", -m)
 		}
 	}
-	waits := progress.lockWaits()
+	waits := progress.LockWaits()
 	t.Logf("chaos cluster result: seed %d, %v: faults injected %d (%s); holds checked %d; violations %d; %s; "+
 		"first lock after the calm %s; Close %s; Liveness B margin %s",
-		seed, *clusterChaosDuration, totalFaults(&faults), faults.String(), n, len(checker.Violations()), tally.String(),
-		summary(waits), summary(tally.samples("close")), summary(margins))
+		seed, *clusterChaosDuration, faults.Total(), faults.String(), n, len(checker.Violations()), tally.String(),
+		chaostest.Summary(waits), chaostest.Summary(tally.Samples("close")), chaostest.Summary(margins))
 }
 
 // clusterManager is a Manager on its own ClusterClient, whose connection to
@@ -273,7 +274,7 @@ func newClusterManager(t testing.TB, pxs []*faultproxy.Proxy, tally *stats, bopt
 		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			px, ok := via[addr]
 			if !ok {
-				tally.add("dials to unknown nodes", 1)
+				tally.Add("dials to unknown nodes", 1)
 				return nil, fmt.Errorf("chaos cluster: no proxy for node %s", addr)
 			}
 			var d net.Dialer

@@ -102,7 +102,7 @@ func TestChaosRedlock(t *testing.T) {
 				nodes[i].Stop()
 			}
 		}
-		faults.add(fmt.Sprintf("%s x%d", []string{"delay", "blackhole", "reset", "sigstop"}[kind], width), 1)
+		faults.Add(fmt.Sprintf("%s x%d", []string{"delay", "blackhole", "reset", "sigstop"}[kind], width), 1)
 		time.Sleep(between(100*time.Millisecond, 1300*time.Millisecond))
 		for _, i := range hit {
 			if kind == 3 {
@@ -121,5 +121,5 @@ func TestChaosRedlock(t *testing.T) {
 		t.Errorf("no hold in the calm period after the faults")
 	}
 	t.Logf("chaos redlock result: seed %d, %v: faults injected %d (%s); holds checked %d (%d in the final calm, highest token %d); violations %d; %s",
-		seed, *chaosDuration, totalFaults(&faults), faults.String(), n, calm, maxToken, len(checker.Violations()), tally.String())
+		seed, *chaosDuration, faults.Total(), faults.String(), n, calm, maxToken, len(checker.Violations()), tally.String())
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/ctxlock/ctxlock"
 	"github.com/ctxlock/ctxlock/backends/goredis"
 	"github.com/ctxlock/ctxlock/backends/locktest"
+	"github.com/ctxlock/ctxlock/internal/chaostest"
 	"github.com/ctxlock/ctxlock/internal/redistest"
 )
 
@@ -111,13 +112,13 @@ func TestChaosSentinel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	progress := newCalmProgress()
+	progress := chaostest.NewCalmProgress()
 	var wg sync.WaitGroup
 	for i, m := range ms {
 		for j := 0; j < *sentinelChaosWorkers; j++ {
 			who := fmt.Sprintf("m%d/g%d", i, j)
 			key := fmt.Sprintf("schaos-%d", (i**sentinelChaosWorkers+j)%*sentinelChaosKeys)
-			held := progress.add(who + " on " + key)
+			held := progress.Add(who + " on " + key)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -159,23 +160,23 @@ faults:
 				time.Sleep(between(0, time.Second)) // down a while longer
 				if rng.IntN(2) == 0 {
 					sen.RestartAsReplica(old, master)
-					faults.add("kill+restart as replica", 1)
+					faults.Add("kill+restart as replica", 1)
 				} else {
 					old.Restart() // with its old configuration: Sentinel turns it into a replica
-					faults.add("kill+restart", 1)
+					faults.Add("kill+restart", 1)
 				}
-				tally.sample("failover (kill)", time.Since(down))
+				tally.Sample("failover (kill)", time.Since(down))
 			case "stop":
 				old.Stop()
 				down := time.Now()
 				ok := injected("failover after SIGSTOP", func() (err error) { master, err = waitFailover(sen, old); return err })
-				tally.sample("failover (stop)", time.Since(down))
+				tally.Sample("failover (stop)", time.Since(down))
 				time.Sleep(between(0, 500*time.Millisecond))
 				old.Cont()
 				if !ok {
 					break faults
 				}
-				faults.add("stop until failover", 1)
+				faults.Add("stop until failover", 1)
 			case "planned":
 				from := time.Now()
 				planned.open(from)
@@ -184,8 +185,8 @@ faults:
 				// acknowledged until it moved are gone; the holds that
 				// relied on them end by their validity deadline.
 				planned.close(time.Now().Add(time.Second))
-				tally.sample("failover (planned)", time.Since(from))
-				faults.add("planned failover", 1)
+				tally.Sample("failover (planned)", time.Since(from))
+				faults.Add("planned failover", 1)
 			}
 			failovers++
 			nextFailover = time.Now().Add(between(time.Second, 3*time.Second))
@@ -195,7 +196,7 @@ faults:
 		case k < 7:
 			master.Stop()
 			from := time.Now()
-			faults.add("brief sigstop of the master", 1)
+			faults.Add("brief sigstop of the master", 1)
 			time.Sleep(between(100*time.Millisecond, sentinelBriefStop))
 			master.Cont()
 			t.Logf("%s: master %s stopped for %v", clock(from), master.Addr(), time.Since(from))
@@ -208,7 +209,7 @@ faults:
 			}
 			r := replicas[rng.IntN(len(replicas))]
 			r.Stop()
-			faults.add("sigstop of a replica", 1)
+			faults.Add("sigstop of a replica", 1)
 			time.Sleep(between(100*time.Millisecond, 1500*time.Millisecond))
 			r.Cont()
 		}
@@ -221,8 +222,8 @@ faults:
 	}
 	wcancel()
 	calm := time.Now()
-	progress.start(calm)
-	stuck := progress.wait(sentinelProgress)
+	progress.Start(calm)
+	stuck := progress.Wait(sentinelProgress)
 	cancel()
 	wg.Wait()
 	probes.wg.Wait()
@@ -259,20 +260,20 @@ faults:
 		promised.Record(h)
 	}
 	n := checkNoViolations(t, &promised, &tr)
-	margins := tally.samples("margin")
+	margins := tally.Samples("margin")
 	for _, m := range margins {
 		if m <= 0 {
 			t.Errorf("Liveness B: an expiry channel closed %v after the server-side TTL ended", -m)
 		}
 	}
-	waits := progress.lockWaits()
+	waits := progress.LockWaits()
 	t.Logf("chaos sentinel result: seed %d, %v: failovers %d, faults %d (%s); holds checked %d, violations %d; "+
 		"holds across a planned failover (not checked) %d, violations among all holds %d; %s; "+
 		"failover kill %s, stop %s, planned %s; first lock after the calm %s; Close %s; Liveness B margin %s",
-		seed, *sentinelChaosDuration, failovers, totalFaults(&faults), faults.String(), n, len(promised.Violations()),
+		seed, *sentinelChaosDuration, failovers, faults.Total(), faults.String(), n, len(promised.Violations()),
 		unpromised, len(all.Violations()), tally.String(),
-		summary(tally.samples("failover (kill)")), summary(tally.samples("failover (stop)")), summary(tally.samples("failover (planned)")),
-		summary(waits), summary(tally.samples("close")), summary(margins))
+		chaostest.Summary(tally.Samples("failover (kill)")), chaostest.Summary(tally.Samples("failover (stop)")), chaostest.Summary(tally.Samples("failover (planned)")),
+		chaostest.Summary(waits), chaostest.Summary(tally.Samples("close")), chaostest.Summary(margins))
 	for _, v := range all.Violations() {
 		t.Logf("not promised: %s", v)
 	}

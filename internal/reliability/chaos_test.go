@@ -11,6 +11,7 @@ import (
 
 	"github.com/ctxlock/ctxlock"
 	"github.com/ctxlock/ctxlock/backends/locktest"
+	"github.com/ctxlock/ctxlock/internal/chaostest"
 	"github.com/ctxlock/ctxlock/internal/faultproxy"
 	"github.com/ctxlock/ctxlock/internal/redistest"
 )
@@ -86,19 +87,19 @@ func TestChaos(t *testing.T) {
 		case k < 3:
 			up, down := between(0, 200*time.Millisecond), between(0, 200*time.Millisecond)
 			px.Delay(up, down)
-			faults.add("delay", 1)
+			faults.Add("delay", 1)
 			time.Sleep(between(300*time.Millisecond, 1500*time.Millisecond))
 		case k < 5:
 			px.Blackhole()
-			faults.add("blackhole", 1)
+			faults.Add("blackhole", 1)
 			time.Sleep(between(200*time.Millisecond, 1500*time.Millisecond))
 		case k < 7:
 			px.Reset()
-			faults.add("reset", 1)
+			faults.Add("reset", 1)
 			time.Sleep(between(50*time.Millisecond, 500*time.Millisecond))
 		case k < 9:
 			srv.Stop()
-			faults.add("sigstop", 1)
+			faults.Add("sigstop", 1)
 			time.Sleep(between(100*time.Millisecond, 1300*time.Millisecond))
 			srv.Cont()
 		default:
@@ -106,7 +107,7 @@ func TestChaos(t *testing.T) {
 			other := proxies[rng.IntN(len(proxies))]
 			px.Blackhole()
 			other.Reset()
-			faults.add("blackhole+reset", 1)
+			faults.Add("blackhole+reset", 1)
 			time.Sleep(between(200*time.Millisecond, 1200*time.Millisecond))
 			other.Pass()
 		}
@@ -125,24 +126,14 @@ func TestChaos(t *testing.T) {
 		t.Errorf("no hold in the calm period after the faults")
 	}
 	overlaps := len(checker.Violations())
-	margins := tally.samples("margin")
+	margins := tally.Samples("margin")
 	for _, m := range margins {
 		if m <= 0 {
 			t.Errorf("Liveness B: an expiry channel closed %v after the server-side TTL ended", -m)
 		}
 	}
 	t.Logf("chaos result: seed %d, %v: faults injected %d (%s); holds checked %d (%d in the final calm, highest token %d); violations %d; %s; Liveness B margin %s",
-		seed, *chaosDuration, totalFaults(&faults), faults.String(), n, calm, maxToken, overlaps, tally.String(), summary(margins))
-}
-
-func totalFaults(s *stats) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, k := range s.n {
-		n += k
-	}
-	return n
+		seed, *chaosDuration, faults.Total(), faults.String(), n, calm, maxToken, overlaps, tally.String(), chaostest.Summary(margins))
 }
 
 func chaosWorker(ctx context.Context, m ctxlock.LockManager, key, who string, c *locktest.Checker, tally *stats,
@@ -160,14 +151,14 @@ func chaosWorkerTTL(ctx context.Context, m ctxlock.LockManager, key, who string,
 		cancel()
 		if err != nil {
 			if ctx.Err() == nil {
-				tally.add("lock timeouts", 1)
+				tally.Add("lock timeouts", 1)
 			}
 			continue
 		}
 		start := time.Now()
 		token := l.Token()
 		if token == 0 {
-			tally.add("ended at once", 1)
+			tally.Add("ended at once", 1)
 			continue
 		}
 		// Mostly short holds, sometimes one longer than the TTL (refreshed).
@@ -175,15 +166,15 @@ func chaosWorkerTTL(ctx context.Context, m ctxlock.LockManager, key, who string,
 		if i%17 == 0 {
 			d = holdTTL + holdTTL/2
 		}
-		h, ended := holdFor(l, exp, who, start, token, d)
+		h, ended := chaostest.HoldFor(l, exp, who, start, token, d)
 		c.Record(h)
-		tally.add("holds", 1)
+		tally.Add("holds", 1)
 		if held != nil {
 			held(h)
 		}
 		if ended {
 			r := reason(l.Err())
-			tally.add("ended "+r, 1)
+			tally.Add("ended "+r, 1)
 			if r == "expired" && probe != nil {
 				probe(key, token, h.End)
 			}

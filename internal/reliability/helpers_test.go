@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/ctxlock/ctxlock"
 	"github.com/ctxlock/ctxlock/backends/goredis"
 	"github.com/ctxlock/ctxlock/backends/locktest"
+	"github.com/ctxlock/ctxlock/internal/chaostest"
 )
 
 func TestMain(m *testing.M) {
@@ -153,85 +152,8 @@ func inspect(ctx context.Context, direct redis.Scripter, b *goredis.Backend, key
 	return st, nil
 }
 
-// holdFor keeps a hold for d, watching the expiry channel, then unlocks it.
-// It returns the hold as the checker wants it (End is when the holder stopped
-// relying on it: when it saw the channel closed, or just before Unlock) and
-// whether the hold ended on its own.
-func holdFor(l ctxlock.Lock, exp <-chan struct{}, who string, start time.Time, token uint64, d time.Duration) (locktest.Hold, bool) {
-	h := locktest.Hold{Key: l.Key(), Owner: who, Token: token, Start: start}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-exp:
-		h.End = time.Now()
-		return h, true
-	case <-timer.C:
-	}
-	h.End = time.Now()
-	if err := l.Unlock(); err != nil {
-		// The hold ended between the timer and Unlock: End is still an
-		// upper bound of when we relied on it.
-		return h, true
-	}
-	return h, false
-}
-
-// stats is a thread-safe tally of named counters.
-type stats struct {
-	mu sync.Mutex
-	n  map[string]int
-	d  map[string][]time.Duration
-}
-
-func (s *stats) add(name string, k int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.n == nil {
-		s.n = map[string]int{}
-	}
-	s.n[name] += k
-}
-
-func (s *stats) sample(name string, d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.d == nil {
-		s.d = map[string][]time.Duration{}
-	}
-	s.d[name] = append(s.d[name], d)
-}
-
-func (s *stats) samples(name string) []time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := slices.Clone(s.d[name])
-	slices.Sort(out)
-	return out
-}
-
-func (s *stats) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	keys := make([]string, 0, len(s.n))
-	for k := range s.n {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	out := ""
-	for _, k := range keys {
-		out += fmt.Sprintf("%s=%d ", k, s.n[k])
-	}
-	return out
-}
-
-// summary formats sorted samples as min/median/max.
-func summary(ds []time.Duration) string {
-	if len(ds) == 0 {
-		return "no samples"
-	}
-	return fmt.Sprintf("n=%d min=%v median=%v max=%v", len(ds), ds[0].Round(time.Millisecond),
-		ds[len(ds)/2].Round(time.Millisecond), ds[len(ds)-1].Round(time.Millisecond))
-}
+// stats is the tests' tally of counters and duration samples.
+type stats = chaostest.Stats
 
 // reason names why a hold ended, for tallies.
 func reason(err error) string {
@@ -282,15 +204,15 @@ func (p *marginProbes) probe(key string, token uint64, expiredAt time.Time) {
 		st, err := inspect(ctx, p.direct, p.backend, key)
 		switch {
 		case err != nil:
-			p.tally.add("margin unmeasured (server frozen)", 1)
+			p.tally.Add("margin unmeasured (server frozen)", 1)
 		case st.fence != token:
 			// Someone acquired after us: Redis ordered it after our lapse.
-			p.tally.add("margin unmeasured (taken over)", 1)
+			p.tally.Add("margin unmeasured (taken over)", 1)
 		case st.pttl <= 0:
 			// Released by our own post-expiry release, or lapsed.
-			p.tally.add("margin unmeasured (gone)", 1)
+			p.tally.Add("margin unmeasured (gone)", 1)
 		default:
-			p.tally.sample("margin", st.lapseLow().Sub(expiredAt))
+			p.tally.Sample("margin", st.lapseLow().Sub(expiredAt))
 		}
 	}()
 }
@@ -317,80 +239,5 @@ func closeCleanly(t *testing.T, name string, m *ctxlock.Manager, b *goredis.Back
 	case <-time.After(5 * time.Second):
 		t.Fatalf("%s: Backend.Close has not returned after 5s", name)
 	}
-	tally.sample("close", time.Since(start))
-}
-
-// calmProgress checks liveness once the faults have stopped: every
-// contender (add) must lock again, a hold that starts after the calm
-// (start), within a bound (wait).
-type calmProgress struct {
-	from  atomic.Int64 // the calm, in Unix ns; 0 before it
-	done  chan struct{}
-	mu    sync.Mutex
-	names []string
-	waits []time.Duration // per contender, from the calm to its first hold; -1 until then
-	moved int
-}
-
-func newCalmProgress() *calmProgress { return &calmProgress{done: make(chan struct{})} }
-
-// add registers a contender before the workers start, and returns the
-// function its worker calls with every hold.
-func (p *calmProgress) add(name string) func(locktest.Hold) {
-	p.mu.Lock()
-	i := len(p.names)
-	p.names = append(p.names, name)
-	p.waits = append(p.waits, -1)
-	p.mu.Unlock()
-	return func(h locktest.Hold) {
-		from := p.from.Load()
-		if from == 0 || h.Start.UnixNano() <= from {
-			return
-		}
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if p.waits[i] >= 0 {
-			return
-		}
-		p.waits[i] = h.Start.Sub(time.Unix(0, from))
-		if p.moved++; p.moved == len(p.names) {
-			close(p.done)
-		}
-	}
-}
-
-// start marks the calm.
-func (p *calmProgress) start(calm time.Time) { p.from.Store(calm.UnixNano()) }
-
-// wait waits until every contender has locked since the calm, or bound has
-// passed; it returns the contenders that have not (nil when none).
-func (p *calmProgress) wait(bound time.Duration) (stuck []string) {
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(bound):
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for i, w := range p.waits {
-		if w < 0 {
-			stuck = append(stuck, p.names[i])
-		}
-	}
-	return stuck
-}
-
-// lockWaits returns, sorted, how long after the calm each contender that
-// locked again did.
-func (p *calmProgress) lockWaits() []time.Duration {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var ws []time.Duration
-	for _, w := range p.waits {
-		if w >= 0 {
-			ws = append(ws, w)
-		}
-	}
-	slices.Sort(ws)
-	return ws
+	tally.Sample("close", time.Since(start))
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/ctxlock/ctxlock"
 	"github.com/ctxlock/ctxlock/backends/goredis"
 	"github.com/ctxlock/ctxlock/backends/locktest"
+	"github.com/ctxlock/ctxlock/internal/chaostest"
 	"github.com/ctxlock/ctxlock/internal/faultproxy"
 	"github.com/ctxlock/ctxlock/internal/redistest"
 )
@@ -302,22 +303,22 @@ func contend(ctx context.Context, m *redisManager, key, who string, c *locktest.
 		cancel()
 		if err != nil {
 			if ctx.Err() == nil {
-				tally.add("lock errors", 1)
+				tally.Add("lock errors", 1)
 			}
 			continue
 		}
 		start := time.Now()
 		token := l.Token()
 		if token == 0 { // ended before we could read it: we never relied on it
-			tally.add("ended at once", 1)
+			tally.Add("ended at once", 1)
 			continue
 		}
 		d := time.Duration(i%8+1) * maxHold / 8
-		h, ended := holdFor(l, exp, who, start, token, d)
+		h, ended := chaostest.HoldFor(l, exp, who, start, token, d)
 		c.Record(h)
-		tally.add("holds", 1)
+		tally.Add("holds", 1)
 		if ended {
-			tally.add("ended "+reason(l.Err()), 1)
+			tally.Add("ended "+reason(l.Err()), 1)
 		}
 	}
 }
@@ -448,7 +449,7 @@ func TestServerRestartWithWaiters(t *testing.T) {
 						errs <- fmt.Errorf("%s: %w", who, err)
 						return
 					}
-					h, _ := holdFor(l, exp, who, time.Now(), l.Token(), 20*time.Millisecond)
+					h, _ := chaostest.HoldFor(l, exp, who, time.Now(), l.Token(), 20*time.Millisecond)
 					record(h)
 				}()
 			}
@@ -475,7 +476,7 @@ func TestServerRestartWithWaiters(t *testing.T) {
 				mu.Lock()
 				restarted = time.Now()
 				mu.Unlock()
-				h, ended := holdFor(holder, exp, "holder", hStart, hToken, ttl)
+				h, ended := chaostest.HoldFor(holder, exp, "holder", hStart, hToken, ttl)
 				record(h)
 				t.Logf("holder across the restart: ended on its own %v (%v)", ended, holder.Err())
 			}
