@@ -112,8 +112,15 @@
 //     in flight per batch), which deletes its keys. A lease that is gone is
 //     released either way.
 //
-// Every call is bounded by its context (Acquire also by
-// AcquireRequest.Timeout); gRPC calls that time out have an unknown
+// Every call is bounded by its context, and one attempt by less: Acquire
+// by AcquireRequest.Timeout, Extend by a quarter of its TTL, Release by
+// 1s. A member that stops answering (frozen, or cut off while its
+// connection still looks up) thus costs a retry, which goes to another
+// member, not the hold: one frozen member of three ends no hold
+// (TestHoldSurvivesOneFrozenMember). Give the client keep-alive pings
+// (clientv3.Config.DialKeepAliveTime and DialKeepAliveTimeout) so that it
+// stops sending to such a member at all. gRPC calls that time out have an
+// unknown
 // outcome and report ctxlock.ErrUnavailable, so that the Manager releases
 // the attempt. Such an attempt can never take the key after its release:
 // the release revokes the attempt's lease, and etcd refuses to put a key

@@ -38,6 +38,14 @@ const (
 	keepAliveChunk   = 128
 )
 
+// Bounds of one attempt, within the caller's context: an Extend gets a
+// quarter of its TTL (at least minAttemptTimeout), a Release
+// releaseAttemptTimeout.
+const (
+	minAttemptTimeout     = 100 * time.Millisecond
+	releaseAttemptTimeout = time.Second
+)
+
 // maxConcurrentRevokes bounds the LeaseRevoke calls one Release has in
 // flight (they share the client's connection).
 const maxConcurrentRevokes = 64
@@ -282,6 +290,13 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 		fill(errs, err)
 		return errs
 	}
+	// One attempt gets a quarter of the TTL, so that a refresh stuck on a
+	// member that stopped answering (frozen, cut off: its connection still
+	// looks up) gives up while the Manager can still retry it, and the
+	// retry goes on a new stream, to another member, before the hold's
+	// validity runs out.
+	ctx, cancel := context.WithTimeout(ctx, max(ttl/4, minAttemptTimeout))
+	defer cancel()
 	want := ttlSeconds(ttl)
 	kept := make([]error, len(leases))
 	owned := make([]error, len(leases))
@@ -478,6 +493,10 @@ func (b *Backend) Release(ctx context.Context, leases []ctxlock.Lease) []error {
 		fill(errs, err)
 		return errs
 	}
+	// A revoke stuck on a member that stopped answering gives up after
+	// releaseAttemptTimeout: the Manager retries it, through another member.
+	ctx, cancel := context.WithTimeout(ctx, releaseAttemptTimeout)
+	defer cancel()
 	var g errgroup.Group
 	g.SetLimit(maxConcurrentRevokes)
 	for i, l := range leases {
