@@ -1,3 +1,8 @@
+// A module of its own, so that etcd's client and gRPC enter only the builds
+// that use this backend. It builds against the repository's root module
+// (the replace below). No version is tagged yet: a release tags the root
+// (vX.Y.Z) and this module (backends/etcd/vX.Y.Z) together, after setting
+// the require below to the root's tag, since consumers ignore the replace.
 module github.com/ctxlock/ctxlock/backends/etcd
 
 go 1.26.0
