@@ -9,9 +9,15 @@
 //   - Reset: close every connection (with a TCP RST) and refuse new ones
 //     (they are accepted and reset at once).
 //
-// Switching back to Pass affects the connections still open: they forward
-// again (bytes dropped meanwhile are lost, as on a real partition where the
-// peer gave up). Close stops every goroutine the Proxy started.
+// Switching back to Pass affects the connections still open: those that
+// lost no byte meanwhile forward again; those that lost bytes are reset
+// (TCP RST), as a real connection whose peer gave up on its retransmissions
+// would be. A connection that lost bytes in the middle of its stream and
+// went on would hand the peer a corrupted stream, which no real network
+// does (TCP delivers every byte in order or the connection dies): an
+// HTTP/2 server once decoded a LeaseTimeToLive request on such a
+// connection as a LeaseRevoke, its header compression state having lost
+// the dropped frames. Close stops every goroutine the Proxy started.
 package faultproxy
 
 import (
@@ -19,6 +25,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -156,8 +163,8 @@ func (p *Proxy) set(mode Mode, up, down time.Duration) {
 	p.mode = mode
 	p.delay = [2]time.Duration{up, down}
 	var doomed []*link
-	if mode == Reset {
-		for l := range p.links {
+	for l := range p.links {
+		if mode == Reset || (mode == Pass && l.damaged.Load()) {
 			doomed = append(doomed, l)
 		}
 	}
@@ -269,6 +276,9 @@ type link struct {
 	mu       sync.Mutex
 	isClosed bool
 	done     chan struct{}
+	// damaged: bytes of this connection were dropped; it never forwards
+	// again, and is reset when the Proxy passes again.
+	damaged atomic.Bool
 }
 
 func (l *link) close(rst bool) {
@@ -305,6 +315,7 @@ func (l *link) start(blackholed bool) {
 		for {
 			n, err := l.client.Read(buf)
 			if n > 0 {
+				l.damaged.Store(true)
 				l.p.count(Up, n, true)
 			}
 			if err != nil {
@@ -374,8 +385,13 @@ func (l *link) pump(src, dst net.Conn, dir Direction) {
 				}
 			}
 			if l.p.dropping() {
+				l.damaged.Store(true)
 				l.p.count(dir, len(c.data), true)
 				continue
+			}
+			if l.damaged.Load() {
+				l.close(true) // the stream has a hole: the connection dies
+				return
 			}
 			if _, err := dst.Write(c.data); err != nil {
 				l.close(false)
@@ -390,6 +406,7 @@ func (l *link) pump(src, dst net.Conn, dir Direction) {
 		if n > 0 {
 			d, drop := l.p.delayOf(dir)
 			if drop {
+				l.damaged.Store(true)
 				l.p.count(dir, n, true)
 			} else {
 				c := chunk{data: append([]byte(nil), buf[:n]...), due: time.Now().Add(d)}
