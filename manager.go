@@ -90,6 +90,9 @@ type Manager struct {
 	releases  deadlineHeap[*release]
 	maxWindow time.Duration // the widest refresh batching window of any hold
 	pending   int           // releases not yet confirmed, queued or in flight
+	// closingRepeats counts the repeats Close sent once more (see
+	// repeatLocked) and has not seen answered.
+	closingRepeats int
 	// failingHolds counts holds whose latest refresh failed (Health).
 	failingHolds int
 	// attempts counts Lock and TryLock calls that have made a backend
@@ -974,6 +977,10 @@ func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0, now
 	return h
 }
 
+// closingRepeat is the againMs of a repeat that Close sent once more: no
+// repeat follows it.
+const closingRepeat = -1
+
 // unknownAttemptRelease is the release of the lease that an attempt of
 // unknown outcome by owner, given up at t1, may have taken. Once confirmed it
 // is repeated (see repeatLocked): the attempt's request may still be on its
@@ -997,7 +1004,11 @@ func (l *lockValue) unknownAttemptRelease(owner string, t1 time.Time) *release {
 //
 // Repeats are best effort: they are not pending releases (Health, the
 // pending-releases metric), no Lock call waits for them or takes them, and
-// Close abandons them. Their outcome only matters for scheduling the next.
+// Close sends each queued one once more, at once, waits for that as for
+// pending releases (within its ctx), and schedules no further repeat: a
+// straggler that landed before Close then does not hold its key a TTL
+// after the process is gone. Their outcome only matters for scheduling the
+// next.
 func (m *Manager) repeatLocked(r *release) {
 	now := time.Now()
 	if m.closed || !now.Before(r.lapseAt) {
@@ -1173,6 +1184,11 @@ func resultAt(errs []error, i, n int, backend string) error {
 func (m *Manager) completeReleaseLocked(r *release, err error, wanted bool) {
 	r.inflight = false
 	if r.repeated {
+		if r.againMs == closingRepeat {
+			m.closingRepeats--
+			m.settleLocked()
+			return
+		}
 		m.repeatLocked(r) // best effort: nothing waits for it
 		return
 	}
@@ -1226,7 +1242,7 @@ func (m *Manager) completeReleaseLocked(r *release, err error, wanted bool) {
 // settleLocked tells a Close waiting for releases and leaves that none is
 // left.
 func (m *Manager) settleLocked() {
-	if m.pending == 0 && len(m.leaves) == 0 && m.attempts == 0 && m.drained != nil {
+	if m.pending == 0 && len(m.leaves) == 0 && m.attempts == 0 && m.closingRepeats == 0 && m.drained != nil {
 		close(m.drained)
 		m.drained = nil
 	}
@@ -1424,6 +1440,14 @@ func (m *Manager) backendHealth(ctx context.Context) ([]string, error) {
 // ctx with a deadline to bound the wait (what is left then lapses on the
 // backend on its own).
 //
+// The releases of attempts whose outcome was unknown (a request that may
+// still reach the backend after its release) are repeated now and then
+// until their lease would have lapsed; Close sends each such repeat once
+// more, at once, and waits for it within ctx (without an error if ctx ends
+// first: they are best effort), so that an attempt that took its key late,
+// before Close, does not keep the key after the process is gone. An
+// attempt that lands after that is still held until its TTL.
+//
 // Releases still pending when ctx ends are abandoned: those leases lapse at
 // their TTL, and Close returns an error saying how many, and what else was
 // left running (a Lock call still running then gives back what its attempt
@@ -1472,8 +1496,25 @@ func (m *Manager) Close(ctx context.Context) error {
 			}
 		}
 	}
+	// Repeats of released attempts go once more, now, and Close waits for
+	// them (see repeatLocked).
+	var repeats []*release
+	for _, r := range m.releases.items {
+		if r.repeated && r.againMs != closingRepeat {
+			repeats = append(repeats, r)
+		}
+	}
+	for _, r := range repeats {
+		r.againMs = closingRepeat
+		r.retryAt = now
+		m.releases.fix(r)
+		m.closingRepeats++
+	}
+	if len(repeats) > 0 {
+		m.nudgeLocked(now)
+	}
 	var drained chan struct{}
-	if m.pending > 0 || len(m.leaves) > 0 || m.attempts > 0 {
+	if m.pending > 0 || len(m.leaves) > 0 || m.attempts > 0 || m.closingRepeats > 0 {
 		drained = make(chan struct{})
 		m.drained = drained
 	}
@@ -1493,6 +1534,9 @@ func (m *Manager) Close(ctx context.Context) error {
 				cancel()
 			}
 			m.unlock()
+			if n == 0 && l == 0 && a == 0 {
+				break // only best-effort repeats were left: abandoned, no error
+			}
 			err = fmt.Errorf("ctxlock: close: %d releases abandoned, their leases lapse at their TTL; %d waiter-queue leaves cut short; %d Lock calls not yet returned: %w", n, l, a, ctx.Err())
 		}
 	}

@@ -108,8 +108,8 @@ func (m *Manager) collectLocked(now time.Time, queue []job) []job {
 	for m.releases.len() > 0 && !m.releases.peek().at().After(now) {
 		r := m.releases.pop()
 		r.queued = false
-		if r.repeated && m.closed {
-			continue // Close abandons repeats (see repeatLocked)
+		if r.repeated && m.closed && r.againMs != closingRepeat {
+			continue // Close sends each repeat once more, no more (see repeatLocked)
 		}
 		r.inflight = true
 		rs = append(rs, r)

@@ -115,9 +115,10 @@ func TestStragglingAcquireReleasedAgain(t *testing.T) {
 	})
 }
 
-// Close does not wait for repeats of released attempts: they are best
-// effort, and would keep Close up to a TTL.
-func TestCloseAbandonsRepeatedReleases(t *testing.T) {
+// Close sends each queued repeat of a released attempt once more, at once,
+// and no more after it: it does not keep Close for the rest of the
+// repeats' schedule (up to a TTL).
+func TestCloseSendsRepeatsOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mem := memory.New()
 		defer mem.Close()
@@ -129,18 +130,54 @@ func TestCloseAbandonsRepeatedReleases(t *testing.T) {
 		if ok, _, err := l.TryLock(context.Background()); ok || err == nil {
 			t.Fatalf("TryLock = %v, %v; want a transient failure", ok, err)
 		}
-		time.Sleep(3 * time.Second) // a repeat or two went out
+		time.Sleep(3 * time.Second) // a repeat or two went out; the next is due in seconds
 		synctest.Wait()
 		n := mem.Stats().ReleaseCalls
 		start := time.Now()
 		closeManager(t, m)
 		if d := time.Since(start); d != 0 {
-			t.Errorf("Close took %v: it waited for the repeats", d)
+			t.Errorf("Close took %v: it waited for the repeats' schedule", d)
 		}
+		if sent := mem.Stats().ReleaseCalls - n; sent != 1 {
+			t.Errorf("Close sent %d releases; want the queued repeat once", sent)
+		}
+		n = mem.Stats().ReleaseCalls
 		time.Sleep(time.Hour + time.Minute)
 		synctest.Wait()
 		if again := mem.Stats().ReleaseCalls; again != n {
 			t.Errorf("%d release calls after Close; want none", again-n)
+		}
+	})
+}
+
+// A straggler that lands after its attempt's release and before the next
+// repeat holds the key for an owner nobody releases. When the process
+// closes its Manager then, Close's last repeat frees the key: other
+// processes do not wait for a TTL for a key held by a process that is gone.
+func TestCloseFreesKeyOfStraggler(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const (
+			ttl     = time.Minute
+			timeout = 200 * time.Millisecond
+			late    = 250 * time.Millisecond // lands before the first repeat, due 200ms after the release
+		)
+		mem := memory.New()
+		defer mem.Close()
+		b := &straggler{Backend: mem, late: late, landed: make(chan struct{})}
+		m := ctxlock.NewManager(b)
+		l := m.NewLock("k", ctxlock.WithTTL(ttl), ctxlock.WithAcquireTimeout(timeout))
+		b.armed.Store(true)
+		if ok, _, err := l.TryLock(context.Background()); ok || err == nil {
+			t.Fatalf("TryLock = %v, %v; want a transient failure", ok, err)
+		}
+		<-b.landed
+		synctest.Wait()
+		if _, _, _, _, held := mem.Holder("k"); !held {
+			t.Fatal("the straggler did not take the key")
+		}
+		closeManager(t, m)
+		if _, _, _, rem, held := mem.Holder("k"); held {
+			t.Fatalf("after Close the straggler still holds the key for %v", rem)
 		}
 	})
 }
