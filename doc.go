@@ -123,8 +123,9 @@
 //     the key about as long as it was late, not a whole TTL. Owner ids are
 //     unique per attempt, so a repeat never releases another hold. Repeats
 //     are best effort, on the scheduler's workers: they are not pending
-//     releases (Health, ctxlock.release.pending), Close abandons them, and
-//     attempts answered in time have none.
+//     releases (Health, ctxlock.release.pending), Close sends each queued
+//     one once more and schedules no further one, and attempts answered in
+//     time have none.
 //   - TryLock never yields: after an Unlock it takes the key again whenever
 //     the backend lets it, even if other TryLock callers elsewhere were
 //     refused meanwhile (they do not queue). Only Lock calls queue; with a

@@ -27,9 +27,9 @@ import (
 // run the INSERT after the Manager's release of the attempt's owner ran on
 // another connection (seen in the server's statement log: the release at
 // .104, the orphaned attempt taking the key at .105). The Manager repeats
-// such releases until the lease would have lapsed, but Close abandons the
-// repeats (see the root package's repeatLocked), so the orphaned lease
-// holds the key for its TTL (a minute in that case). Acquire no longer
+// such releases until the lease would have lapsed, and Close sends them
+// once more (see the root package's repeatLocked), but an orphaned attempt
+// that lands after that holds the key for its TTL (a minute here). Acquire no longer
 // gives up its statement on a cancelled ctx (it waits for the answer, as
 // go-redis calls do), but contexts that end by their deadline remain: the
 // case fails in about 1 of 5 runs either way. Redis
@@ -58,7 +58,7 @@ func TestStress(t *testing.T) {
 	}
 	stresstest.Run(t, func(t *testing.T) ctxlock.Backend {
 		if strings.HasSuffix(t.Name(), "/CloseRacesCalls") {
-			t.Skip("an attempt cut off by its deadline can take its key after its release, and Close abandons the repeated releases (see TestStress)")
+			t.Skip("an attempt cut off by its deadline can take its key after its release, even after Close's last repeat of that release (see TestStress)")
 		}
 		b = newBackend(t, pool, postgres.WithTable(randomName("stress")))
 		return b
