@@ -2,7 +2,6 @@ package etcd_test
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -342,27 +341,13 @@ func chaosEtcdWorker(t *testing.T, ctx context.Context, m *ctxlock.Manager, key,
 		tally.Add("holds", 1)
 		held(h)
 		if ended {
-			r := chaosReason(l.Err())
+			r := chaostest.Reason(l.Err())
 			tally.Add("ended "+r, 1)
 			if r == "expired" {
 				probe(key, token, h.End)
 			}
 		}
 	}
-}
-
-func chaosReason(err error) string {
-	switch {
-	case errors.Is(err, ctxlock.ErrExpired):
-		return "expired"
-	case errors.Is(err, ctxlock.ErrLost):
-		return "lost"
-	case errors.Is(err, ctxlock.ErrClosed):
-		return "closed"
-	case errors.Is(err, ctxlock.ErrUnlocked):
-		return "unlocked"
-	}
-	return "other"
 }
 
 // chaosProbes measures the Liveness B margin of holds that expired: what

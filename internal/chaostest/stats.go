@@ -1,6 +1,7 @@
 package chaostest
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -33,6 +34,22 @@ func HoldFor(l ctxlock.Lock, exp <-chan struct{}, who string, start time.Time, t
 		return h, true
 	}
 	return h, false
+}
+
+// Reason names why a hold ended (Lock.Err), for tallies: "expired",
+// "lost", "closed", "unlocked" or "other".
+func Reason(err error) string {
+	switch {
+	case errors.Is(err, ctxlock.ErrExpired):
+		return "expired"
+	case errors.Is(err, ctxlock.ErrLost):
+		return "lost"
+	case errors.Is(err, ctxlock.ErrClosed):
+		return "closed"
+	case errors.Is(err, ctxlock.ErrUnlocked):
+		return "unlocked"
+	}
+	return "other"
 }
 
 // Stats is a tally of named counters (faults injected, holds by how they

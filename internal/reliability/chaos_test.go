@@ -173,7 +173,7 @@ func chaosWorkerTTL(ctx context.Context, m ctxlock.LockManager, key, who string,
 			held(h)
 		}
 		if ended {
-			r := reason(l.Err())
+			r := chaostest.Reason(l.Err())
 			tally.Add("ended "+r, 1)
 			if r == "expired" && probe != nil {
 				probe(key, token, h.End)

@@ -2,7 +2,6 @@ package reliability_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -154,21 +153,6 @@ func inspect(ctx context.Context, direct redis.Scripter, b *goredis.Backend, key
 
 // stats is the tests' tally of counters and duration samples.
 type stats = chaostest.Stats
-
-// reason names why a hold ended, for tallies.
-func reason(err error) string {
-	switch {
-	case errors.Is(err, ctxlock.ErrExpired):
-		return "expired"
-	case errors.Is(err, ctxlock.ErrLost):
-		return "lost"
-	case errors.Is(err, ctxlock.ErrClosed):
-		return "closed"
-	case errors.Is(err, ctxlock.ErrUnlocked):
-		return "unlocked"
-	}
-	return "other"
-}
 
 func checkNoViolations(t *testing.T, c *locktest.Checker, tr *trail) int {
 	t.Helper()

@@ -36,6 +36,7 @@ import (
 	"github.com/ctxlock/ctxlock"
 	"github.com/ctxlock/ctxlock/backends/goredis"
 	"github.com/ctxlock/ctxlock/backends/redlock"
+	"github.com/ctxlock/ctxlock/internal/chaostest"
 	"github.com/ctxlock/ctxlock/internal/faultproxy"
 	"github.com/ctxlock/ctxlock/internal/redistest"
 	ctxlockotel "github.com/ctxlock/ctxlock/otel"
@@ -116,7 +117,7 @@ func (a *acctTally) end(r string) {
 func (a *acctTally) endHold(l ctxlock.Lock) string {
 	r := "unlocked"
 	if err := l.Unlock(); err != nil {
-		r = reason(l.Err())
+		r = chaostest.Reason(l.Err())
 	}
 	a.end(r)
 	return r
@@ -232,7 +233,7 @@ func (r *acctRig) worker(ctx context.Context, m *ctxlock.Manager, key string, se
 			r.tally.call(ctxlockotel.OpLock, ran, token)
 			if ran {
 				// Do unlocked, unless the hold ended first: Err says which.
-				r.tally.end(reason(l.Err()))
+				r.tally.end(chaostest.Reason(l.Err()))
 			}
 			if errors.Is(err, ctxlock.ErrClosed) && !ran {
 				return
@@ -420,7 +421,7 @@ func testOtelAccountingUnderFaults(t *testing.T, redlockNodes int) {
 	cancel()
 	r.tally.mu.Lock()
 	for _, l := range r.tally.left {
-		r.tally.ends[reason(l.Err())]++
+		r.tally.ends[chaostest.Reason(l.Err())]++
 	}
 	r.tally.mu.Unlock()
 

@@ -318,7 +318,7 @@ func contend(ctx context.Context, m *redisManager, key, who string, c *locktest.
 		c.Record(h)
 		tally.Add("holds", 1)
 		if ended {
-			tally.Add("ended "+reason(l.Err()), 1)
+			tally.Add("ended "+chaostest.Reason(l.Err()), 1)
 		}
 	}
 }
