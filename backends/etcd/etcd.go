@@ -245,9 +245,9 @@ func (b *Backend) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxl
 			holder = r.Kvs[0]
 		}
 	}
-	// The key may have been deleted between the compare and the read
-	// (no: a transaction is atomic), so no holder is an answer nobody
-	// should give.
+	// A transaction is atomic: a failed compare means the key exists, and
+	// the read in the same transaction returns it; an answer without it
+	// is garbage.
 	if holder == nil {
 		return ctxlock.Lease{}, garbage("acquire: refused without the holder")
 	}
