@@ -314,8 +314,9 @@ func (s *Server) isLeader() bool {
 func (s *Server) Kill() { s.proc.Kill() }
 
 // Restart starts the member again on the same ports and data directory
-// after Kill (it fails the test while the member still runs), and waits until it is healthy (which, in a cluster, needs a
-// quorum of members running).
+// after Kill (it fails the test while the member still runs), and waits
+// until it is healthy (which, in a cluster, needs a quorum of members
+// running).
 func (s *Server) Restart() {
 	s.t.Helper()
 	if err := s.launch(); err != nil {
@@ -342,9 +343,9 @@ func (s *Server) signal(sig syscall.Signal) {
 // LogTail returns the end of the member's log.
 func (s *Server) LogTail() string {
 	b, _ := os.ReadFile(s.logPath())
-	const max = 2000
-	if len(b) > max {
-		b = b[len(b)-max:]
+	const tailBytes = 2000
+	if len(b) > tailBytes {
+		b = b[len(b)-tailBytes:]
 	}
 	return string(b)
 }
