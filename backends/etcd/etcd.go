@@ -46,6 +46,14 @@ const (
 	releaseAttemptTimeout = time.Second
 )
 
+// An Extend's keep-alives and its read are each sent again (hedged) when
+// they have not been answered after a twelfth of the TTL (at least
+// minHedgeDelay), up to extendCopies sends in all: see hedged.
+const (
+	minHedgeDelay = 20 * time.Millisecond
+	extendCopies  = 3
+)
+
 // maxConcurrentRevokes bounds the LeaseRevoke calls one Release has in
 // flight (they share the client's connection).
 const maxConcurrentRevokes = 64
@@ -294,15 +302,27 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 	// member that stopped answering (frozen, cut off: its connection still
 	// looks up) gives up while the Manager can still retry it, and the
 	// retry goes on a new stream, to another member, before the hold's
-	// validity runs out.
+	// validity runs out. Within the attempt, a request not answered soon is
+	// sent again (hedged), which the client's round-robin balancer sends
+	// to the next member: with one member of three frozen, a retry alone
+	// lands on it again too often (the keep-alive and the read each pick a
+	// member), and a hold of a short TTL would end after two or three
+	// unlucky attempts.
 	ctx, cancel := context.WithTimeout(ctx, max(ttl/4, minAttemptTimeout))
 	defer cancel()
+	hedgeDelay := max(ttl/12, minHedgeDelay)
 	want := ttlSeconds(ttl)
 	kept := make([]error, len(leases))
 	owned := make([]error, len(leases))
 	var wg sync.WaitGroup
-	wg.Go(func() { b.keepAlive(ctx, leases, want, kept) })
-	b.checkOwned(ctx, leases, owned)
+	wg.Go(func() {
+		hedged(ctx, hedgeDelay, extendCopies, kept, func(ctx context.Context, errs []error, hedge bool) {
+			b.keepAlive(ctx, leases, want, errs, hedge)
+		})
+	})
+	hedged(ctx, hedgeDelay, extendCopies, owned, func(ctx context.Context, errs []error, _ bool) {
+		b.checkOwned(ctx, leases, errs)
+	})
 	wg.Wait()
 	for i := range leases {
 		// A lost lease is lost whatever the other request says; otherwise
@@ -326,6 +346,68 @@ func firstLost(a, b error) error {
 	return b
 }
 
+// hedged runs call, into a copy of errs, and runs it again (a hedge) each
+// time delay passes with no copy answered, up to copies runs in all; a
+// copy that fails transiently (ctxlock.ErrUnavailable) starts the next at
+// once. The first copy that answers (no transient error) wins: errs gets
+// its results, and the others are cancelled. When every copy failed, errs
+// gets the last one's. hedged returns once every copy has returned. call's
+// hedge is false for the first copy only.
+func hedged(ctx context.Context, delay time.Duration, copies int, errs []error, call func(ctx context.Context, errs []error, hedge bool)) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan []error, copies)
+	started, running := 0, 0
+	start := func() {
+		out := make([]error, len(errs))
+		hedge := started > 0
+		started++
+		running++
+		go func() {
+			call(ctx, out, hedge)
+			done <- out
+		}()
+	}
+	start()
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	var last []error
+	for running > 0 {
+		select {
+		case out := <-done:
+			running--
+			last = out
+			if answered(out) {
+				cancel()
+				for ; running > 0; running-- {
+					<-done
+				}
+				break
+			}
+			if started < copies && ctx.Err() == nil {
+				start()
+				timer.Reset(delay)
+			}
+		case <-timer.C:
+			if started < copies {
+				start()
+				timer.Reset(delay)
+			}
+		}
+	}
+	copy(errs, last)
+}
+
+// answered reports whether errs holds no transient error.
+func answered(errs []error) bool {
+	for _, err := range errs {
+		if errors.Is(err, ctxlock.ErrUnavailable) {
+			return false
+		}
+	}
+	return true
+}
+
 // keepAliveStream is one of the Backend's LeaseKeepAlive streams. Streams
 // are opened on first use and kept: opening one costs a round trip, and
 // with etcd authentication an Authenticate call (clientv3 authenticates
@@ -338,21 +420,41 @@ type keepAliveStream struct {
 	cancel context.CancelFunc
 }
 
-// keepAlive renews the leases: one keep-alive per lease, on as many of the
-// Backend's streams as the batch has chunks of keepAliveChunk (a member
-// that is not the leader forwards a stream's renewals to the leader one
-// after another, so large batches go on parallel streams).
-func (b *Backend) keepAlive(ctx context.Context, leases []ctxlock.Lease, want int64, errs []error) {
+// keepAlive renews the leases: one keep-alive per lease, on as many
+// streams as the batch has chunks of keepAliveChunk (a member that is not
+// the leader forwards a stream's renewals to the leader one after another,
+// so large batches go on parallel streams). The first send of a batch uses
+// the Backend's streams; a hedge opens streams of its own, closed after
+// the call: the Backend's may be the ones stuck on the member it is to
+// avoid.
+func (b *Backend) keepAlive(ctx context.Context, leases []ctxlock.Lease, want int64, errs []error, hedge bool) {
 	chunk := max(keepAliveChunk, (len(leases)+keepAliveStreams-1)/keepAliveStreams)
 	var wg sync.WaitGroup
 	for start := 0; start < len(leases); start += chunk {
 		end := min(start+chunk, len(leases))
-		wg.Go(func() { b.keepAliveOn(ctx, leases[start:end], want, errs[start:end]) })
+		if hedge {
+			wg.Go(func() { b.keepAliveOnce(ctx, leases[start:end], want, errs[start:end]) })
+		} else {
+			wg.Go(func() { b.keepAliveOn(ctx, leases[start:end], want, errs[start:end]) })
+		}
 	}
 	wg.Wait()
 }
 
-// keepAliveOn renews the leases on one stream, waiting for a free one.
+// keepAliveOnce renews the leases on a stream of its own.
+func (b *Backend) keepAliveOnce(ctx context.Context, leases []ctxlock.Lease, want int64, errs []error) {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := b.leases.LeaseKeepAlive(sctx)
+	if err != nil {
+		fill(errs, classify("keep-alive", err))
+		return
+	}
+	renew(ctx, stream, cancel, leases, want, errs)
+}
+
+// keepAliveOn renews the leases on one of the Backend's streams, waiting
+// for a free one.
 func (b *Backend) keepAliveOn(ctx context.Context, leases []ctxlock.Lease, want int64, errs []error) {
 	select {
 	case <-b.keepAliveSlots:
@@ -384,15 +486,19 @@ func (b *Backend) keepAliveOn(ctx context.Context, leases []ctxlock.Lease, want 
 		}
 		s.stream, s.cancel = stream, cancel
 	}
-	stream := s.stream
-	broken := false
 	stop := context.AfterFunc(ctx, s.cancel) // a call cut off takes its stream down
-	defer func() {
-		if !stop() || broken {
-			s.cancel()
-			s.stream, s.cancel = nil, nil
-		}
-	}()
+	broken := renew(ctx, s.stream, s.cancel, leases, want, errs)
+	if !stop() || broken {
+		s.cancel()
+		s.stream, s.cancel = nil, nil
+	}
+}
+
+// renew sends a keep-alive for each lease on stream and reads the answers
+// into errs. It reports whether the stream is broken (failed, ended, or
+// answered what was not asked): its answers could no longer be matched.
+// cancel takes the stream down.
+func renew(ctx context.Context, stream pb.Lease_LeaseKeepAliveClient, cancel context.CancelFunc, leases []ctxlock.Lease, want int64, errs []error) (broken bool) {
 	sendErr := make(chan error, 1)
 	go func() {
 		for _, l := range leases {
@@ -445,13 +551,14 @@ func (b *Backend) keepAliveOn(ctx context.Context, leases []ctxlock.Lease, want 
 		}
 	}
 	if broken {
-		s.cancel() // unblocks a Send waiting on flow control
+		cancel() // unblocks a Send waiting on flow control
 	}
 	if err := <-sendErr; err != nil && !broken {
 		// Every lease was answered, yet a send failed: impossible, but the
 		// stream is not to be trusted any more.
 		broken = true
 	}
+	return broken
 }
 
 // checkOwned reads the keys of the leases and reports ErrLost for every key

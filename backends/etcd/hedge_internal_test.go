@@ -1,0 +1,104 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/ctxlock/ctxlock"
+)
+
+var errStuck = ctxlock.Unavailable(errors.New("stuck"))
+
+// A copy stuck on an unanswering member is hedged after the delay; the
+// hedge's answer wins, and the stuck copy is cancelled and waited for.
+func TestHedgedAnswersPastAStuckCopy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var calls, firstCancelled atomic.Int32
+		errs := make([]error, 2)
+		start := time.Now()
+		hedged(t.Context(), 100*time.Millisecond, 3, errs, func(ctx context.Context, out []error, hedge bool) {
+			if n := calls.Add(1); n == 1 {
+				if hedge {
+					t.Error("the first copy is marked a hedge")
+				}
+				<-ctx.Done()
+				firstCancelled.Store(1)
+				fill(out, errStuck)
+				return
+			}
+			if !hedge {
+				t.Error("a hedge is not marked as one")
+			}
+			out[1] = ctxlock.ErrLost
+		})
+		if got := time.Since(start); got != 100*time.Millisecond {
+			t.Errorf("answered after %v, want the hedge delay (100ms)", got)
+		}
+		if errs[0] != nil || !errors.Is(errs[1], ctxlock.ErrLost) {
+			t.Errorf("errs = %v, want the hedge's [nil, ErrLost]", errs)
+		}
+		if calls.Load() != 2 || firstCancelled.Load() != 1 {
+			t.Errorf("%d calls, first cancelled: %v; want 2 calls, the first cancelled before hedged returned", calls.Load(), firstCancelled.Load() == 1)
+		}
+	})
+}
+
+// A copy that fails transiently starts the next at once, without waiting
+// for the delay; when every copy fails, the last one's errors are the
+// result.
+func TestHedgedRetriesFailuresAtOnceUpToCopies(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var calls atomic.Int32
+		errs := make([]error, 1)
+		start := time.Now()
+		hedged(t.Context(), time.Second, 3, errs, func(ctx context.Context, out []error, hedge bool) {
+			n := calls.Add(1)
+			time.Sleep(10 * time.Millisecond)
+			out[0] = ctxlock.Unavailable(errors.New([]string{"", "one", "two", "three"}[n]))
+		})
+		if calls.Load() != 3 {
+			t.Errorf("%d calls, want 3", calls.Load())
+		}
+		if got := time.Since(start); got != 30*time.Millisecond {
+			t.Errorf("took %v, want 3 failures back to back (30ms)", got)
+		}
+		if errs[0] == nil || errs[0].Error() != "ctxlock: backend unavailable: three" {
+			t.Errorf("errs = %v, want the last copy's", errs)
+		}
+	})
+}
+
+// An answer before the delay sends no hedge, and the attempt's deadline
+// stops hedging: copies cut off by it report it.
+func TestHedgedSendsNoHedgeWhenAnsweredOrOutOfTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var calls atomic.Int32
+		errs := make([]error, 1)
+		hedged(t.Context(), 100*time.Millisecond, 3, errs, func(ctx context.Context, out []error, hedge bool) {
+			calls.Add(1)
+			time.Sleep(99 * time.Millisecond)
+		})
+		if calls.Load() != 1 || errs[0] != nil {
+			t.Errorf("%d calls, errs %v; want 1 call answered", calls.Load(), errs)
+		}
+
+		calls.Store(0)
+		ctx, cancel := context.WithTimeout(t.Context(), 150*time.Millisecond)
+		defer cancel()
+		hedged(ctx, 100*time.Millisecond, 3, errs, func(ctx context.Context, out []error, hedge bool) {
+			calls.Add(1)
+			<-ctx.Done()
+			out[0] = classify("keep-alive", ctx.Err())
+		})
+		if calls.Load() != 2 {
+			t.Errorf("%d calls, want 2 (one hedge before the deadline)", calls.Load())
+		}
+		if !errors.Is(errs[0], ctxlock.ErrUnavailable) || !errors.Is(errs[0], context.DeadlineExceeded) {
+			t.Errorf("errs = %v, want the deadline, transient", errs)
+		}
+	})
+}
