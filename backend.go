@@ -238,6 +238,34 @@ type Handoff struct {
 	TTL time.Duration
 }
 
+// DeleteNotifier is an optional interface of a Backend that sees, at
+// little cost per key, every end of a key's lease on the server: a
+// release, a lapse, a revocation, a deletion by hand (etcd: one watch on
+// the Backend's prefix).
+//
+// The Manager registers a function when it is made and unregisters it at
+// Close. When a key it holds is reported, it refreshes that hold at once
+// instead of at its next refresh: a lease that the server ended early
+// (an operator deleted the key; an etcd leader stalled past the TTL can
+// revoke leases that other members renewed meanwhile, etcd-io/etcd#15247)
+// then ends the hold (ErrLost) within a round trip, while the expiry
+// channel would otherwise stay open up to a refresh interval after
+// another owner could take the key. Reports may be late, repeated or
+// spurious (the release of an earlier hold of the key): each costs at most
+// one refresh. Holds made WithoutRefresh are not refreshed, and keep their
+// expiry channel open until their validity deadline.
+type DeleteNotifier interface {
+	// NotifyDeletes makes the backend call f with the key (as in Lease.Key)
+	// of every lease it sees end on the server, until stop is called. f is
+	// called from a goroutine of the backend's, never from within one of
+	// the backend's methods and with none of its locks held; it returns
+	// quickly (it may take the Manager's mutex briefly), and may be called
+	// once more while stop runs. A report may come late or not at all (a
+	// watch that reconnects may miss deletions): the Manager's refreshes
+	// remain the authority.
+	NotifyDeletes(f func(key string)) (stop func())
+}
+
 // BackendNamer is implemented by backends that have a short name ("memory",
 // "redis", "redlock") for telemetry attributes (ctxlock.backend) and error
 // messages. Backends without it are named "custom".

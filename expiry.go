@@ -27,6 +27,7 @@ type hold struct {
 	failures   int32 // consecutive failed refreshes, for backoff
 	heapIdx    int32
 	refreshing bool // an Extend for it is in flight
+	recheck    bool // its key was reported deleted during that Extend: refresh again at once
 	ended      bool
 	unlocked   bool // ended by Unlock
 	// announced: the acquire call has recorded the hold (ctxlock.held +1,

@@ -50,6 +50,7 @@ type Manager struct {
 	reportsContention bool
 	relocker          Relocker    // the backend, when it implements Relocker
 	queue             WaiterQueue // the backend, when it implements WaiterQueue
+	stopDeletes       func()      // unregisters keyDeleted, when the backend implements DeleteNotifier
 	// roundTrips is the backend, when it implements RoundTripNotifier;
 	// afterRoundTripFunc is m.afterRoundTrip, made once.
 	roundTrips         RoundTripNotifier
@@ -229,6 +230,9 @@ func NewManager(b Backend, opts ...ManagerOption) *Manager {
 		m.queue, _ = b.(WaiterQueue)
 		m.roundTrips, _ = b.(RoundTripNotifier)
 		m.afterRoundTripFunc = m.afterRoundTrip
+		if dn, ok := b.(DeleteNotifier); ok {
+			m.stopDeletes = dn.NotifyDeletes(m.keyDeleted)
+		}
 	}
 	m.obs = ctxlockotel.New(m.backendName, ctxlockotel.WithTracerProvider(o.tracerProvider), ctxlockotel.WithMeterProvider(o.meterProvider))
 	return m
@@ -1551,6 +1555,9 @@ func (m *Manager) Close(ctx context.Context) error {
 		close(m.stopped)
 	}
 	m.cancelBg()
+	if m.stopDeletes != nil {
+		m.stopDeletes()
+	}
 	// Workers in a backend call that ignores the cancellation (go-redis
 	// honours a ctx's deadline, not its cancellation; a release's deadline
 	// is releaseTimeout away) are waited for only until ctx ends: they then

@@ -147,6 +147,31 @@ func appendRefreshJobs(queue []job, due []*hold) []job {
 	return queue
 }
 
+// keyDeleted is the Manager's DeleteNotifier function: the backend saw a
+// lease of key end. A hold of key is refreshed at once (after the refresh in
+// flight, if any), which ends it if its lease is the one that ended.
+func (m *Manager) keyDeleted(key string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ks := m.keys[key]
+	if m.closed || ks == nil || ks.holder == nil {
+		return
+	}
+	h := ks.holder
+	switch {
+	case h.ended || h.lock.interval == 0:
+	case h.refreshing:
+		h.recheck = true
+	default:
+		now := time.Now()
+		if h.refreshAt.After(now) {
+			h.refreshAt = now
+			m.holds.fix(h)
+			m.nudgeLocked(now)
+		}
+	}
+}
+
 // dispatch starts a worker for each queued job while the worker limit allows,
 // and returns the jobs left waiting for a worker.
 func (m *Manager) dispatch(queue []job) []job {
@@ -222,6 +247,8 @@ func (m *Manager) refreshBatch(j job) {
 // applyRefreshLocked records the outcome of one lease's refresh sent at t0.
 func (m *Manager) applyRefreshLocked(h *hold, err error, t0, now time.Time) {
 	h.refreshing = false
+	recheck := h.recheck
+	h.recheck = false
 	if h.ended {
 		return
 	}
@@ -243,6 +270,11 @@ func (m *Manager) applyRefreshLocked(h *hold, err error, t0, now time.Time) {
 			h.validUntil = v
 		}
 		h.refreshAt = t0.Add(h.lock.interval)
+		if recheck {
+			// The key was reported deleted while this refresh was in
+			// flight: its answer may predate the deletion.
+			h.refreshAt = now
+		}
 	case errors.Is(err, ErrLost):
 		m.endHoldLocked(h, ErrLost, err)
 		return

@@ -77,12 +77,22 @@
 // The Manager's window relies on etcd keeping a lease for its TTL. etcd
 // releases before 3.5.3 could renew a lease at a member that had just lost
 // its leadership (etcd-io/etcd#13675, fixed by a linearizable renewal), and
-// a leader stalled by a slow disk has been seen revoking leases after it
-// stepped down (etcd-io/etcd#15247): then a key can be deleted, and taken by
-// another owner, before the holder's expiry channel closes (it closes at
-// the next refresh). Prefer etcd 3.5.3 or later, and pass the fencing
-// token to the resource, as with any store whose leases the server may end
-// early.
+// a leader stalled past a lease's TTL (a slow disk, a paused VM or
+// process) can revoke that lease when it resumes, though another member
+// renewed it meanwhile (etcd-io/etcd#15247). etcd 3.4.29, 3.5.12 and later
+// check their leadership first, but skip the check when their ticker has
+// just fired, which it does at once after a pause: our tests saw etcd
+// 3.4.23 and 3.6.16 alike revoke a live lease the moment a leader frozen
+// (SIGSTOP) for 3s resumed, in about one run in five. The key is then
+// deleted, and another owner can take it, before the holder's expiry
+// channel closes. The Backend narrows that window: its watch reports the
+// deletion (ctxlock.DeleteNotifier), and the Manager refreshes the hold at
+// once, which ends it with ctxlock.ErrLost a round trip later, rather than
+// at its next refresh (TestDeleteByHandEndsHold). It cannot close the
+// window: a waiter that hears of the deletion first may take the key
+// before the holder's refresh is answered. Prefer etcd 3.5.3 or later,
+// and pass the fencing token to the resource, as with any store whose
+// leases the server may end early.
 //
 // Extend renews leases with etcd's keep-alive, which renews a lease for
 // the TTL it was granted with: the Manager always extends with the TTL it
@@ -114,19 +124,22 @@
 //
 // Every call is bounded by its context, and one attempt by less: Acquire
 // by AcquireRequest.Timeout, Extend by a quarter of its TTL, Release by
-// 1s. A member that stops answering (frozen, or cut off while its
-// connection still looks up) thus costs a retry, which goes to another
-// member, not the hold: one frozen member of three ends no hold
-// (TestHoldSurvivesOneFrozenMember). Give the client keep-alive pings
+// 1s. Within an Extend attempt, keep-alives or a read not answered after a
+// twelfth of the TTL are sent again (hedged, up to 3 sends; a hedge's
+// keep-alives go on streams of their own), and the client's round-robin
+// balancer sends them to the next member. A member that stops answering
+// (frozen, or cut off while its connection still looks up) thus costs a
+// hedge or a retry, which go to another member, not the hold: a frozen
+// follower of three ends no hold (TestHoldSurvivesOneFrozenMember; a
+// frozen leader can, see above). Give the client keep-alive pings
 // (clientv3.Config.DialKeepAliveTime and DialKeepAliveTimeout) so that it
 // stops sending to such a member at all. gRPC calls that time out have an
-// unknown
-// outcome and report ctxlock.ErrUnavailable, so that the Manager releases
-// the attempt. Such an attempt can never take the key after its release:
-// the release revokes the attempt's lease, and etcd refuses to put a key
-// with a lease that does not exist (a grant that lands after the revoke
-// makes a lease with no key, which the Manager's repeated releases revoke
-// too).
+// unknown outcome and report ctxlock.ErrUnavailable, so that the Manager
+// releases the attempt. Such an attempt can never take the key after its
+// release: the release revokes the attempt's lease, and etcd refuses to
+// put a key with a lease that does not exist (a grant that lands after the
+// revoke makes a lease with no key, which the Manager's repeated releases
+// revoke too).
 //
 // # Notifications
 //
@@ -168,8 +181,8 @@
 //
 // # Not supported
 //
-// The Backend implements ctxlock.BackendNamer ("etcd"), not
-// ctxlock.WaiterQueue (waiters race for a released key; the Manager's local
+// The Backend implements ctxlock.BackendNamer ("etcd") and
+// ctxlock.DeleteNotifier, not ctxlock.WaiterQueue (waiters race for a released key; the Manager's local
 // queue keeps one attempt per process), ctxlock.ContentionReporter,
 // ctxlock.Relocker or ctxlock.RoundTripNotifier.
 package etcd

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -95,6 +96,7 @@ type Backend struct {
 	mu        sync.Mutex
 	closed    bool
 	watchers  map[string]map[*watcher]struct{} // by etcd key
+	onDelete  map[*func(string)]struct{}       // NotifyDeletes' functions
 	watching  bool                             // the watch loop was started
 	watchDone chan struct{}                    // closed when it returns
 	watchErr  error                            // why the watch is not in force now; nil when it is
@@ -107,8 +109,9 @@ type Backend struct {
 type watcher struct{ ch chan struct{} }
 
 var (
-	_ ctxlock.Backend      = (*Backend)(nil)
-	_ ctxlock.BackendNamer = (*Backend)(nil)
+	_ ctxlock.Backend        = (*Backend)(nil)
+	_ ctxlock.BackendNamer   = (*Backend)(nil)
+	_ ctxlock.DeleteNotifier = (*Backend)(nil)
 )
 
 // New returns a Backend on client's cluster. The caller owns client: Close
@@ -636,12 +639,7 @@ func (b *Backend) Watch(key string) (<-chan struct{}, func()) {
 		b.watchers[k] = set
 	}
 	set[w] = struct{}{}
-	if !b.watching {
-		b.watching = true
-		b.watchErr = errors.New("etcd: watch starting")
-		b.watchDone = make(chan struct{})
-		go b.watchLoop()
-	}
+	b.startWatchLocked()
 	b.mu.Unlock()
 	var once sync.Once
 	return w.ch, func() {
@@ -655,6 +653,40 @@ func (b *Backend) Watch(key string) (<-chan struct{}, func()) {
 				}
 			}
 		})
+	}
+}
+
+// startWatchLocked starts the watch loop unless it runs.
+func (b *Backend) startWatchLocked() {
+	if !b.watching {
+		b.watching = true
+		b.watchErr = errors.New("etcd: watch starting")
+		b.watchDone = make(chan struct{})
+		go b.watchLoop()
+	}
+}
+
+// NotifyDeletes implements ctxlock.DeleteNotifier: the Backend's watch
+// sees every deletion of a key under its prefix (a release, a lapse, a
+// revocation, an operator's delete) and calls f with the key, from the
+// watch's goroutine, until stop is called. Deletions while the watch
+// reconnects are not reported. It starts the watch if none runs.
+func (b *Backend) NotifyDeletes(f func(key string)) (stop func()) {
+	p := &f
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || f == nil {
+		return func() {}
+	}
+	if b.onDelete == nil {
+		b.onDelete = make(map[*func(string)]struct{})
+	}
+	b.onDelete[p] = struct{}{}
+	b.startWatchLocked()
+	return func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		delete(b.onDelete, p)
 	}
 }
 
@@ -734,11 +766,22 @@ func (b *Backend) setWatchErr(err error) {
 	b.mu.Unlock()
 }
 
+// wake notifies the watchers of etcd key k, and reports its deletion to
+// NotifyDeletes' functions (outside the mutex: they take the Manager's).
 func (b *Backend) wake(k string) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	for w := range b.watchers[k] {
 		notify(w.ch)
+	}
+	var fs []func(string)
+	for f := range b.onDelete {
+		fs = append(fs, *f)
+	}
+	b.mu.Unlock()
+	if key, ok := strings.CutPrefix(k, b.lockPrefix); ok {
+		for _, f := range fs {
+			f(key)
+		}
 	}
 }
 
@@ -823,6 +866,7 @@ func (b *Backend) Close() error {
 		return nil
 	}
 	b.closed = true
+	b.onDelete = nil
 	done := b.watchDone
 	for _, set := range b.watchers {
 		for w := range set {

@@ -1,0 +1,165 @@
+package ctxlock_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/ctxlock/ctxlock"
+	"github.com/ctxlock/ctxlock/backends/memory"
+)
+
+// deleteNotifying is a memory store that implements ctxlock.DeleteNotifier
+// by hand: the test reports deletions with report. Extend can be held up
+// (hold) to report a deletion while a refresh is in flight.
+type deleteNotifying struct {
+	*memory.Backend
+	mu      sync.Mutex
+	f       func(key string)
+	stopped bool
+	extends atomic.Int32
+	hold    chan chan struct{} // when set, each Extend waits for a channel from it and closes it after
+}
+
+func (b *deleteNotifying) NotifyDeletes(f func(key string)) (stop func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.f = f
+	return func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.stopped = true
+	}
+}
+
+func (b *deleteNotifying) report(key string) {
+	b.mu.Lock()
+	f := b.f
+	b.mu.Unlock()
+	f(key)
+}
+
+func (b *deleteNotifying) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.Duration) []error {
+	b.extends.Add(1)
+	errs := b.Backend.Extend(ctx, leases, ttl)
+	if b.hold != nil {
+		release := <-b.hold
+		defer close(release)
+	}
+	return errs
+}
+
+// A hold whose key the backend reports deleted is refreshed at once, not
+// at its next refresh a third of the TTL later: a lease the server ended
+// early ends the hold (ErrLost) within a round trip. A spurious report
+// costs one refresh and nothing else; Close unregisters.
+func TestDeleteNotifierRefreshesAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &deleteNotifying{Backend: memory.New()}
+		m := ctxlock.NewManager(b)
+		l := m.NewLock("k", ctxlock.WithTTL(time.Hour))
+		expired, err := l.Lock(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		b.report("k") // spurious: the lease is still there
+		synctest.Wait()
+		if n := b.extends.Load(); n != 1 {
+			t.Fatalf("%d Extend calls after a report, want 1", n)
+		}
+		select {
+		case <-expired:
+			t.Fatalf("a spurious report ended the hold: %v", l.Err())
+		default:
+		}
+		b.report("other") // a key not held here
+		synctest.Wait()
+		if n := b.extends.Load(); n != 1 {
+			t.Fatalf("%d Extend calls after a report of a key not held, want still 1", n)
+		}
+
+		start := time.Now()
+		b.Evict("k") // the server ends the lease early
+		b.report("k")
+		<-expired
+		if waited := time.Since(start); waited != 0 {
+			t.Errorf("the hold ended %v after the report, want at once (fake time)", waited)
+		}
+		if !errors.Is(l.Err(), ctxlock.ErrLost) {
+			t.Errorf("Err = %v, want ErrLost", l.Err())
+		}
+		if err := m.Close(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if !b.stopped {
+			t.Error("Close did not unregister the Manager's function")
+		}
+	})
+}
+
+// A report that comes while the hold's refresh is in flight (whose answer
+// may predate the deletion) is followed by another refresh as soon as that
+// one is answered.
+func TestDeleteNotifierDuringRefresh(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &deleteNotifying{Backend: memory.New(), hold: make(chan chan struct{})}
+		m := ctxlock.NewManager(b)
+		defer m.Close(context.Background())
+		const ttl = 3 * time.Hour
+		l := m.NewLock("k", ctxlock.WithTTL(ttl))
+		expired, err := l.Lock(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(ttl / 3) // the first refresh is due, and waits in Extend
+		synctest.Wait()
+		if n := b.extends.Load(); n != 1 {
+			t.Fatalf("%d Extend calls at the refresh, want 1", n)
+		}
+		b.Evict("k") // after the refresh read the store: it answers "renewed"
+		b.report("k")
+		answered := make(chan struct{})
+		b.hold <- answered
+		<-answered
+		start := time.Now()
+		b.hold <- make(chan struct{}) // the second refresh
+		<-expired
+		if waited := time.Since(start); waited != 0 {
+			t.Errorf("the second refresh came %v after the first was answered, want at once (fake time)", waited)
+		}
+		if !errors.Is(l.Err(), ctxlock.ErrLost) {
+			t.Errorf("Err = %v, want ErrLost", l.Err())
+		}
+		if n := b.extends.Load(); n != 2 {
+			t.Errorf("%d Extend calls, want 2", n)
+		}
+	})
+}
+
+// Holds made WithoutRefresh are never refreshed, reports or not.
+func TestDeleteNotifierLeavesUnrefreshedHolds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &deleteNotifying{Backend: memory.New()}
+		m := ctxlock.NewManager(b)
+		defer m.Close(context.Background())
+		l := m.NewLock("k", ctxlock.WithTTL(time.Hour), ctxlock.WithoutRefresh())
+		if _, err := l.Lock(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		b.report("k")
+		synctest.Wait()
+		if n := b.extends.Load(); n != 0 {
+			t.Errorf("%d Extend calls for a hold WithoutRefresh, want 0", n)
+		}
+		if err := l.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
