@@ -259,8 +259,8 @@ type DeleteNotifier interface {
 	// of every lease it sees end on the server, until stop is called. f is
 	// called from a goroutine of the backend's, never from within one of
 	// the backend's methods and with none of its locks held; it returns
-	// quickly (it may take the Manager's mutex briefly), and may be called
-	// once more while stop runs. A report may come late or not at all (a
+	// quickly (it may take the Manager's mutex briefly), and may still be
+	// called, once, after stop has returned. A report may come late or not at all (a
 	// watch that reconnects may miss deletions): the Manager's refreshes
 	// remain the authority.
 	NotifyDeletes(f func(key string)) (stop func())

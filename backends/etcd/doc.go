@@ -124,9 +124,10 @@
 //
 // Every call is bounded by its context, and one attempt by less: Acquire
 // by AcquireRequest.Timeout, Extend by a quarter of its TTL, Release by
-// 1s. Within an Extend attempt, keep-alives or a read not answered after a
-// twelfth of the TTL are sent again (hedged, up to 3 sends; a hedge's
-// keep-alives go on streams of their own), and the client's round-robin
+// 1s. Within an Extend attempt, keep-alives or a read not answered a
+// twelfth of the TTL after they left are sent again (hedged, up to 3
+// sends; a hedge's keep-alives go on streams of their own, and results are
+// kept per lease, from whichever send answered), and the client's round-robin
 // balancer sends them to the next member. A member that stops answering
 // (frozen, or cut off while its connection still looks up) thus costs a
 // hedge or a retry, which go to another member, not the hold: a frozen

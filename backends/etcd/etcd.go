@@ -319,11 +319,12 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 	owned := make([]error, len(leases))
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		hedged(ctx, hedgeDelay, extendCopies, kept, func(ctx context.Context, errs []error, hedge bool) {
-			b.keepAlive(ctx, leases, want, errs, hedge)
+		hedged(ctx, hedgeDelay, extendCopies, kept, func(ctx context.Context, errs []error, hedge bool, sent func()) {
+			b.keepAlive(ctx, leases, want, errs, hedge, sent)
 		})
 	})
-	hedged(ctx, hedgeDelay, extendCopies, owned, func(ctx context.Context, errs []error, _ bool) {
+	hedged(ctx, hedgeDelay, extendCopies, owned, func(ctx context.Context, errs []error, _ bool, sent func()) {
+		sent()
 		b.checkOwned(ctx, leases, errs)
 	})
 	wg.Wait()
@@ -349,66 +350,78 @@ func firstLost(a, b error) error {
 	return b
 }
 
-// hedged runs call, into a copy of errs, and runs it again (a hedge) each
-// time delay passes with no copy answered, up to copies runs in all; a
-// copy that fails transiently (ctxlock.ErrUnavailable) starts the next at
-// once. The first copy that answers (no transient error) wins: errs gets
-// its results, and the others are cancelled. When every copy failed, errs
-// gets the last one's. hedged returns once every copy has returned. call's
-// hedge is false for the first copy only.
-func hedged(ctx context.Context, delay time.Duration, copies int, errs []error, call func(ctx context.Context, errs []error, hedge bool)) {
+// hedged runs call into a copy of errs, and runs it again (a hedge) when
+// delay has passed since the latest copy's request left (it calls sent)
+// with some result still unknown, or at once when a copy ends leaving some
+// unknown, up to copies runs in all. A result is known once a copy gives
+// one that is not transient (ctxlock.ErrUnavailable); each of errs gets the
+// first known result for its index, from whichever copy, or else the last
+// transient one. Once every result is known the copies still running are
+// cancelled; hedged returns when every copy has returned. call's hedge is
+// false for the first copy only.
+//
+// The delay counts from sent, not from the start of the copy: opening a
+// keep-alive stream can take long (with etcd authentication, clientv3
+// authenticates for each stream: a bcrypt check and a Raft proposal), and
+// hedges piling up while it opens would only slow it further.
+func hedged(ctx context.Context, delay time.Duration, copies int, errs []error, call func(ctx context.Context, errs []error, hedge bool, sent func())) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	done := make(chan []error, copies)
+	type result struct {
+		copy int
+		errs []error
+	}
+	done := make(chan result, copies)
+	left := make(chan int, copies) // a copy's request left
 	started, running := 0, 0
 	start := func() {
-		out := make([]error, len(errs))
-		hedge := started > 0
+		n, out := started, make([]error, len(errs))
 		started++
 		running++
+		var once sync.Once
 		go func() {
-			call(ctx, out, hedge)
-			done <- out
+			call(ctx, out, n > 0, func() { once.Do(func() { left <- n }) })
+			done <- result{n, out}
 		}()
 	}
-	start()
+	known := make([]bool, len(errs))
+	unknown := len(errs)
 	timer := time.NewTimer(delay)
+	timer.Stop()
 	defer timer.Stop()
-	var last []error
-	for running > 0 {
+	start()
+	for running > 0 && unknown > 0 {
 		select {
-		case out := <-done:
+		case r := <-done:
 			running--
-			last = out
-			if answered(out) {
-				cancel()
-				for ; running > 0; running-- {
-					<-done
+			for i, err := range r.errs {
+				if known[i] {
+					continue
 				}
-				break
+				errs[i] = err
+				if !errors.Is(err, ctxlock.ErrUnavailable) {
+					known[i] = true
+					unknown--
+				}
 			}
-			if started < copies && ctx.Err() == nil {
+			if unknown > 0 && started < copies && ctx.Err() == nil {
+				timer.Stop()
 				start()
+			}
+		case n := <-left:
+			if n == started-1 && started < copies {
 				timer.Reset(delay)
 			}
 		case <-timer.C:
-			if started < copies {
+			if started < copies && ctx.Err() == nil {
 				start()
-				timer.Reset(delay)
 			}
 		}
 	}
-	copy(errs, last)
-}
-
-// answered reports whether errs holds no transient error.
-func answered(errs []error) bool {
-	for _, err := range errs {
-		if errors.Is(err, ctxlock.ErrUnavailable) {
-			return false
-		}
+	cancel()
+	for ; running > 0; running-- {
+		<-done
 	}
-	return true
 }
 
 // keepAliveStream is one of the Backend's LeaseKeepAlive streams. Streams
@@ -430,22 +443,25 @@ type keepAliveStream struct {
 // the Backend's streams; a hedge opens streams of its own, closed after
 // the call: the Backend's may be the ones stuck on the member it is to
 // avoid.
-func (b *Backend) keepAlive(ctx context.Context, leases []ctxlock.Lease, want int64, errs []error, hedge bool) {
+//
+// sent is called once the first chunk's stream is open and its
+// keep-alives are on their way.
+func (b *Backend) keepAlive(ctx context.Context, leases []ctxlock.Lease, want int64, errs []error, hedge bool, sent func()) {
 	chunk := max(keepAliveChunk, (len(leases)+keepAliveStreams-1)/keepAliveStreams)
 	var wg sync.WaitGroup
 	for start := 0; start < len(leases); start += chunk {
 		end := min(start+chunk, len(leases))
 		if hedge {
-			wg.Go(func() { b.keepAliveOnce(ctx, leases[start:end], want, errs[start:end]) })
+			wg.Go(func() { b.keepAliveOnce(ctx, leases[start:end], want, errs[start:end], sent) })
 		} else {
-			wg.Go(func() { b.keepAliveOn(ctx, leases[start:end], want, errs[start:end]) })
+			wg.Go(func() { b.keepAliveOn(ctx, leases[start:end], want, errs[start:end], sent) })
 		}
 	}
 	wg.Wait()
 }
 
 // keepAliveOnce renews the leases on a stream of its own.
-func (b *Backend) keepAliveOnce(ctx context.Context, leases []ctxlock.Lease, want int64, errs []error) {
+func (b *Backend) keepAliveOnce(ctx context.Context, leases []ctxlock.Lease, want int64, errs []error, sent func()) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := b.leases.LeaseKeepAlive(sctx)
@@ -453,12 +469,12 @@ func (b *Backend) keepAliveOnce(ctx context.Context, leases []ctxlock.Lease, wan
 		fill(errs, classify("keep-alive", err))
 		return
 	}
-	renew(ctx, stream, cancel, leases, want, errs)
+	renew(ctx, stream, cancel, leases, want, errs, sent)
 }
 
 // keepAliveOn renews the leases on one of the Backend's streams, waiting
 // for a free one.
-func (b *Backend) keepAliveOn(ctx context.Context, leases []ctxlock.Lease, want int64, errs []error) {
+func (b *Backend) keepAliveOn(ctx context.Context, leases []ctxlock.Lease, want int64, errs []error, sent func()) {
 	select {
 	case <-b.keepAliveSlots:
 	case <-ctx.Done():
@@ -490,7 +506,7 @@ func (b *Backend) keepAliveOn(ctx context.Context, leases []ctxlock.Lease, want 
 		s.stream, s.cancel = stream, cancel
 	}
 	stop := context.AfterFunc(ctx, s.cancel) // a call cut off takes its stream down
-	broken := renew(ctx, s.stream, s.cancel, leases, want, errs)
+	broken := renew(ctx, s.stream, s.cancel, leases, want, errs, sent)
 	if !stop() || broken {
 		s.cancel()
 		s.stream, s.cancel = nil, nil
@@ -500,8 +516,9 @@ func (b *Backend) keepAliveOn(ctx context.Context, leases []ctxlock.Lease, want 
 // renew sends a keep-alive for each lease on stream and reads the answers
 // into errs. It reports whether the stream is broken (failed, ended, or
 // answered what was not asked): its answers could no longer be matched.
-// cancel takes the stream down.
-func renew(ctx context.Context, stream pb.Lease_LeaseKeepAliveClient, cancel context.CancelFunc, leases []ctxlock.Lease, want int64, errs []error) (broken bool) {
+// cancel takes the stream down; sent is called as the keep-alives go.
+func renew(ctx context.Context, stream pb.Lease_LeaseKeepAliveClient, cancel context.CancelFunc, leases []ctxlock.Lease, want int64, errs []error, sent func()) (broken bool) {
+	sent()
 	sendErr := make(chan error, 1)
 	go func() {
 		for _, l := range leases {

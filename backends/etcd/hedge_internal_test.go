@@ -20,7 +20,8 @@ func TestHedgedAnswersPastAStuckCopy(t *testing.T) {
 		var calls, firstCancelled atomic.Int32
 		errs := make([]error, 2)
 		start := time.Now()
-		hedged(t.Context(), 100*time.Millisecond, 3, errs, func(ctx context.Context, out []error, hedge bool) {
+		hedged(t.Context(), 100*time.Millisecond, 3, errs, func(ctx context.Context, out []error, hedge bool, sent func()) {
+			sent()
 			if n := calls.Add(1); n == 1 {
 				if hedge {
 					t.Error("the first copy is marked a hedge")
@@ -55,7 +56,8 @@ func TestHedgedRetriesFailuresAtOnceUpToCopies(t *testing.T) {
 		var calls atomic.Int32
 		errs := make([]error, 1)
 		start := time.Now()
-		hedged(t.Context(), time.Second, 3, errs, func(ctx context.Context, out []error, hedge bool) {
+		hedged(t.Context(), time.Second, 3, errs, func(ctx context.Context, out []error, hedge bool, sent func()) {
+			sent()
 			n := calls.Add(1)
 			time.Sleep(10 * time.Millisecond)
 			out[0] = ctxlock.Unavailable(errors.New([]string{"", "one", "two", "three"}[n]))
@@ -78,7 +80,8 @@ func TestHedgedSendsNoHedgeWhenAnsweredOrOutOfTime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var calls atomic.Int32
 		errs := make([]error, 1)
-		hedged(t.Context(), 100*time.Millisecond, 3, errs, func(ctx context.Context, out []error, hedge bool) {
+		hedged(t.Context(), 100*time.Millisecond, 3, errs, func(ctx context.Context, out []error, hedge bool, sent func()) {
+			sent()
 			calls.Add(1)
 			time.Sleep(99 * time.Millisecond)
 		})
@@ -89,7 +92,8 @@ func TestHedgedSendsNoHedgeWhenAnsweredOrOutOfTime(t *testing.T) {
 		calls.Store(0)
 		ctx, cancel := context.WithTimeout(t.Context(), 150*time.Millisecond)
 		defer cancel()
-		hedged(ctx, 100*time.Millisecond, 3, errs, func(ctx context.Context, out []error, hedge bool) {
+		hedged(ctx, 100*time.Millisecond, 3, errs, func(ctx context.Context, out []error, hedge bool, sent func()) {
+			sent()
 			calls.Add(1)
 			<-ctx.Done()
 			out[0] = classify("keep-alive", ctx.Err())
@@ -99,6 +103,58 @@ func TestHedgedSendsNoHedgeWhenAnsweredOrOutOfTime(t *testing.T) {
 		}
 		if !errors.Is(errs[0], ctxlock.ErrUnavailable) || !errors.Is(errs[0], context.DeadlineExceeded) {
 			t.Errorf("errs = %v, want the deadline, transient", errs)
+		}
+	})
+}
+
+// Results are kept per index: a copy's known result (here a loss) is not
+// thrown away because another of its results was transient, and the hedge
+// fills in only what is still unknown.
+func TestHedgedKeepsKnownResultsPerIndex(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var calls atomic.Int32
+		errs := make([]error, 3)
+		hedged(t.Context(), time.Second, 3, errs, func(ctx context.Context, out []error, hedge bool, sent func()) {
+			sent()
+			switch calls.Add(1) {
+			case 1:
+				out[0], out[1], out[2] = ctxlock.ErrLost, errStuck, errStuck
+			case 2:
+				out[0], out[1], out[2] = errStuck, nil, errStuck
+			default:
+				out[0], out[1], out[2] = nil, errStuck, errStuck
+			}
+		})
+		if calls.Load() != 3 {
+			t.Errorf("%d calls, want 3 (index 2 stayed unknown)", calls.Load())
+		}
+		if !errors.Is(errs[0], ctxlock.ErrLost) || errs[1] != nil || !errors.Is(errs[2], ctxlock.ErrUnavailable) {
+			t.Errorf("errs = %v, want [ErrLost (copy 1), nil (copy 2), transient]", errs)
+		}
+	})
+}
+
+// The delay counts from when a copy's request left (sent), not from its
+// start: a copy slow to open its stream is not hedged meanwhile.
+func TestHedgedDelayCountsFromSent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var calls atomic.Int32
+		var hedgedAt time.Duration
+		start := time.Now()
+		errs := make([]error, 1)
+		hedged(t.Context(), 100*time.Millisecond, 3, errs, func(ctx context.Context, out []error, hedge bool, sent func()) {
+			if calls.Add(1) == 1 {
+				time.Sleep(200 * time.Millisecond) // opening the stream
+				sent()
+				<-ctx.Done()
+				out[0] = errStuck
+				return
+			}
+			hedgedAt = time.Since(start)
+			sent()
+		})
+		if hedgedAt != 300*time.Millisecond || calls.Load() != 2 || errs[0] != nil {
+			t.Errorf("hedge at %v, %d calls, errs %v; want the hedge 100ms after the first copy's request left (300ms), 2 calls, answered", hedgedAt, calls.Load(), errs)
 		}
 	})
 }
