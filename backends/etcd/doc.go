@@ -79,11 +79,12 @@
 // its leadership (etcd-io/etcd#13675, fixed by a linearizable renewal), and
 // a leader stalled past a lease's TTL (a slow disk, a paused VM or
 // process) can revoke that lease when it resumes, though another member
-// renewed it meanwhile (etcd-io/etcd#15247). etcd 3.4.29, 3.5.12 and later
-// check their leadership first, but skip the check when their ticker has
-// just fired, which it does at once after a pause: our tests saw etcd
-// 3.4.23 and 3.6.16 alike revoke a live lease the moment a leader frozen
-// (SIGSTOP) for 3s resumed, in about one run in five. The key is then
+// renewed it meanwhile (etcd-io/etcd#15247). Releases with etcd's fix
+// (etcd-io/etcd#16822, 2024) check their leadership first, but skip the
+// check when their ticker has just fired, which it does at once after a
+// pause: our tests saw etcd 3.4.23 (without the fix) and 3.6.16 (with it)
+// alike revoke a live lease the moment a leader frozen (SIGSTOP) for 3s
+// resumed, in about one run in five. The key is then
 // deleted, and another owner can take it, before the holder's expiry
 // channel closes. The Backend narrows that window: its watch reports the
 // deletion (ctxlock.DeleteNotifier), and the Manager refreshes the hold at
