@@ -23,7 +23,10 @@
 // lapse there (Liveness B below). A lease that the backend itself loses
 // (deleted by hand, evicted, lost in a failover) is noticed at the next
 // refresh, up to the refresh interval (TTL/3 by default) later: in that
-// window only fencing tokens (Lock.Token) protect the resource.
+// window only fencing tokens (Lock.Token) protect the resource. A backend
+// that sees such deletions (DeleteNotifier: etcd) makes the Manager
+// refresh the hold at once, which narrows the window to about a round
+// trip.
 //
 // # Guarantees
 //
