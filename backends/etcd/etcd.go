@@ -48,8 +48,9 @@ const (
 )
 
 // An Extend's keep-alives and its read are each sent again (hedged) when
-// they have not been answered after a twelfth of the TTL (at least
-// minHedgeDelay), up to extendCopies sends in all: see hedged.
+// they have not been answered a twelfth of the TTL (at least
+// minHedgeDelay) after they left, up to extendCopies sends in all: see
+// hedged.
 const (
 	minHedgeDelay = 20 * time.Millisecond
 	extendCopies  = 3
@@ -367,11 +368,7 @@ func firstLost(a, b error) error {
 func hedged(ctx context.Context, delay time.Duration, copies int, errs []error, call func(ctx context.Context, errs []error, hedge bool, sent func())) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	type result struct {
-		copy int
-		errs []error
-	}
-	done := make(chan result, copies)
+	done := make(chan []error, copies)
 	left := make(chan int, copies) // a copy's request left
 	started, running := 0, 0
 	start := func() {
@@ -381,7 +378,7 @@ func hedged(ctx context.Context, delay time.Duration, copies int, errs []error, 
 		var once sync.Once
 		go func() {
 			call(ctx, out, n > 0, func() { once.Do(func() { left <- n }) })
-			done <- result{n, out}
+			done <- out
 		}()
 	}
 	known := make([]bool, len(errs))
@@ -392,9 +389,9 @@ func hedged(ctx context.Context, delay time.Duration, copies int, errs []error, 
 	start()
 	for running > 0 && unknown > 0 {
 		select {
-		case r := <-done:
+		case out := <-done:
 			running--
-			for i, err := range r.errs {
+			for i, err := range out {
 				if known[i] {
 					continue
 				}
@@ -444,8 +441,8 @@ type keepAliveStream struct {
 // the call: the Backend's may be the ones stuck on the member it is to
 // avoid.
 //
-// sent is called once the first chunk's stream is open and its
-// keep-alives are on their way.
+// Each chunk calls sent once its stream is open and its keep-alives are
+// on their way.
 func (b *Backend) keepAlive(ctx context.Context, leases []ctxlock.Lease, want int64, errs []error, hedge bool, sent func()) {
 	chunk := max(keepAliveChunk, (len(leases)+keepAliveStreams-1)/keepAliveStreams)
 	var wg sync.WaitGroup
