@@ -244,26 +244,33 @@ type Handoff struct {
 // the Backend's prefix).
 //
 // The Manager registers a function when it is made and unregisters it at
-// Close. When a key it holds is reported, it refreshes that hold at once
-// instead of at its next refresh: a lease that the server ended early
-// (an operator deleted the key; an etcd leader stalled past the TTL can
-// revoke leases that other members renewed meanwhile, etcd-io/etcd#15247)
-// then ends the hold (ErrLost) within a round trip, while the expiry
-// channel would otherwise stay open up to a refresh interval after
-// another owner could take the key. Reports may be late, repeated or
-// spurious (the release of an earlier hold of the key): each costs at most
-// one refresh. Holds made WithoutRefresh are not refreshed, and keep their
+// Close. When the lease of a key it holds is reported ended, it refreshes
+// that hold at once instead of at its next refresh: a lease that the
+// server ended early (an operator deleted the key; an etcd leader stalled
+// past the TTL can revoke leases that other members renewed meanwhile,
+// etcd-io/etcd#15247) then ends the hold (ErrLost) within a round trip,
+// while the expiry channel would otherwise stay open up to a refresh
+// interval after another owner could take the key. A report that comes
+// while the key is being acquired is kept for the hold that the attempt
+// may make. Reports may be late, repeated or spurious: each costs at most
+// one refresh, and none a hold whose token shows it began after the end
+// reported. Holds made WithoutRefresh are not refreshed, and keep their
 // expiry channel open until their validity deadline.
 type DeleteNotifier interface {
-	// NotifyDeletes makes the backend call f with the key (as in Lease.Key)
-	// of every lease it sees end on the server, until stop is called. f is
-	// called from a goroutine of the backend's, never from within one of
-	// the backend's methods and with none of its locks held; it returns
+	// NotifyDeletes makes the backend call f(key, before) when it sees
+	// leases of key (as in Lease.Key) end on the server: every lease of
+	// key whose Token is less than before has ended. A backend whose
+	// tokens are revisions passes the revision of the deletion (a lease
+	// made after it has a larger token); one that cannot tell which
+	// leases ended passes math.MaxUint64. Calls go on until stop is called.
+	//
+	// f is called from a goroutine of the backend's, never from within one
+	// of the backend's methods and with none of its locks held; it returns
 	// quickly (it may take the Manager's mutex briefly), and may still be
-	// called, once, after stop has returned. A report may come late or not at all (a
-	// watch that reconnects may miss deletions): the Manager's refreshes
-	// remain the authority.
-	NotifyDeletes(f func(key string)) (stop func())
+	// called, once, after stop has returned. A report may come late or not
+	// at all (a watch that reconnects may miss deletions): the Manager's
+	// refreshes remain the authority.
+	NotifyDeletes(f func(key string, before uint64)) (stop func())
 }
 
 // BackendNamer is implemented by backends that have a short name ("memory",

@@ -3,6 +3,7 @@ package ctxlock_test
 import (
 	"context"
 	"errors"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,17 +16,19 @@ import (
 
 // deleteNotifying is a memory store that implements ctxlock.DeleteNotifier
 // by hand: the test reports deletions with report. Extend can be held up
-// (hold) to report a deletion while a refresh is in flight.
+// (hold) to report a deletion while a refresh is in flight, and acquired
+// runs between an Acquire and its answer.
 type deleteNotifying struct {
 	*memory.Backend
-	mu      sync.Mutex
-	f       func(key string)
-	stopped bool
-	extends atomic.Int32
-	hold    chan chan struct{} // when set, each Extend waits for a channel from it and closes it after
+	mu       sync.Mutex
+	f        func(key string, before uint64)
+	stopped  bool
+	extends  atomic.Int32
+	hold     chan chan struct{}  // when set, each Extend waits for a channel from it and closes it after
+	acquired func(ctxlock.Lease) // when set, called with each lease Acquire took, before it answers
 }
 
-func (b *deleteNotifying) NotifyDeletes(f func(key string)) (stop func()) {
+func (b *deleteNotifying) NotifyDeletes(f func(key string, before uint64)) (stop func()) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.f = f
@@ -36,11 +39,25 @@ func (b *deleteNotifying) NotifyDeletes(f func(key string)) (stop func()) {
 	}
 }
 
-func (b *deleteNotifying) report(key string) {
+// report tells the Manager that every lease of key ended (a backend that
+// cannot tell which).
+func (b *deleteNotifying) report(key string) { b.reportBefore(key, math.MaxUint64) }
+
+// reportBefore tells the Manager that the leases of key with a token below
+// before ended.
+func (b *deleteNotifying) reportBefore(key string, before uint64) {
 	b.mu.Lock()
 	f := b.f
 	b.mu.Unlock()
-	f(key)
+	f(key, before)
+}
+
+func (b *deleteNotifying) Acquire(ctx context.Context, req ctxlock.AcquireRequest) (ctxlock.Lease, error) {
+	lease, err := b.Backend.Acquire(ctx, req)
+	if err == nil && b.acquired != nil {
+		b.acquired(lease)
+	}
+	return lease, err
 }
 
 func (b *deleteNotifying) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.Duration) []error {
@@ -162,4 +179,99 @@ func TestDeleteNotifierLeavesUnrefreshedHolds(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// A report of the end of leases older than the hold (typically the release
+// of the key's previous hold, heard after the key was locked again) costs
+// no refresh; one that covers the hold's token does.
+func TestDeleteNotifierIgnoresEarlierLeases(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &deleteNotifying{Backend: memory.New()}
+		m := ctxlock.NewManager(b)
+		defer m.Close(context.Background())
+		l := m.NewLock("k", ctxlock.WithTTL(time.Hour))
+		if _, err := l.Lock(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait() // the release is done
+		expired, err := l.Lock(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		token := l.Token()
+		b.reportBefore("k", token) // the first hold's release, heard late
+		synctest.Wait()
+		if n := b.extends.Load(); n != 0 {
+			t.Fatalf("%d Extend calls after the report of an earlier lease's end, want 0", n)
+		}
+		b.Evict("k")
+		b.reportBefore("k", token+1)
+		<-expired
+		if !errors.Is(l.Err(), ctxlock.ErrLost) {
+			t.Errorf("Err = %v, want ErrLost", l.Err())
+		}
+		if n := b.extends.Load(); n != 1 {
+			t.Errorf("%d Extend calls, want 1", n)
+		}
+	})
+}
+
+// A report that comes while the key is being acquired, and covers the
+// lease the attempt took, is kept: the hold is refreshed as soon as it is
+// made, and ends (ErrLost) at once, not a refresh interval later. One of
+// an earlier lease's end is not.
+func TestDeleteNotifierDuringAcquire(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		evict    bool // the server ended the attempt's lease before its answer came
+		before   func(token uint64) uint64
+		extends  int32
+		wantLost bool
+	}{
+		{name: "the attempt's lease ended", evict: true, before: func(token uint64) uint64 { return token + 1 }, extends: 1, wantLost: true},
+		{name: "an earlier lease ended", before: func(token uint64) uint64 { return token }, extends: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := &deleteNotifying{Backend: memory.New()}
+				m := ctxlock.NewManager(b)
+				defer m.Close(context.Background())
+				b.acquired = func(lease ctxlock.Lease) {
+					if tc.evict {
+						b.Evict(lease.Key)
+					}
+					b.reportBefore(lease.Key, tc.before(lease.Token))
+				}
+				l := m.NewLock("k", ctxlock.WithTTL(time.Hour))
+				start := time.Now()
+				expired, err := l.Lock(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				synctest.Wait()
+				if n := b.extends.Load(); n != tc.extends {
+					t.Errorf("%d Extend calls, want %d", n, tc.extends)
+				}
+				select {
+				case <-expired:
+					if !tc.wantLost {
+						t.Fatalf("the hold ended: %v", l.Err())
+					}
+					if !errors.Is(l.Err(), ctxlock.ErrLost) {
+						t.Errorf("Err = %v, want ErrLost", l.Err())
+					}
+					if waited := time.Since(start); waited != 0 {
+						t.Errorf("the hold ended %v after Lock, want at once (fake time)", waited)
+					}
+				default:
+					if tc.wantLost {
+						t.Fatal("the hold whose lease ended during its acquire is still held")
+					}
+				}
+			})
+		})
+	}
 }

@@ -137,6 +137,10 @@ type keyState struct {
 	pending []*release      // this Manager's unconfirmed releases of the key
 	tries   int             // TryLock calls in progress
 	settled []chan struct{} // closed when no release of the key is in flight
+	// endedBefore: the backend reported every lease of the key with a
+	// smaller token ended (DeleteNotifier); a hold made with one is
+	// refreshed at once.
+	endedBefore uint64
 }
 
 // waiter is a blocked Lock call's place in its key's queue.
@@ -974,6 +978,10 @@ func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0, now
 	ks.holder = h
 	l.cur = h
 	m.holds.push(h)
+	if lease.Token < ks.endedBefore {
+		// Reported ended while the attempt was on its way.
+		m.refreshNowLocked(h)
+	}
 	if w := l.interval / 4; w > m.maxWindow {
 		m.maxWindow = w
 	}

@@ -147,17 +147,32 @@ func appendRefreshJobs(queue []job, due []*hold) []job {
 	return queue
 }
 
-// keyDeleted is the Manager's DeleteNotifier function: the backend saw a
-// lease of key end. A hold of key is refreshed at once (after the refresh in
-// flight, if any), which ends it if its lease is the one that ended.
-func (m *Manager) keyDeleted(key string) {
+// keyDeleted is the Manager's DeleteNotifier function: the backend saw
+// every lease of key with a token below before end. A hold of key made
+// before that (a smaller token) is refreshed at once (after the refresh in
+// flight, if any), which ends it if its lease is one that ended; a hold
+// made after it is left alone, as the report is of an earlier lease's end
+// (typically a release, ours or another owner's). While the key is being
+// acquired, the report is kept (keyState.endedBefore) for the hold the
+// attempt may make: its lease may be one that ended.
+func (m *Manager) keyDeleted(key string, before uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	ks := m.keys[key]
-	if m.closed || ks == nil || ks.holder == nil {
+	if m.closed || ks == nil {
 		return
 	}
-	h := ks.holder
+	ks.endedBefore = max(ks.endedBefore, before)
+	if h := ks.holder; h != nil && h.lease.Token < before {
+		m.refreshNowLocked(h)
+	}
+}
+
+// refreshNowLocked brings h's next refresh forward to now, or, when a
+// refresh of h is in flight (its answer may predate what made it due),
+// makes another follow it at once. Holds made WithoutRefresh are left
+// alone.
+func (m *Manager) refreshNowLocked(h *hold) {
 	switch {
 	case h.ended || h.lock.interval == 0:
 	case h.refreshing:

@@ -41,3 +41,65 @@ func TestDeleteByHandEndsHold(t *testing.T) {
 		t.Errorf("Err = %v, want ErrLost", l.Err())
 	}
 }
+
+// Each deletion is reported with its revision: above the token of the
+// lease that ended (the revision that created its key), and at or below
+// the token of any later lease of the key, so the Manager can tell the
+// end of an earlier hold from the end of its own.
+func TestNotifyDeletesRevisions(t *testing.T) {
+	s := etcdtest.Start(t)
+	client := newClient(t, s.Addr())
+	b := newBackend(t, client)
+	type report struct {
+		key    string
+		before uint64
+	}
+	reports := make(chan report, 16)
+	stop := b.NotifyDeletes(func(key string, before uint64) { reports <- report{key, before} })
+	defer stop()
+	next := func() report {
+		t.Helper()
+		select {
+		case r := <-reports:
+			return r
+		case <-time.After(10 * time.Second):
+			t.Fatal("no deletion reported within 10s")
+			return report{}
+		}
+	}
+	ctx := testCtx(t, 30*time.Second)
+	acquire := func(owner string) ctxlock.Lease {
+		t.Helper()
+		lease, err := b.Acquire(ctx, ctxlock.AcquireRequest{Key: "k", Owner: owner, TTL: time.Minute, Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lease
+	}
+
+	first := acquire("first")
+	if errs := b.Release(ctx, []ctxlock.Lease{first}); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	released := next()
+	second := acquire("second")
+	if released.key != "k" || released.before <= first.Token || released.before > second.Token {
+		t.Errorf("the release of the lease with token %d was reported as %+v; want key k and %d < before <= %d (the next lease's token)",
+			first.Token, released, first.Token, second.Token)
+	}
+	if _, err := client.Delete(ctx, b.LockKey("k")); err != nil { // by hand
+		t.Fatal(err)
+	}
+	deleted := next()
+	if deleted.key != "k" || deleted.before <= second.Token {
+		t.Errorf("the deletion of the lease with token %d was reported as %+v; want key k and before > %d", second.Token, deleted, second.Token)
+	}
+	select {
+	case r := <-reports:
+		t.Errorf("a third report, of two deletions: %+v", r)
+	default:
+	}
+	if errs := b.Release(ctx, []ctxlock.Lease{second}); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+}

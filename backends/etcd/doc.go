@@ -87,9 +87,11 @@
 // resumed, in about one run in five. The key is then
 // deleted, and another owner can take it, before the holder's expiry
 // channel closes. The Backend narrows that window: its watch reports the
-// deletion (ctxlock.DeleteNotifier), and the Manager refreshes the hold at
-// once, which ends it with ctxlock.ErrLost a round trip later, rather than
-// at its next refresh (TestDeleteByHandEndsHold). It cannot close the
+// deletion and its revision (ctxlock.DeleteNotifier), and the Manager
+// refreshes a hold whose token (the revision that created the key) is
+// smaller at once, which ends it with ctxlock.ErrLost a round trip later,
+// rather than at its next refresh (TestDeleteByHandEndsHold), even when
+// the deletion came while the key was being acquired. It cannot close the
 // window: a waiter that hears of the deletion first may take the key
 // before the holder's refresh is answered. Prefer etcd 3.5.3 or later,
 // and pass the fencing token to the resource, as with any store whose

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -96,11 +97,11 @@ type Backend struct {
 
 	mu        sync.Mutex
 	closed    bool
-	watchers  map[string]map[*watcher]struct{} // by etcd key
-	onDelete  map[*func(string)]struct{}       // NotifyDeletes' functions
-	watching  bool                             // the watch loop was started
-	watchDone chan struct{}                    // closed when it returns
-	watchErr  error                            // why the watch is not in force now; nil when it is
+	watchers  map[string]map[*watcher]struct{}   // by etcd key
+	onDelete  map[*func(string, uint64)]struct{} // NotifyDeletes' functions
+	watching  bool                               // the watch loop was started
+	watchDone chan struct{}                      // closed when it returns
+	watchErr  error                              // why the watch is not in force now; nil when it is
 
 	keepAliveSlots chan struct{}      // one token per stream not in use (keepAliveStreams in all)
 	keepAliveMu    sync.Mutex         // guards keepAliveFree
@@ -682,10 +683,14 @@ func (b *Backend) startWatchLocked() {
 
 // NotifyDeletes implements ctxlock.DeleteNotifier: the Backend's watch
 // sees every deletion of a key under its prefix (a release, a lapse, a
-// revocation, an operator's delete) and calls f with the key, from the
-// watch's goroutine, until stop is called. Deletions while the watch
-// reconnects are not reported. It starts the watch if none runs.
-func (b *Backend) NotifyDeletes(f func(key string)) (stop func()) {
+// revocation, an operator's delete) and calls f with the key and the
+// deletion's revision, from the watch's goroutine, until stop is called.
+// A lease's token is the revision that created its key, so the lease
+// whose key was deleted has a smaller one, and any later lease a larger
+// one. A watch that reconnects resumes after the last deletion it
+// delivered, so none is missed unless etcd compacted it away. It starts
+// the watch if none runs.
+func (b *Backend) NotifyDeletes(f func(key string, before uint64)) (stop func()) {
 	p := &f
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -693,7 +698,7 @@ func (b *Backend) NotifyDeletes(f func(key string)) (stop func()) {
 		return func() {}
 	}
 	if b.onDelete == nil {
-		b.onDelete = make(map[*func(string)]struct{})
+		b.onDelete = make(map[*func(string, uint64)]struct{})
 	}
 	b.onDelete[p] = struct{}{}
 	b.startWatchLocked()
@@ -737,7 +742,7 @@ func (b *Backend) watchLoop() {
 			}
 			for _, ev := range resp.Events {
 				if ev.Type == clientv3.EventTypeDelete && ev.Kv != nil {
-					b.wake(string(ev.Kv.Key))
+					b.wake(string(ev.Kv.Key), ev.Kv.ModRevision)
 				}
 			}
 			rev = resumeRevision(rev, resp.Events)
@@ -780,21 +785,26 @@ func (b *Backend) setWatchErr(err error) {
 	b.mu.Unlock()
 }
 
-// wake notifies the watchers of etcd key k, and reports its deletion to
-// NotifyDeletes' functions (outside the mutex: they take the Manager's).
-func (b *Backend) wake(k string) {
+// wake notifies the watchers of etcd key k, and reports its deletion at
+// revision rev to NotifyDeletes' functions (outside the mutex: they take
+// the Manager's).
+func (b *Backend) wake(k string, rev int64) {
 	b.mu.Lock()
 	for w := range b.watchers[k] {
 		notify(w.ch)
 	}
-	var fs []func(string)
+	var fs []func(string, uint64)
 	for f := range b.onDelete {
 		fs = append(fs, *f)
 	}
 	b.mu.Unlock()
+	before := uint64(math.MaxUint64) // no revision: any lease of the key may have ended
+	if rev > 0 {
+		before = uint64(rev)
+	}
 	if key, ok := strings.CutPrefix(k, b.lockPrefix); ok {
 		for _, f := range fs {
-			f(key)
+			f(key, before)
 		}
 	}
 }
