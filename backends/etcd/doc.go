@@ -137,9 +137,15 @@
 // follower of three ends no hold (TestHoldSurvivesOneFrozenMember; a
 // frozen leader can, see above). Give the client keep-alive pings
 // (clientv3.Config.DialKeepAliveTime and DialKeepAliveTimeout) so that it
-// stops sending to such a member at all. gRPC calls that time out have an
-// unknown outcome and report ctxlock.ErrUnavailable, so that the Manager
-// releases the attempt. Such an attempt can never take the key after its
+// stops sending to such a member at all. When no member can be reached,
+// gRPC waits longer and longer between connection attempts (from 1s up to
+// 2 minutes); the Backend's calls cut that wait short, at most once a
+// second, so that a Manager locks again about a second after the cluster
+// is back, however long it was away (TestRedialAfterOutage).
+//
+// gRPC calls that time out have an unknown outcome and report
+// ctxlock.ErrUnavailable, so that the Manager releases the attempt. Such
+// an attempt can never take the key after its
 // release: the release revokes the attempt's lease, and etcd refuses to
 // put a key with a lease that does not exist (a grant that lands after the
 // revoke makes a lease with no key, which the Manager's repeated releases
