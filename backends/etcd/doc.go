@@ -145,11 +145,10 @@
 //
 // gRPC calls that time out have an unknown outcome and report
 // ctxlock.ErrUnavailable, so that the Manager releases the attempt. Such
-// an attempt can never take the key after its
-// release: the release revokes the attempt's lease, and etcd refuses to
-// put a key with a lease that does not exist (a grant that lands after the
-// revoke makes a lease with no key, which the Manager's repeated releases
-// revoke too).
+// an attempt can never take the key after its release: the release
+// revokes the attempt's lease, and etcd refuses to put a key with a lease
+// that does not exist (a grant that lands after the revoke makes a lease
+// with no key, which the Manager's repeated releases revoke too).
 //
 // # Notifications
 //
