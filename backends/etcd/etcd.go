@@ -616,25 +616,33 @@ func renew(ctx context.Context, stream pb.Lease_LeaseKeepAliveClient, cancel con
 // checkOwned reads the keys of the leases and reports ErrLost for every key
 // not held by its lease's owner (with its lease).
 func (b *Backend) checkOwned(ctx context.Context, leases []ctxlock.Lease, errs []error) {
+	var wg sync.WaitGroup
 	for start := 0; start < len(leases); start += maxTxnOps {
 		chunk := leases[start:min(start+maxTxnOps, len(leases))]
-		ops := make([]clientv3.Op, len(chunk))
-		for i, l := range chunk {
-			ops[i] = clientv3.OpGet(b.LockKey(l.Key))
-		}
-		resp, err := b.client.Txn(ctx).Then(ops...).Commit()
-		if err == nil && len(resp.Responses) != len(chunk) {
-			err = garbage(fmt.Sprintf("read %d keys: %d answers", len(chunk), len(resp.Responses)))
-		}
-		for i, l := range chunk {
-			switch {
-			case err != nil:
-				errs[start+i] = classify("read", err)
-			default:
-				r := resp.Responses[i].GetResponseRange()
-				if r == nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != l.Owner || r.Kvs[0].Lease != leaseID(l.Owner) {
-					errs[start+i] = fmt.Errorf("etcd: %w: %q is no longer held by this owner", ctxlock.ErrLost, l.Key)
-				}
+		wg.Go(func() { b.checkOwnedChunk(ctx, chunk, errs[start:start+len(chunk)]) })
+	}
+	wg.Wait()
+}
+
+// checkOwnedChunk is checkOwned for at most maxTxnOps leases: one
+// transaction.
+func (b *Backend) checkOwnedChunk(ctx context.Context, leases []ctxlock.Lease, errs []error) {
+	ops := make([]clientv3.Op, len(leases))
+	for i, l := range leases {
+		ops[i] = clientv3.OpGet(b.LockKey(l.Key))
+	}
+	resp, err := b.client.Txn(ctx).Then(ops...).Commit()
+	if err == nil && len(resp.Responses) != len(leases) {
+		err = garbage(fmt.Sprintf("read %d keys: %d answers", len(leases), len(resp.Responses)))
+	}
+	for i, l := range leases {
+		switch {
+		case err != nil:
+			errs[i] = classify("read", err)
+		default:
+			r := resp.Responses[i].GetResponseRange()
+			if r == nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != l.Owner || r.Kvs[0].Lease != leaseID(l.Owner) {
+				errs[i] = fmt.Errorf("etcd: %w: %q is no longer held by this owner", ctxlock.ErrLost, l.Key)
 			}
 		}
 	}
