@@ -275,3 +275,42 @@ func TestDeleteNotifierDuringAcquire(t *testing.T) {
 		})
 	}
 }
+
+// A report that cannot tell which leases ended (math.MaxUint64), heard
+// while the key is being acquired, costs the hold that the attempt makes
+// one refresh, and later holds of the key none.
+func TestDeleteNotifierUnknownReportDuringAcquire(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &deleteNotifying{Backend: memory.New()}
+		m := ctxlock.NewManager(b)
+		defer m.Close(context.Background())
+		reported := false
+		b.acquired = func(lease ctxlock.Lease) {
+			if !reported {
+				reported = true
+				b.report(lease.Key)
+			}
+		}
+		l := m.NewLock("k", ctxlock.WithTTL(time.Hour))
+		for i := range 3 {
+			expired, err := l.Lock(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			synctest.Wait()
+			if n := b.extends.Load(); n != 1 {
+				t.Fatalf("hold %d: %d Extend calls in all, want 1 (the first hold's)", i, n)
+			}
+			select {
+			case <-expired:
+				t.Fatalf("hold %d ended: %v", i, l.Err())
+			default:
+			}
+			// Locked again at once: the key's state, and the report it
+			// kept, outlive the release still on its way.
+			if err := l.Unlock(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}

@@ -137,9 +137,9 @@ type keyState struct {
 	pending []*release      // this Manager's unconfirmed releases of the key
 	tries   int             // TryLock calls in progress
 	settled []chan struct{} // closed when no release of the key is in flight
-	// endedBefore: the backend reported every lease of the key with a
-	// smaller token ended (DeleteNotifier); a hold made with one is
-	// refreshed at once.
+	// endedBefore: while the key had no holder, the backend reported
+	// every lease of the key with a smaller token ended (DeleteNotifier);
+	// the next hold is refreshed at once if its token is smaller.
 	endedBefore uint64
 }
 
@@ -982,6 +982,7 @@ func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0, now
 		// Reported ended while the attempt was on its way.
 		m.refreshNowLocked(h)
 	}
+	ks.endedBefore = 0 // later holds begin after this one ends: after every report so far
 	if w := l.interval / 4; w > m.maxWindow {
 		m.maxWindow = w
 	}

@@ -162,10 +162,15 @@ func (m *Manager) keyDeleted(key string, before uint64) {
 	if m.closed || ks == nil {
 		return
 	}
-	ks.endedBefore = max(ks.endedBefore, before)
-	if h := ks.holder; h != nil && h.lease.Token < before {
-		m.refreshNowLocked(h)
+	if h := ks.holder; h != nil {
+		if h.lease.Token < before {
+			m.refreshNowLocked(h)
+		}
+		// Later holds of the key begin after this one ends: after the
+		// report.
+		return
 	}
+	ks.endedBefore = max(ks.endedBefore, before)
 }
 
 // refreshNowLocked brings h's next refresh forward to now, or, when a
