@@ -130,8 +130,12 @@
 // 1s. Within an Extend attempt, keep-alives or a read not answered a
 // twelfth of the TTL after they left are sent again (hedged, up to 3
 // sends; a hedge's keep-alives go on streams of their own, and results are
-// kept per lease, from whichever send answered), and the client's round-robin
-// balancer sends them to the next member. A member that stops answering
+// kept per lease, from whichever send answered), and the client's
+// round-robin balancer sends them to the next member. On a cluster whose
+// reads take longer than that, the delay is twice the Backend's smoothed
+// round trip of the reads answered, at most an eighth of the TTL, so that
+// a cluster far away is not hedged on every refresh
+// (TestHedgeDelayFollowsRoundTrip). A member that stops answering
 // (frozen, or cut off while its connection still looks up) thus costs a
 // hedge or a retry, which go to another member, not the hold: a frozen
 // follower of three ends no hold (TestHoldSurvivesOneFrozenMember; a

@@ -52,9 +52,8 @@ const (
 )
 
 // An Extend's keep-alives and its read are each sent again (hedged) when
-// they have not been answered a twelfth of the TTL (at least
-// minHedgeDelay) after they left, up to extendCopies sends in all: see
-// hedged.
+// they have not been answered a hedge delay after they left, up to
+// extendCopies sends in all: see hedged and Backend.hedgeDelay.
 const (
 	minHedgeDelay = 20 * time.Millisecond
 	extendCopies  = 3
@@ -112,6 +111,8 @@ type Backend struct {
 	keepAliveFree  []*keepAliveStream // streams not in use; the last freed is taken first, so that a lone caller keeps one stream
 
 	lastRedial atomic.Int64 // when redial last cut gRPC's connect backoff short, in Unix nanoseconds
+	readRTT    atomic.Int64 // smoothed round trip of Extend's ownership read (first sends answered), in nanoseconds; 0: none yet
+	hedges     atomic.Int64 // hedges sent by Extend, for tests
 }
 
 type watcher struct{ ch chan struct{} }
@@ -349,19 +350,29 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 	// unlucky attempts.
 	ctx, cancel := context.WithTimeout(ctx, max(ttl/4, minAttemptTimeout))
 	defer cancel()
-	hedgeDelay := max(ttl/12, minHedgeDelay)
+	hedgeDelay := b.hedgeDelay(ttl)
 	want := ttlSeconds(ttl)
 	kept := make([]error, len(leases))
 	owned := make([]error, len(leases))
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		hedged(ctx, hedgeDelay, extendCopies, kept, func(ctx context.Context, errs []error, hedge bool, sent func()) {
+			if hedge {
+				b.hedges.Add(1)
+			}
 			b.keepAlive(ctx, leases, want, errs, hedge, sent)
 		})
 	})
-	hedged(ctx, hedgeDelay, extendCopies, owned, func(ctx context.Context, errs []error, _ bool, sent func()) {
+	hedged(ctx, hedgeDelay, extendCopies, owned, func(ctx context.Context, errs []error, hedge bool, sent func()) {
+		if hedge {
+			b.hedges.Add(1)
+		}
 		sent()
+		start := time.Now()
 		b.checkOwned(ctx, leases, errs)
+		if !hedge && ctx.Err() == nil && answered(errs) {
+			b.observeReadRTT(time.Since(start))
+		}
 	})
 	wg.Wait()
 	for i := range leases {
@@ -611,6 +622,49 @@ func renew(ctx context.Context, stream pb.Lease_LeaseKeepAliveClient, cancel con
 		broken = true
 	}
 	return broken
+}
+
+// hedgeDelay is how long an Extend of leases of ttl waits for an answer
+// before it hedges: a twelfth of the TTL, or twice the smoothed round trip
+// of its reads when that is longer, so that a cluster far away (or a large
+// batch's read) is not hedged on every refresh, which doubles its load and,
+// with authentication, makes each hedge's new stream authenticate; at most
+// an eighth of the TTL, so that a hedge can still be answered within the
+// attempt's quarter (a third send, 2 delays in, could not be once the round
+// trip exceeds a twelfth: the delay only grows past a twelfth then); at
+// least minHedgeDelay.
+func (b *Backend) hedgeDelay(ttl time.Duration) time.Duration {
+	d := max(ttl/12, 2*time.Duration(b.readRTT.Load()))
+	return max(min(d, ttl/8), minHedgeDelay)
+}
+
+// observeReadRTT folds the round trip d of a read that was answered into
+// readRTT (an exponentially weighted moving average, weight 1/8, as TCP's
+// smoothed RTT). Reads that time out, such as those sent to a frozen
+// member, do not count: hedging exists for them.
+func (b *Backend) observeReadRTT(d time.Duration) {
+	for {
+		old := b.readRTT.Load()
+		n := int64(d)
+		if old != 0 {
+			n = old + (int64(d)-old)/8
+		}
+		if b.readRTT.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
+// answered reports whether every result of errs is the server's answer:
+// the key is held, or it is lost. Not an error of the connection, nor a
+// send cut off because a hedge was answered first (context.Canceled).
+func answered(errs []error) bool {
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, ctxlock.ErrLost) {
+			return false
+		}
+	}
+	return true
 }
 
 // checkOwned reads the keys of the leases and reports ErrLost for every key

@@ -158,3 +158,37 @@ func TestHedgedDelayCountsFromSent(t *testing.T) {
 		}
 	})
 }
+
+// The hedge delay is a twelfth of the TTL until reads show a longer round
+// trip, then twice the smoothed round trip (weight 1/8 per read), capped
+// at an eighth of the TTL, never under minHedgeDelay.
+func TestHedgeDelayBounds(t *testing.T) {
+	const ttl = 12 * time.Second
+	b := &Backend{}
+	if got := b.hedgeDelay(ttl); got != ttl/12 {
+		t.Errorf("hedge delay with no read yet = %v, want ttl/12 = %v", got, ttl/12)
+	}
+	b.observeReadRTT(100 * time.Millisecond) // the first read sets it
+	if got := time.Duration(b.readRTT.Load()); got != 100*time.Millisecond {
+		t.Errorf("smoothed round trip after one 100ms read = %v, want 100ms", got)
+	}
+	if got := b.hedgeDelay(ttl); got != ttl/12 {
+		t.Errorf("hedge delay with 100ms reads = %v, want ttl/12 = %v", got, ttl/12)
+	}
+	b.observeReadRTT(5 * time.Second)
+	smoothed := 100*time.Millisecond + (5*time.Second-100*time.Millisecond)/8
+	if got := time.Duration(b.readRTT.Load()); got != smoothed {
+		t.Errorf("smoothed round trip = %v, want %v", got, smoothed)
+	}
+	if got := b.hedgeDelay(ttl); got != 2*smoothed {
+		t.Errorf("hedge delay = %v, want twice the smoothed round trip, %v", got, 2*smoothed)
+	}
+	b.observeReadRTT(5 * time.Second)
+	b.observeReadRTT(5 * time.Second)
+	if got := b.hedgeDelay(ttl); got != ttl/8 {
+		t.Errorf("hedge delay after slow reads = %v, want the cap ttl/8 = %v", got, ttl/8)
+	}
+	if got := (&Backend{}).hedgeDelay(100 * time.Millisecond); got != minHedgeDelay {
+		t.Errorf("hedge delay for a 100ms TTL = %v, want minHedgeDelay %v", got, minHedgeDelay)
+	}
+}
