@@ -701,6 +701,19 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 					m.backendName, lease.Key, lease.Owner, l.fullKey, owner)
 				m.queueReleaseLocked(ks, &release{lease: Lease{Key: l.fullKey, Owner: owner}, lapseAt: t0.Add(2 * l.opts.TTL)}, time.Now())
 				return fail(ctxlockotel.OutcomeError, err)
+			case err == nil && ks.holder != nil:
+				// The backend granted a key held here: the local hold's
+				// lease ended on the server early (an operator deleted the
+				// key, or the server revoked a live lease, etcd-io/etcd#15247)
+				// and this attempt, a TryLock's or one that began before the
+				// hold was made, took the key meanwhile; or the backend is
+				// broken. One hold per key: give this lease back, refresh
+				// the local hold, which ends it if its lease is the one gone,
+				// and count the attempt as refused.
+				m.queueReleaseLocked(ks, &release{lease: lease, lapseAt: t1.Add(l.opts.TTL + l.opts.driftAllowance())}, t1)
+				m.refreshNowLocked(ks.holder)
+				held = true
+				refusedAt = t0
 			case err == nil:
 				if h := m.newHoldLocked(l, ks, lease, t0, t1, l.opts.TTL, lease.Owner != owner); h != nil {
 					if !m.reportsContention {
