@@ -7,6 +7,7 @@ import (
 
 	"github.com/ctxlock/ctxlock"
 	"github.com/ctxlock/ctxlock/internal/etcdtest"
+	"github.com/ctxlock/ctxlock/internal/faultproxy"
 )
 
 // A key deleted on the server under a live hold (here by hand; a leader
@@ -102,4 +103,60 @@ func TestNotifyDeletesRevisions(t *testing.T) {
 	if errs := b.Release(ctx, []ctxlock.Lease{second}); errs[0] != nil {
 		t.Fatal(errs[0])
 	}
+}
+
+// A watch that finds its resume revision compacted away when it reconnects
+// resumes at the compaction, not at the present: deletions made after the
+// compaction, while the Backend was cut off, are still reported.
+func TestNotifyDeletesAfterCompaction(t *testing.T) {
+	s := etcdtest.Start(t)
+	proxy := faultproxy.Start(t, s.Addr())
+	b := newBackend(t, newClient(t, proxy.Addr()))
+	direct := newClient(t, s.Addr())
+	reports := make(chan string, 16)
+	stop := b.NotifyDeletes(func(key string, before uint64) { reports <- key })
+	defer stop()
+	pollUntil(t, 10*time.Second, "the watch", func() bool { return watchInForce(t, b) })
+	next := func(want string) {
+		t.Helper()
+		for {
+			select {
+			case key := <-reports:
+				if key == want {
+					return
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("the deletion of %q was not reported within 10s", want)
+			}
+		}
+	}
+	ctx := testCtx(t, 30*time.Second)
+	if _, err := direct.Put(ctx, b.LockKey("before"), "x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := direct.Delete(ctx, b.LockKey("before")); err != nil {
+		t.Fatal(err)
+	}
+	next("before")
+
+	proxy.Reset() // the Backend is cut off
+	var last int64
+	for range 5 {
+		resp, err := direct.Put(ctx, "unwatched", "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = resp.Header.Revision
+	}
+	if _, err := direct.Compact(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := direct.Put(ctx, b.LockKey("gap"), "x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := direct.Delete(ctx, b.LockKey("gap")); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Pass()
+	next("gap")
 }

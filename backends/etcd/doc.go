@@ -164,8 +164,11 @@
 // delivered. The Backend watches anew only when the client gives up on the
 // watch (the member lost its leader: the watch requires one,
 // clientv3.WithRequireLeader; or the history it needed was compacted away):
-// it resumes after the last deletion it saw, and wakes every watcher once
-// the new watch is in force, since a deletion may have gone unseen. Health
+// it resumes after the last deletion it saw (or the revision it began at;
+// after a compaction, at the compaction's revision, so that later
+// deletions are still seen: TestNotifyDeletesAfterCompaction), and wakes
+// every watcher once the new watch is in force, since a deletion may have
+// gone unseen. Health
 // reports such a watch while it is being re-established; waiters then fall
 // back to their backoff. The watch stays until Close.
 //

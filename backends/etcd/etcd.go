@@ -641,7 +641,10 @@ func (b *Backend) hedgeDelay(ttl time.Duration) time.Duration {
 // observeReadRTT folds the round trip d of a read that was answered into
 // readRTT (an exponentially weighted moving average, weight 1/8, as TCP's
 // smoothed RTT). Reads that time out, such as those sent to a frozen
-// member, do not count: hedging exists for them.
+// member, or that a hedge's answer cut off, do not count: hedging exists
+// for them. A read that a stall delayed but that was answered in time
+// does; the cap on the delay (hedgeDelay) and the later reads bound its
+// effect.
 func (b *Backend) observeReadRTT(d time.Duration) {
 	for {
 		old := b.readRTT.Load()
@@ -785,8 +788,9 @@ func (b *Backend) startWatchLocked() {
 // A lease's token is the revision that created its key, so the lease
 // whose key was deleted has a smaller one, and any later lease a larger
 // one. A watch that reconnects resumes after the last deletion it
-// delivered, so none is missed unless etcd compacted it away. It starts
-// the watch if none runs.
+// delivered (or the revision it began at), so none is missed unless etcd
+// compacted it away; after a compaction it resumes at the compaction's
+// revision. It starts the watch if none runs.
 func (b *Backend) NotifyDeletes(f func(key string, before uint64)) (stop func()) {
 	p := &f
 	b.mu.Lock()
@@ -822,6 +826,11 @@ func (b *Backend) watchLoop() {
 		var lastErr error
 		for resp := range b.client.Watch(ctx, b.lockPrefix, opts...) {
 			if resp.Created {
+				if rev == 0 && resp.Header.Revision > 0 {
+					// Watching from now: a reconnect resumes after the
+					// revision the watch began at, not at a later now.
+					rev = resp.Header.Revision + 1
+				}
 				b.setWatchErr(nil)
 				delay = watchRetryMin
 				// A deletion may have gone unseen while the watch was down.
@@ -829,7 +838,10 @@ func (b *Backend) watchLoop() {
 				continue
 			}
 			if resp.CompactRevision != 0 {
-				rev = 0 // resume from now; wakeAll at the next Created covers the gap
+				// The deletions up to the compaction are gone (wakeAll at
+				// the next Created covers the watchers); those after it
+				// are not: resume there, not at now.
+				rev = resp.CompactRevision
 				lastErr = fmt.Errorf("etcd: watch: revision %d compacted", resp.CompactRevision)
 				break
 			}
