@@ -135,10 +135,11 @@ func New(client *clientv3.Client, opts ...Option) (*Backend, error) {
 			o(&cfg)
 		}
 	}
+	conn := client.ActiveConnection()
 	b := &Backend{
 		client:         client,
-		conn:           client.ActiveConnection(),
-		leases:         pb.NewLeaseClient(client.ActiveConnection()),
+		conn:           conn,
+		leases:         pb.NewLeaseClient(conn),
 		lockPrefix:     cfg.prefix + "k/",
 		metaPrefix:     cfg.prefix + "m/",
 		watchers:       make(map[string]map[*watcher]struct{}),
