@@ -612,6 +612,10 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		var (
 			held      bool
 			remaining time.Duration
+			// heldHere: the attempt was answered, and recorded, as free,
+			// but the key has a local hold: the call is contended all the
+			// same (recorded once the mutex is released).
+			heldHere bool
 		)
 		if !yield {
 			owner := m.newOwner()
@@ -713,6 +717,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				m.queueReleaseLocked(ks, &release{lease: lease, lapseAt: t1.Add(l.opts.TTL + l.opts.driftAllowance())}, t1)
 				m.refreshNowLocked(ks.holder)
 				held = true
+				heldHere = true
 				refusedAt = t0
 			case err == nil:
 				if h := m.newHoldLocked(l, ks, lease, t0, t1, l.opts.TTL, lease.Owner != owner); h != nil {
@@ -757,12 +762,19 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		}
 		if try {
 			if held {
-				return fail(ctxlockotel.OutcomeHeld, nil)
+				h, outcome, err := fail(ctxlockotel.OutcomeHeld, nil)
+				if heldHere {
+					rec.Queued()
+				}
+				return h, outcome, err
 			}
 			return fail(ctxlockotel.OutcomeError, fmt.Errorf("ctxlock: trylock %q: %w", l.key, lastErr))
 		}
 		w.ensureWake()
 		m.unlock()
+		if heldHere {
+			rec.Queued()
+		}
 
 		// Listen for releases once the key was found held (or we yield to
 		// others), not after a failed attempt: subscribing to a backend that

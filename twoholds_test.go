@@ -7,19 +7,29 @@ import (
 	"testing/synctest"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/ctxlock/ctxlock"
 	"github.com/ctxlock/ctxlock/backends/memory"
+	ctxlockotel "github.com/ctxlock/ctxlock/otel"
 )
 
 // A TryLock's attempt whose answer comes after another Lock value of the
 // same Manager made a hold of the key (the TryLock's lease ended on the
 // server meanwhile, and the Lock took the key) does not make a second
 // hold: the TryLock reports the key held, gives its lease back, and the
-// local hold is refreshed (and kept: its lease is the live one).
+// local hold is refreshed (and kept: its lease is the live one). Its
+// span and ctxlock.contention record it as contended, found held.
 func TestNoSecondHoldOfAKeyHeldHere(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := &deleteNotifying{Backend: memory.New()}
-		m := ctxlock.NewManager(b)
+		rig := &otelRig{t: t, sr: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
+		rig.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rig.sr))
+		rig.mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(rig.reader))
+		m := ctxlock.NewManager(b, ctxlock.WithTracerProvider(rig.tp), ctxlock.WithMeterProvider(rig.mp))
 		defer m.Close(context.Background())
 		gate := make(chan struct{})
 		var first atomic.Bool
@@ -54,6 +64,21 @@ func TestNoSecondHoldOfAKeyHeldHere(t *testing.T) {
 		synctest.Wait()
 		if n := b.extends.Load(); n != 1 {
 			t.Errorf("%d Extend calls, want 1: the local hold refreshed", n)
+		}
+		spans := rig.spans(ctxlockotel.SpanTryLock)
+		if len(spans) != 1 {
+			t.Fatalf("%d TryLock spans, want 1", len(spans))
+		}
+		if want := []attribute.KeyValue{
+			ctxlockotel.AttrOutcome.String(ctxlockotel.OutcomeHeld),
+			ctxlockotel.AttrContended.Bool(true),
+			ctxlockotel.AttrAttempts.Int(1),
+		}; !otelHasAll(attribute.NewSet(spans[0].Attributes()...), want) {
+			t.Errorf("TryLock span attributes %v, want %v among them", spans[0].Attributes(), want)
+		}
+		if n := otelSum(t, rig.collect(), ctxlockotel.MetricContention,
+			ctxlockotel.AttrOperation.String(ctxlockotel.OpTryLock)); n != 1 {
+			t.Errorf("ctxlock.contention of TryLock = %d, want 1", n)
 		}
 		select {
 		case <-expired:
