@@ -2,6 +2,7 @@ package etcd_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -159,4 +160,66 @@ func TestNotifyDeletesAfterCompaction(t *testing.T) {
 	}
 	proxy.Pass()
 	next("gap")
+}
+
+// A watch that began at "now" and saw no deletion before the server
+// dropped it (here for losing its leader: the watch requires one) resumes
+// after the revision it began at, not at a later now: a deletion made
+// while it could not reconnect is still reported.
+func TestNotifyDeletesAfterLeaderLoss(t *testing.T) {
+	c := etcdtest.StartCluster(t, 3)
+	const watched = 0
+	proxy := faultproxy.Start(t, c.Members[watched].Addr())
+	b := newBackend(t, newClient(t, proxy.Addr()))
+	direct := newClient(t, c.Endpoints()...)
+	reports := make(chan string, 16)
+	stop := b.NotifyDeletes(func(key string, before uint64) { reports <- key })
+	defer stop()
+	pollUntil(t, 10*time.Second, "the watch", func() bool { return watchInForce(t, b) })
+
+	// The watched member loses its leader, and the watch with it.
+	others := []*etcdtest.Server{c.Members[1], c.Members[2]}
+	for _, s := range others {
+		s.Stop()
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			for _, s := range others {
+				s.Cont()
+			}
+		}
+	}()
+	pollUntil(t, 30*time.Second, "the watch's end for want of a leader", func() bool {
+		conds, _ := b.Health(testCtx(t, 5*time.Second))
+		for _, c := range conds {
+			if strings.Contains(c, "watch reconnecting") {
+				return true
+			}
+		}
+		return false
+	})
+	proxy.Reset() // and it cannot come back yet
+	for _, s := range others {
+		s.Cont()
+	}
+	resumed = true
+	ctx := testCtx(t, 30*time.Second)
+	if _, err := direct.Put(ctx, b.LockKey("gap"), "x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := direct.Delete(ctx, b.LockKey("gap")); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Pass()
+	for {
+		select {
+		case key := <-reports:
+			if key == "gap" {
+				return
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal(`the deletion of "gap" was not reported within 20s of the watch's return`)
+		}
+	}
 }
