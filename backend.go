@@ -124,6 +124,27 @@ type ContentionReporter interface {
 	ReleaseContended(ctx context.Context, leases []Lease) (errs []error, contended []bool)
 }
 
+// InstantReleaser is an optional interface of a Backend whose store lives
+// in the process, such as the memory backend, so that a release waits for
+// nothing but a mutex.
+//
+// Unlock calls TryRelease in line, with the Manager's mutex held, instead of
+// handing the release to the scheduler: when Unlock returns, every Manager
+// of the store finds the key free, as a sync.Mutex user would expect. (On a
+// networked backend the release is sent by the scheduler, usually within a
+// round trip of the Unlock, and another process may find the key held in
+// that moment.) TryRelease must not block, nor call back into the Manager.
+type InstantReleaser interface {
+	// TryRelease releases lease as Release does (owner-checked: a lease no
+	// longer owned is left alone, and counts as released). It reports
+	// released false, doing nothing, when it would have to wait (the store
+	// is slow, unavailable or closed): the release then goes to the
+	// scheduler as on any backend. wanted reports, as ContentionReporter
+	// does, whether another owner tried to take the key while the lease
+	// owned it.
+	TryRelease(lease Lease) (released, wanted bool)
+}
+
 // Relocker is an optional interface of a Backend that can release a lease
 // and acquire its key again in one round trip. The Manager uses it when a
 // Lock takes again a key whose release by this Manager is still pending:

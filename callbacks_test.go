@@ -162,7 +162,7 @@ func TestPanickingTracerDoesNotWedgeManager(t *testing.T) {
 // the Manager's mutex locked.
 func TestPanickingMeterDoesNotWedgeManager(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := memory.New()
+		b := scheduledReleases{memory.New()} // Unlock queues its release
 		defer b.Close()
 		armed := new(atomic.Bool)
 		m := ctxlock.NewManager(b, ctxlock.WithMeterProvider(panickyMeterProvider{armed: armed}))
@@ -328,7 +328,7 @@ func (c pendingPanicCounter) Add(ctx context.Context, incr int64, opts ...metric
 // ctxlock.held back to 0 (else it reads 1 for ever, with nothing held).
 func TestPanickingMeterKeepsOtherRecords(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := memory.New()
+		b := scheduledReleases{memory.New()} // Unlock queues its release
 		defer b.Close()
 		reader := sdkmetric.NewManualReader()
 		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))

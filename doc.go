@@ -76,7 +76,11 @@
 // line, and returns up to its AcquireTimeout late.) A Lock that finds its own
 // Manager's release of the key still pending performs it in line first
 // (with a Relocker backend, in the same round trip as the new acquire).
-// An Unlock wakes the scheduler to send its release, except while a
+// On an in-process store (InstantReleaser: the memory backend) Unlock
+// releases in line, waiting for nothing but the store's mutex, so the key is
+// free for every Manager of the store once Unlock returns; the scheduler
+// takes the release only when the store is made slow or unavailable.
+// Elsewhere an Unlock wakes the scheduler to send its release, except while a
 // RoundTripNotifier backend has a round trip in flight: the release then
 // waits for that round trip to be answered, and a goroutine that locks the
 // same key again meanwhile, as loops do, takes it along with its acquire,

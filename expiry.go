@@ -170,6 +170,19 @@ func (m *Manager) endHoldLocked(h *hold, reason, cause error) {
 	// loss too: a backend over several stores reports a lease lost once too
 	// few of them have it, while some may (redlock), and the release is
 	// owner-checked, so it cannot free another owner's lease.
+	if reason == ErrUnlocked && m.instant != nil {
+		// An in-process store: released before Unlock returns.
+		if released, wanted := m.instant.TryRelease(h.lease); released {
+			if wanted {
+				h.lock.contended = true
+			}
+			if m.obs.Enabled() {
+				m.released = append(m.released, inlineRelease{start: now, end: time.Now()})
+			}
+			m.releaseKeyLocked(ks)
+			return
+		}
+	}
 	h.rel = release{lease: h.lease, lock: h.lock, lapseAt: h.lapse(now)}
 	at := now
 	if reason == ErrExpired {
@@ -212,6 +225,9 @@ func (h *hold) endedLocked(now time.Time) endedHold {
 }
 
 // endedHold is a hold's end, waiting to be recorded by unlock.
+// inlineRelease is a release that Unlock made in line, from start to end.
+type inlineRelease struct{ start, end time.Time }
+
 type endedHold struct {
 	tracer trace.Tracer // the lock's own (WithTracer), or nil
 	span   trace.SpanContext
@@ -229,10 +245,9 @@ type endedHold struct {
 // would leave every other call on the Manager blocked for ever, and a slow
 // one would stall them all.
 func (m *Manager) unlock() {
-	ended, delta, warnings := m.endedHolds, m.pendingDelta, m.warnings
-	m.endedHolds, m.pendingDelta, m.warnings = nil, 0, nil
+	r := m.takeRecordsLocked()
 	m.mu.Unlock()
-	m.record(records{ended, delta, warnings})
+	m.record(r)
 }
 
 // records are what unlock records once the mutex is released.
@@ -240,9 +255,20 @@ type records struct {
 	ended    []endedHold
 	delta    int
 	warnings []warning
+	released []inlineRelease
 }
 
-func (r *records) empty() bool { return r.delta == 0 && len(r.warnings) == 0 && len(r.ended) == 0 }
+// takeRecordsLocked takes the records made so far, for recording once the
+// mutex is released.
+func (m *Manager) takeRecordsLocked() records {
+	r := records{m.endedHolds, m.pendingDelta, m.warnings, m.released}
+	m.endedHolds, m.pendingDelta, m.warnings, m.released = nil, 0, nil, nil
+	return r
+}
+
+func (r *records) empty() bool {
+	return r.delta == 0 && len(r.warnings) == 0 && len(r.ended) == 0 && len(r.released) == 0
+}
 
 // record records r (see unlock).
 func (m *Manager) record(r records) {
@@ -253,6 +279,7 @@ func (m *Manager) record(r records) {
 	// on once they all are): a lost hold end would leave ctxlock.held high
 	// for ever.
 	defer m.recordEnded(r.ended)
+	defer m.recordReleased(r.released)
 	defer m.logWarnings(r.warnings)
 	if r.delta != 0 {
 		m.obs.PendingReleases(r.delta)
@@ -264,8 +291,7 @@ func (m *Manager) record(r records) {
 // tracer or meter (the user's code) cannot delay the expiry of other holds.
 // The recorder runs while it has records to make; Close waits for it.
 func (m *Manager) unlockAsync() {
-	r := records{m.endedHolds, m.pendingDelta, m.warnings}
-	m.endedHolds, m.pendingDelta, m.warnings = nil, 0, nil
+	r := m.takeRecordsLocked()
 	if r.empty() {
 		m.mu.Unlock()
 		return
@@ -306,6 +332,16 @@ func (m *Manager) recordLoop() {
 		m.mu.Unlock()
 		m.record(r)
 	}
+}
+
+// recordReleased records in-line releases as release batches of one lease,
+// each even when an earlier one's recording panics.
+func (m *Manager) recordReleased(released []inlineRelease) {
+	if len(released) == 0 {
+		return
+	}
+	defer m.recordReleased(released[1:])
+	m.obs.RecordBatch(ctxlockotel.OpRelease, 1, released[0].start, released[0].end)
 }
 
 // recordEnded records the ends of holds, each even when an earlier one's

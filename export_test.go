@@ -20,3 +20,10 @@ func ForceUnlock(m *Manager) { m.mu.Unlock() }
 // *ctxlockotel.Instrumentation records nothing), for comparing the cost of
 // unconfigured instrumentation with none.
 func NoInstrumentation(m *Manager) { m.obs = nil }
+
+// PendingReleases is the number of m's releases not yet confirmed.
+func PendingReleases(m *Manager) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pending
+}

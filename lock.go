@@ -57,6 +57,13 @@ type Lock interface {
 	// at once and hands the release to the manager's scheduler, which retries
 	// until the backend confirms or the lease has lapsed on the server. Unlock
 	// of a lock not held returns an error matching ErrNotHeld.
+	//
+	// On a networked backend another process may therefore find the key held
+	// for a moment (about a round trip) after Unlock returns; a Lock of the
+	// same key through the same Manager does not wait for it. On an
+	// in-process store (the memory backend, see InstantReleaser) Unlock
+	// releases in line, so every Manager of the store finds the key free
+	// once Unlock returns.
 	Unlock() error
 
 	// Token is the fencing token of the current hold (strictly increasing per

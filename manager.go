@@ -48,9 +48,11 @@ type Manager struct {
 	workerLimit int
 	// reportsContention: the backend implements ContentionReporter.
 	reportsContention bool
-	relocker          Relocker    // the backend, when it implements Relocker
-	queue             WaiterQueue // the backend, when it implements WaiterQueue
-	stopDeletes       func()      // unregisters keyDeleted, when the backend implements DeleteNotifier
+	// instant: the backend releases in line (see InstantReleaser).
+	instant     InstantReleaser
+	relocker    Relocker    // the backend, when it implements Relocker
+	queue       WaiterQueue // the backend, when it implements WaiterQueue
+	stopDeletes func()      // unregisters keyDeleted, when the backend implements DeleteNotifier
 	// roundTrips is the backend, when it implements RoundTripNotifier;
 	// afterRoundTripFunc is m.afterRoundTrip, made once.
 	roundTrips         RoundTripNotifier
@@ -119,6 +121,9 @@ type Manager struct {
 	endedHolds   []endedHold
 	pendingDelta int
 	warnings     []warning
+	// released are the releases Unlock made in line (InstantReleaser), to
+	// record as release batches.
+	released []inlineRelease
 	// recordQueue has the scheduler's records for the recorder goroutine
 	// (see unlockAsync); recording: it runs; recorders: Close waits for it.
 	recordQueue []records
@@ -231,6 +236,7 @@ func NewManager(b Backend, opts ...ManagerOption) *Manager {
 		m.backendName = backendName(b)
 		_, m.reportsContention = b.(ContentionReporter)
 		m.relocker, _ = b.(Relocker)
+		m.instant, _ = b.(InstantReleaser)
 		m.queue, _ = b.(WaiterQueue)
 		m.roundTrips, _ = b.(RoundTripNotifier)
 		m.afterRoundTripFunc = m.afterRoundTrip

@@ -34,7 +34,8 @@ import (
 
 // otelRig is a memory backend shared by n Managers that all record into one
 // span recorder and one manual metric reader, plus a tracer for the callers'
-// own spans.
+// own spans. Unlock's releases go through the scheduler (scheduledReleases),
+// as on a networked backend, and are recorded as release batches.
 type otelRig struct {
 	t      *testing.T
 	sr     *tracetest.SpanRecorder
@@ -53,7 +54,7 @@ func newOtelRig(t *testing.T, managers int) *otelRig {
 	r.mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(r.reader))
 	r.caller = r.tp.Tracer("caller")
 	for range managers {
-		r.ms = append(r.ms, ctxlock.NewManager(r.be,
+		r.ms = append(r.ms, ctxlock.NewManager(scheduledReleases{r.be},
 			ctxlock.WithTracerProvider(r.tp), ctxlock.WithMeterProvider(r.mp)))
 	}
 	return r

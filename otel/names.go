@@ -9,7 +9,7 @@ import "go.opentelemetry.io/otel/attribute"
 const (
 	SpanLock    = "ctxlock.acquire"     // one blocking Lock call, from entry to return
 	SpanTryLock = "ctxlock.try_acquire" // one TryLock call
-	SpanRelease = "ctxlock.release"     // one background backend Release batch (not the releases a Lock call sends itself)
+	SpanRelease = "ctxlock.release"     // one background backend Release batch, or an Unlock's release in line on an in-process store (not the releases a Lock call sends itself)
 	SpanRefresh = "ctxlock.refresh"     // one backend Extend (refresh) batch
 	SpanHold    = "ctxlock.hold"        // a hold that was lost or expired, child of its acquire span
 )
@@ -72,11 +72,15 @@ const (
 	// scheduler sends in the background. A release that a Lock call sends
 	// itself (its own pending release of the key it takes again, in line or
 	// in one Relock round trip with its acquire) is part of that call and is
-	// not recorded here. Attributes: backend, operation (refresh|release),
+	// not recorded here. A release that Unlock performs in line on an
+	// in-process store (ctxlock.InstantReleaser: the memory backend) is
+	// recorded as a batch of one. Attributes: backend, operation
+	// (refresh|release),
 	// error.type.
 	MetricBatchDuration = "ctxlock.batch.duration"
 	// MetricReleasePending is an Int64UpDownCounter ({release}) of releases
-	// not yet confirmed by the backend: queued by Unlock, for holds that
+	// not yet confirmed by the backend: queued by Unlock (unless it released
+	// in line, see ctxlock.InstantReleaser), for holds that
 	// ended otherwise (lost, expired, closed), and for acquire attempts whose
 	// outcome is unknown. Releases that Manager.Close abandons stop counting
 	// when it returns. Attributes: backend.

@@ -727,6 +727,19 @@ type Batch struct {
 // child of the span in ctx, if any; the returned context carries it, for the
 // backend call. For OpRefresh it records n in ctxlock.refresh.batch.size.
 func (i *Instrumentation) StartBatch(ctx context.Context, op string, n int) (context.Context, Batch) {
+	return i.startBatch(ctx, op, n, time.Now())
+}
+
+// RecordBatch records a batch of n leases for op that succeeded and is over
+// already, from start to end: a release that Unlock performed in line on an
+// in-process store (ctxlock.InstantReleaser), recorded once the Manager's
+// mutex is released.
+func (i *Instrumentation) RecordBatch(op string, n int, start, end time.Time) {
+	_, b := i.startBatch(context.Background(), op, n, start)
+	b.end(0, nil, end)
+}
+
+func (i *Instrumentation) startBatch(ctx context.Context, op string, n int, start time.Time) (context.Context, Batch) {
 	if i == nil {
 		return ctx, Batch{}
 	}
@@ -735,7 +748,7 @@ func (i *Instrumentation) StartBatch(ctx context.Context, op string, n int) (con
 	if m == nil && tracer == nil {
 		return ctx, Batch{}
 	}
-	b := Batch{i: i, m: m, op: op, start: time.Now()}
+	b := Batch{i: i, m: m, op: op, start: start}
 	parent := ctx
 	if parent == nil {
 		parent = context.Background()
@@ -772,10 +785,13 @@ func batchSpanName(op string) string {
 // error.type, on the span and on ctxlock.batch.duration. End must be called
 // once; later calls do nothing.
 func (b *Batch) End(failed int, err error) {
+	b.end(failed, err, time.Now())
+}
+
+func (b *Batch) end(failed int, err error, now time.Time) {
 	if b == nil || b.i == nil {
 		return
 	}
-	now := time.Now()
 	var etype string
 	if err != nil || failed > 0 {
 		etype = ErrorType(err)

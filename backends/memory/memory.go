@@ -24,6 +24,11 @@
 //
 // Locks on one store exclude each other only within the process: for locking
 // across processes use a networked backend (goredis, redlock).
+//
+// Releases wait for nothing, so a Manager's Unlock performs its release in
+// line (ctxlock.InstantReleaser): once Unlock returns, every Manager of the
+// store finds the key free. While SetLatency or SetUnavailable is in force,
+// releases go through the Manager's scheduler, as on a networked backend.
 package memory
 
 import (
@@ -362,25 +367,54 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 	b.stats.ReleasedLeases += len(leases)
 	now := time.Now()
 	for i, l := range leases {
-		// A lapsed lease still naming this owner was not taken by anyone
-		// since, so freeing it changes nothing for others; but its wanted
-		// mark lapsed with it (see Relock).
-		if e := b.keys[l.Key]; e != nil && e.owner != "" && e.owner == l.Owner {
-			if e.wanted && now.Before(e.expires) {
-				if contended == nil {
-					contended = make([]bool, len(leases))
-				}
-				contended[i] = true
+		if b.releaseLocked(l, now) {
+			if contended == nil {
+				contended = make([]bool, len(leases))
 			}
-			e.owner, e.metadata, e.wanted = "", "", false
-			if e.timer != nil {
-				e.timer.Stop()
-			}
-			notifyLocked(e)
-			b.forgetLocked(l.Key, e)
+			contended[i] = true
 		}
 	}
 	return make([]error, len(leases)), contended
+}
+
+// TryRelease implements ctxlock.InstantReleaser: with no latency set, the
+// store available and open, it releases lease as Release does, at once, and
+// reports true; else it does nothing. A Manager calls it from Unlock, so
+// that the key is free when Unlock returns. (A wrapper that overrides
+// Release or ReleaseContended, to delay or fail releases, should override
+// TryRelease too, returning false, or Unlock will go around it.)
+func (b *Backend) TryRelease(lease ctxlock.Lease) (released, wanted bool) {
+	if b.latency.Load() > 0 || b.unavailable.Load() {
+		return false, false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return false, false
+	}
+	b.stats.ReleaseCalls++
+	b.stats.ReleasedLeases++
+	return true, b.releaseLocked(lease, time.Now())
+}
+
+// releaseLocked frees l's key if l still owns it, and reports whether
+// another owner tried to take the key while l owned it.
+func (b *Backend) releaseLocked(l ctxlock.Lease, now time.Time) (wanted bool) {
+	// A lapsed lease still naming this owner was not taken by anyone
+	// since, so freeing it changes nothing for others; but its wanted
+	// mark lapsed with it (see Relock).
+	e := b.keys[l.Key]
+	if e == nil || e.owner == "" || e.owner != l.Owner {
+		return false
+	}
+	wanted = e.wanted && now.Before(e.expires)
+	e.owner, e.metadata, e.wanted = "", "", false
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	notifyLocked(e)
+	b.forgetLocked(l.Key, e)
+	return wanted
 }
 
 func fill(n int, err error) []error {
