@@ -142,11 +142,16 @@ type keyState struct {
 	pending []*release      // this Manager's unconfirmed releases of the key
 	tries   int             // TryLock calls in progress
 	settled []chan struct{} // closed when no release of the key is in flight
-	// endedBefore: while the key had no holder, the backend reported
-	// every lease of the key with a smaller token ended (DeleteNotifier);
-	// the next hold is refreshed at once if its token is smaller.
+	// endedBefore: while the key was being acquired, the backend
+	// reported every lease of the key with a smaller token ended
+	// (DeleteNotifier); a hold made of such a lease is refreshed at once.
 	endedBefore uint64
 }
+
+// acquiring reports whether a call may have an attempt of the key in
+// flight: a TryLock, or a Lock call queued for it (only the head of the
+// queue attempts, but the others may soon).
+func (ks *keyState) acquiring() bool { return ks.tries > 0 || len(ks.waiters) > 0 }
 
 // waiter is a blocked Lock call's place in its key's queue.
 type waiter struct {
@@ -452,6 +457,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		queued    bool // an attempt with waiter was refused: we are in the queue
 		sent      bool // an attempt with waiter reached the backend, or may have
 		acquired  bool
+		made      *hold // the hold acquired, once it is made
 		// counted: this call is in m.attempts, from its first backend
 		// attempt until it has cleaned up after its last (released what
 		// it took as Close began, left the waiter queue).
@@ -518,7 +524,19 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 	// gives back what it took), and frees its Lock value, as a failing call
 	// does, before the panic goes on.
 	defer func() {
-		if returned || acquired {
+		if returned {
+			return
+		}
+		if acquired {
+			// The hold was made, but recording panicked before the call
+			// could return it: nobody could unlock it, and it would be
+			// refreshed until Close.
+			m.mu.Lock()
+			if !made.ended {
+				m.unlockLocked(made)
+			} else {
+				m.unlock()
+			}
 			return
 		}
 		m.mu.Lock()
@@ -665,7 +683,9 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				}
 				m.mu.Lock()
 				m.completeReleaseLocked(relock, releaseErr, false)
-				m.unlock()
+				// Not unlock: its records (the user's meter) wait for the
+				// next, once the lease just taken is held or given back.
+				m.mu.Unlock()
 			} else {
 				lease, err = m.backend.Acquire(ctx, req)
 			}
@@ -725,6 +745,9 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				held = true
 				heldHere = true
 				refusedAt = t0
+				// A hand-off of this grant, if one is still on its way to our
+				// waiter, is stale now.
+				refusedFence = max(refusedFence, lease.Token)
 			case err == nil:
 				if h := m.newHoldLocked(l, ks, lease, t0, t1, l.opts.TTL, lease.Owner != owner); h != nil {
 					if !m.reportsContention {
@@ -732,8 +755,9 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 					}
 					leave()
 					uncount()
-					acquired = true
+					acquired, made = true, h
 					m.unlock()
+					returned = true
 					return h, ctxlockotel.OutcomeAcquired, nil
 				}
 				if lease.Owner != owner {
@@ -885,8 +909,9 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				}
 				leave()
 				uncount()
-				acquired = true
+				acquired, made = true, h
 				m.unlock()
+				returned = true
 				return h, ctxlockotel.OutcomeAcquired, nil
 			}
 			stray = lease
@@ -1013,7 +1038,11 @@ func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0, now
 		// Reported ended while the attempt was on its way.
 		m.refreshNowLocked(h)
 	}
-	ks.endedBefore = 0 // later holds begin after this one ends: after every report so far
+	if ks.tries+len(ks.waiters) <= 1 {
+		// No other attempt in flight (this one still counts): later holds
+		// begin after this one ends, after every report so far.
+		ks.endedBefore = 0
+	}
 	if w := l.interval / 4; w > m.maxWindow {
 		m.maxWindow = w
 	}
@@ -1197,7 +1226,7 @@ func (m *Manager) giveBackLocked(ks *keyState, lease Lease, lapseAt time.Time) {
 		m.queueReleaseLocked(ks, &release{lease: lease, lapseAt: lapseAt}, time.Now())
 		return
 	}
-	m.unlock()
+	m.mu.Unlock() // not unlock: its records (user code) wait until lease is given back
 	m.releaseAfterClose(lease)
 	m.mu.Lock()
 }

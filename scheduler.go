@@ -153,8 +153,10 @@ func appendRefreshJobs(queue []job, due []*hold) []job {
 // flight, if any), which ends it if its lease is one that ended; a hold
 // made after it is left alone, as the report is of an earlier lease's end
 // (typically a release, ours or another owner's). While the key is being
-// acquired, the report is kept (keyState.endedBefore) for the hold the
-// attempt may make: its lease may be one that ended.
+// acquired, the report is kept (keyState.endedBefore) for the holds the
+// attempts in flight may make: their leases may be ones that ended. The
+// bound is a fact about leases, so keeping it longer is safe: it is the
+// unknown bound (math.MaxUint64) that costs later holds a refresh.
 func (m *Manager) keyDeleted(key string, before uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -166,9 +168,14 @@ func (m *Manager) keyDeleted(key string, before uint64) {
 		if h.lease.Token < before {
 			m.refreshNowLocked(h)
 		}
-		// Later holds of the key begin after this one ends: after the
-		// report.
-		return
+		if !ks.acquiring() {
+			// Later holds of the key begin after this one ends: after
+			// the report.
+			return
+		}
+		// A TryLock's attempt, or one that began before this hold was
+		// made, may still make a hold (once this one ends) of a lease the
+		// report covers.
 	}
 	ks.endedBefore = max(ks.endedBefore, before)
 }
