@@ -1234,7 +1234,7 @@ func (m *Manager) giveBackLocked(ks *keyState, lease Lease, lapseAt time.Time) {
 // releaseAfterClose releases a lease granted after Close began, when the
 // scheduler may be gone, in the caller's goroutine and with a bounded wait.
 func (m *Manager) releaseAfterClose(lease Lease) {
-	ctx, cancel := context.WithTimeout(context.Background(), DefaultAcquireTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), afterCloseReleaseTimeout)
 	defer cancel()
 	m.backend.Release(ctx, []Lease{lease})
 }
@@ -1273,7 +1273,7 @@ func (m *Manager) completeReleaseLocked(r *release, err error, wanted bool) {
 	if retry {
 		now := time.Now()
 		r.attempts++
-		r.retryAt = now.Add(min(jitter(DefaultRetryDelay<<min(r.attempts, 7)), r.lapseAt.Sub(now)))
+		r.retryAt = now.Add(min(jitter(releaseRetryDelay<<min(r.attempts, 7)), r.lapseAt.Sub(now)))
 		m.releases.push(r)
 		r.queued = true
 		m.nudgeLocked(r.retryAt)

@@ -170,3 +170,18 @@ func TestDoNilArguments(t *testing.T) {
 		t.Error("Do(nil fn) acquired the lock")
 	}
 }
+
+// The seed API's default names are variables there, and here too (code
+// that sets them keeps compiling); DefaultLockOptions reads them.
+var _ = []*time.Duration{&ctxlock.DefaultTimeout, &ctxlock.DefaultRetryDelay, &ctxlock.DefaultAcquireTimeout}
+
+func TestDefaultLockOptionsReadDefaults(t *testing.T) {
+	o := ctxlock.DefaultLockOptions()
+	if o.TTL != ctxlock.DefaultTimeout || o.RetryDelay != ctxlock.DefaultRetryDelay || o.AcquireTimeout != ctxlock.DefaultAcquireTimeout {
+		t.Errorf("DefaultLockOptions = TTL %v, retry delay %v, acquire timeout %v; want %v, %v, %v",
+			o.TTL, o.RetryDelay, o.AcquireTimeout, ctxlock.DefaultTimeout, ctxlock.DefaultRetryDelay, ctxlock.DefaultAcquireTimeout)
+	}
+	if ctxlock.DefaultTimeout != 10*time.Second || ctxlock.DefaultRetryDelay != 10*time.Millisecond || ctxlock.DefaultAcquireTimeout != 100*time.Millisecond {
+		t.Errorf("defaults %v, %v, %v; want 10s, 10ms, 100ms", ctxlock.DefaultTimeout, ctxlock.DefaultRetryDelay, ctxlock.DefaultAcquireTimeout)
+	}
+}

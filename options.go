@@ -12,8 +12,12 @@ import (
 )
 
 // Defaults of LockOptions. Their names are those of the lock API ctxlock's
-// design started from, so code ported from it keeps compiling.
-const (
+// design started from, and, as there, they are variables, so code ported
+// from it keeps compiling. A program may change them, before it makes any
+// Lock (they are read, without synchronization, by DefaultLockOptions and
+// by every Lock made without the matching option); tests should rather
+// pass options, or WithDefaultLockOptions to a Manager.
+var (
 	// DefaultTimeout is the default lease TTL (WithTTL): how long the backend
 	// keeps a lock whose holder stops refreshing it (for instance because the
 	// process died). It is not a timeout on waiting: ctx bounds that.
@@ -24,6 +28,20 @@ const (
 	DefaultRetryDelay = 10 * time.Millisecond
 	// DefaultAcquireTimeout bounds one acquire attempt against the backend.
 	DefaultAcquireTimeout = 100 * time.Millisecond
+)
+
+// The Manager's own delays, which the Default variables, changeable,
+// must not move.
+const (
+	// releaseRetryDelay is the first delay between retries of a release.
+	releaseRetryDelay = 10 * time.Millisecond
+	// afterCloseReleaseTimeout bounds a release sent after Close stopped
+	// waiting.
+	afterCloseReleaseTimeout = 100 * time.Millisecond
+)
+
+// Other defaults and limits.
+const (
 	// DefaultDriftFactor is the share of the TTL subtracted from every validity
 	// window to allow for clock drift between this process and the backend.
 	DefaultDriftFactor = 0.01

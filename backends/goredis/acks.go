@@ -21,7 +21,8 @@ import (
 var ErrNotReplicated = errors.New("goredis: not acknowledged by enough replicas")
 
 // DefaultReplicaAckTimeout is how long WithReplicaAcks waits for the
-// replicas when given no timeout: half of ctxlock.DefaultAcquireTimeout.
+// replicas when given no timeout: half of the default acquire timeout
+// (ctxlock.DefaultAcquireTimeout, 100ms).
 // Redis reports a shortfall on its timer, up to about 100ms after the
 // timeout; to see ErrNotReplicated rather than an attempt that timed out,
 // give the locks a WithAcquireTimeout of at least timeout + 100ms (as

@@ -856,16 +856,20 @@ func (b *Backend) take(ctx context.Context, op string, script *redis.Script, sha
 // WithReplicaAcks), before its attempt reports the fault: the Manager
 // releases a failed attempt's lease too, but it knows the owner it asked
 // for, not a waiter's grant. It waits for at most timeout
-// (ctxlock.DefaultAcquireTimeout when 0) and ignores errors: the lease
-// lapses at its TTL at worst.
+// (giveBackTimeout when 0) and ignores errors: the lease lapses at its TTL
+// at worst.
 func (b *Backend) giveBack(ctx context.Context, lease ctxlock.Lease, timeout time.Duration) {
 	if timeout <= 0 {
-		timeout = ctxlock.DefaultAcquireTimeout
+		timeout = giveBackTimeout
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	b.Release(ctx, []ctxlock.Lease{lease})
 }
+
+// giveBackTimeout bounds a giveBack given no timeout (the default acquire
+// timeout).
+const giveBackTimeout = 100 * time.Millisecond
 
 // errYielded and errYieldedQueued are take's reports that relock.lua
 // released the key for the owners waiting instead of taking it: for owners
