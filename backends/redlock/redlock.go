@@ -103,13 +103,18 @@ func WithNodeOptions(opts ...goredis.Option) Option {
 type Backend struct {
 	inflight sync.WaitGroup // node calls and watchers still running after their operation returned
 	closed   atomic.Bool
-	done     chan struct{} // closed by Close: ends the watchers
-	once     sync.Once
-	nodes    []*goredis.Backend
-	clients  []redis.UniversalClient
-	addrs    []string
-	quorum   int
-	opts     options
+	// life guards active, the calls in progress (see enter), and drained,
+	// closed when they are done once Close waits for them.
+	life    sync.Mutex
+	active  int
+	drained chan struct{}
+	done    chan struct{} // closed by Close: ends the watchers
+	once    sync.Once
+	nodes   []*goredis.Backend
+	clients []redis.UniversalClient
+	addrs   []string
+	quorum  int
+	opts    options
 	// queued holds the waiters (AcquireRequest.Waiter) that a node may
 	// have queued: an attempt of theirs was refused, or yielded. Only their
 	// failed attempts put them back in the queues (Requeue); a Lock call
@@ -337,12 +342,48 @@ var errNoNodes = fmt.Errorf("redlock: %w: no nodes (make the Backend with redloc
 // errNilContext is what calls given a nil context.Context return.
 var errNilContext = fmt.Errorf("redlock: %w", ctxlock.ErrNilContext)
 
-// ready is usable for a call given ctx, which must not be nil.
+// ErrClosed is returned by every call on a closed Backend (Watch and
+// WatchWaiter return a nil channel instead).
+var ErrClosed = errors.New("redlock: backend closed")
+
+// ready is usable for a call given ctx, which must not be nil, and enters
+// the call (see enter): when it returns nil, the caller must call b.exit
+// once the call is done.
 func (b *Backend) ready(ctx context.Context) error {
 	if ctx == nil {
 		return errNilContext
 	}
-	return b.usable()
+	if err := b.usable(); err != nil {
+		return err
+	}
+	if !b.enter() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// enter counts a call in, unless Close has begun. Close waits for the calls
+// counted in before it waits for the goroutines they started (inflight): a
+// call starting goroutines as Close waits for them would race it.
+func (b *Backend) enter() bool {
+	b.life.Lock()
+	defer b.life.Unlock()
+	if b.closed.Load() {
+		return false
+	}
+	b.active++
+	return true
+}
+
+// exit counts a call out.
+func (b *Backend) exit() {
+	b.life.Lock()
+	defer b.life.Unlock()
+	b.active--
+	if b.active == 0 && b.drained != nil {
+		close(b.drained)
+		b.drained = nil
+	}
 }
 
 // usable reports errNoNodes for the zero Backend, which has no nodes: a
@@ -597,6 +638,7 @@ func (b *Backend) take(ctx context.Context, op string, req ctxlock.AcquireReques
 	if err := b.ready(ctx); err != nil {
 		return ctxlock.Lease{}, false, false, err
 	}
+	defer b.exit()
 	if req.TTL <= 0 {
 		return ctxlock.Lease{}, false, false, fmt.Errorf("redlock: %s %q: %w: TTL %v", op, req.Key, ctxlock.ErrInvalidOption, req.TTL)
 	}
@@ -1090,6 +1132,7 @@ func (b *Backend) Extend(ctx context.Context, leases []ctxlock.Lease, ttl time.D
 	if err := b.ready(ctx); err != nil {
 		return fill(len(leases), err)
 	}
+	defer b.exit()
 	if ttl <= 0 {
 		// Bad input, not lost leases (every node would refuse it, and a
 		// refusal by a quorum reads as a loss).
@@ -1202,6 +1245,7 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 	if err := b.ready(ctx); err != nil {
 		return fill(len(leases), err), nil
 	}
+	defer b.exit()
 	// Slow nodes finish their release in the background, whatever happens
 	// to the caller's context.
 	res, contended := b.batch(context.WithoutCancel(ctx), min(DefaultReleaseTimeout, untilDeadline(ctx)), leases, func(ctx context.Context, i int) ([]error, []bool) {
@@ -1264,9 +1308,10 @@ func (b *Backend) WatchWaiter(key, waiter string) (turns <-chan ctxlock.Handoff,
 // signal, without blocking, on one channel (capacity one: pending signals
 // merge). It returns once a quorum of nodes' watches are in place.
 func merge[T any](b *Backend, signal T, watch func(node *goredis.Backend) (<-chan T, func())) (<-chan T, func()) {
-	if b.closed.Load() || b.usable() != nil {
+	if b.usable() != nil || !b.enter() {
 		return nil, func() {}
 	}
+	defer b.exit()
 	out := make(chan T, 1)
 	done := make(chan struct{})
 	ready := make(chan struct{}, len(b.nodes))
@@ -1329,6 +1374,7 @@ func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 	if err := b.ready(ctx); err != nil {
 		return err
 	}
+	defer b.exit()
 	b.queued.Delete(waiter)
 	fn := startFan(b, context.WithoutCancel(ctx), min(DefaultReleaseTimeout, untilDeadline(ctx)), nil, errNoAnswer, func(ctx context.Context, i int) error {
 		ctx, cancel := b.afterAttempts(ctx, i, 1, func(int) string { return key })
@@ -1353,8 +1399,12 @@ func (b *Backend) Leave(ctx context.Context, key, waiter string) error {
 // reported only as conditions.
 func (b *Backend) Health(ctx context.Context) (conditions []string, err error) {
 	if err := b.ready(ctx); err != nil {
+		if errors.Is(err, ErrClosed) {
+			return []string{"redlock: closed"}, err
+		}
 		return []string{"redlock: no nodes"}, err
 	}
+	defer b.exit()
 	n := len(b.nodes)
 	conds := make([][]string, n)
 	errs := make([]error, n)
@@ -1393,14 +1443,27 @@ func (b *Backend) Health(ctx context.Context) (conditions []string, err error) {
 // sends once more the releases still queued to be retried (see Release;
 // each node's at once, within DefaultReleaseTimeout), ends
 // every watch and stops every node backend's subscription. It does not
-// close the clients. Close the Managers first. It is idempotent.
+// close the clients. Close the Managers first. It is idempotent. Calls in
+// progress when it begins finish first; later calls fail with ErrClosed.
 func (b *Backend) Close() error {
+	b.life.Lock()
 	b.closed.Store(true)
+	var calls chan struct{}
+	if b.active > 0 {
+		if b.drained == nil {
+			b.drained = make(chan struct{})
+		}
+		calls = b.drained
+	}
+	b.life.Unlock()
 	b.once.Do(func() {
 		if b.done != nil { // nil in the zero Backend
 			close(b.done)
 		}
 	})
+	if calls != nil {
+		<-calls // the calls in progress, each bounded by its timeouts
+	}
 	b.inflight.Wait() // bounded by the calls' timeouts, and by stopped watches
 	b.flushRetries()
 	var errs []error
