@@ -103,6 +103,12 @@
 //     second Unlock of the same hold returns ErrNotHeld together with
 //     ErrLockActionRequested.
 //   - Err returns nil before the first hold and while held.
+//   - Unlock's release is asynchronous (§1 of the design), except on an
+//     in-process store (InstantReleaser: the memory backend), where it
+//     waits for nothing and is made in line: there, once Unlock returns,
+//     another Manager's TryLock of the key succeeds, as a sync.Mutex user
+//     would expect. On a networked backend another process may find the
+//     key held for about a round trip after Unlock returns.
 //   - TryLock returns a transient backend fault as an error instead of
 //     retrying; Lock retries such faults until ctx ends.
 //   - Lock and TryLock with a context that is already done return its error
