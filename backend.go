@@ -134,6 +134,12 @@ type ContentionReporter interface {
 // networked backend the release is sent by the scheduler, usually within a
 // round trip of the Unlock, and another process may find the key held in
 // that moment.) TryRelease must not block, nor call back into the Manager.
+//
+// The Manager uses TryRelease only when InstantBackend returns the very
+// Backend it was given: a wrapper that embeds an InstantReleaser, to delay,
+// fail or count releases, has its Release called as before, not gone
+// around. (A wrapper that wants in-line releases, and has TryRelease do
+// what its Release does, returns itself from InstantBackend.)
 type InstantReleaser interface {
 	// TryRelease releases lease as Release does (owner-checked: a lease no
 	// longer owned is left alone, and counts as released). It reports
@@ -143,6 +149,9 @@ type InstantReleaser interface {
 	// does, whether another owner tried to take the key while the lease
 	// owned it.
 	TryRelease(lease Lease) (released, wanted bool)
+	// InstantBackend returns the Backend whose TryRelease this is: the
+	// receiver itself.
+	InstantBackend() Backend
 }
 
 // Relocker is an optional interface of a Backend that can release a lease

@@ -27,8 +27,6 @@ func (b slowRelease) ReleaseContended(ctx context.Context, ls []ctxlock.Lease) (
 	return b.Backend.ReleaseContended(ctx, ls)
 }
 
-func (slowRelease) TryRelease() {} // hides the memory backend's: releases are slow
-
 // A TryLock of a key whose release by this Manager is in flight waits for
 // that release (the key is ours to free), but not past Close: it returns
 // ErrClosed as Close begins, and Close still waits for the release.

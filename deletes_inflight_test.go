@@ -3,6 +3,7 @@ package ctxlock_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -114,4 +115,62 @@ func TestDeleteReportKeptAcrossAnotherLocalHold(t *testing.T) {
 			})
 		})
 	}
+}
+
+// DeleteNotifier: "Reports may be late, repeated or spurious: each costs at
+// most one refresh". One report of unknown bound (math.MaxUint64) that comes
+// while local Lock calls queue for the key must not cost a refresh to every
+// later hold for as long as the key stays contended: a report is kept for
+// the attempts in flight when it came, not for the key.
+func TestDeleteReportUnknownBoundCostsOneRefreshUnderContention(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &deleteNotifying{Backend: memory.New()}
+		m := ctxlock.NewManager(b)
+		defer m.Close(context.Background())
+		const workers, rounds = 3, 10
+		locks := make([]ctxlock.Lock, workers)
+		for i := range locks {
+			locks[i] = m.NewLock("k", ctxlock.WithTTL(time.Hour))
+		}
+		if _, err := locks[0].Lock(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for i := 1; i < workers; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range rounds {
+					if _, err := locks[i].Lock(t.Context()); err != nil {
+						t.Error(err)
+						return
+					}
+					time.Sleep(time.Millisecond)
+					_ = locks[i].Unlock()
+				}
+			}()
+		}
+		synctest.Wait() // both queue behind locks[0]
+		b.report("k")   // spurious, of unknown bound: costs locks[0] one refresh
+		synctest.Wait()
+		base := b.extends.Load()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = locks[0].Unlock()
+			for range rounds - 1 {
+				if _, err := locks[0].Lock(t.Context()); err != nil {
+					t.Error(err)
+					return
+				}
+				time.Sleep(time.Millisecond)
+				_ = locks[0].Unlock()
+			}
+		}()
+		wg.Wait()
+		holds := workers*rounds - 1
+		if n := b.extends.Load() - base; n > 1 {
+			t.Errorf("one spurious report cost %d more refreshes (%d holds after it, refresh interval 20m, each hold 1ms)", n, holds)
+		}
+	})
 }

@@ -179,3 +179,26 @@ func TestUnlockInLineRecordsReleaseBatch(t *testing.T) {
 		}
 	})
 }
+
+// A wrapper that embeds the memory backend, to count, delay or fail its
+// releases, is not gone around: the Manager releases in line only through
+// the memory backend itself (InstantReleaser.InstantBackend), so Unlock's
+// release reaches the wrapper's Release.
+func TestUnlockReleasesThroughWrapper(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &batchAnswer{Backend: memory.New()}
+		m := ctxlock.NewManager(b)
+		defer closeManager(t, m)
+		l := m.NewLock("k")
+		if _, err := l.Lock(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if n := b.releases.Load(); n != 1 {
+			t.Errorf("the wrapper's Release got %d calls, want 1 (Unlock's release)", n)
+		}
+	})
+}

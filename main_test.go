@@ -11,8 +11,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // scheduledReleases is a memory backend whose releases go through the
-// Manager's scheduler, as on a networked backend: its TryRelease, of
-// another signature, hides the memory backend's ctxlock.InstantReleaser.
+// Manager's scheduler, as on a networked backend: a Manager uses in-line
+// releases (ctxlock.InstantReleaser) of the memory backend itself only,
+// never through a wrapper.
 type scheduledReleases struct{ *memory.Backend }
-
-func (scheduledReleases) TryRelease() {}

@@ -142,10 +142,40 @@ type keyState struct {
 	pending []*release      // this Manager's unconfirmed releases of the key
 	tries   int             // TryLock calls in progress
 	settled []chan struct{} // closed when no release of the key is in flight
-	// endedBefore: while the key was being acquired, the backend
-	// reported every lease of the key with a smaller token ended
-	// (DeleteNotifier); a hold made of such a lease is refreshed at once.
-	endedBefore uint64
+	// reports are the DeleteNotifier reports heard while calls of the key
+	// were acquiring (see noteReport); reportSeq counts them.
+	reports   []deleteReport
+	reportSeq uint64
+}
+
+// deleteReport is a DeleteNotifier report: every lease of the key with a
+// token below before ended. seq is its number in its key's reports.
+type deleteReport struct{ seq, before uint64 }
+
+// noteReport keeps a report for the attempts in flight: a hold made of a
+// lease it covers is refreshed at once. Kept in seq order with before
+// decreasing, as a report covers every earlier one with a lower or equal
+// bound, for an attempt that began before either: so the attempts of
+// the etcd backend, whose bounds (revisions) grow, keep one.
+func (ks *keyState) noteReport(before uint64) {
+	ks.reportSeq++
+	i := len(ks.reports)
+	for i > 0 && ks.reports[i-1].before <= before {
+		i--
+	}
+	ks.reports = append(ks.reports[:i], deleteReport{ks.reportSeq, before})
+}
+
+// endedSince is the highest bound of the reports heard after the first
+// seq: every lease of the key with a smaller token ended after an attempt
+// that began when seq reports had been heard. 0 when none was heard.
+func (ks *keyState) endedSince(seq uint64) uint64 {
+	for _, r := range ks.reports {
+		if r.seq > seq {
+			return r.before
+		}
+	}
+	return 0
 }
 
 // acquiring reports whether a call may have an attempt of the key in
@@ -241,7 +271,9 @@ func NewManager(b Backend, opts ...ManagerOption) *Manager {
 		m.backendName = backendName(b)
 		_, m.reportsContention = b.(ContentionReporter)
 		m.relocker, _ = b.(Relocker)
-		m.instant, _ = b.(InstantReleaser)
+		if ir, ok := b.(InstantReleaser); ok && ir.InstantBackend() == b {
+			m.instant = ir // not a wrapper's promoted method (see InstantReleaser)
+		}
 		m.queue, _ = b.(WaiterQueue)
 		m.roundTrips, _ = b.(RoundTripNotifier)
 		m.afterRoundTripFunc = m.afterRoundTrip
@@ -368,7 +400,6 @@ func (m *Manager) acquire(ctx context.Context, l *lockValue, try bool, rec *ctxl
 		}()
 	}
 	sc := rec.End(outcome, token, err)
-	recorded = true
 	if h != nil {
 		m.mu.Lock()
 		if sc.IsValid() {
@@ -382,8 +413,9 @@ func (m *Manager) acquire(ctx context.Context, l *lockValue, try bool, rec *ctxl
 			// is recorded now, after, and as a child of the acquire span.
 			m.endedHolds = append(m.endedHolds, h.endedLocked(time.Now()))
 		}
-		m.unlock()
+		m.unlock() // should this record panic, the hold is unlocked too
 	}
+	recorded = true
 	return h, err
 }
 
@@ -448,6 +480,9 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				ks.wakeHead()
 			}
 		}
+		if !ks.acquiring() {
+			ks.reports = nil // no attempt is left to need them
+		}
 		m.releaseKeyLocked(ks)
 	}
 	var (
@@ -468,10 +503,17 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		// refusedAt, unless its token shows it is stale.
 		refusedAt    time.Time
 		refusedFence uint64
+		// firstSeq is the number of deletion reports of the key heard
+		// before the call's first attempt: a grant may be of a lease any
+		// later one covers.
+		firstSeq uint64
 		// stray is the latest lease granted to our waiter that we did not
 		// adopt (see newHoldLocked): released, retried, when the call
 		// fails, as by then nothing can adopt it.
 		stray Lease
+		// taken is a lease just granted while the user's recorders run,
+		// before it is held: given back should one panic.
+		taken Lease
 	)
 	// uncount ends counted (m.mu held); a Close waiting for it goes on.
 	uncount := func() {
@@ -506,6 +548,10 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		if stray.Owner != "" {
 			m.giveBackLocked(ks, stray, time.Now().Add(l.opts.TTL+l.drift))
 			stray = Lease{}
+		}
+		if taken.Owner != "" {
+			m.giveBackLocked(ks, taken, time.Now().Add(l.opts.TTL+l.drift))
+			taken = Lease{}
 		}
 		leave()
 		if !sent {
@@ -622,6 +668,11 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		if n == 1 && !try && !polite && m.relocker != nil {
 			relock, n = stolen[0], 0
 		}
+		// The deletion reports heard so far predate the attempt's lease.
+		seq := ks.reportSeq
+		if first {
+			firstSeq = seq
+		}
 		if !counted {
 			counted = true
 			m.attempts++
@@ -683,9 +734,12 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				}
 				m.mu.Lock()
 				m.completeReleaseLocked(relock, releaseErr, false)
-				// Not unlock: its records (the user's meter) wait for the
-				// next, once the lease just taken is held or given back.
-				m.mu.Unlock()
+				if err == nil {
+					// Should recording panic, cleanup gives it back.
+					taken = lease
+				}
+				m.unlock()
+				taken = Lease{}
 			} else {
 				lease, err = m.backend.Acquire(ctx, req)
 			}
@@ -749,7 +803,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				// waiter, is stale now.
 				refusedFence = max(refusedFence, lease.Token)
 			case err == nil:
-				if h := m.newHoldLocked(l, ks, lease, t0, t1, l.opts.TTL, lease.Owner != owner); h != nil {
+				if h := m.newHoldLocked(l, ks, lease, t0, t1, l.opts.TTL, lease.Owner != owner, ks.endedSince(seq)); h != nil {
 					if !m.reportsContention {
 						l.contended = contended
 					}
@@ -903,7 +957,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 				t0, ttl = t1, l.opts.TTL
 			}
 			m.mu.Lock()
-			if h, done := m.adoptGrantLocked(l, ks, lease, t0, ttl); done {
+			if h, done := m.adoptGrantLocked(l, ks, lease, t0, ttl, ks.endedSince(firstSeq)); done {
 				if h == nil {
 					return closed()
 				}
@@ -938,7 +992,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 // here (a broken backend): the lease is left to the call's next attempt
 // (see newHoldLocked); h is nil with done true when the Manager is closed
 // (the lease is given back, see giveBackLocked).
-func (m *Manager) adoptGrantLocked(l *lockValue, ks *keyState, lease Lease, t0 time.Time, ttl time.Duration) (h *hold, done bool) {
+func (m *Manager) adoptGrantLocked(l *lockValue, ks *keyState, lease Lease, t0 time.Time, ttl time.Duration, endedBefore uint64) (h *hold, done bool) {
 	now := time.Now()
 	if m.closed {
 		// An attempt of the call may have renewed the grant to l's TTL.
@@ -948,7 +1002,7 @@ func (m *Manager) adoptGrantLocked(l *lockValue, ks *keyState, lease Lease, t0 t
 	if ks.holder != nil {
 		return nil, false // a broken backend granted a key held here
 	}
-	h = m.newHoldLocked(l, ks, lease, t0, now, ttl, true)
+	h = m.newHoldLocked(l, ks, lease, t0, now, ttl, true, endedBefore)
 	return h, h != nil
 }
 
@@ -1006,7 +1060,7 @@ func waitErr(ctx context.Context, last error) error {
 // delete the hold's lease; the call leaves the grant to that attempt, or
 // to its Leave. A ttl shorter than l's (a grant) shortens the first
 // validity window and brings the first refresh forward.
-func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0, now time.Time, ttl time.Duration, grant bool) *hold {
+func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0, now time.Time, ttl time.Duration, grant bool, endedBefore uint64) *hold {
 	h := &hold{
 		lock:    l,
 		keyst:   ks,
@@ -1034,14 +1088,9 @@ func (m *Manager) newHoldLocked(l *lockValue, ks *keyState, lease Lease, t0, now
 	ks.holder = h
 	l.cur = h
 	m.holds.push(h)
-	if lease.Token < ks.endedBefore {
+	if lease.Token < endedBefore {
 		// Reported ended while the attempt was on its way.
 		m.refreshNowLocked(h)
-	}
-	if ks.tries+len(ks.waiters) <= 1 {
-		// No other attempt in flight (this one still counts): later holds
-		// begin after this one ends, after every report so far.
-		ks.endedBefore = 0
 	}
 	if w := l.interval / 4; w > m.maxWindow {
 		m.maxWindow = w
@@ -1226,8 +1275,10 @@ func (m *Manager) giveBackLocked(ks *keyState, lease Lease, lapseAt time.Time) {
 		m.queueReleaseLocked(ks, &release{lease: lease, lapseAt: lapseAt}, time.Now())
 		return
 	}
-	m.mu.Unlock() // not unlock: its records (user code) wait until lease is given back
+	r := m.takeRecordsLocked() // recorded once lease is given back: they may panic
+	m.mu.Unlock()
 	m.releaseAfterClose(lease)
+	m.record(r)
 	m.mu.Lock()
 }
 

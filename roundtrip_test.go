@@ -27,10 +27,6 @@ type roundTripBackend struct {
 
 var _ ctxlock.RoundTripNotifier = (*roundTripBackend)(nil)
 
-// TryRelease hides the memory backend's: releases go through the scheduler,
-// as on Redis.
-func (*roundTripBackend) TryRelease() {}
-
 func newRoundTripBackend(inFlight bool) *roundTripBackend {
 	return &roundTripBackend{Backend: memory.New(), inFlight: inFlight}
 }

@@ -152,11 +152,11 @@ func appendRefreshJobs(queue []job, due []*hold) []job {
 // before that (a smaller token) is refreshed at once (after the refresh in
 // flight, if any), which ends it if its lease is one that ended; a hold
 // made after it is left alone, as the report is of an earlier lease's end
-// (typically a release, ours or another owner's). While the key is being
-// acquired, the report is kept (keyState.endedBefore) for the holds the
-// attempts in flight may make: their leases may be ones that ended. The
-// bound is a fact about leases, so keeping it longer is safe: it is the
-// unknown bound (math.MaxUint64) that costs later holds a refresh.
+// (typically a release, ours or another owner's). While calls are
+// acquiring the key, the report is kept (keyState.noteReport) for the
+// holds their attempts in flight may make: their leases may be ones that
+// ended. Attempts begun after it do not see it, so a report costs one
+// refresh at most, even an unknown bound (math.MaxUint64).
 func (m *Manager) keyDeleted(key string, before uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -164,20 +164,12 @@ func (m *Manager) keyDeleted(key string, before uint64) {
 	if m.closed || ks == nil {
 		return
 	}
-	if h := ks.holder; h != nil {
-		if h.lease.Token < before {
-			m.refreshNowLocked(h)
-		}
-		if !ks.acquiring() {
-			// Later holds of the key begin after this one ends: after
-			// the report.
-			return
-		}
-		// A TryLock's attempt, or one that began before this hold was
-		// made, may still make a hold (once this one ends) of a lease the
-		// report covers.
+	if h := ks.holder; h != nil && h.lease.Token < before {
+		m.refreshNowLocked(h)
 	}
-	ks.endedBefore = max(ks.endedBefore, before)
+	if ks.acquiring() {
+		ks.noteReport(before)
+	}
 }
 
 // refreshNowLocked brings h's next refresh forward to now, or, when a

@@ -454,8 +454,6 @@ type gatedRelease struct {
 	gate    chan struct{}
 }
 
-func (*gatedRelease) TryRelease() {} // hides the memory backend's: releases wait for gate
-
 func (b *gatedRelease) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) ([]error, []bool) {
 	return b.Release(ctx, leases), nil
 }

@@ -28,7 +28,9 @@
 // Releases wait for nothing, so a Manager's Unlock performs its release in
 // line (ctxlock.InstantReleaser): once Unlock returns, every Manager of the
 // store finds the key free. While SetLatency or SetUnavailable is in force,
-// releases go through the Manager's scheduler, as on a networked backend.
+// releases go through the Manager's scheduler, as on a networked backend;
+// so do those of a Manager given a wrapper that embeds the Backend (its
+// Release is not gone around).
 package memory
 
 import (
@@ -380,9 +382,9 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 // TryRelease implements ctxlock.InstantReleaser: with no latency set, the
 // store available and open, it releases lease as Release does, at once, and
 // reports true; else it does nothing. A Manager calls it from Unlock, so
-// that the key is free when Unlock returns. (A wrapper that overrides
-// Release or ReleaseContended, to delay or fail releases, should override
-// TryRelease too, returning false, or Unlock will go around it.)
+// that the key is free when Unlock returns; not through a wrapper that
+// embeds the Backend (see InstantBackend), whose Release it would go
+// around.
 func (b *Backend) TryRelease(lease ctxlock.Lease) (released, wanted bool) {
 	if b.latency.Load() > 0 || b.unavailable.Load() {
 		return false, false
@@ -396,6 +398,11 @@ func (b *Backend) TryRelease(lease ctxlock.Lease) (released, wanted bool) {
 	b.stats.ReleasedLeases++
 	return true, b.releaseLocked(lease, time.Now())
 }
+
+// InstantBackend implements ctxlock.InstantReleaser: it returns b. A
+// Manager given a wrapper that embeds b sees b here, not the wrapper, and
+// sends its releases through the wrapper's Release.
+func (b *Backend) InstantBackend() ctxlock.Backend { return b }
 
 // releaseLocked frees l's key if l still owns it, and reports whether
 // another owner tried to take the key while l owned it.
