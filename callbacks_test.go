@@ -69,35 +69,37 @@ func (s panickySpan) End(...trace.SpanEndOption) {
 
 // panickyMeterProvider's ctxlock.release.pending counter panics on its first
 // increment once armed (a release queued), not on the decrements that
-// workers record as releases settle.
+// workers record as releases settle; with decrement, on its first
+// decrement instead (a release settled).
 type panickyMeterProvider struct {
 	metricnoop.MeterProvider
-	armed *atomic.Bool
+	armed     *atomic.Bool
+	decrement bool
 }
 
 func (p panickyMeterProvider) Meter(string, ...metric.MeterOption) metric.Meter {
-	return panickyMeter{armed: p.armed}
+	return panickyMeter{p: p}
 }
 
 type panickyMeter struct {
 	metricnoop.Meter
-	armed *atomic.Bool
+	p panickyMeterProvider
 }
 
 func (m panickyMeter) Int64UpDownCounter(name string, _ ...metric.Int64UpDownCounterOption) (metric.Int64UpDownCounter, error) {
 	if name == ctxlockotel.MetricReleasePending {
-		return panickyCounter{armed: m.armed}, nil
+		return panickyCounter{p: m.p}, nil
 	}
 	return metricnoop.Int64UpDownCounter{}, nil
 }
 
 type panickyCounter struct {
 	metricnoop.Int64UpDownCounter
-	armed *atomic.Bool
+	p panickyMeterProvider
 }
 
 func (c panickyCounter) Add(_ context.Context, incr int64, _ ...metric.AddOption) {
-	if incr > 0 && c.armed.CompareAndSwap(true, false) {
+	if (incr < 0) == c.p.decrement && incr != 0 && c.p.armed.CompareAndSwap(true, false) {
 		panic("meter: Add")
 	}
 }

@@ -17,16 +17,23 @@ import (
 	ctxlockotel "github.com/ctxlock/ctxlock/otel"
 )
 
+// twoManagers returns a memory store and two Managers of it, all closed
+// when the test ends, as two processes sharing the store.
+func twoManagers(t *testing.T) (*memory.Backend, *ctxlock.Manager, *ctxlock.Manager) {
+	b := memory.New()
+	t.Cleanup(func() { b.Close() })
+	m1, m2 := ctxlock.NewManager(b), ctxlock.NewManager(b)
+	t.Cleanup(func() { closeManager(t, m1) })
+	t.Cleanup(func() { closeManager(t, m2) })
+	return b, m1, m2
+}
+
 // On the memory backend (an InstantReleaser) the key is free for every
 // Manager of the store once Unlock returns: another Manager's TryLock right
 // after it succeeds, with no wait for the scheduler. In real time, many
 // rounds, so that a release left to the scheduler would lose the race.
 func TestUnlockReleasesInLineOnMemory(t *testing.T) {
-	b := memory.New()
-	defer b.Close()
-	m1, m2 := ctxlock.NewManager(b), ctxlock.NewManager(b)
-	defer closeManager(t, m1)
-	defer closeManager(t, m2)
+	_, m1, m2 := twoManagers(t)
 	ctx := t.Context()
 	l1, l2 := m1.NewLock("k"), m2.NewLock("k")
 	for i := range 200 {
@@ -53,11 +60,7 @@ func TestUnlockReleasesInLineOnMemory(t *testing.T) {
 // the scheduler, and the key is free for others once it is through.
 func TestUnlockOnSlowMemoryLeavesReleaseToScheduler(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := memory.New()
-		defer b.Close()
-		m1, m2 := ctxlock.NewManager(b), ctxlock.NewManager(b)
-		defer closeManager(t, m1)
-		defer closeManager(t, m2)
+		b, m1, m2 := twoManagers(t)
 		l1 := m1.NewLock("k", ctxlock.WithAcquireTimeout(time.Minute))
 		if _, err := l1.Lock(t.Context()); err != nil {
 			t.Fatal(err)
@@ -88,11 +91,7 @@ func TestUnlockOnSlowMemoryLeavesReleaseToScheduler(t *testing.T) {
 // once, so the waiter gets the key first.
 func TestUnlockInLineKeepsFairness(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := memory.New()
-		defer b.Close()
-		m1, m2 := ctxlock.NewManager(b), ctxlock.NewManager(b)
-		defer closeManager(t, m1)
-		defer closeManager(t, m2)
+		_, m1, m2 := twoManagers(t)
 		ctx := t.Context()
 		l1 := m1.NewLock("k")
 		if _, err := l1.Lock(ctx); err != nil {

@@ -7,46 +7,8 @@ import (
 	"testing/synctest"
 	"time"
 
-	"go.opentelemetry.io/otel/metric"
-	metricnoop "go.opentelemetry.io/otel/metric/noop"
-
 	"github.com/ctxlock/ctxlock"
-	ctxlockotel "github.com/ctxlock/ctxlock/otel"
 )
-
-// decPanickyMeterProvider's ctxlock.release.pending counter panics on its
-// first decrement once armed (a release settled).
-type decPanickyMeterProvider struct {
-	metricnoop.MeterProvider
-	armed *atomic.Bool
-}
-
-func (p decPanickyMeterProvider) Meter(string, ...metric.MeterOption) metric.Meter {
-	return decPanickyMeter{armed: p.armed}
-}
-
-type decPanickyMeter struct {
-	metricnoop.Meter
-	armed *atomic.Bool
-}
-
-func (m decPanickyMeter) Int64UpDownCounter(name string, _ ...metric.Int64UpDownCounterOption) (metric.Int64UpDownCounter, error) {
-	if name == ctxlockotel.MetricReleasePending {
-		return decPanickyCounter{armed: m.armed}, nil
-	}
-	return metricnoop.Int64UpDownCounter{}, nil
-}
-
-type decPanickyCounter struct {
-	metricnoop.Int64UpDownCounter
-	armed *atomic.Bool
-}
-
-func (c decPanickyCounter) Add(_ context.Context, incr int64, _ ...metric.AddOption) {
-	if incr < 0 && c.armed.CompareAndSwap(true, false) {
-		panic("meter: Add")
-	}
-}
 
 // A meter that panics in the Lock call that re-takes its key with a
 // Relock (as the release's settling is recorded) must not leave the
@@ -58,7 +20,7 @@ func TestPanicAfterRelockGivesLeaseBack(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newRoundTripBackend(true) // releases wait for the round trip: the next Lock takes them
 		armed := new(atomic.Bool)
-		m := ctxlock.NewManager(b, ctxlock.WithMeterProvider(decPanickyMeterProvider{armed: armed}))
+		m := ctxlock.NewManager(b, ctxlock.WithMeterProvider(panickyMeterProvider{armed: armed, decrement: true}))
 		defer m.Close(context.Background())
 		l := m.NewLock("k", ctxlock.WithTTL(time.Hour))
 		if _, err := l.Lock(t.Context()); err != nil {

@@ -61,7 +61,7 @@ func TestRecordPanicStaysWithItsCall(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newRoundTripBackend(true) // A's release waits: A's next Lock relocks it
 		armed := new(atomic.Bool)
-		m := ctxlock.NewManager(b, ctxlock.WithMeterProvider(decPanickyMeterProvider{armed: armed}))
+		m := ctxlock.NewManager(b, ctxlock.WithMeterProvider(panickyMeterProvider{armed: armed, decrement: true}))
 		defer m.Close(context.Background())
 
 		trA := gateTracer{onEvent: true, entered: make(chan struct{}), gate: make(chan struct{}), once: new(sync.Once)}
