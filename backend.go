@@ -23,8 +23,9 @@ import (
 // lenient, takes a nil slice as every lease succeeding.
 //
 // A minimal Backend implements only these methods; the optional interfaces
-// below (ContentionReporter, Relocker, RoundTripNotifier, WaiterQueue,
-// BackendNamer) make it fairer or cheaper, not correct.
+// below (ContentionReporter, InstantReleaser, Relocker, RoundTripNotifier,
+// WaiterQueue, DeleteNotifier, BackendNamer) make it fairer, cheaper or
+// quicker to react, not correct.
 type Backend interface {
 	// Acquire takes req.Key for req.Owner for req.TTL if nobody owns it, and
 	// returns the lease: Key req.Key, Owner req.Owner (the Manager refuses
