@@ -137,10 +137,14 @@ type ContentionReporter interface {
 // that moment.) TryRelease must not block, nor call back into the Manager.
 //
 // The Manager uses TryRelease only when InstantBackend returns the very
-// Backend it was given: a wrapper that embeds an InstantReleaser, to delay,
-// fail or count releases, has its Release called as before, not gone
-// around. (A wrapper that wants in-line releases, and has TryRelease do
-// what its Release does, returns itself from InstantBackend.)
+// Backend it was given: through a wrapper that embeds an InstantReleaser,
+// to delay, fail or count releases, Unlock's releases go to the scheduler,
+// which sends them with the wrapper's methods. (Those may still be
+// promoted from the embedded backend: a wrapper of the memory backend that
+// overrides Release alone must hide or override ReleaseContended and
+// Relock too, as for any optional interface. A wrapper that wants in-line
+// releases, and has TryRelease do what its Release does, returns itself
+// from InstantBackend.)
 type InstantReleaser interface {
 	// TryRelease releases lease as Release does (owner-checked: a lease no
 	// longer owned is left alone, and counts as released). It reports

@@ -1,6 +1,7 @@
 package ctxlock_test
 
 import (
+	"context"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -200,4 +201,32 @@ func TestUnlockReleasesThroughWrapper(t *testing.T) {
 			t.Errorf("the wrapper's Release got %d calls, want 1 (Unlock's release)", n)
 		}
 	})
+}
+
+// valueInstant is a wrapper, passed by value, that wants in-line releases
+// and so returns itself from InstantBackend, as InstantReleaser's doc
+// advises; it has a func field (a hook), so it is not comparable.
+type valueInstant struct {
+	*memory.Backend
+	onRelease func()
+}
+
+func (v valueInstant) TryRelease(l ctxlock.Lease) (bool, bool) {
+	v.onRelease()
+	return v.Backend.TryRelease(l)
+}
+func (v valueInstant) InstantBackend() ctxlock.Backend { return v }
+
+// NewManager must not panic for a Backend value whose type is not
+// comparable: Backend is an interface, and nothing requires comparability.
+// (Such a wrapper's in-line releases are given up: the Manager cannot tell
+// it is the Backend its InstantBackend returns.)
+func TestInstantBackendOfUncomparableWrapper(t *testing.T) {
+	p := recovered(func() {
+		m := ctxlock.NewManager(valueInstant{Backend: memory.New(), onRelease: func() {}})
+		_ = m.Close(context.Background())
+	})
+	if p != nil {
+		t.Fatalf("NewManager panicked: %v", p)
+	}
 }

@@ -192,7 +192,25 @@ func (l *lockValue) acquire(ctx context.Context, try bool) (bool, <-chan struct{
 			return fail(outcome, err)
 		}
 	}
+	// The value's gate is this call's now; a hold made by the call takes it
+	// over (its end frees the value). Should the user's tracer or meter
+	// panic with no hold made, the value is freed all the same: else every
+	// later call on it would wait, or report the key held, for ever.
+	m.mu.Lock()
+	prev := l.cur
+	m.mu.Unlock()
+	returned := false
+	defer func() {
+		if !returned {
+			m.mu.Lock()
+			if l.cur == prev {
+				l.releaseGateLocked()
+			}
+			m.unlock()
+		}
+	}()
 	h, err := m.acquire(ctx, l, try, &rec)
+	returned = true
 	if h == nil {
 		m.mu.Lock()
 		l.releaseGateLocked()

@@ -271,7 +271,7 @@ func NewManager(b Backend, opts ...ManagerOption) *Manager {
 		m.backendName = backendName(b)
 		_, m.reportsContention = b.(ContentionReporter)
 		m.relocker, _ = b.(Relocker)
-		if ir, ok := b.(InstantReleaser); ok && ir.InstantBackend() == b {
+		if ir, ok := b.(InstantReleaser); ok && sameBackend(ir.InstantBackend(), b) {
 			m.instant = ir // not a wrapper's promoted method (see InstantReleaser)
 		}
 		m.queue, _ = b.(WaiterQueue)
@@ -283,6 +283,17 @@ func NewManager(b Backend, opts ...ManagerOption) *Manager {
 	}
 	m.obs = ctxlockotel.New(m.backendName, ctxlockotel.WithTracerProvider(o.tracerProvider), ctxlockotel.WithMeterProvider(o.meterProvider))
 	return m
+}
+
+// sameBackend reports whether a and b are the same Backend: false, not a
+// panic, for values of a type that cannot be compared.
+func sameBackend(a, b Backend) (same bool) {
+	defer func() {
+		if recover() != nil {
+			same = false
+		}
+	}()
+	return a == b
 }
 
 func newOwnerPrefix() string {
@@ -587,10 +598,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		}
 		m.mu.Lock()
 		w.turnWait = false
-		// The call ends here, not through lockValue.acquire: its Lock value
-		// is free for its next call.
-		l.releaseGateLocked()
-		cleanup()
+		cleanup() // lockValue.acquire frees the Lock value
 		m.unlock()
 	}()
 	canceled := func() (*hold, string, error) {

@@ -29,8 +29,10 @@
 // line (ctxlock.InstantReleaser): once Unlock returns, every Manager of the
 // store finds the key free. While SetLatency or SetUnavailable is in force,
 // releases go through the Manager's scheduler, as on a networked backend;
-// so do those of a Manager given a wrapper that embeds the Backend (its
-// Release is not gone around).
+// so do those of a Manager given a wrapper that embeds the Backend, which
+// sends them with the wrapper's methods (its ReleaseContended, promoted
+// from the Backend unless the wrapper overrides or hides it, else its
+// Release).
 package memory
 
 import (
@@ -383,8 +385,7 @@ func (b *Backend) ReleaseContended(ctx context.Context, leases []ctxlock.Lease) 
 // store available and open, it releases lease as Release does, at once, and
 // reports true; else it does nothing. A Manager calls it from Unlock, so
 // that the key is free when Unlock returns; not through a wrapper that
-// embeds the Backend (see InstantBackend), whose Release it would go
-// around.
+// embeds the Backend (see InstantBackend).
 func (b *Backend) TryRelease(lease ctxlock.Lease) (released, wanted bool) {
 	if b.latency.Load() > 0 || b.unavailable.Load() {
 		return false, false
