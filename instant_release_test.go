@@ -230,3 +230,25 @@ func TestInstantBackendOfUncomparableWrapper(t *testing.T) {
 		t.Fatalf("NewManager panicked: %v", p)
 	}
 }
+
+// A Lock+Unlock loop on the memory backend, whose in-line releases leave
+// the key idle at every Unlock, reuses the key's state on both sides (the
+// Manager's, the store's entry): it allocates only the hold, its expiry
+// channel and the attempt's owner id.
+func TestLockUnlockOnMemoryReusesKeyState(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation counting")
+	}
+	ctx := context.Background()
+	allocs := allocsPerCycle(t, true, func(t *testing.T, l ctxlock.Lock) {
+		if _, err := l.Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 3 {
+		t.Errorf("%.1f allocations per Lock+Unlock, want at most 3 (hold, expiry channel, owner id)", allocs)
+	}
+}

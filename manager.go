@@ -383,9 +383,29 @@ func (m *Manager) keyLocked(key string) *keyState {
 	return ks
 }
 
+// keyOfLocked is keyLocked for l's key, but when the key has no state now
+// it takes back the idle state that l's last hold had, if any, instead of
+// making one: a Lock/Unlock loop on an in-process store (whose in-line
+// releases leave the key idle at every Unlock) then makes no garbage. The
+// state is the key's own, as if it had never been forgotten.
+func (m *Manager) keyOfLocked(l *lockValue) *keyState {
+	if m.keys[l.fullKey] == nil && l.cur != nil {
+		if ks := l.cur.keyst; ks.key == l.fullKey && ks.idle() {
+			m.keys[ks.key] = ks
+			return ks
+		}
+	}
+	return m.keyLocked(l.fullKey)
+}
+
+// idle reports that nothing refers to ks: it may be forgotten.
+func (ks *keyState) idle() bool {
+	return ks.holder == nil && len(ks.waiters) == 0 && len(ks.pending) == 0 && ks.tries == 0
+}
+
 // releaseKeyLocked forgets ks once nothing refers to it.
 func (m *Manager) releaseKeyLocked(ks *keyState) {
-	if ks.holder == nil && len(ks.waiters) == 0 && len(ks.pending) == 0 && ks.tries == 0 {
+	if ks.idle() {
 		delete(m.keys, ks.key)
 	}
 }
@@ -459,7 +479,7 @@ func (m *Manager) acquireLoop(ctx context.Context, l *lockValue, try bool, rec *
 		}
 		return nil, ctxlockotel.OutcomeClosed, fmt.Errorf("ctxlock: lock %q: %w", l.key, ErrClosed)
 	}
-	ks := m.keyLocked(l.fullKey)
+	ks := m.keyOfLocked(l)
 	w := &l.waiter
 	if try {
 		if ks.holder != nil {

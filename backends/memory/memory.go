@@ -67,6 +67,10 @@ type Backend struct {
 	// sweepAt is the number of entries at which the next new key first
 	// forgets the lapsed leases that nobody released or looked at since.
 	sweepAt int
+	// spare is a forgotten entry, zeroed, for the next new key: a
+	// Lock/Unlock loop, which forgets its key at every release, makes
+	// no garbage.
+	spare *entry
 }
 
 type entry struct {
@@ -114,7 +118,13 @@ func (b *Backend) entryLocked(key string, now time.Time) *entry {
 	if len(b.keys) >= b.sweepAt {
 		b.sweepLocked(now)
 	}
-	e := &entry{fence: b.floor}
+	e := b.spare
+	if e != nil {
+		b.spare = nil
+	} else {
+		e = new(entry)
+	}
+	e.fence = b.floor
 	b.keys[key] = e
 	return e
 }
@@ -127,6 +137,12 @@ func (b *Backend) forgetLocked(key string, e *entry) {
 	}
 	b.floor = max(b.floor, e.fence)
 	delete(b.keys, key)
+	if b.spare == nil && e.timer == nil {
+		// Nothing refers to it any more: a watcher's stop, which does,
+		// ran before it could be forgotten.
+		*e = entry{}
+		b.spare = e
+	}
 }
 
 // sweepLocked forgets the unwatched keys whose leases lapsed without a
