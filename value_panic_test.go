@@ -11,67 +11,35 @@ import (
 	"github.com/ctxlock/ctxlock/backends/memory"
 )
 
-// A call that fails (here a TryLock finding the key held) and whose acquire
-// span's End panics must still free its Lock value: else every later
-// TryLock of the value reports the key held, and every Lock blocks, for
-// ever, even once the key is free.
-func TestPanicInEndOfFailedCallFreesValue(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		b := memory.New()
-		m := ctxlock.NewManager(b)
-		defer closeManager(t, m)
-		other := m.NewLock("k")
-		if _, err := other.Lock(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		l := m.NewLock("k", ctxlock.WithTracer(panickyTracer{once: new(atomic.Bool), onEnd: true}))
-		p := recovered(func() { _, _, _ = l.TryLock(t.Context()) })
-		if p == nil {
-			t.Fatal("End did not panic (the test's premise)")
-		}
-		if err := other.Unlock(); err != nil {
-			t.Fatal(err)
-		}
-		synctest.Wait()
-		ok, _, err := l.TryLock(t.Context())
-		if err != nil || !ok {
-			t.Fatalf("TryLock of the free key after the panic = %v, %v; want true", ok, err)
-		}
-		_ = l.Unlock()
-		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-		defer cancel()
-		if _, err := l.Lock(ctx); err != nil {
-			t.Fatalf("Lock after the panic: %v", err)
-		}
-		_ = l.Unlock()
-	})
-}
-
-// A TryLock of a key held by another Lock value of the Manager records the
-// contended event; should the tracer panic there, the value must be free
-// for its next call.
-func TestPanicInTryLockHeldLocallyFreesValue(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		m := ctxlock.NewManager(memory.New())
-		defer closeManager(t, m)
-		other := m.NewLock("k")
-		if _, err := other.Lock(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		l := m.NewLock("k", ctxlock.WithTracer(panickyTracer{once: new(atomic.Bool)}))
-		if p := recovered(func() { _, _, _ = l.TryLock(t.Context()) }); p == nil {
-			t.Fatal("AddEvent did not panic (the test's premise)")
-		}
-		if err := other.Unlock(); err != nil {
-			t.Fatal(err)
-		}
-		synctest.Wait()
-		ok, _, err := l.TryLock(t.Context())
-		if err != nil || !ok {
-			t.Fatalf("TryLock of the free key after the panic = %v, %v; want true", ok, err)
-		}
-		_ = l.Unlock()
-	})
+// A TryLock that finds the key held by another Lock value of the Manager,
+// and whose tracer panics as it records that (the contended event) or as
+// it ends the call's span, must still free its Lock value: else every
+// later TryLock of the value reports the key held, and every Lock blocks,
+// for ever, even once the key is free.
+func TestPanicInFailedTryLockFreesValue(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		onEnd bool
+	}{{"contended event", false}, {"span end", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				m := ctxlock.NewManager(memory.New())
+				defer closeManager(t, m)
+				other := m.NewLock("k")
+				if _, err := other.Lock(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+				l := m.NewLock("k", ctxlock.WithTracer(panickyTracer{once: new(atomic.Bool), onEnd: c.onEnd}))
+				if p := recovered(func() { _, _, _ = l.TryLock(t.Context()) }); p == nil {
+					t.Fatal("the tracer did not panic (the test's premise)")
+				}
+				if err := other.Unlock(); err != nil {
+					t.Fatal(err)
+				}
+				valueIsFree(t, l)
+			})
+		})
+	}
 }
 
 // A TryLock whose attempt the backend answered free while another Lock
@@ -109,11 +77,19 @@ func TestPanicInTryLockRefusedForLocalHoldFreesValue(t *testing.T) {
 		if err := other.Unlock(); err != nil {
 			t.Fatal(err)
 		}
-		synctest.Wait()
-		ok, _, err := l.TryLock(t.Context())
-		if err != nil || !ok {
-			t.Fatalf("TryLock of the free key after the panic = %v, %v; want true", ok, err)
-		}
-		_ = l.Unlock()
+		valueIsFree(t, l)
 	})
+}
+
+// valueIsFree checks that l, whose key is free once its release settles,
+// takes it with a TryLock and then with a Lock.
+func valueIsFree(t *testing.T, l ctxlock.Lock) {
+	t.Helper()
+	synctest.Wait()
+	ok, _, err := l.TryLock(t.Context())
+	if err != nil || !ok {
+		t.Fatalf("TryLock of the free key after the panic = %v, %v; want true", ok, err)
+	}
+	_ = l.Unlock()
+	locksFreeKey(t, l, "Lock of the free key after the panic")
 }
