@@ -160,16 +160,6 @@ func (m *Manager) endHoldLocked(h *hold, reason, cause error) {
 		// must not stall the Manager.
 		m.endedHolds = append(m.endedHolds, h.endedLocked(now))
 	}
-	// After an expiry the lease may still be on the server (the backend was
-	// slow, not gone, and a refresh whose answer was lost extended it):
-	// releasing it frees the key for others before its TTL. Not at once,
-	// though: had no refresh reached the server, the lease would lapse no
-	// earlier than the drift allowance after the validity deadline, and
-	// that is the time a holder gets to notice the closed channel before
-	// anyone else, in this process or another, can take the key. After a
-	// loss too: a backend over several stores reports a lease lost once too
-	// few of them have it, while some may (redlock), and the release is
-	// owner-checked, so it cannot free another owner's lease.
 	if reason == ErrUnlocked && m.instant != nil {
 		// An in-process store: released before Unlock returns.
 		if released, wanted := m.instant.TryRelease(h.lease); released {
@@ -183,6 +173,16 @@ func (m *Manager) endHoldLocked(h *hold, reason, cause error) {
 			return
 		}
 	}
+	// After an expiry the lease may still be on the server (the backend was
+	// slow, not gone, and a refresh whose answer was lost extended it):
+	// releasing it frees the key for others before its TTL. Not at once,
+	// though: had no refresh reached the server, the lease would lapse no
+	// earlier than the drift allowance after the validity deadline, and
+	// that is the time a holder gets to notice the closed channel before
+	// anyone else, in this process or another, can take the key. After a
+	// loss too: a backend over several stores reports a lease lost once too
+	// few of them have it, while some may (redlock), and the release is
+	// owner-checked, so it cannot free another owner's lease.
 	h.rel = release{lease: h.lease, lock: h.lock, lapseAt: h.lapse(now)}
 	at := now
 	if reason == ErrExpired {
@@ -224,10 +224,10 @@ func (h *hold) endedLocked(now time.Time) endedHold {
 	return endedHold{h.lock.opts.Tracer, h.spanContext(), h.lock.key, now.Sub(h.start), now, reasonName(h.reason), err}
 }
 
-// endedHold is a hold's end, waiting to be recorded by unlock.
 // inlineRelease is a release that Unlock made in line, from start to end.
 type inlineRelease struct{ start, end time.Time }
 
+// endedHold is a hold's end, waiting to be recorded by unlock.
 type endedHold struct {
 	tracer trace.Tracer // the lock's own (WithTracer), or nil
 	span   trace.SpanContext
