@@ -24,9 +24,9 @@ import (
 func TestDeleteReportKeptAcrossAnotherLocalHold(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		// whileHeld: the report comes while the other hold exists (it is
-		// dropped: keyDeleted only records endedBefore with no holder);
-		// else it comes before that hold is made (which resets endedBefore).
+		// whileHeld: the report comes while the other hold exists (once
+		// dropped: only a key with no holder kept it); else it comes
+		// before that hold is made (which once reset the kept report).
 		whileHeld bool
 	}{
 		{name: "report while another hold exists", whileHeld: true},

@@ -373,29 +373,21 @@ func (m *Manager) NewLock(key string, opts ...LockOption) Lock {
 	return l
 }
 
-// keyLocked returns the state of key, creating it.
-func (m *Manager) keyLocked(key string) *keyState {
-	ks := m.keys[key]
-	if ks == nil {
-		ks = &keyState{key: key}
-		m.keys[key] = ks
-	}
-	return ks
-}
-
-// keyOfLocked is keyLocked for l's key, but when the key has no state now
-// it takes back the idle state that l's last hold had, if any, instead of
-// making one: a Lock/Unlock loop on an in-process store (whose in-line
-// releases leave the key idle at every Unlock) then makes no garbage. The
-// state is the key's own, as if it had never been forgotten.
+// keyOfLocked returns the state of l's key, creating it. When the key has
+// no state now, it takes back the idle state that l's last hold had, if
+// any, instead of making one: a Lock/Unlock loop on an in-process store
+// (whose in-line releases leave the key idle at every Unlock) then makes no
+// garbage. The state is the key's own, as if it had never been forgotten.
 func (m *Manager) keyOfLocked(l *lockValue) *keyState {
-	if m.keys[l.fullKey] == nil && l.cur != nil {
-		if ks := l.cur.keyst; ks.key == l.fullKey && ks.idle() {
-			m.keys[ks.key] = ks
-			return ks
-		}
+	if ks := m.keys[l.fullKey]; ks != nil {
+		return ks
 	}
-	return m.keyLocked(l.fullKey)
+	ks := &keyState{key: l.fullKey}
+	if l.cur != nil && l.cur.keyst.key == l.fullKey && l.cur.keyst.idle() {
+		ks = l.cur.keyst
+	}
+	m.keys[ks.key] = ks
+	return ks
 }
 
 // idle reports that nothing refers to ks: it may be forgotten.
