@@ -382,9 +382,11 @@ func (m *Manager) keyOfLocked(l *lockValue) *keyState {
 	if ks := m.keys[l.fullKey]; ks != nil {
 		return ks
 	}
-	ks := &keyState{key: l.fullKey}
+	var ks *keyState
 	if l.cur != nil && l.cur.keyst.key == l.fullKey && l.cur.keyst.idle() {
 		ks = l.cur.keyst
+	} else {
+		ks = &keyState{key: l.fullKey}
 	}
 	m.keys[ks.key] = ks
 	return ks
